@@ -1,0 +1,1 @@
+//! DQL: parse, plan, compile to Postgres SQL, evaluate in memory.

@@ -1,0 +1,83 @@
+//! Field-level deltas.
+//!
+//! A delta is a partial document state holding everything the sender has that a receiver at
+//! version vector `base` may lack: registers, map marks and counters with a stamp above `base`,
+//! and tombstones with a remover above `base`. Applying it is a join, so a delta computed against
+//! any vector at or below the receiver's is safe (it is a superset of the minimal one).
+
+use super::{Counter, CounterNum, Doc, MapNode, Register, Slot, VersionVector};
+use crate::error::{Result, SchemaError};
+
+/// A delta of one document.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Delta {
+    /// The receiver version vector this delta was computed against.
+    pub base: VersionVector,
+    /// The partial state; its `vv` is the sender's full version vector.
+    pub state: Doc,
+}
+
+impl Delta {
+    /// True when the delta carries no field and no version information beyond its base.
+    pub fn is_empty(&self) -> bool {
+        self.state.root.is_empty() && self.base.dominates(&self.state.vv)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        super::codec::encode_delta(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Delta> {
+        super::codec::decode_delta(bytes)
+    }
+}
+
+impl Doc {
+    /// The delta that brings a replica at `base` up to this state.
+    pub fn delta(&self, base: &VersionVector) -> Delta {
+        Delta {
+            base: base.clone(),
+            state: Doc { vv: self.vv.clone(), root: slot_delta(&self.root, base) },
+        }
+    }
+
+    /// Applies a delta. Refused (and nothing changes) when this replica's version vector does not
+    /// dominate the delta's base: the replica lost state the delta assumes (eviction, restore).
+    pub fn apply_delta(&mut self, delta: &Delta) -> Result<()> {
+        if !self.vv.dominates(&delta.base) {
+            return Err(SchemaError::BaseNotDominated);
+        }
+        self.join(&delta.state);
+        Ok(())
+    }
+}
+
+fn reg_delta(r: &Option<Register>, base: &VersionVector) -> Option<Register> {
+    r.as_ref().filter(|r| !base.covers(r.stamp)).cloned()
+}
+
+fn counter_delta<N: CounterNum>(c: &Option<Counter<N>>, base: &VersionVector) -> Option<Counter<N>> {
+    // A counter is small: when any part of it is new, send all of it (its epoch included).
+    c.as_ref().filter(|c| c.stamps().any(|s| !base.covers(s))).cloned()
+}
+
+fn slot_delta(slot: &Slot, base: &VersionVector) -> Slot {
+    let map = slot.map.as_ref().and_then(|m| {
+        let mark = m.mark.filter(|s| !base.covers(*s));
+        let entries: std::collections::BTreeMap<_, _> = m
+            .entries
+            .iter()
+            .map(|(k, e)| (k.clone(), slot_delta(e, base)))
+            .filter(|(_, e)| !e.is_empty())
+            .collect();
+        (mark.is_some() || !entries.is_empty()).then_some(MapNode { mark, entries })
+    });
+    Slot {
+        reg: reg_delta(&slot.reg, base),
+        att: reg_delta(&slot.att, base),
+        ctr: counter_delta(&slot.ctr, base),
+        pn: counter_delta(&slot.pn, base),
+        tomb: slot.tomb.as_ref().filter(|t| base.any_above(&t.removers)).cloned(),
+        map,
+    }
+}

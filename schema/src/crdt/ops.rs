@@ -1,0 +1,290 @@
+//! The write operations (delta mutators) on a document.
+//!
+//! All operations of one statement on one document share one stamp; the document's version
+//! vector before the statement is the context of every removal the statement makes.
+
+use std::collections::BTreeMap;
+
+use super::{Component, Contrib, Counter, CounterNum, Doc, Epoch, Register, Slot, VersionVector};
+use crate::error::{Result, SchemaError};
+use crate::hlc::Stamp;
+use crate::value::Value;
+
+/// How an object value is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectMode {
+    /// Objects become add-wins MAPs, each key its own register (DQL strict mode off, Ditto 5.x).
+    Map,
+    /// Objects are registers, replaced whole (strict mode on, or a field declared REGISTER).
+    Register,
+}
+
+/// The two counter types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterKind {
+    /// The settable COUNTER: integers, `INCREMENT BY`, `RESTART [WITH n]`.
+    Counter,
+    /// The legacy PN_COUNTER: floats, `PN_INCREMENT BY`.
+    PnCounter,
+}
+
+/// One write on a document. Paths are lists of object keys from the document root.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Assign a value (`SET path = value`). An object in [`ObjectMode::Map`] replaces what the
+    /// writer saw at `path` while concurrent additions by others survive.
+    Set { path: Vec<String>, value: Value, objects: ObjectMode },
+    /// Merge an object into the map at `path`: given keys are set, nested objects merged, other
+    /// keys kept (`INSERT ... ON ID CONFLICT DO UPDATE`, and every INSERT). An empty path is the
+    /// document root, which this (re)creates.
+    Merge { path: Vec<String>, value: BTreeMap<String, Value>, objects: ObjectMode },
+    /// Remove a field (`UNSET path`).
+    Unset { path: Vec<String> },
+    /// Add to a counter (`APPLY path INCREMENT BY n` / `PN_INCREMENT BY n`).
+    Increment { path: Vec<String>, by: Value, kind: CounterKind },
+    /// Set a settable counter (`APPLY path RESTART WITH n`).
+    Restart { path: Vec<String>, to: i64 },
+    /// Assign an attachment token.
+    Attach { path: Vec<String>, token: Value },
+    /// Delete the document (tombstone).
+    Delete,
+}
+
+struct Writer {
+    stamp: Stamp,
+    before: VersionVector,
+}
+
+impl Doc {
+    /// Applies the operations of one statement, all stamped with `stamp`, which must be newer
+    /// than anything this document has seen from `stamp.site`.
+    ///
+    /// On error the document is left unchanged.
+    pub fn apply(&mut self, ops: &[Op], stamp: Stamp) -> Result<()> {
+        if self.vv.covers(stamp) {
+            return Err(SchemaError::TypeMismatch(format!(
+                "stamp {} of site {} is not newer than the document's version vector",
+                stamp.hlc, stamp.site
+            )));
+        }
+        for op in ops {
+            validate(op)?;
+        }
+        let w = Writer { stamp, before: self.vv.clone() };
+        let empty = VersionVector::default();
+        for op in ops {
+            apply_one(&mut self.root, op, &w, &empty);
+        }
+        self.vv.observe(stamp.site, stamp.hlc);
+        self.root.normalize(&empty);
+        Ok(())
+    }
+}
+
+fn validate(op: &Op) -> Result<()> {
+    let check_value = |v: &Value| v.validate();
+    match op {
+        Op::Set { value, .. } => check_value(value),
+        Op::Merge { value, .. } => value.values().try_for_each(check_value),
+        Op::Attach { token, .. } => check_value(token),
+        Op::Increment { by, kind: CounterKind::Counter, .. } => match by {
+            Value::Int(_) => Ok(()),
+            other => Err(SchemaError::TypeMismatch(format!("expected {other} to be an integer value"))),
+        },
+        Op::Increment { by, kind: CounterKind::PnCounter, .. } => match by {
+            Value::Int(_) | Value::UInt(_) | Value::Float(_) => check_value(by),
+            other => Err(SchemaError::TypeMismatch(format!("expected {other} to be a number"))),
+        },
+        Op::Unset { .. } | Op::Restart { .. } | Op::Delete => Ok(()),
+    }
+}
+
+fn apply_one(root: &mut Slot, op: &Op, w: &Writer, empty: &VersionVector) {
+    match op {
+        Op::Delete => root.add_tomb(w.stamp, &w.before),
+        Op::Unset { path } => {
+            if let Some((slot, _)) = descend(root, path, empty.clone(), w, false) {
+                slot.add_tomb(w.stamp, &w.before);
+            }
+        }
+        Op::Set { path, value, objects } => {
+            if path.is_empty() {
+                if let Value::Object(o) = value {
+                    // Assigning the whole document: replace what the writer saw.
+                    root.add_tomb(w.stamp, &w.before);
+                    merge(root, o, w, *objects, empty);
+                }
+                return;
+            }
+            if let Some((slot, _)) = descend(root, path, empty.clone(), w, true) {
+                assign(slot, value, w, *objects, false);
+            }
+        }
+        Op::Merge { path, value, objects } => {
+            if let Some((slot, ctx)) = descend(root, path, empty.clone(), w, true) {
+                merge(slot, value, w, *objects, &ctx);
+            }
+        }
+        Op::Increment { path, by, kind } => {
+            if let Some((slot, ctx)) = descend(root, path, empty.clone(), w, true) {
+                increment(slot, by, *kind, w, &ctx);
+            }
+        }
+        Op::Restart { path, to } => {
+            if let Some((slot, ctx)) = descend(root, path, empty.clone(), w, true) {
+                hide_other_components(slot, Component::Counter, w, &ctx);
+                slot.ctr = Some(Counter {
+                    epoch: Some(Epoch { stamp: w.stamp, base: *to }),
+                    contrib: BTreeMap::new(),
+                });
+            }
+        }
+        Op::Attach { path, token } => {
+            if let Some((slot, ctx)) = descend(root, path, empty.clone(), w, true) {
+                hide_other_components(slot, Component::Attachment, w, &ctx);
+                slot.att = Some(Register { stamp: w.stamp, value: Some(token.clone()) });
+            }
+        }
+    }
+}
+
+/// Walks to the slot at `path`. With `create`, missing entries are created and every slot walked
+/// through is made a visible map; without it, `None` when the path does not exist.
+fn descend<'a>(
+    slot: &'a mut Slot,
+    path: &[String],
+    inherited: VersionVector,
+    w: &Writer,
+    create: bool,
+) -> Option<(&'a mut Slot, VersionVector)> {
+    let Some((key, rest)) = path.split_first() else {
+        return Some((slot, inherited));
+    };
+    if create {
+        ensure_map(slot, w, &inherited);
+    }
+    let ctx = slot.ctx(&inherited).into_owned();
+    let map = slot.map.as_mut()?;
+    let child = if create {
+        map.entries.entry(key.clone()).or_default()
+    } else {
+        map.entries.get_mut(key)?
+    };
+    descend(child, rest, ctx, w, create)
+}
+
+/// Makes the map of `slot` the visible component, (re)creating it when it is absent, removed or
+/// hidden behind another type. A register holding an object is turned into map entries.
+fn ensure_map(slot: &mut Slot, w: &Writer, inherited: &VersionVector) {
+    let visible = slot.visible(inherited);
+    if matches!(visible, Some((Component::Map, _))) {
+        return;
+    }
+    let exploded = match visible {
+        Some((Component::Register, _)) => slot.reg.as_ref().and_then(|r| match &r.value {
+            Some(Value::Object(o)) => Some(o.clone()),
+            _ => None,
+        }),
+        _ => None,
+    };
+    if visible.is_some() {
+        // A type change: what the writer saw of the other components is gone for good.
+        slot.add_tomb(w.stamp, &w.before);
+    }
+    let map = slot.map.get_or_insert_with(Default::default);
+    map.mark = map.mark.max(Some(w.stamp));
+    if let Some(o) = exploded {
+        for (k, v) in o {
+            assign(map.entries.entry(k).or_default(), &v, w, super::ObjectMode::Map, true);
+        }
+    }
+}
+
+/// Tombstones what the writer saw at `slot` when a component other than `keep` is visible.
+fn hide_other_components(slot: &mut Slot, keep: Component, w: &Writer, inherited: &VersionVector) {
+    if let Some((c, _)) = slot.visible(inherited) {
+        if c != keep {
+            slot.add_tomb(w.stamp, &w.before);
+        }
+    }
+}
+
+/// Assigns `value` at `slot`. `fresh` means an ancestor was just replaced (its tombstone already
+/// covers what the writer saw here).
+fn assign(slot: &mut Slot, value: &Value, w: &Writer, objects: ObjectMode, fresh: bool) {
+    match (value, objects) {
+        (Value::Object(o), ObjectMode::Map) => {
+            if !fresh && !slot.is_empty() {
+                slot.add_tomb(w.stamp, &w.before);
+            }
+            let map = slot.map.get_or_insert_with(Default::default);
+            map.mark = map.mark.max(Some(w.stamp));
+            for (k, v) in o {
+                assign(map.entries.entry(k.clone()).or_default(), v, w, objects, true);
+            }
+        }
+        _ => {
+            let other_alive = slot.map.is_some() || slot.ctr.is_some() || slot.pn.is_some() || slot.att.is_some();
+            if !fresh && other_alive {
+                slot.add_tomb(w.stamp, &w.before);
+            }
+            slot.reg = Some(Register { stamp: w.stamp, value: Some(value.clone()) });
+        }
+    }
+}
+
+fn merge(slot: &mut Slot, obj: &BTreeMap<String, Value>, w: &Writer, objects: ObjectMode, inherited: &VersionVector) {
+    ensure_map(slot, w, inherited);
+    let ctx = slot.ctx(inherited).into_owned();
+    let Some(map) = slot.map.as_mut() else { return };
+    for (k, v) in obj {
+        let child = map.entries.entry(k.clone()).or_default();
+        match (v, objects) {
+            (Value::Object(o), ObjectMode::Map) => merge(child, o, w, objects, &ctx),
+            _ => assign(child, v, w, objects, false),
+        }
+    }
+}
+
+fn increment(slot: &mut Slot, by: &Value, kind: CounterKind, w: &Writer, inherited: &VersionVector) {
+    let visible = slot.visible(inherited).map(|(c, _)| c);
+    match kind {
+        CounterKind::Counter => {
+            let by = by.as_i64().unwrap_or(0);
+            let own = Component::Counter;
+            if visible.is_some() && visible != Some(own) {
+                slot.add_tomb(w.stamp, &w.before);
+            }
+            bump(&mut slot.ctr, by, visible == Some(own), w.stamp);
+        }
+        CounterKind::PnCounter => {
+            let by = by.as_f64().unwrap_or(0.0);
+            let own = Component::PnCounter;
+            if visible.is_some() && visible != Some(own) {
+                slot.add_tomb(w.stamp, &w.before);
+            }
+            bump(&mut slot.pn, by, visible == Some(own), w.stamp);
+        }
+    }
+}
+
+/// Adds `by` to this site's contribution. A counter that exists but is not visible (removed, or
+/// hidden behind a newer value of another type) starts a new epoch from zero, so old increments
+/// do not come back.
+fn bump<N: CounterNum>(counter: &mut Option<Counter<N>>, by: N, visible: bool, stamp: Stamp) {
+    let c = match counter {
+        Some(c) if !visible => {
+            *c = Counter { epoch: Some(Epoch { stamp, base: N::ZERO }), contrib: BTreeMap::new() };
+            c
+        }
+        Some(c) => c,
+        None => counter.insert(Counter::default()),
+    };
+    let e = c.contrib.entry(stamp.site).or_insert(Contrib { p: N::ZERO, n: N::ZERO, last: stamp });
+    if by.is_negative() {
+        e.n = e.n.add(by.neg());
+    } else {
+        e.p = e.p.add(by);
+    }
+    e.last = stamp;
+}
