@@ -1,1 +1,77 @@
-//! The only code that talks to Postgres.
+//! The only code that talks to Postgres: documents, the commit-ordered change sequence,
+//! transaction ids and migrations (`sql/`, embedded at build time).
+
+mod error;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+pub use error::StoreError;
+
+/// Migrations from the repository's `sql/` folder, applied at start-up.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../sql");
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { max_connections: 16, connect_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// A handle on the Postgres store. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects to Postgres (`postgres://...` URL or key/value connection string) and checks that
+    /// it answers.
+    pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Store, StoreError> {
+        let connect: PgConnectOptions = url.parse().map_err(StoreError::Connect)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(opts.connect_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(StoreError::Connect)?;
+        Ok(Store { pool })
+    }
+
+    /// Applies pending migrations (idempotent; safe with several processes starting at once).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await.map_err(StoreError::Migrate)
+    }
+
+    /// True when Postgres answers and every migration this build knows has been applied.
+    pub async fn ready(&self) -> Result<bool, StoreError> {
+        let applied: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .or_else(|e| match &e {
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => Ok(0),
+            _ => Err(e),
+        })?;
+        Ok(applied as usize >= MIGRATOR.iter().count())
+    }
+
+    /// The underlying pool (for modules that run their own queries through the store).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

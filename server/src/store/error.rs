@@ -1,0 +1,36 @@
+//! Errors of the store.
+
+use bigpeer_schema::SchemaError;
+
+/// Errors raised while talking to Postgres or merging documents.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Postgres could not be reached or refused the connection.
+    #[error("cannot connect to Postgres: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored or received CRDT blob, id or value is invalid.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// A delta could not be applied because the receiver lacks state it assumes.
+    #[error("delta for {collection}/{id} is based on state this store does not have")]
+    BaseNotDominated { collection: String, id: String },
+}
+
+impl StoreError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Connect(_) => "store/unavailable",
+            StoreError::Migrate(_) => "store/migration",
+            StoreError::Database(_) => "store/backend",
+            StoreError::Schema(e) => e.code(),
+            StoreError::BaseNotDominated { .. } => "crdt/base-not-dominated",
+        }
+    }
+}
