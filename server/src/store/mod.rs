@@ -1,13 +1,18 @@
 //! The only code that talks to Postgres: documents, the commit-ordered change sequence,
 //! transaction ids and migrations (`sql/`, embedded at build time).
 
+mod documents;
 mod error;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use bigpeer_schema::{Clock, Hlc, SiteId, Stamp};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
+pub use documents::{materialize_with_id, Change, Committed, Outcome, StoredDoc};
 pub use error::StoreError;
 
 /// Migrations from the repository's `sql/` folder, applied at start-up.
@@ -22,7 +27,10 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { max_connections: 16, connect_timeout: Duration::from_secs(10) }
+        StoreOptions {
+            max_connections: 16,
+            connect_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -30,6 +38,9 @@ impl Default for StoreOptions {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    /// This store instance's hybrid logical clock. Every process gets a fresh random site id, so
+    /// several bigpeer processes can write to one Postgres without sharing clock state.
+    clock: Arc<Mutex<Clock>>,
 }
 
 impl Store {
@@ -43,7 +54,41 @@ impl Store {
             .connect_with(connect)
             .await
             .map_err(StoreError::Connect)?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            clock: Arc::new(Mutex::new(Clock::new(SiteId::random()))),
+        })
+    }
+
+    /// This store's site id.
+    pub fn site(&self) -> SiteId {
+        self.with_clock(|c| c.site())
+    }
+
+    fn with_clock<T>(&self, f: impl FnOnce(&mut Clock) -> T) -> T {
+        // A poisoned lock only means another thread panicked while holding it; the clock itself
+        // is always in a valid state, so keep using it.
+        let mut guard = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    /// A fresh stamp, after everything the document has seen (within the drift bound).
+    pub(crate) fn stamp_after(&self, seen: Hlc) -> Stamp {
+        self.with_clock(|c| {
+            if c.observe(seen) == bigpeer_schema::hlc::Observe::Skewed {
+                tracing::warn!(hlc = %seen, "document carries a clock far in the future; not following it");
+            }
+            c.tick()
+        })
+    }
+
+    /// Advances the clock past a remote value (within the drift bound).
+    pub(crate) fn observe(&self, seen: Hlc) {
+        self.with_clock(|c| {
+            if c.observe(seen) == bigpeer_schema::hlc::Observe::Skewed {
+                tracing::warn!(hlc = %seen, "remote change carries a clock far in the future; not following it");
+            }
+        });
     }
 
     /// Applies pending migrations (idempotent; safe with several processes starting at once).
@@ -53,15 +98,14 @@ impl Store {
 
     /// True when Postgres answers and every migration this build knows has been applied.
     pub async fn ready(&self) -> Result<bool, StoreError> {
-        let applied: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM _sqlx_migrations WHERE success",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .or_else(|e| match &e {
-            sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => Ok(0),
-            _ => Err(e),
-        })?;
+        let applied: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await
+                .or_else(|e| match &e {
+                    sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => Ok(0),
+                    _ => Err(e),
+                })?;
         Ok(applied as usize >= MIGRATOR.iter().count())
     }
 
@@ -75,3 +119,6 @@ impl Store {
         self.pool.close().await;
     }
 }
+
+#[cfg(test)]
+mod tests;

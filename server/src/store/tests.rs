@@ -1,0 +1,406 @@
+//! Store tests against a real Postgres (a fresh database per test, dropped afterwards).
+//!
+//! The server is `BIGPEER_TEST_PG` (default `postgres://postgres@127.0.0.1:5432`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bigpeer_schema::{Clock, CounterKind, Doc, DocId, ObjectMode, Op, SiteId, Value};
+use sqlx::{Connection, PgConnection};
+
+use super::{Change, Outcome, Store, StoreOptions};
+
+fn server_url() -> String {
+    std::env::var("BIGPEER_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// A fresh, migrated database; dropped by [`TestDb::drop_db`].
+struct TestDb {
+    name: String,
+    store: Store,
+}
+
+impl TestDb {
+    async fn new() -> TestDb {
+        let name = format!("bigpeer_store_{:016x}", rand::random::<u64>());
+        let mut admin = PgConnection::connect(&format!("{}/postgres", server_url()))
+            .await
+            .expect("a Postgres server for tests (set BIGPEER_TEST_PG)");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        let store = Store::connect(
+            &format!("{}/{name}", server_url()),
+            &StoreOptions::default(),
+        )
+        .await
+        .expect("connect");
+        store.migrate().await.expect("migrate");
+        TestDb { name, store }
+    }
+
+    async fn drop_db(self) {
+        self.store.close().await;
+        let mut admin = PgConnection::connect(&format!("{}/postgres", server_url()))
+            .await
+            .expect("connect");
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut admin)
+        .await
+        .expect("drop database");
+    }
+}
+
+fn obj(json: &str) -> BTreeMap<String, Value> {
+    match Value::parse_json(json).expect("json") {
+        Value::Object(o) => o,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+fn insert(coll: &str, id: &str, json: &str) -> Change {
+    Change::Ops {
+        collection: coll.into(),
+        id: DocId::string(id),
+        ops: vec![Op::Merge {
+            path: vec![],
+            value: obj(json),
+            objects: ObjectMode::Map,
+        }],
+    }
+}
+
+#[tokio::test]
+async fn writes_read_back_with_monotonic_txns() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    assert!(s.ready().await.expect("ready"));
+    assert_eq!(s.committed_txn().await.expect("txn"), 0);
+
+    let a = s
+        .apply(vec![insert(
+            "cars",
+            "a",
+            r#"{"color":"red","n":1,"f":1.0}"#,
+        )])
+        .await
+        .expect("apply");
+    let b = s
+        .apply(vec![
+            insert("cars", "b", r#"{"big":18446744073709551615}"#),
+            Change::Ops {
+                collection: "cars".into(),
+                id: DocId::string("a"),
+                ops: vec![
+                    Op::Set {
+                        path: vec!["color".into()],
+                        value: "blue".into(),
+                        objects: ObjectMode::Map,
+                    },
+                    Op::Increment {
+                        path: vec!["hits".into()],
+                        by: Value::Int(2),
+                        kind: CounterKind::Counter,
+                    },
+                ],
+            },
+        ])
+        .await
+        .expect("apply");
+    assert!(
+        b.txn > a.txn,
+        "transaction ids grow: {} then {}",
+        a.txn,
+        b.txn
+    );
+    assert_eq!(b.outcomes.len(), 2);
+    assert!(matches!(b.outcomes[0], Outcome::Changed { .. }));
+
+    let doc = s
+        .get("cars", &DocId::string("a"))
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        doc.value.expect("live").to_json_string(),
+        r#"{"_id":"a","color":"blue","f":1.0,"hits":2,"n":1}"#,
+        "int/float kept apart, counter materialised"
+    );
+    assert_eq!(doc.txn, b.txn);
+    let big = s
+        .get("cars", &DocId::string("b"))
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        big.value.expect("live").to_json_string(),
+        r#"{"_id":"b","big":18446744073709551615}"#
+    );
+    assert_eq!(s.committed_txn().await.expect("txn"), b.txn);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn deltas_are_idempotent_and_refused_without_base() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    // A small peer's state, sent as a delta from nothing.
+    let mut peer = Doc::new();
+    let mut clock = Clock::new(SiteId(7));
+    peer.apply(
+        &[Op::Merge {
+            path: vec![],
+            value: obj(r#"{"x":1}"#),
+            objects: ObjectMode::Map,
+        }],
+        clock.tick(),
+    )
+    .expect("apply");
+    let d1 = peer.delta(&Default::default());
+    let first = s
+        .apply(vec![Change::Delta {
+            collection: "c".into(),
+            id: DocId::string("p"),
+            delta: d1.clone(),
+        }])
+        .await
+        .expect("apply");
+    assert!(matches!(first.outcomes[0], Outcome::Changed { .. }));
+    // The same delta again (a retry): nothing changes, no sequence number is taken.
+    let again = s
+        .apply(vec![Change::Delta {
+            collection: "c".into(),
+            id: DocId::string("p"),
+            delta: d1,
+        }])
+        .await
+        .expect("apply");
+    assert_eq!(again.outcomes, vec![Outcome::Unchanged]);
+    assert_eq!(again.txn, first.txn);
+
+    // A delta computed against a version this store never saw is refused; the rest of the batch
+    // is applied.
+    let base = peer.vv.clone();
+    peer.apply(
+        &[Op::Set {
+            path: vec!["x".into()],
+            value: Value::Int(2),
+            objects: ObjectMode::Map,
+        }],
+        clock.tick(),
+    )
+    .expect("apply");
+    let mut other = Doc::new();
+    other
+        .apply(
+            &[Op::Merge {
+                path: vec![],
+                value: obj(r#"{"y":1}"#),
+                objects: ObjectMode::Map,
+            }],
+            clock.tick(),
+        )
+        .expect("apply");
+    let res = s
+        .apply(vec![
+            Change::Delta {
+                collection: "c".into(),
+                id: DocId::string("unknown"),
+                delta: peer.delta(&base),
+            },
+            Change::Delta {
+                collection: "c".into(),
+                id: DocId::string("p"),
+                delta: peer.delta(&base),
+            },
+        ])
+        .await
+        .expect("apply");
+    assert_eq!(res.outcomes[0], Outcome::Refused);
+    assert!(matches!(res.outcomes[1], Outcome::Changed { .. }));
+    let p = s
+        .get("c", &DocId::string("p"))
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        p.value.expect("live").to_json_string(),
+        r#"{"_id":"p","x":2}"#
+    );
+    assert!(s
+        .get("c", &DocId::string("unknown"))
+        .await
+        .expect("get")
+        .is_none());
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn delete_then_recreate_starts_fresh() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    s.apply(vec![insert("c", "a", r#"{"old":1,"keep":{"x":1}}"#)])
+        .await
+        .expect("apply");
+    s.apply(vec![Change::Ops {
+        collection: "c".into(),
+        id: DocId::string("a"),
+        ops: vec![Op::Delete],
+    }])
+    .await
+    .expect("delete");
+    let gone = s
+        .get("c", &DocId::string("a"))
+        .await
+        .expect("get")
+        .expect("tombstone row kept");
+    assert!(gone.deleted);
+    assert!(gone.value.is_none());
+    s.apply(vec![insert("c", "a", r#"{"new":2}"#)])
+        .await
+        .expect("apply");
+    let back = s
+        .get("c", &DocId::string("a"))
+        .await
+        .expect("get")
+        .expect("exists");
+    assert!(!back.deleted);
+    assert_eq!(
+        back.value.expect("live").to_json_string(),
+        r#"{"_id":"a","new":2}"#
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_failing_change_writes_nothing() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let err = s
+        .apply(vec![
+            insert("c", "ok", r#"{"v":1}"#),
+            Change::Ops {
+                collection: "c".into(),
+                id: DocId::string("bad"),
+                ops: vec![Op::Increment {
+                    path: vec!["n".into()],
+                    by: Value::Float(2.5),
+                    kind: CounterKind::Counter,
+                }],
+            },
+        ])
+        .await
+        .expect_err("a float increment of a COUNTER is refused");
+    assert_eq!(err.code(), "crdt/type-mismatch");
+    assert!(
+        s.get("c", &DocId::string("ok"))
+            .await
+            .expect("get")
+            .is_none(),
+        "no partial write"
+    );
+    assert_eq!(s.committed_txn().await.expect("txn"), 0);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn corrupt_blobs_give_a_precise_error() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    s.apply(vec![insert("c", "a", r#"{"v":1}"#)])
+        .await
+        .expect("apply");
+    sqlx::query("UPDATE documents SET meta = '\\x0100ff'::bytea")
+        .execute(s.pool())
+        .await
+        .expect("corrupt it");
+    let err = s
+        .apply(vec![insert("c", "a", r#"{"v":2}"#)])
+        .await
+        .expect_err("corrupt");
+    assert_eq!(err.code(), "crdt/corrupt");
+    assert!(
+        err.to_string()
+            .contains("document \"a\" in collection \"c\""),
+        "{err}"
+    );
+    let err = s.get("c", &DocId::string("a")).await.expect_err("corrupt");
+    assert_eq!(err.code(), "crdt/corrupt");
+    db.drop_db().await;
+}
+
+/// Many concurrent writers and one reader following the feed with a cursor: the reader must see
+/// every document's final change, in strictly increasing sequence order, never skipping a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn change_feed_cursor_never_skips() {
+    let db = TestDb::new().await;
+    let s = db.store.clone();
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    let batch = (0..3)
+                        .map(|k| {
+                            insert(
+                                "feed",
+                                &format!("w{w}-{}", (i * 3 + k) % 25),
+                                &format!(r#"{{"i":{i}}}"#),
+                            )
+                        })
+                        .collect();
+                    s.apply(batch).await.expect("apply");
+                }
+            })
+        })
+        .collect();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let s = s.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut cursor = 0i64;
+            let mut seen: BTreeSet<(String, i64)> = BTreeSet::new();
+            loop {
+                // Read `done` before querying: an empty answer after the writers finished is final.
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let rows = s.changes_since(cursor, 50).await.expect("changes");
+                if rows.is_empty() {
+                    if finished {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                    continue;
+                }
+                for r in rows {
+                    assert!(r.seq > cursor, "sequence goes forward");
+                    cursor = r.seq;
+                    seen.insert((r.id.to_string(), r.seq));
+                }
+            }
+            (cursor, seen)
+        })
+    };
+    for w in writers {
+        w.await.expect("writer");
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (cursor, seen) = reader.await.expect("reader");
+    let last = s.committed_txn().await.expect("txn");
+    assert_eq!(cursor, last, "the reader caught up");
+    let finals = s.changes_since(0, 10_000).await.expect("all");
+    assert_eq!(finals.len(), 8 * 25);
+    for d in finals {
+        assert!(
+            seen.contains(&(d.id.to_string(), d.seq)),
+            "reader skipped {} at seq {}",
+            d.id,
+            d.seq
+        );
+    }
+    db.drop_db().await;
+}
