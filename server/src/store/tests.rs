@@ -404,3 +404,60 @@ async fn change_feed_cursor_never_skips() {
     }
     db.drop_db().await;
 }
+
+/// The property behind the feed: while a transaction holds an uncommitted sequence number, no
+/// later one can commit, so a reader never moves its cursor past a row that appears later.
+/// (With a plain Postgres sequence the second writer would commit at once and this test fails.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_sequence_number_cannot_commit_first() {
+    let db = TestDb::new().await;
+    let s = db.store.clone();
+    let mut slow = s.pool().begin().await.expect("begin");
+    let a_seq: i64 =
+        sqlx::query_scalar("UPDATE seq_counter SET v = v + 1 WHERE id = 0 RETURNING v")
+            .fetch_one(&mut *slow)
+            .await
+            .expect("take a number");
+    let mut doc = Doc::new();
+    doc.apply(
+        &[Op::Merge {
+            path: vec![],
+            value: obj(r#"{"slow":true}"#),
+            objects: ObjectMode::Map,
+        }],
+        Clock::new(SiteId(3)).tick(),
+    )
+    .expect("apply");
+    sqlx::query("INSERT INTO documents (collection, id, value, meta, seq, txn) VALUES ('c', $1, '{}'::jsonb, $2, $3, $3)")
+        .bind(DocId::string("slow").key())
+        .bind(doc.encode())
+        .bind(a_seq)
+        .execute(&mut *slow)
+        .await
+        .expect("insert");
+
+    let fast = {
+        let s = s.clone();
+        tokio::spawn(async move { s.apply(vec![insert("c", "fast", r#"{"fast":true}"#)]).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !fast.is_finished(),
+        "a later writer committed while an earlier sequence number was open"
+    );
+    assert!(s.changes_since(0, 10).await.expect("feed").is_empty());
+
+    slow.commit().await.expect("commit");
+    let committed = fast.await.expect("join").expect("apply");
+    let feed = s.changes_since(0, 10).await.expect("feed");
+    let order: Vec<(String, i64)> = feed.iter().map(|d| (d.id.to_string(), d.seq)).collect();
+    assert_eq!(
+        order,
+        vec![
+            ("\"slow\"".to_owned(), a_seq),
+            ("\"fast\"".to_owned(), committed.txn)
+        ]
+    );
+    assert!(committed.txn > a_seq);
+    db.drop_db().await;
+}
