@@ -111,6 +111,17 @@ impl Store {
                 .entry((coll.to_owned(), id.key()))
                 .or_insert_with(|| id.clone());
         }
+        // Rows that do not exist yet cannot be locked with FOR UPDATE, so two writers creating
+        // the same document would both merge into an empty state and the second would overwrite
+        // the first. A transaction-scoped advisory lock per target, taken in ascending order
+        // (no deadlocks), serialises writers of the same document whether or not it exists.
+        let mut locks: Vec<i64> = targets.keys().map(|(c, k)| lock_key(c, k)).collect();
+        locks.sort_unstable();
+        locks.dedup();
+        sqlx::query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS k")
+            .bind(&locks)
+            .execute(&mut *tx)
+            .await?;
         let colls: Vec<String> = targets.keys().map(|(c, _)| c.clone()).collect();
         let keys: Vec<Vec<u8>> = targets.keys().map(|(_, k)| k.clone()).collect();
         let rows = sqlx::query(
@@ -308,6 +319,22 @@ impl Store {
             .fetch_one(self.pool())
             .await?)
     }
+}
+
+/// A stable 64-bit lock key for a document (FNV-1a; the same in every process and version, so
+/// that several bigpeer processes on one database agree).
+fn lock_key(collection: &str, key: &[u8]) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in collection
+        .as_bytes()
+        .iter()
+        .chain([0xff].iter())
+        .chain(key.iter())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h as i64
 }
 
 /// The materialised JSON of a document with its `_id`, or `None` when deleted.

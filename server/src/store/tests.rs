@@ -461,3 +461,51 @@ async fn a_later_sequence_number_cannot_commit_first() {
     assert!(committed.txn > a_seq);
     db.drop_db().await;
 }
+
+/// Two writers creating the same new document at the same time (no row to lock yet) must both
+/// be merged: neither may overwrite the other with a state computed from an empty document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_of_one_document_merge() {
+    let db = TestDb::new().await;
+    // Two store handles = two processes with their own clocks, on one database.
+    let other = Store::connect(
+        &format!("{}/{}", server_url(), db.name),
+        &StoreOptions::default(),
+    )
+    .await
+    .expect("connect");
+    for round in 0..20 {
+        let id = format!("doc{round}");
+        let a = {
+            let s = db.store.clone();
+            let id = id.clone();
+            tokio::spawn(async move { s.apply(vec![insert("c", &id, r#"{"a":1}"#)]).await })
+        };
+        let b = {
+            let s = other.clone();
+            let id = id.clone();
+            tokio::spawn(async move { s.apply(vec![insert("c", &id, r#"{"b":2}"#)]).await })
+        };
+        a.await.expect("join").expect("apply a");
+        b.await.expect("join").expect("apply b");
+        let d = db
+            .store
+            .get("c", &DocId::string(&id))
+            .await
+            .expect("get")
+            .expect("exists");
+        let v = d.value.expect("live");
+        assert_eq!(
+            v.get_path(&["a"]),
+            Some(&Value::Int(1)),
+            "round {round}: {v}"
+        );
+        assert_eq!(
+            v.get_path(&["b"]),
+            Some(&Value::Int(2)),
+            "round {round}: {v}"
+        );
+    }
+    other.close().await;
+    db.drop_db().await;
+}
