@@ -112,7 +112,10 @@ impl<'a> Reader<'a> {
     }
 
     pub fn u8(&mut self) -> Result<u8> {
-        let b = *self.bytes.get(self.pos).ok_or_else(|| corrupt("unexpected end of input"))?;
+        let b = *self
+            .bytes
+            .get(self.pos)
+            .ok_or_else(|| corrupt("unexpected end of input"))?;
         self.pos += 1;
         Ok(b)
     }
@@ -253,8 +256,9 @@ mod tests {
 
     #[test]
     fn values_round_trip() {
-        let v = Value::parse_json(r#"{"a":[1,-2,2.5,"x",null,true],"b":{"c":18446744073709551615}}"#)
-            .expect("json");
+        let v =
+            Value::parse_json(r#"{"a":[1,-2,2.5,"x",null,true],"b":{"c":18446744073709551615}}"#)
+                .expect("json");
         let mut v = v;
         if let Value::Object(o) = &mut v {
             o.insert("bin".into(), Value::Binary(vec![0, 1, 255]));
@@ -264,7 +268,14 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for bad in [&[][..], &[9, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f], &[8, 200], &[6, 2, 0xc3]] {
+        for bad in [
+            &[][..],
+            &[
+                9, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+            ],
+            &[8, 200],
+            &[6, 2, 0xc3],
+        ] {
             assert!(decode_value(bad).is_err());
         }
     }

@@ -104,7 +104,10 @@ pub struct Clock {
 
 impl Clock {
     pub fn new(site: SiteId) -> Clock {
-        Clock { site, last: Hlc::ZERO }
+        Clock {
+            site,
+            last: Hlc::ZERO,
+        }
     }
 
     /// A clock that resumes after `last` (for example the largest stamp found in storage).

@@ -78,7 +78,9 @@ impl DocId {
         let mut pos = 0;
         let v = read_key(bytes, &mut pos, 0)?;
         if pos != bytes.len() {
-            return Err(SchemaError::Corrupt("trailing bytes after document id key".into()));
+            return Err(SchemaError::Corrupt(
+                "trailing bytes after document id key".into(),
+            ));
         }
         DocId::new(v)
     }
@@ -119,9 +121,15 @@ impl TryFrom<Value> for DocId {
 
 fn check(v: &Value) -> Result<()> {
     match v {
-        Value::Float(_) => Err(SchemaError::InvalidId("floats are not supported in document ids".into())),
-        Value::Null => Err(SchemaError::InvalidId("null is not supported as a document id".into())),
-        Value::Binary(_) => Err(SchemaError::InvalidId("binary values are not supported in document ids".into())),
+        Value::Float(_) => Err(SchemaError::InvalidId(
+            "floats are not supported in document ids".into(),
+        )),
+        Value::Null => Err(SchemaError::InvalidId(
+            "null is not supported as a document id".into(),
+        )),
+        Value::Binary(_) => Err(SchemaError::InvalidId(
+            "binary values are not supported in document ids".into(),
+        )),
         Value::Array(a) => a.iter().try_for_each(check),
         Value::Object(o) => o.values().try_for_each(check),
         Value::Bool(_) | Value::Int(_) | Value::UInt(_) | Value::String(_) => Ok(()),
@@ -199,7 +207,8 @@ fn take_u64(bytes: &[u8], pos: &mut usize) -> Result<u64> {
 fn take_string(bytes: &[u8], pos: &mut usize) -> Result<String> {
     let n = take_u32(bytes, pos)?;
     let s = take(bytes, pos, n)?;
-    String::from_utf8(s.to_vec()).map_err(|_| SchemaError::Corrupt("document id key is not UTF-8".into()))
+    String::from_utf8(s.to_vec())
+        .map_err(|_| SchemaError::Corrupt("document id key is not UTF-8".into()))
 }
 
 fn read_key(bytes: &[u8], pos: &mut usize, depth: usize) -> Result<Value> {
@@ -230,14 +239,18 @@ fn read_key(bytes: &[u8], pos: &mut usize, depth: usize) -> Result<Value> {
                     return Ok(Value::Object(o));
                 }
                 if take(bytes, pos, 1)?[0] != TAG_ENTRY {
-                    return Err(SchemaError::Corrupt("malformed object in document id key".into()));
+                    return Err(SchemaError::Corrupt(
+                        "malformed object in document id key".into(),
+                    ));
                 }
                 let k = take_string(bytes, pos)?;
                 let v = read_key(bytes, pos, depth + 1)?;
                 o.insert(k, v);
             }
         }
-        other => Err(SchemaError::Corrupt(format!("unknown document id key tag {other:#x}"))),
+        other => Err(SchemaError::Corrupt(format!(
+            "unknown document id key tag {other:#x}"
+        ))),
     }
 }
 
@@ -252,7 +265,13 @@ mod tests {
     #[test]
     fn storage_order_matches_ditto() {
         // Observed order without ORDER BY: 5, "2", "a", "c", "10" (ints first, shorter strings first).
-        let mut ids = vec![id(r#""c""#), id(r#""a""#), id(r#""10""#), id(r#""2""#), id("5")];
+        let mut ids = [
+            id(r#""c""#),
+            id(r#""a""#),
+            id(r#""10""#),
+            id(r#""2""#),
+            id("5"),
+        ];
         ids.sort();
         let shown: Vec<String> = ids.iter().map(ToString::to_string).collect();
         assert_eq!(shown, vec!["5", r#""2""#, r#""a""#, r#""c""#, r#""10""#]);
@@ -260,7 +279,7 @@ mod tests {
 
     #[test]
     fn type_order() {
-        let mut ids = vec![
+        let mut ids = [
             id(r#"{"a":1}"#),
             id("[1]"),
             id(r#""s""#),
@@ -274,7 +293,16 @@ mod tests {
         let shown: Vec<String> = ids.iter().map(ToString::to_string).collect();
         assert_eq!(
             shown,
-            vec!["3", "18446744073709551615", "-7", "-1", "true", r#""s""#, "[1]", r#"{"a":1}"#]
+            vec![
+                "3",
+                "18446744073709551615",
+                "-7",
+                "-1",
+                "true",
+                r#""s""#,
+                "[1]",
+                r#"{"a":1}"#
+            ]
         );
     }
 

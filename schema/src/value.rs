@@ -48,7 +48,9 @@ impl Value {
         if f.is_finite() {
             Ok(Value::Float(f))
         } else {
-            Err(SchemaError::InvalidValue(format!("float {f} is not finite")))
+            Err(SchemaError::InvalidValue(format!(
+                "float {f} is not finite"
+            )))
         }
     }
 
@@ -125,10 +127,14 @@ impl Value {
                 }
             }
             serde_json::Value::String(s) => Value::String(s),
-            serde_json::Value::Array(a) => Value::Array(a.into_iter().map(Value::from_json).collect()),
-            serde_json::Value::Object(o) => {
-                Value::Object(o.into_iter().map(|(k, v)| (k, Value::from_json(v))).collect())
+            serde_json::Value::Array(a) => {
+                Value::Array(a.into_iter().map(Value::from_json).collect())
             }
+            serde_json::Value::Object(o) => Value::Object(
+                o.into_iter()
+                    .map(|(k, v)| (k, Value::from_json(v)))
+                    .collect(),
+            ),
         }
     }
 
@@ -144,7 +150,9 @@ impl Value {
                 .map(serde_json::Value::Number)
                 .unwrap_or(serde_json::Value::Null),
             Value::String(s) => serde_json::Value::String(s.clone()),
-            Value::Binary(b) => serde_json::Value::Array(b.iter().map(|x| serde_json::Value::from(*x)).collect()),
+            Value::Binary(b) => {
+                serde_json::Value::Array(b.iter().map(|x| serde_json::Value::from(*x)).collect())
+            }
             Value::Array(a) => serde_json::Value::Array(a.iter().map(Value::to_json).collect()),
             Value::Object(o) => {
                 serde_json::Value::Object(o.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
@@ -154,7 +162,8 @@ impl Value {
 
     /// Parses JSON text.
     pub fn parse_json(text: &str) -> Result<Value> {
-        serde_json::from_str(text).map_err(|e| SchemaError::InvalidValue(format!("invalid JSON: {e}")))
+        serde_json::from_str(text)
+            .map_err(|e| SchemaError::InvalidValue(format!("invalid JSON: {e}")))
     }
 
     /// Writes compact JSON text.
@@ -166,9 +175,9 @@ impl Value {
     /// Refuses values that cannot be stored (non-finite floats anywhere inside).
     pub fn validate(&self) -> Result<()> {
         match self {
-            Value::Float(f) if !f.is_finite() => {
-                Err(SchemaError::InvalidValue(format!("float {f} is not finite")))
-            }
+            Value::Float(f) if !f.is_finite() => Err(SchemaError::InvalidValue(format!(
+                "float {f} is not finite"
+            ))),
             Value::Array(a) => a.iter().try_for_each(Value::validate),
             Value::Object(o) => o.values().try_for_each(Value::validate),
             _ => Ok(()),
@@ -351,6 +360,8 @@ mod tests {
     #[test]
     fn non_finite_floats_are_refused() {
         assert!(Value::float(f64::NAN).is_err());
-        assert!(Value::Array(vec![Value::Float(f64::INFINITY)]).validate().is_err());
+        assert!(Value::Array(vec![Value::Float(f64::INFINITY)])
+            .validate()
+            .is_err());
     }
 }

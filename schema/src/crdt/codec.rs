@@ -18,7 +18,9 @@
 use std::collections::BTreeMap;
 
 use super::{Contrib, Counter, Delta, Doc, Epoch, MapNode, Register, Slot, Tomb, VersionVector};
-use crate::codec::{corrupt, write_bytes, write_f64, write_value, write_varint, write_zigzag, Reader, MAX_DEPTH};
+use crate::codec::{
+    corrupt, write_bytes, write_f64, write_value, write_varint, write_zigzag, Reader, MAX_DEPTH,
+};
 use crate::error::{Result, SchemaError};
 use crate::hlc::{Hlc, SiteId, Stamp};
 
@@ -53,7 +55,11 @@ impl Enc {
                 set.insert(s);
             });
         }
-        let sites: BTreeMap<SiteId, u64> = set.into_iter().enumerate().map(|(i, s)| (s, i as u64)).collect();
+        let sites: BTreeMap<SiteId, u64> = set
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (s, i as u64))
+            .collect();
         let mut out = Vec::with_capacity(64 + sites.len() * 16);
         out.push(FORMAT);
         Enc { out, sites }
@@ -228,7 +234,9 @@ impl<'a> Dec<'a> {
         }
         let k = r.u8()?;
         if k != kind {
-            return Err(corrupt(&format!("expected encoding kind {kind}, found {k}")));
+            return Err(corrupt(&format!(
+                "expected encoding kind {kind}, found {k}"
+            )));
         }
         let n = r.len(16)?;
         let mut sites = Vec::with_capacity(n);
@@ -274,14 +282,24 @@ impl<'a> Dec<'a> {
 
     fn register(&mut self) -> Result<Register> {
         let stamp = self.stamp()?;
-        let value = if self.flag()? { Some(self.r.value(0)?) } else { None };
+        let value = if self.flag()? {
+            Some(self.r.value(0)?)
+        } else {
+            None
+        };
         Ok(Register { stamp, value })
     }
 
-    fn counter<N: super::CounterNum>(&mut self, num: fn(&mut Reader<'a>) -> Result<N>) -> Result<Counter<N>> {
+    fn counter<N: super::CounterNum>(
+        &mut self,
+        num: fn(&mut Reader<'a>) -> Result<N>,
+    ) -> Result<Counter<N>> {
         let epoch = if self.flag()? {
             let stamp = self.stamp()?;
-            Some(Epoch { stamp, base: num(&mut self.r)? })
+            Some(Epoch {
+                stamp,
+                base: num(&mut self.r)?,
+            })
         } else {
             None
         };
@@ -310,7 +328,11 @@ impl<'a> Dec<'a> {
             s.reg = Some(self.register()?);
         }
         if flags & F_MAP != 0 {
-            let mark = if self.flag()? { Some(self.stamp()?) } else { None };
+            let mark = if self.flag()? {
+                Some(self.stamp()?)
+            } else {
+                None
+            };
             let n = self.r.len(2)?;
             let mut entries = BTreeMap::new();
             for _ in 0..n {
@@ -355,5 +377,8 @@ pub fn decode_delta(bytes: &[u8]) -> Result<Delta> {
     let vv = d.vv()?;
     let root = d.slot(0)?;
     d.r.finish()?;
-    Ok(Delta { base, state: Doc { vv, root } })
+    Ok(Delta {
+        base,
+        state: Doc { vv, root },
+    })
 }

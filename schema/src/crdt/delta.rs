@@ -37,7 +37,10 @@ impl Doc {
     pub fn delta(&self, base: &VersionVector) -> Delta {
         Delta {
             base: base.clone(),
-            state: Doc { vv: self.vv.clone(), root: slot_delta(&self.root, base) },
+            state: Doc {
+                vv: self.vv.clone(),
+                root: slot_delta(&self.root, base),
+            },
         }
     }
 
@@ -56,9 +59,14 @@ fn reg_delta(r: &Option<Register>, base: &VersionVector) -> Option<Register> {
     r.as_ref().filter(|r| !base.covers(r.stamp)).cloned()
 }
 
-fn counter_delta<N: CounterNum>(c: &Option<Counter<N>>, base: &VersionVector) -> Option<Counter<N>> {
+fn counter_delta<N: CounterNum>(
+    c: &Option<Counter<N>>,
+    base: &VersionVector,
+) -> Option<Counter<N>> {
     // A counter is small: when any part of it is new, send all of it (its epoch included).
-    c.as_ref().filter(|c| c.stamps().any(|s| !base.covers(s))).cloned()
+    c.as_ref()
+        .filter(|c| c.stamps().any(|s| !base.covers(s)))
+        .cloned()
 }
 
 fn slot_delta(slot: &Slot, base: &VersionVector) -> Slot {
@@ -77,7 +85,11 @@ fn slot_delta(slot: &Slot, base: &VersionVector) -> Slot {
         att: reg_delta(&slot.att, base),
         ctr: counter_delta(&slot.ctr, base),
         pn: counter_delta(&slot.pn, base),
-        tomb: slot.tomb.as_ref().filter(|t| base.any_above(&t.removers)).cloned(),
+        tomb: slot
+            .tomb
+            .as_ref()
+            .filter(|t| base.any_above(&t.removers))
+            .cloned(),
         map,
     }
 }

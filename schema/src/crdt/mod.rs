@@ -114,13 +114,20 @@ impl CounterNum for i64 {
     }
 }
 
+/// Saturates at the largest finite float, as the `i64` counter saturates: a per-site total that
+/// overflowed to infinity could be encoded but not decoded (the decoder refuses non-finite
+/// floats), and infinities of both signs in one sum would give NaN.
+fn saturate(f: f64) -> f64 {
+    f.clamp(-f64::MAX, f64::MAX)
+}
+
 impl CounterNum for f64 {
     const ZERO: f64 = 0.0;
     fn add(self, other: f64) -> f64 {
-        self + other
+        saturate(self + other)
     }
     fn sub(self, other: f64) -> f64 {
-        self - other
+        saturate(self - other)
     }
     fn max(self, other: f64) -> f64 {
         if other.total_cmp(&self) == Ordering::Greater {
@@ -137,7 +144,11 @@ impl CounterNum for f64 {
     }
     fn to_value(self) -> Value {
         // Sums of finite increments can overflow to infinity; clamp so the value stays JSON.
-        Value::Float(if self.is_finite() { self } else { self.signum() * f64::MAX })
+        Value::Float(if self.is_finite() {
+            self
+        } else {
+            self.signum() * f64::MAX
+        })
     }
 }
 
@@ -166,7 +177,10 @@ pub struct Counter<N> {
 
 impl<N: CounterNum> Default for Counter<N> {
     fn default() -> Self {
-        Counter { epoch: None, contrib: BTreeMap::new() }
+        Counter {
+            epoch: None,
+            contrib: BTreeMap::new(),
+        }
     }
 }
 
@@ -208,12 +222,19 @@ impl<N: CounterNum> Counter<N> {
     /// The newest stamp not covered by `ctx`.
     fn newest_alive(&self, ctx: &VersionVector) -> Option<Stamp> {
         let e = self.epoch_stamp().filter(|s| !ctx.covers(*s));
-        let c = self.contrib.values().map(|c| c.last).filter(|s| !ctx.covers(*s)).max();
+        let c = self
+            .contrib
+            .values()
+            .map(|c| c.last)
+            .filter(|s| !ctx.covers(*s))
+            .max();
         e.max(c)
     }
 
     fn stamps(&self) -> impl Iterator<Item = Stamp> + '_ {
-        self.epoch_stamp().into_iter().chain(self.contrib.values().map(|c| c.last))
+        self.epoch_stamp()
+            .into_iter()
+            .chain(self.contrib.values().map(|c| c.last))
     }
 }
 
@@ -311,12 +332,20 @@ impl Slot {
             }
         };
         let reg_alive = |r: &Option<Register>| {
-            r.as_ref().filter(|r| r.value.is_some() && !ctx.covers(r.stamp)).map(|r| r.stamp)
+            r.as_ref()
+                .filter(|r| r.value.is_some() && !ctx.covers(r.stamp))
+                .map(|r| r.stamp)
         };
         consider(reg_alive(&self.reg), Component::Register);
         consider(reg_alive(&self.att), Component::Attachment);
-        consider(self.ctr.as_ref().and_then(|c| c.newest_alive(&ctx)), Component::Counter);
-        consider(self.pn.as_ref().and_then(|c| c.newest_alive(&ctx)), Component::PnCounter);
+        consider(
+            self.ctr.as_ref().and_then(|c| c.newest_alive(&ctx)),
+            Component::Counter,
+        );
+        consider(
+            self.pn.as_ref().and_then(|c| c.newest_alive(&ctx)),
+            Component::PnCounter,
+        );
         if let Some(m) = &self.map {
             consider(m.newest_alive(&ctx), Component::Map);
         }
@@ -377,7 +406,11 @@ impl MapNode {
 
     fn newest_alive(&self, ctx: &VersionVector) -> Option<Stamp> {
         let mark = self.mark.filter(|s| !ctx.covers(*s));
-        let child = self.entries.values().filter_map(|e| e.visible(ctx).map(|(_, s)| s)).max();
+        let child = self
+            .entries
+            .values()
+            .filter_map(|e| e.visible(ctx).map(|(_, s)| s))
+            .max();
         mark.max(child)
     }
 
@@ -429,7 +462,11 @@ impl Doc {
     pub fn materialize(&self) -> Option<Value> {
         let empty = VersionVector::default();
         match self.root.visible(&empty) {
-            Some((Component::Map, _)) => self.root.map.as_ref().map(|m| m.materialize(&self.root.ctx(&empty))),
+            Some((Component::Map, _)) => self
+                .root
+                .map
+                .as_ref()
+                .map(|m| m.materialize(&self.root.ctx(&empty))),
             _ => None,
         }
     }

@@ -33,15 +33,27 @@ pub enum CounterKind {
 pub enum Op {
     /// Assign a value (`SET path = value`). An object in [`ObjectMode::Map`] replaces what the
     /// writer saw at `path` while concurrent additions by others survive.
-    Set { path: Vec<String>, value: Value, objects: ObjectMode },
+    Set {
+        path: Vec<String>,
+        value: Value,
+        objects: ObjectMode,
+    },
     /// Merge an object into the map at `path`: given keys are set, nested objects merged, other
     /// keys kept (`INSERT ... ON ID CONFLICT DO UPDATE`, and every INSERT). An empty path is the
     /// document root, which this (re)creates.
-    Merge { path: Vec<String>, value: BTreeMap<String, Value>, objects: ObjectMode },
+    Merge {
+        path: Vec<String>,
+        value: BTreeMap<String, Value>,
+        objects: ObjectMode,
+    },
     /// Remove a field (`UNSET path`).
     Unset { path: Vec<String> },
     /// Add to a counter (`APPLY path INCREMENT BY n` / `PN_INCREMENT BY n`).
-    Increment { path: Vec<String>, by: Value, kind: CounterKind },
+    Increment {
+        path: Vec<String>,
+        by: Value,
+        kind: CounterKind,
+    },
     /// Set a settable counter (`APPLY path RESTART WITH n`).
     Restart { path: Vec<String>, to: i64 },
     /// Assign an attachment token.
@@ -70,7 +82,10 @@ impl Doc {
         for op in ops {
             validate(op)?;
         }
-        let w = Writer { stamp, before: self.vv.clone() };
+        let w = Writer {
+            stamp,
+            before: self.vv.clone(),
+        };
         let empty = VersionVector::default();
         for op in ops {
             apply_one(&mut self.root, op, &w, &empty);
@@ -87,13 +102,25 @@ fn validate(op: &Op) -> Result<()> {
         Op::Set { value, .. } => check_value(value),
         Op::Merge { value, .. } => value.values().try_for_each(check_value),
         Op::Attach { token, .. } => check_value(token),
-        Op::Increment { by, kind: CounterKind::Counter, .. } => match by {
+        Op::Increment {
+            by,
+            kind: CounterKind::Counter,
+            ..
+        } => match by {
             Value::Int(_) => Ok(()),
-            other => Err(SchemaError::TypeMismatch(format!("expected {other} to be an integer value"))),
+            other => Err(SchemaError::TypeMismatch(format!(
+                "expected {other} to be an integer value"
+            ))),
         },
-        Op::Increment { by, kind: CounterKind::PnCounter, .. } => match by {
+        Op::Increment {
+            by,
+            kind: CounterKind::PnCounter,
+            ..
+        } => match by {
             Value::Int(_) | Value::UInt(_) | Value::Float(_) => check_value(by),
-            other => Err(SchemaError::TypeMismatch(format!("expected {other} to be a number"))),
+            other => Err(SchemaError::TypeMismatch(format!(
+                "expected {other} to be a number"
+            ))),
         },
         Op::Unset { .. } | Op::Restart { .. } | Op::Delete => Ok(()),
     }
@@ -107,7 +134,11 @@ fn apply_one(root: &mut Slot, op: &Op, w: &Writer, empty: &VersionVector) {
                 slot.add_tomb(w.stamp, &w.before);
             }
         }
-        Op::Set { path, value, objects } => {
+        Op::Set {
+            path,
+            value,
+            objects,
+        } => {
             if path.is_empty() {
                 if let Value::Object(o) = value {
                     // Assigning the whole document: replace what the writer saw.
@@ -120,29 +151,43 @@ fn apply_one(root: &mut Slot, op: &Op, w: &Writer, empty: &VersionVector) {
                 assign(slot, value, w, *objects, false);
             }
         }
-        Op::Merge { path, value, objects } => {
+        Op::Merge {
+            path,
+            value,
+            objects,
+        } => {
             if let Some((slot, ctx)) = descend(root, path, empty.clone(), w, true) {
                 merge(slot, value, w, *objects, &ctx);
             }
         }
         Op::Increment { path, by, kind } => {
+            let removed = newest_removal(root, path);
             if let Some((slot, ctx)) = descend(root, path, empty.clone(), w, true) {
-                increment(slot, by, *kind, w, &ctx);
+                increment(slot, by, *kind, w, &ctx, removed);
             }
         }
         Op::Restart { path, to } => {
             if let Some((slot, ctx)) = descend(root, path, empty.clone(), w, true) {
                 hide_other_components(slot, Component::Counter, w, &ctx);
-                slot.ctr = Some(Counter {
-                    epoch: Some(Epoch { stamp: w.stamp, base: *to }),
-                    contrib: BTreeMap::new(),
-                });
+                if slot
+                    .ctr
+                    .as_ref()
+                    .is_none_or(|c| c.epoch_stamp() <= Some(w.stamp))
+                {
+                    slot.ctr = Some(Counter {
+                        epoch: Some(Epoch {
+                            stamp: w.stamp,
+                            base: *to,
+                        }),
+                        contrib: BTreeMap::new(),
+                    });
+                }
             }
         }
         Op::Attach { path, token } => {
             if let Some((slot, ctx)) = descend(root, path, empty.clone(), w, true) {
                 hide_other_components(slot, Component::Attachment, w, &ctx);
-                slot.att = Some(Register { stamp: w.stamp, value: Some(token.clone()) });
+                put_register(&mut slot.att, w.stamp, token);
             }
         }
     }
@@ -195,7 +240,13 @@ fn ensure_map(slot: &mut Slot, w: &Writer, inherited: &VersionVector) {
     map.mark = map.mark.max(Some(w.stamp));
     if let Some(o) = exploded {
         for (k, v) in o {
-            assign(map.entries.entry(k).or_default(), &v, w, super::ObjectMode::Map, true);
+            assign(
+                map.entries.entry(k).or_default(),
+                &v,
+                w,
+                super::ObjectMode::Map,
+                true,
+            );
         }
     }
 }
@@ -220,20 +271,48 @@ fn assign(slot: &mut Slot, value: &Value, w: &Writer, objects: ObjectMode, fresh
             let map = slot.map.get_or_insert_with(Default::default);
             map.mark = map.mark.max(Some(w.stamp));
             for (k, v) in o {
-                assign(map.entries.entry(k.clone()).or_default(), v, w, objects, true);
+                assign(
+                    map.entries.entry(k.clone()).or_default(),
+                    v,
+                    w,
+                    objects,
+                    true,
+                );
             }
         }
         _ => {
-            let other_alive = slot.map.is_some() || slot.ctr.is_some() || slot.pn.is_some() || slot.att.is_some();
+            let other_alive =
+                slot.map.is_some() || slot.ctr.is_some() || slot.pn.is_some() || slot.att.is_some();
             if !fresh && other_alive {
                 slot.add_tomb(w.stamp, &w.before);
             }
-            slot.reg = Some(Register { stamp: w.stamp, value: Some(value.clone()) });
+            put_register(&mut slot.reg, w.stamp, value);
         }
     }
 }
 
-fn merge(slot: &mut Slot, obj: &BTreeMap<String, Value>, w: &Writer, objects: ObjectMode, inherited: &VersionVector) {
+/// Writes a register. Every write must be an inflation of the state (what any other replica
+/// computes when it joins the written component), or replicas diverge: the stamp of a local
+/// write is newer than everything seen only while the clock follows every stamp it receives,
+/// which the HLC admission bound does not guarantee (a peer's clock far in the future). An
+/// older stamp therefore loses to the register it would replace, exactly as in a join. An equal
+/// stamp is an earlier operation of the same statement, which the later one overrides.
+fn put_register(reg: &mut Option<Register>, stamp: Stamp, value: &Value) {
+    if reg.as_ref().is_none_or(|r| r.stamp <= stamp) {
+        *reg = Some(Register {
+            stamp,
+            value: Some(value.clone()),
+        });
+    }
+}
+
+fn merge(
+    slot: &mut Slot,
+    obj: &BTreeMap<String, Value>,
+    w: &Writer,
+    objects: ObjectMode,
+    inherited: &VersionVector,
+) {
     ensure_map(slot, w, inherited);
     let ctx = slot.ctx(inherited).into_owned();
     let Some(map) = slot.map.as_mut() else { return };
@@ -246,7 +325,38 @@ fn merge(slot: &mut Slot, obj: &BTreeMap<String, Value>, w: &Writer, objects: Ob
     }
 }
 
-fn increment(slot: &mut Slot, by: &Value, kind: CounterKind, w: &Writer, inherited: &VersionVector) {
+/// The newest removal stamp among the tombstones of the slots from `root` to `path` (the slot
+/// at `path` included), as they are before the operation.
+fn newest_removal(root: &Slot, path: &[String]) -> Option<Stamp> {
+    let mut newest = None;
+    let mut slot = Some(root);
+    let mut rest = path;
+    while let Some(s) = slot {
+        if let Some(t) = &s.tomb {
+            newest = newest.max(
+                t.removers
+                    .iter()
+                    .map(|(site, hlc)| Stamp::new(hlc, site))
+                    .max(),
+            );
+        }
+        let Some((key, tail)) = rest.split_first() else {
+            break;
+        };
+        slot = s.map.as_ref().and_then(|m| m.entries.get(key));
+        rest = tail;
+    }
+    newest
+}
+
+fn increment(
+    slot: &mut Slot,
+    by: &Value,
+    kind: CounterKind,
+    w: &Writer,
+    inherited: &VersionVector,
+    removed: Option<Stamp>,
+) {
     let visible = slot.visible(inherited).map(|(c, _)| c);
     match kind {
         CounterKind::Counter => {
@@ -255,7 +365,7 @@ fn increment(slot: &mut Slot, by: &Value, kind: CounterKind, w: &Writer, inherit
             if visible.is_some() && visible != Some(own) {
                 slot.add_tomb(w.stamp, &w.before);
             }
-            bump(&mut slot.ctr, by, visible == Some(own), w.stamp);
+            bump(&mut slot.ctr, by, visible == Some(own), w.stamp, removed);
         }
         CounterKind::PnCounter => {
             let by = by.as_f64().unwrap_or(0.0);
@@ -263,7 +373,7 @@ fn increment(slot: &mut Slot, by: &Value, kind: CounterKind, w: &Writer, inherit
             if visible.is_some() && visible != Some(own) {
                 slot.add_tomb(w.stamp, &w.before);
             }
-            bump(&mut slot.pn, by, visible == Some(own), w.stamp);
+            bump(&mut slot.pn, by, visible == Some(own), w.stamp, removed);
         }
     }
 }
@@ -271,16 +381,44 @@ fn increment(slot: &mut Slot, by: &Value, kind: CounterKind, w: &Writer, inherit
 /// Adds `by` to this site's contribution. A counter that exists but is not visible (removed, or
 /// hidden behind a newer value of another type) starts a new epoch from zero, so old increments
 /// do not come back.
-fn bump<N: CounterNum>(counter: &mut Option<Counter<N>>, by: N, visible: bool, stamp: Stamp) {
+///
+/// The new epoch is named after the newest removal the writer saw on the counter's path
+/// (`removed`), not after the writer's own stamp: sites that increment the removed counter
+/// concurrently after the same removal then count in the same epoch and their increments add
+/// up, as concurrent first increments of a missing field do. When that removal does not
+/// postdate the current epoch, the writer's stamp names it. Only a newer epoch may replace the
+/// current one (see `put_register`); when neither is newer (a clock behind the state), the
+/// increment goes into the current epoch.
+fn bump<N: CounterNum>(
+    counter: &mut Option<Counter<N>>,
+    by: N,
+    visible: bool,
+    stamp: Stamp,
+    removed: Option<Stamp>,
+) {
     let c = match counter {
         Some(c) if !visible => {
-            *c = Counter { epoch: Some(Epoch { stamp, base: N::ZERO }), contrib: BTreeMap::new() };
+            let current = c.epoch_stamp();
+            let newer = |s: &Stamp| Some(*s) > current;
+            if let Some(epoch) = removed.filter(newer).or(Some(stamp).filter(newer)) {
+                *c = Counter {
+                    epoch: Some(Epoch {
+                        stamp: epoch,
+                        base: N::ZERO,
+                    }),
+                    contrib: BTreeMap::new(),
+                };
+            }
             c
         }
         Some(c) => c,
         None => counter.insert(Counter::default()),
     };
-    let e = c.contrib.entry(stamp.site).or_insert(Contrib { p: N::ZERO, n: N::ZERO, last: stamp });
+    let e = c.contrib.entry(stamp.site).or_insert(Contrib {
+        p: N::ZERO,
+        n: N::ZERO,
+        last: stamp,
+    });
     if by.is_negative() {
         e.n = e.n.add(by.neg());
     } else {

@@ -85,8 +85,12 @@ mod tests {
 
     #[test]
     fn join_and_dominate() {
-        let a: VersionVector = [(SiteId(1), Hlc(5)), (SiteId(2), Hlc(1))].into_iter().collect();
-        let b: VersionVector = [(SiteId(2), Hlc(4)), (SiteId(3), Hlc(4))].into_iter().collect();
+        let a: VersionVector = [(SiteId(1), Hlc(5)), (SiteId(2), Hlc(1))]
+            .into_iter()
+            .collect();
+        let b: VersionVector = [(SiteId(2), Hlc(4)), (SiteId(3), Hlc(4))]
+            .into_iter()
+            .collect();
         let mut j = a.clone();
         j.join(&b);
         assert_eq!(j.get(SiteId(1)), Hlc(5));

@@ -1,0 +1,138 @@
+//! Algebraic laws of the document CRDT over reachable states: the join is a semilattice join,
+//! deltas are equivalent to full states, the codec round-trips, and prefix closure holds.
+
+mod common;
+
+use bigpeer_schema::{Delta, Doc, SchemaError, VersionVector};
+use common::{
+    check_prefix_closure, config, joined, lower, round_trip_delta, round_trip_doc, run_history,
+    step, Step,
+};
+use proptest::prelude::*;
+use proptest::sample::Index;
+
+const SITES: usize = 3;
+
+fn history() -> impl Strategy<Value = (bool, Vec<Step>)> {
+    (
+        prop::bool::weighted(0.2),
+        prop::collection::vec(step(), 1..28),
+    )
+}
+
+fn pick<'a>(pool: &'a [Doc], i: &Index) -> &'a Doc {
+    &pool[i.index(pool.len())]
+}
+
+proptest! {
+    #![proptest_config(config(1000))]
+
+    /// `join` is commutative, associative and idempotent, on states and on materialised JSON,
+    /// and its result keeps prefix closure and survives the codec.
+    #[test]
+    fn join_is_a_semilattice((skewed, steps) in history(), i in any::<Index>(), j in any::<Index>(), k in any::<Index>()) {
+        let (_, pool) = run_history(SITES, skewed, &steps);
+        let (a, b, c) = (pick(&pool, &i), pick(&pool, &j), pick(&pool, &k));
+
+        let ab = joined(a, b);
+        let ba = joined(b, a);
+        prop_assert_eq!(&ab, &ba, "commutativity");
+        prop_assert_eq!(ab.materialize(), ba.materialize());
+
+        let ab_c = joined(&ab, c);
+        let a_bc = joined(a, &joined(b, c));
+        prop_assert_eq!(&ab_c, &a_bc, "associativity");
+        prop_assert_eq!(ab_c.materialize(), a_bc.materialize());
+
+        prop_assert_eq!(&joined(a, a), a, "idempotence");
+        prop_assert_eq!(&joined(&ab, b), &ab, "absorption");
+
+        for d in [&ab, &ab_c] {
+            check_prefix_closure(d);
+            let back = round_trip_doc(d);
+            prop_assert_eq!(back.materialize(), d.materialize());
+        }
+    }
+
+    /// `join(r, delta(s, base)) == join(r, s)` for `base` = `r.vv`, the empty vector and any
+    /// vector below `r.vv`; a delta whose base `r` does not dominate is refused and changes
+    /// nothing; deltas round-trip through the codec.
+    #[test]
+    fn deltas_are_equivalent_to_states(
+        (skewed, steps) in history(),
+        i in any::<Index>(),
+        j in any::<Index>(),
+        choice in prop::collection::vec(any::<u8>(), 0..6),
+    ) {
+        let (_, pool) = run_history(SITES, skewed, &steps);
+        let (r, s) = (pick(&pool, &i), pick(&pool, &j));
+        let want = joined(r, s);
+
+        let bases = [r.vv.clone(), VersionVector::new(), lower(&r.vv, &choice)];
+        for base in &bases {
+            let delta = s.delta(base);
+            prop_assert_eq!(&delta.base, base);
+            prop_assert_eq!(&delta.state.vv, &s.vv);
+            let delta = round_trip_delta(&delta);
+            let mut got = r.clone();
+            got.apply_delta(&delta).expect("a delta against a dominated base applies");
+            prop_assert_eq!(&got, &want, "delta against {:?}", base);
+            prop_assert_eq!(got.materialize(), want.materialize());
+        }
+
+        // The minimal delta carries nothing the receiver already has.
+        let minimal = s.delta(&r.vv);
+        if r.vv.dominates(&s.vv) && r == &want {
+            prop_assert!(minimal.is_empty(), "delta to an up-to-date receiver is not empty: {:?}", minimal);
+        }
+
+        // A base the receiver does not dominate: refused, nothing changes.
+        let mut above = r.vv.clone();
+        let site = s.vv.iter().next().map(|(site, _)| site).unwrap_or(bigpeer_schema::SiteId(7));
+        above.observe(site, bigpeer_schema::Hlc(r.vv.get(site).0 + 1));
+        let mut refused = r.clone();
+        prop_assert_eq!(refused.apply_delta(&s.delta(&above)), Err(SchemaError::BaseNotDominated));
+        prop_assert_eq!(&refused, r);
+        if !r.vv.dominates(&s.vv) {
+            let mut refused = r.clone();
+            prop_assert_eq!(refused.apply_delta(&s.delta(&s.vv)), Err(SchemaError::BaseNotDominated));
+            prop_assert_eq!(&refused, r);
+        }
+    }
+
+    /// Every state of a history round-trips through the codec, keeps prefix closure, and the
+    /// states of one history are joined in any order to the same result.
+    #[test]
+    fn states_round_trip_and_merge_in_any_order((skewed, steps) in history(), order in Just(()).prop_perturb(|_, mut rng| rng.next_u64())) {
+        let (replicas, pool) = run_history(SITES, skewed, &steps);
+        for d in &pool {
+            check_prefix_closure(d);
+            round_trip_doc(d);
+            round_trip_delta(&Delta { base: VersionVector::new(), state: d.clone() });
+        }
+        // Joining all states forwards and in a shuffled order gives the same state.
+        let mut fwd = Doc::new();
+        for d in &pool {
+            fwd.join(d);
+        }
+        let mut idx: Vec<usize> = (0..pool.len()).collect();
+        let mut x = order | 1;
+        for n in (1..idx.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            idx.swap(n, (x % (n as u64 + 1)) as usize);
+        }
+        let mut shuffled = Doc::new();
+        for n in idx {
+            shuffled.join(&pool[n]);
+        }
+        prop_assert_eq!(&fwd, &shuffled);
+        // The replicas' final states together hold everything.
+        let mut finals = Doc::new();
+        for r in &replicas {
+            finals.join(&r.doc);
+        }
+        prop_assert_eq!(&finals, &fwd);
+    }
+}
