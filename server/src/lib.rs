@@ -1,3 +1,15 @@
 //! The bigpeer server: configuration, the managed Postgres, the store and the HTTP API.
+//!
+//! [`app::spawn_app`] starts everything (embedded Postgres when no database URL is set, the
+//! store, migrations, the HTTP server) and returns a [`app::RunningApp`]; the `bigpeer` binary
+//! and the integration tests both go through it.
 
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod pg;
 pub mod store;
+
+pub use app::{spawn_app, AppError, RunningApp};
+pub use config::{Config, ConfigError};

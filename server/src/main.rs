@@ -1,1 +1,216 @@
-fn main() {}
+//! The `bigpeer` command: `serve`, `migrate` and `config`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bigpeer::app::{AppError, Database};
+use bigpeer::config::{Config, Flags, LogFormat};
+use clap::{Args, Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  bigpeer serve
+      Run the HTTP API on 127.0.0.1:8080 with an embedded Postgres in ./bigpeer-data
+      (made from the Postgres installed on this machine, on first start).
+  DATABASE_URL=postgres://bigpeer:secret@db:5432/bigpeer bigpeer serve --listen 0.0.0.0:8080
+      Use an existing Postgres and listen on every interface.
+  bigpeer migrate --database-url postgres://postgres@127.0.0.1:5432/bigpeer
+      Apply pending database migrations and exit (safe to run again).
+  bigpeer config --config /etc/bigpeer.toml
+      Print the settings bigpeer would run with, passwords masked.
+
+Settings come from, weakest first: built-in defaults, the config file (--config FILE, or
+./bigpeer.toml when present), environment variables, then flags. Exit status: 0 on success,
+2 for a configuration error, 1 for any other failure.";
+
+/// bigpeer: an open Big Peer for offline-first apps.
+///
+/// Stores CRDT JSON documents in Postgres, serves them over an HTTP API and syncs them with
+/// small peers. Without a database URL it runs its own Postgres in the data folder.
+#[derive(Debug, Parser)]
+#[command(name = "bigpeer", version, after_help = EXAMPLES, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP API (starting the embedded Postgres when no database URL is set).
+    Serve(ServeArgs),
+    /// Apply pending database migrations, then exit.
+    Migrate,
+    /// Print the effective configuration (TOML, passwords masked), then exit.
+    Config(ServeArgs),
+}
+
+/// Settings of every subcommand; accepted before or after the subcommand.
+#[derive(Debug, Args)]
+struct CommonArgs {
+    /// Read settings from this TOML file [env: BIGPEER_CONFIG] [default: ./bigpeer.toml when present]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Postgres to use, postgres://USER:PASSWORD@HOST:PORT/DBNAME [env: DATABASE_URL] [default: embedded Postgres]
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+    /// Folder for bigpeer's files, the embedded Postgres among them [env: BIGPEER_DATA_DIR] [default: ./bigpeer-data]
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<String>,
+    /// Folder with initdb and pg_ctl for the embedded Postgres [env: BIGPEER_POSTGRES_BIN_DIR] [default: searched]
+    #[arg(long, global = true, value_name = "DIR")]
+    postgres_bin_dir: Option<String>,
+    /// Log output: pretty or json [env: BIGPEER_LOG_FORMAT] [default: pretty]
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<String>,
+    /// Log filter such as info or bigpeer=debug,sqlx=warn [env: BIGPEER_LOG_LEVEL, then RUST_LOG] [default: info]
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Postgres connections in the pool [env: BIGPEER_POOL_SIZE] [default: 16]
+    #[arg(long, global = true, value_name = "N")]
+    pool_size: Option<String>,
+    /// How long to wait for a Postgres connection, e.g. 500ms, 10s [env: BIGPEER_CONNECT_TIMEOUT] [default: 10s]
+    #[arg(long, global = true, value_name = "DURATION")]
+    connect_timeout: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address and port of the HTTP API; 0.0.0.0:8080 for every interface [env: BIGPEER_LISTEN] [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "IP:PORT")]
+    listen: Option<String>,
+    /// How long requests in flight may run on after SIGTERM or Ctrl-C [env: BIGPEER_SHUTDOWN_TIMEOUT] [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    shutdown_timeout: Option<String>,
+    /// Do not apply pending migrations at start-up (run `bigpeer migrate` instead) [env: BIGPEER_MIGRATE_ON_START=false]
+    #[arg(long)]
+    no_migrate: bool,
+}
+
+impl Cli {
+    fn flags(&self) -> Flags {
+        let c = &self.common;
+        let mut flags = Flags {
+            config: c.config.clone(),
+            database_url: c.database_url.clone(),
+            data_dir: c.data_dir.clone(),
+            postgres_bin_dir: c.postgres_bin_dir.clone(),
+            log_format: c.log_format.clone(),
+            log_level: c.log_level.clone(),
+            pool_size: c.pool_size.clone(),
+            connect_timeout: c.connect_timeout.clone(),
+            ..Flags::default()
+        };
+        if let Command::Serve(s) | Command::Config(s) = &self.command {
+            flags.listen = s.listen.clone();
+            flags.shutdown_timeout = s.shutdown_timeout.clone();
+            flags.no_migrate = s.no_migrate;
+        }
+        flags
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli.flags()) {
+        Ok(config) => config,
+        Err(err) => return report(&AppError::Config(err), None),
+    };
+    if let Command::Config(_) = cli.command {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    bigpeer::logging::init(config.log_format, &config.log_level);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let log_format = config.log_format;
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(_) => serve(config).await,
+            Command::Migrate => migrate(config).await,
+            Command::Config(_) => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => report(&err, Some(log_format)),
+    }
+}
+
+async fn serve(config: Config) -> Result<(), AppError> {
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting bigpeer");
+    let app = bigpeer::spawn_app(config).await?;
+    tracing::info!(url = %app.url(), "bigpeer is ready");
+    let force = app.server_handle();
+    app.run_until(async move {
+        shutdown_signal().await;
+        // A second signal cuts the requests in flight short.
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::warn!("second signal: stopping without waiting for requests in flight");
+            force.stop(false).await;
+        });
+    })
+    .await
+}
+
+async fn migrate(config: Config) -> Result<(), AppError> {
+    let database = Database::open(&config).await?;
+    let result = database.migrate().await;
+    database.close().await;
+    result?;
+    tracing::info!(
+        migrations = bigpeer::store::MIGRATOR.iter().count(),
+        "the database schema is up to date"
+    );
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            tracing::error!("cannot listen for SIGTERM: {err}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT"),
+        _ = term.recv() => tracing::info!("received SIGTERM"),
+    }
+}
+
+/// Prints the error (with its code and hint) and picks the exit status.
+fn report(err: &AppError, format: Option<LogFormat>) -> ExitCode {
+    let hint = err.hint();
+    if format == Some(LogFormat::Json) {
+        tracing::error!(
+            code = err.code(),
+            hint = hint.as_deref().unwrap_or(""),
+            "{err}"
+        );
+    } else {
+        eprintln!("error[{}]: {err}", err.code());
+        if let Some(hint) = hint {
+            eprintln!("  hint: {hint}");
+        }
+    }
+    if err.is_config() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,377 @@
+//! Building and running the server: the Postgres (external or embedded), the store, migrations
+//! and the actix-web HTTP server, with a graceful shutdown that undoes them in reverse order.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::{ServerHandle, Service as _};
+use actix_web::{web, App, HttpServer};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigError};
+use crate::pg::{EmbeddedOptions, EmbeddedPostgres, PgError};
+use crate::store::{Store, StoreError, StoreOptions};
+
+/// Shared state of the HTTP handlers (`web::Data<AppState>`).
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+}
+
+/// Why bigpeer could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Postgres(#[from] PgError),
+    #[error("{source}")]
+    Store {
+        source: StoreError,
+        hint: Option<String>,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Server(std::io::Error),
+}
+
+impl AppError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::Config(e) => e.code(),
+            AppError::Postgres(e) => e.code(),
+            AppError::Store { source, .. } => source.code(),
+            AppError::Bind { .. } => "http/bind",
+            AppError::Server(_) => "http/server",
+        }
+    }
+
+    /// How to fix it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            AppError::Config(e) => e.hint(),
+            AppError::Postgres(e) => e.hint(),
+            AppError::Store { hint, .. } => hint.clone(),
+            AppError::Bind { addr, source } => Some(match source.kind() {
+                std::io::ErrorKind::AddrInUse => format!(
+                    "another process listens on port {}: stop it, or choose another --listen",
+                    addr.port()
+                ),
+                std::io::ErrorKind::PermissionDenied => {
+                    "ports below 1024 need privileges: choose a port such as 8080".to_string()
+                }
+                _ => "choose an address of this machine, such as 127.0.0.1:8080 or 0.0.0.0:8080"
+                    .to_string(),
+            }),
+            AppError::Server(_) => None,
+        }
+    }
+
+    /// Whether the user's configuration is at fault (the binary exits with 2 rather than 1).
+    pub fn is_config(&self) -> bool {
+        matches!(self, AppError::Config(_))
+    }
+}
+
+/// A Postgres connection and, in embedded mode, the server behind it.
+#[derive(Debug)]
+pub struct Database {
+    pub store: Store,
+    pub embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    /// Connects to `config.database_url`, or starts the embedded Postgres and connects to it.
+    /// The embedded server is stopped again when connecting fails.
+    pub async fn open(config: &Config) -> Result<Database, AppError> {
+        let options = StoreOptions {
+            max_connections: config.pool_size,
+            connect_timeout: config.connect_timeout,
+        };
+        match &config.database_url {
+            Some(url) => {
+                tracing::info!(database = %url.masked(), "connecting to Postgres");
+                let store = connect(url.expose(), &options).await?;
+                Ok(Database {
+                    store,
+                    embedded: None,
+                })
+            }
+            None => {
+                let started = Instant::now();
+                let pg = EmbeddedPostgres::start(EmbeddedOptions {
+                    data_dir: config.data_dir.clone(),
+                    bin_dir: config.postgres_bin_dir.clone(),
+                    timeout: Duration::from_secs(60),
+                })
+                .await?;
+                tracing::info!(
+                    version = pg.version(),
+                    cluster = %pg.cluster_dir().display(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "the embedded Postgres is running"
+                );
+                match connect(pg.database_url(), &options).await {
+                    Ok(store) => Ok(Database {
+                        store,
+                        embedded: Some(pg),
+                    }),
+                    Err(err) => {
+                        stop_embedded(pg).await;
+                        Err(err)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), AppError> {
+        self.store
+            .migrate()
+            .await
+            .map_err(|source| AppError::Store {
+                hint: Some(
+                    "check that the database user may create tables; the migrations are in sql/"
+                        .to_string(),
+                ),
+                source,
+            })
+    }
+
+    /// Closes the pool, then stops the embedded Postgres.
+    pub async fn close(self) {
+        self.store.close().await;
+        if let Some(pg) = self.embedded {
+            stop_embedded(pg).await;
+        }
+    }
+}
+
+async fn stop_embedded(pg: EmbeddedPostgres) {
+    if let Err(err) = pg.stop().await {
+        tracing::error!(code = err.code(), "{err}");
+    }
+}
+
+async fn connect(url: &str, options: &StoreOptions) -> Result<Store, AppError> {
+    match Store::connect(url, options).await {
+        Ok(store) => Ok(store),
+        Err(source) => {
+            let hint = connect_hint(url, &source, options.connect_timeout).await;
+            Err(AppError::Store {
+                source,
+                hint: Some(hint),
+            })
+        }
+    }
+}
+
+/// Says what went wrong connecting, as precisely as the error allows. The pool retries refused
+/// connections until its timeout and then only says it timed out, so a direct TCP probe tells
+/// the user whether anything listens there at all.
+async fn connect_hint(url: &str, err: &StoreError, waited: Duration) -> String {
+    let fallback = "check DATABASE_URL, or unset it to run the embedded Postgres".to_string();
+    let Ok(opts) = url.parse::<sqlx::postgres::PgConnectOptions>() else {
+        return fallback;
+    };
+    let target = format!("{}:{}", opts.get_host(), opts.get_port());
+    let database = opts
+        .get_database()
+        .unwrap_or(opts.get_username())
+        .to_string();
+    let sqlx_err = match err {
+        StoreError::Connect(e) | StoreError::Database(e) => Some(e),
+        _ => None,
+    };
+    if let Some(sqlx::Error::Database(db)) = sqlx_err {
+        match db.code().as_deref() {
+            Some("3D000") => {
+                return format!(
+                    "the server at {target} has no database \"{database}\": create it \
+                     (`createdb -h {} -p {} {database}`) or fix the database name in DATABASE_URL",
+                    opts.get_host(),
+                    opts.get_port()
+                )
+            }
+            Some("28P01") | Some("28000") => {
+                return format!(
+                    "the server at {target} refused user \"{}\": check the user and password in DATABASE_URL",
+                    opts.get_username()
+                )
+            }
+            _ => {}
+        }
+    }
+    if opts.get_host().starts_with('/') {
+        return format!(
+            "nothing answered on the Unix socket in \"{}\"; {fallback}",
+            opts.get_host()
+        );
+    }
+    let probe = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect((opts.get_host(), opts.get_port())),
+    )
+    .await;
+    let detail = match probe {
+        Ok(Ok(_)) => format!(
+            "{target} accepts TCP connections but Postgres did not answer within {}s",
+            waited.as_secs_f32()
+        ),
+        Ok(Err(e)) => format!("nothing accepts connections at {target} ({e})"),
+        Err(_) => format!("{target} does not answer"),
+    };
+    format!(
+        "{detail}: check that Postgres runs there and that DATABASE_URL names the right host and port, \
+         or unset DATABASE_URL to run the embedded Postgres"
+    )
+}
+
+/// Registers every route and middleware on an actix `App`.
+pub fn configure_app(cfg: &mut web::ServiceConfig) {
+    crate::http::configure(cfg);
+}
+
+/// A server running in this process: returned by [`spawn_app`].
+#[derive(Debug)]
+pub struct RunningApp {
+    addr: SocketAddr,
+    handle: ServerHandle,
+    server: JoinHandle<std::io::Result<()>>,
+    database: Database,
+}
+
+/// Starts everything `config` asks for: the embedded Postgres (without a database URL), the
+/// store, migrations (unless turned off) and the HTTP server on `config.listen` (port 0 picks a
+/// free port; see [`RunningApp::local_addr`]). Logging is not set up here (see
+/// [`crate::logging::init`]).
+pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
+    // Bind first: a taken port fails before Postgres is started for nothing.
+    let listener = std::net::TcpListener::bind(config.listen).map_err(|source| AppError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| AppError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+
+    let database = Database::open(&config).await?;
+    if config.migrate_on_start {
+        if let Err(err) = database.migrate().await {
+            database.close().await;
+            return Err(err);
+        }
+    }
+
+    let state = web::Data::new(AppState {
+        store: database.store.clone(),
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap_fn(|req, srv| {
+                let started = Instant::now();
+                let method = req.method().clone();
+                let path = req.path().to_string();
+                let fut = srv.call(req);
+                async move {
+                    let res = fut.await?;
+                    let status = res.status().as_u16();
+                    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+                    if path == "/healthz" || path == "/readyz" {
+                        tracing::debug!(%method, %path, status, elapsed_ms, "request");
+                    } else {
+                        tracing::info!(%method, %path, status, elapsed_ms, "request");
+                    }
+                    Ok(res)
+                }
+            })
+            .configure(configure_app)
+    })
+    // Signals are the binary's business (see `RunningApp::run_until`); tests send none.
+    .disable_signals()
+    .shutdown_timeout(config.shutdown_timeout.as_secs())
+    .listen(listener);
+    let server = match server {
+        Ok(server) => server.run(),
+        Err(source) => {
+            database.close().await;
+            return Err(AppError::Bind { addr, source });
+        }
+    };
+    let handle = server.handle();
+    let server = tokio::spawn(server);
+    tracing::info!(address = %addr, "listening for HTTP");
+    Ok(RunningApp {
+        addr,
+        handle,
+        server,
+        database,
+    })
+}
+
+impl RunningApp {
+    /// The address the HTTP server is bound to (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://IP:PORT`, to build request URLs in tests.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The store the handlers use.
+    pub fn store(&self) -> &Store {
+        &self.database.store
+    }
+
+    /// The embedded Postgres, when running in embedded mode.
+    pub fn embedded_postgres(&self) -> Option<&EmbeddedPostgres> {
+        self.database.embedded.as_ref()
+    }
+
+    /// A handle that stops the HTTP server from elsewhere (`stop(false)` cuts requests short).
+    pub fn server_handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Runs until `signal` completes (or the HTTP server fails), then shuts down gracefully.
+    pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Result<(), AppError> {
+        tokio::select! {
+            result = &mut self.server => {
+                // The server stopped by itself: a fatal error in actix.
+                self.database.close().await;
+                match result {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(AppError::Server(e)),
+                    Err(join) => Err(AppError::Server(std::io::Error::other(join))),
+                }
+            }
+            () = signal => self.shutdown().await,
+        }
+    }
+
+    /// Graceful shutdown: stop accepting connections, let in-flight requests finish (up to the
+    /// shutdown timeout), close the pool, stop the embedded Postgres.
+    pub async fn shutdown(self) -> Result<(), AppError> {
+        tracing::info!("shutting down: no new connections, finishing requests in flight");
+        self.handle.stop(true).await;
+        let result = match self.server.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(AppError::Server(e)),
+            Err(join) => Err(AppError::Server(std::io::Error::other(join))),
+        };
+        self.database.close().await;
+        tracing::info!("stopped");
+        result
+    }
+}

@@ -1,0 +1,1069 @@
+//! Settings, layered: built-in defaults, then a TOML file (`--config FILE`, or `bigpeer.toml` in
+//! the working directory when present), then environment variables, then command-line flags.
+//! Every value is checked at start-up; a bad one stops bigpeer with a [`ConfigError`] that names
+//! the setting, where the value came from and how to fix it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The settings bigpeer runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Address and port of the HTTP API.
+    pub listen: SocketAddr,
+    /// External Postgres; `None` runs the embedded Postgres in `data_dir`.
+    pub database_url: Option<DatabaseUrl>,
+    /// Where bigpeer keeps its files (the embedded Postgres cluster among them).
+    pub data_dir: PathBuf,
+    /// Folder with `initdb` and `pg_ctl` for the embedded Postgres; searched for when `None`.
+    pub postgres_bin_dir: Option<PathBuf>,
+    pub log_format: LogFormat,
+    /// A `tracing` filter: `info`, or `bigpeer=debug,sqlx=warn`.
+    pub log_level: String,
+    /// Connections in the Postgres pool.
+    pub pool_size: u32,
+    /// How long to wait for a Postgres connection.
+    pub connect_timeout: Duration,
+    /// How long in-flight requests may take to finish at shutdown.
+    pub shutdown_timeout: Duration,
+    /// Apply pending migrations when `serve` starts.
+    pub migrate_on_start: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: None,
+            data_dir: PathBuf::from("./bigpeer-data"),
+            postgres_bin_dir: None,
+            log_format: LogFormat::Pretty,
+            log_level: "info".to_string(),
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(30),
+            migrate_on_start: true,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines for a terminal.
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// A Postgres URL whose password never shows in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> DatabaseUrl {
+        DatabaseUrl(url.into())
+    }
+
+    /// The full URL, password included: pass it to the driver, never to a log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with its password replaced by `***`.
+    pub fn masked(&self) -> String {
+        mask_password(&self.0)
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.masked())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+/// Replaces the password of a `postgres://user:password@host/db` URL (and any `password=` query
+/// or key/value parameter) with `***`.
+pub fn mask_password(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = out[rest_start..]
+            .find(['/', '?', '#'])
+            .map_or(out.len(), |i| rest_start + i);
+        if let Some(at) = out[rest_start..authority_end].rfind('@') {
+            let userinfo = &out[rest_start..rest_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                let start = rest_start + colon + 1;
+                out.replace_range(start..rest_start + at, "***");
+            }
+        }
+    }
+    // `?password=...` and key/value strings (`host=x password=y`).
+    let mut masked = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(i) = rest.find("password=") {
+        let value_start = i + "password=".len();
+        masked.push_str(&rest[..value_start]);
+        let value_len = rest[value_start..]
+            .find(['&', ' ', '#'])
+            .unwrap_or(rest.len() - value_start);
+        masked.push_str("***");
+        rest = &rest[value_start + value_len..];
+    }
+    masked.push_str(rest);
+    masked
+}
+
+/// Where a value came from; errors name it so the user knows what to edit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    File(PathBuf),
+    Env(&'static str),
+    Flag(&'static str),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(path) => write!(f, "in config file \"{}\"", path.display()),
+            Origin::Env(var) => write!(f, "in environment variable {var}"),
+            Origin::Flag(flag) => write!(f, "on the command line ({flag})"),
+        }
+    }
+}
+
+/// A setting's names in each layer, its default and what it does. The single source for the
+/// README's configuration table (a test checks that they agree).
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub key: &'static str,
+    pub env: &'static [&'static str],
+    pub flag: &'static str,
+    pub default: &'static str,
+    pub about: &'static str,
+}
+
+/// Every setting.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        key: "listen",
+        env: &["BIGPEER_LISTEN"],
+        flag: "--listen",
+        default: "127.0.0.1:8080",
+        about: "address and port of the HTTP API (IP:PORT; port 0 picks a free port)",
+    },
+    Setting {
+        key: "database_url",
+        env: &["DATABASE_URL"],
+        flag: "--database-url",
+        default: "(unset: embedded Postgres)",
+        about: "Postgres to use, as postgres://USER:PASSWORD@HOST:PORT/DBNAME",
+    },
+    Setting {
+        key: "data_dir",
+        env: &["BIGPEER_DATA_DIR"],
+        flag: "--data-dir",
+        default: "./bigpeer-data",
+        about: "folder for bigpeer's files; the embedded Postgres lives in <data_dir>/postgres",
+    },
+    Setting {
+        key: "postgres_bin_dir",
+        env: &["BIGPEER_POSTGRES_BIN_DIR"],
+        flag: "--postgres-bin-dir",
+        default: "(searched)",
+        about: "folder with initdb and pg_ctl for the embedded Postgres",
+    },
+    Setting {
+        key: "log_format",
+        env: &["BIGPEER_LOG_FORMAT"],
+        flag: "--log-format",
+        default: "pretty",
+        about: "log output: pretty (for people) or json (one object per line)",
+    },
+    Setting {
+        key: "log_level",
+        env: &["BIGPEER_LOG_LEVEL", "RUST_LOG"],
+        flag: "--log-level",
+        default: "info",
+        about:
+            "log filter: error, warn, info, debug, trace, or per module (bigpeer=debug,sqlx=warn)",
+    },
+    Setting {
+        key: "pool_size",
+        env: &["BIGPEER_POOL_SIZE"],
+        flag: "--pool-size",
+        default: "16",
+        about: "Postgres connections in the pool (1 to 10000)",
+    },
+    Setting {
+        key: "connect_timeout",
+        env: &["BIGPEER_CONNECT_TIMEOUT"],
+        flag: "--connect-timeout",
+        default: "10s",
+        about: "how long to wait for a Postgres connection (500ms, 10s, 2m)",
+    },
+    Setting {
+        key: "shutdown_timeout",
+        env: &["BIGPEER_SHUTDOWN_TIMEOUT"],
+        flag: "--shutdown-timeout",
+        default: "30s",
+        about: "how long in-flight requests may run on after SIGTERM or Ctrl-C",
+    },
+    Setting {
+        key: "migrate_on_start",
+        env: &["BIGPEER_MIGRATE_ON_START"],
+        flag: "--no-migrate",
+        default: "true",
+        about: "apply pending database migrations when serve starts (the flag turns it off)",
+    },
+];
+
+/// Environment variable naming the config file (like `--config`).
+pub const CONFIG_ENV: &str = "BIGPEER_CONFIG";
+/// Config file read from the working directory when no other is named.
+pub const DEFAULT_CONFIG_FILE: &str = "bigpeer.toml";
+
+/// Values given on the command line, unparsed: they are checked like the other layers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flags {
+    pub config: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub data_dir: Option<String>,
+    pub postgres_bin_dir: Option<String>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
+    pub pool_size: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub shutdown_timeout: Option<String>,
+    pub no_migrate: bool,
+}
+
+/// A configuration problem. Messages are lowercase and name the setting and its origin; `hint`
+/// says how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file \"{}\" does not exist", path.display())]
+    FileNotFound { path: PathBuf },
+    #[error("cannot read config file \"{}\": {source}", path.display())]
+    FileUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file \"{}\" is not valid TOML: {message}", path.display())]
+    FileSyntax { path: PathBuf, message: String },
+    #[error("unknown key \"{key}\" in config file \"{}\"", path.display())]
+    UnknownKey {
+        path: PathBuf,
+        key: String,
+        suggestion: Option<&'static str>,
+    },
+    #[error("invalid {key} {value} {origin}: {reason}")]
+    InvalidValue {
+        key: &'static str,
+        value: String,
+        origin: Origin,
+        reason: String,
+        hint: String,
+    },
+}
+
+impl ConfigError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConfigError::FileNotFound { .. } => "config/file-not-found",
+            ConfigError::FileUnreadable { .. } => "config/file-unreadable",
+            ConfigError::FileSyntax { .. } => "config/file-syntax",
+            ConfigError::UnknownKey { .. } => "config/unknown-key",
+            ConfigError::InvalidValue { .. } => "config/invalid-value",
+        }
+    }
+
+    /// How to fix it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ConfigError::FileNotFound { .. } => Some(format!(
+                "check the path given to --config or {CONFIG_ENV}, or leave both unset to use ./{DEFAULT_CONFIG_FILE} when present"
+            )),
+            ConfigError::FileUnreadable { .. } => {
+                Some("check the file's permissions".to_string())
+            }
+            ConfigError::FileSyntax { .. } => Some(
+                "write one `key = value` per line, strings in double quotes (listen = \"0.0.0.0:8080\")"
+                    .to_string(),
+            ),
+            ConfigError::UnknownKey { suggestion, .. } => {
+                let known: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
+                Some(match suggestion {
+                    Some(s) => format!("did you mean \"{s}\"? known keys: {}", known.join(", ")),
+                    None => format!("known keys: {}", known.join(", ")),
+                })
+            }
+            ConfigError::InvalidValue { hint, .. } => Some(hint.clone()),
+        }
+    }
+}
+
+/// A raw value from one layer.
+#[derive(Debug, Clone)]
+enum Raw {
+    Text(String),
+    Toml(toml::Value),
+}
+
+impl Raw {
+    /// Shown in error messages; secrets masked.
+    fn shown(&self, key: &str) -> String {
+        let text = match self {
+            Raw::Text(t) => format!("{t:?}"),
+            Raw::Toml(toml::Value::String(s)) => format!("{s:?}"),
+            Raw::Toml(v) => v.to_string(),
+        };
+        if key == "database_url" {
+            mask_password(&text)
+        } else {
+            text
+        }
+    }
+}
+
+/// The winning value of each setting, with its origin.
+#[derive(Debug, Default)]
+struct Layers {
+    values: Vec<(&'static str, Raw, Origin)>,
+}
+
+impl Layers {
+    /// Later layers override earlier ones.
+    fn set(&mut self, key: &'static str, raw: Raw, origin: Origin) {
+        self.values.retain(|(k, _, _)| *k != key);
+        self.values.push((key, raw, origin));
+    }
+
+    fn get(&self, key: &str) -> Option<(&Raw, &Origin)> {
+        self.values
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, r, o)| (r, o))
+    }
+}
+
+impl Config {
+    /// Reads the process environment and the config file, then applies `flags`.
+    pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
+        let env = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+        Config::resolve(flags, &env, Path::new("."))
+    }
+
+    /// Layers defaults, the config file, `env` and `flags`. `cwd` is where `bigpeer.toml` is
+    /// looked for. Empty environment variables count as unset.
+    pub fn resolve(
+        flags: &Flags,
+        env: &dyn Fn(&str) -> Option<String>,
+        cwd: &Path,
+    ) -> Result<Config, ConfigError> {
+        let env = |name: &str| env(name).filter(|v| !v.is_empty());
+        let mut layers = Layers::default();
+
+        let file = match (&flags.config, env(CONFIG_ENV)) {
+            (Some(path), _) => Some(path.clone()),
+            (None, Some(path)) => Some(PathBuf::from(path)),
+            (None, None) => {
+                let default = cwd.join(DEFAULT_CONFIG_FILE);
+                default.is_file().then_some(default)
+            }
+        };
+        if let Some(path) = file {
+            for (key, value) in read_file(&path)? {
+                layers.set(key, Raw::Toml(value), Origin::File(path.clone()));
+            }
+        }
+
+        for setting in SETTINGS {
+            // Listed from strongest to weakest: the first one set wins.
+            if let Some((var, value)) = setting
+                .env
+                .iter()
+                .find_map(|var| env(var).map(|v| (*var, v)))
+            {
+                layers.set(setting.key, Raw::Text(value), Origin::Env(var));
+            }
+        }
+
+        let flag_values: [(&'static str, &Option<String>); 9] = [
+            ("listen", &flags.listen),
+            ("database_url", &flags.database_url),
+            ("data_dir", &flags.data_dir),
+            ("postgres_bin_dir", &flags.postgres_bin_dir),
+            ("log_format", &flags.log_format),
+            ("log_level", &flags.log_level),
+            ("pool_size", &flags.pool_size),
+            ("connect_timeout", &flags.connect_timeout),
+            ("shutdown_timeout", &flags.shutdown_timeout),
+        ];
+        for (key, value) in flag_values {
+            if let Some(value) = value {
+                layers.set(key, Raw::Text(value.clone()), Origin::Flag(flag_name(key)));
+            }
+        }
+        if flags.no_migrate {
+            layers.set(
+                "migrate_on_start",
+                Raw::Toml(toml::Value::Boolean(false)),
+                Origin::Flag("--no-migrate"),
+            );
+        }
+
+        Config::from_layers(&layers)
+    }
+
+    /// The settings as a TOML file (passwords masked; unset options as comments).
+    pub fn to_toml(&self) -> String {
+        let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+        let mut out = String::new();
+        out.push_str(&format!("listen = {}\n", quote(&self.listen.to_string())));
+        match &self.database_url {
+            Some(url) => out.push_str(&format!("database_url = {}\n", quote(&url.masked()))),
+            None => out.push_str("# database_url: unset, the embedded Postgres runs in data_dir\n"),
+        }
+        out.push_str(&format!(
+            "data_dir = {}\n",
+            quote(&self.data_dir.to_string_lossy())
+        ));
+        match &self.postgres_bin_dir {
+            Some(dir) => out.push_str(&format!(
+                "postgres_bin_dir = {}\n",
+                quote(&dir.to_string_lossy())
+            )),
+            None => out.push_str("# postgres_bin_dir: unset, searched\n"),
+        }
+        let format = match self.log_format {
+            LogFormat::Pretty => "pretty",
+            LogFormat::Json => "json",
+        };
+        out.push_str(&format!("log_format = {}\n", quote(format)));
+        out.push_str(&format!("log_level = {}\n", quote(&self.log_level)));
+        out.push_str(&format!("pool_size = {}\n", self.pool_size));
+        out.push_str(&format!(
+            "connect_timeout = {}\n",
+            quote(&format_duration(self.connect_timeout))
+        ));
+        out.push_str(&format!(
+            "shutdown_timeout = {}\n",
+            quote(&format_duration(self.shutdown_timeout))
+        ));
+        out.push_str(&format!("migrate_on_start = {}\n", self.migrate_on_start));
+        out
+    }
+
+    fn from_layers(layers: &Layers) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        if let Some((raw, origin)) = layers.get("listen") {
+            config.listen = parse_listen(&text(raw, "listen", origin)?)
+                .map_err(|(reason, hint)| invalid("listen", raw, origin, reason, hint))?;
+        }
+        if let Some((raw, origin)) = layers.get("database_url") {
+            let url = text(raw, "database_url", origin)?;
+            check_database_url(&url)
+                .map_err(|(reason, hint)| invalid("database_url", raw, origin, reason, hint))?;
+            config.database_url = Some(DatabaseUrl(url));
+        }
+        if let Some((raw, origin)) = layers.get("data_dir") {
+            config.data_dir = non_empty_path(raw, "data_dir", origin)?;
+        }
+        if let Some((raw, origin)) = layers.get("postgres_bin_dir") {
+            config.postgres_bin_dir = Some(non_empty_path(raw, "postgres_bin_dir", origin)?);
+        }
+        if let Some((raw, origin)) = layers.get("log_format") {
+            config.log_format = match text(raw, "log_format", origin)?
+                .to_ascii_lowercase()
+                .as_str()
+            {
+                "pretty" | "text" => LogFormat::Pretty,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(invalid(
+                        "log_format",
+                        raw,
+                        origin,
+                        "expected pretty or json".into(),
+                        "use pretty for a terminal, json for a log collector".into(),
+                    ))
+                }
+            };
+        }
+        if let Some((raw, origin)) = layers.get("log_level") {
+            let level = text(raw, "log_level", origin)?;
+            if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
+                return Err(invalid(
+                    "log_level",
+                    raw,
+                    origin,
+                    format!("not a log filter ({e})"),
+                    "use error, warn, info, debug or trace, optionally per module: bigpeer=debug,sqlx=warn".into(),
+                ));
+            }
+            config.log_level = level;
+        }
+        if let Some((raw, origin)) = layers.get("pool_size") {
+            let n = integer(raw, "pool_size", origin)?;
+            if !(1..=10_000).contains(&n) {
+                return Err(invalid(
+                    "pool_size",
+                    raw,
+                    origin,
+                    "must be between 1 and 10000".into(),
+                    "a pool needs at least one connection; 16 suits most servers".into(),
+                ));
+            }
+            config.pool_size = n as u32;
+        }
+        if let Some((raw, origin)) = layers.get("connect_timeout") {
+            config.connect_timeout = duration(raw, "connect_timeout", origin)?;
+            if config.connect_timeout.is_zero() {
+                return Err(invalid(
+                    "connect_timeout",
+                    raw,
+                    origin,
+                    "must be longer than zero".into(),
+                    "give a duration such as 10s".into(),
+                ));
+            }
+        }
+        if let Some((raw, origin)) = layers.get("shutdown_timeout") {
+            config.shutdown_timeout = duration(raw, "shutdown_timeout", origin)?;
+        }
+        if let Some((raw, origin)) = layers.get("migrate_on_start") {
+            config.migrate_on_start = boolean(raw, "migrate_on_start", origin)?;
+        }
+        Ok(config)
+    }
+}
+
+fn flag_name(key: &str) -> &'static str {
+    SETTINGS
+        .iter()
+        .find(|s| s.key == key)
+        .map_or("", |s| s.flag)
+}
+
+fn invalid(
+    key: &'static str,
+    raw: &Raw,
+    origin: &Origin,
+    reason: String,
+    hint: String,
+) -> ConfigError {
+    ConfigError::InvalidValue {
+        key,
+        value: raw.shown(key),
+        origin: origin.clone(),
+        reason,
+        hint,
+    }
+}
+
+fn text(raw: &Raw, key: &'static str, origin: &Origin) -> Result<String, ConfigError> {
+    match raw {
+        Raw::Text(t) => Ok(t.trim().to_string()),
+        Raw::Toml(toml::Value::String(s)) => Ok(s.trim().to_string()),
+        Raw::Toml(_) => Err(invalid(
+            key,
+            raw,
+            origin,
+            "expected a string".into(),
+            format!("put the value in double quotes: {key} = \"...\""),
+        )),
+    }
+}
+
+fn non_empty_path(raw: &Raw, key: &'static str, origin: &Origin) -> Result<PathBuf, ConfigError> {
+    let t = text(raw, key, origin)?;
+    if t.is_empty() {
+        return Err(invalid(
+            key,
+            raw,
+            origin,
+            "must not be empty".into(),
+            "give a folder path".into(),
+        ));
+    }
+    Ok(PathBuf::from(t))
+}
+
+fn integer(raw: &Raw, key: &'static str, origin: &Origin) -> Result<i64, ConfigError> {
+    let parsed = match raw {
+        Raw::Toml(toml::Value::Integer(n)) => Some(*n),
+        Raw::Toml(toml::Value::String(s)) | Raw::Text(s) => s.trim().parse().ok(),
+        Raw::Toml(_) => None,
+    };
+    parsed.ok_or_else(|| {
+        invalid(
+            key,
+            raw,
+            origin,
+            "expected a whole number".into(),
+            format!("for example {key} = 16"),
+        )
+    })
+}
+
+fn boolean(raw: &Raw, key: &'static str, origin: &Origin) -> Result<bool, ConfigError> {
+    let parsed = match raw {
+        Raw::Toml(toml::Value::Boolean(b)) => Some(*b),
+        Raw::Toml(toml::Value::String(s)) | Raw::Text(s) => {
+            match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Some(true),
+                "false" | "0" | "no" | "off" => Some(false),
+                _ => None,
+            }
+        }
+        Raw::Toml(_) => None,
+    };
+    parsed.ok_or_else(|| {
+        invalid(
+            key,
+            raw,
+            origin,
+            "expected true or false".into(),
+            "use true or false".into(),
+        )
+    })
+}
+
+fn duration(raw: &Raw, key: &'static str, origin: &Origin) -> Result<Duration, ConfigError> {
+    let parsed = match raw {
+        Raw::Toml(toml::Value::Integer(n)) if *n >= 0 => Some(Duration::from_secs(*n as u64)),
+        Raw::Toml(toml::Value::String(s)) | Raw::Text(s) => parse_duration(s),
+        Raw::Toml(_) => None,
+    };
+    parsed.ok_or_else(|| {
+        invalid(
+            key,
+            raw,
+            origin,
+            "expected a duration".into(),
+            "write a number with a unit: 500ms, 10s, 2m, 1h (a bare number means seconds)".into(),
+        )
+    })
+}
+
+fn format_duration(d: Duration) -> String {
+    if d.subsec_millis() != 0 || d.as_secs() == 0 && !d.is_zero() {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}
+
+/// `500ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    match unit.trim() {
+        "" | "s" | "sec" | "secs" => Some(Duration::from_secs(n)),
+        "ms" => Some(Duration::from_millis(n)),
+        "m" | "min" | "mins" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+type Problem = (String, String);
+
+fn parse_listen(text: &str) -> Result<SocketAddr, Problem> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let hint = "write IP:PORT, such as 127.0.0.1:8080 (this machine only), 0.0.0.0:8080 (every interface) or [::]:8080".to_string();
+    if let Some(port) = text.strip_prefix("localhost:") {
+        return port
+            .parse::<u16>()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .map_err(|_| {
+                (
+                    "the port must be a number from 0 to 65535".to_string(),
+                    hint,
+                )
+            });
+    }
+    match text.rsplit_once(':') {
+        None => Err(("the port is missing".to_string(), hint)),
+        Some((_, port)) if port.parse::<u16>().is_err() => Err((
+            "the port must be a number from 0 to 65535".to_string(),
+            hint,
+        )),
+        Some(_) => Err(("the host must be an IP address".to_string(), hint)),
+    }
+}
+
+fn check_database_url(url: &str) -> Result<(), Problem> {
+    let hint = "write postgres://USER:PASSWORD@HOST:PORT/DBNAME, or leave it unset to run the embedded Postgres".to_string();
+    if url.is_empty() {
+        return Err(("must not be empty".to_string(), hint));
+    }
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(("expected a postgres:// URL".to_string(), hint));
+    }
+    url.parse::<sqlx::postgres::PgConnectOptions>()
+        .map(|_| ())
+        .map_err(|e| {
+            (
+                format!(
+                    "not a valid Postgres URL ({})",
+                    mask_password(&e.to_string())
+                ),
+                hint,
+            )
+        })
+}
+
+fn read_file(path: &Path) -> Result<Vec<(&'static str, toml::Value)>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ConfigError::FileNotFound {
+                path: path.to_path_buf(),
+            }
+        } else {
+            ConfigError::FileUnreadable {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    let table: toml::Table =
+        text.parse()
+            .map_err(|e: toml::de::Error| ConfigError::FileSyntax {
+                path: path.to_path_buf(),
+                message: e.message().to_string()
+                    + &e.span().map_or(String::new(), |s| {
+                        format!(" (line {})", line_of(&text, s.start))
+                    }),
+            })?;
+    let mut values = Vec::new();
+    for (key, value) in table {
+        let Some(setting) = SETTINGS.iter().find(|s| s.key == key) else {
+            return Err(ConfigError::UnknownKey {
+                path: path.to_path_buf(),
+                suggestion: suggest(&key),
+                key,
+            });
+        };
+        values.push((setting.key, value));
+    }
+    Ok(values)
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The known key closest to `key`, when close enough to be a typo.
+fn suggest(key: &str) -> Option<&'static str> {
+    let key = key.to_ascii_lowercase().replace('-', "_");
+    SETTINGS
+        .iter()
+        .map(|s| (edit_distance(&key, s.key), s.key))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn resolve_with(
+        flags: &Flags,
+        env: &[(&str, &str)],
+        file: Option<&str>,
+    ) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        if let Some(text) = file {
+            std::fs::write(dir.path().join(DEFAULT_CONFIG_FILE), text).expect("write config");
+        }
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::resolve(flags, &|name| env.get(name).cloned(), dir.path())
+    }
+
+    #[test]
+    fn defaults_without_any_layer() {
+        let config = resolve_with(&Flags::default(), &[], None).expect("defaults are valid");
+        assert_eq!(config, Config::default());
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.data_dir, PathBuf::from("./bigpeer-data"));
+        // The documented defaults are the real ones.
+        for s in SETTINGS {
+            let shown = match s.key {
+                "listen" => config.listen.to_string(),
+                "data_dir" => config.data_dir.display().to_string(),
+                "log_format" => "pretty".into(),
+                "log_level" => config.log_level.clone(),
+                "pool_size" => config.pool_size.to_string(),
+                "connect_timeout" => format!("{}s", config.connect_timeout.as_secs()),
+                "shutdown_timeout" => format!("{}s", config.shutdown_timeout.as_secs()),
+                "migrate_on_start" => config.migrate_on_start.to_string(),
+                _ => continue,
+            };
+            assert_eq!(shown, s.default, "documented default of {}", s.key);
+        }
+    }
+
+    #[test]
+    fn flags_beat_environment_beats_file() {
+        let file = "listen = \"0.0.0.0:1000\"\npool_size = 3\nlog_format = \"json\"\nshutdown_timeout = 5\n";
+        let env = [
+            ("BIGPEER_LISTEN", "0.0.0.0:2000"),
+            ("BIGPEER_POOL_SIZE", "4"),
+        ];
+        let flags = Flags {
+            listen: Some("127.0.0.1:3000".into()),
+            ..Flags::default()
+        };
+        let config = resolve_with(&flags, &env, Some(file)).expect("valid");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:3000");
+        assert_eq!(config.pool_size, 4);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
+
+        let config = resolve_with(&Flags::default(), &env, Some(file)).expect("valid");
+        assert_eq!(config.listen.to_string(), "0.0.0.0:2000");
+    }
+
+    #[test]
+    fn empty_environment_variables_count_as_unset() {
+        let config = resolve_with(
+            &Flags::default(),
+            &[("DATABASE_URL", ""), ("BIGPEER_LISTEN", "")],
+            None,
+        )
+        .expect("valid");
+        assert_eq!(config.database_url, None);
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn bigpeer_log_level_beats_rust_log() {
+        let config =
+            resolve_with(&Flags::default(), &[("RUST_LOG", "debug")], None).expect("valid");
+        assert_eq!(config.log_level, "debug");
+        let both = [("RUST_LOG", "debug"), ("BIGPEER_LOG_LEVEL", "warn")];
+        let config = resolve_with(&Flags::default(), &both, None).expect("valid");
+        assert_eq!(config.log_level, "warn");
+    }
+
+    #[test]
+    fn no_migrate_flag_turns_off_migrations() {
+        let env = [("BIGPEER_MIGRATE_ON_START", "yes")];
+        let flags = Flags {
+            no_migrate: true,
+            ..Flags::default()
+        };
+        assert!(
+            !resolve_with(&flags, &env, None)
+                .expect("valid")
+                .migrate_on_start
+        );
+        assert!(
+            resolve_with(&Flags::default(), &env, None)
+                .expect("valid")
+                .migrate_on_start
+        );
+        let off = resolve_with(&Flags::default(), &[], Some("migrate_on_start = false\n"));
+        assert!(!off.expect("valid").migrate_on_start);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_a_suggestion() {
+        let err = resolve_with(&Flags::default(), &[], Some("listn = \"0.0.0.0:1\"\n"))
+            .expect_err("unknown key");
+        assert_eq!(err.code(), "config/unknown-key");
+        assert!(
+            err.to_string()
+                .starts_with("unknown key \"listn\" in config file"),
+            "{err}"
+        );
+        let hint = err.hint().unwrap_or_default();
+        assert!(hint.starts_with("did you mean \"listen\"?"), "{hint}");
+
+        let err = resolve_with(&Flags::default(), &[], Some("[server]\nport = 1\n"))
+            .expect_err("tables are unknown keys");
+        assert!(err.to_string().contains("unknown key \"server\""), "{err}");
+    }
+
+    #[test]
+    fn precise_messages_for_bad_values() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, &'a str, &'a str);
+        let cases: &[Case] = &[
+            (
+                &[("BIGPEER_LISTEN", "8080")],
+                None,
+                "invalid listen \"8080\" in environment variable BIGPEER_LISTEN: the port is missing",
+                "config/invalid-value",
+            ),
+            (
+                &[("BIGPEER_LISTEN", "example.com:80")],
+                None,
+                "invalid listen \"example.com:80\" in environment variable BIGPEER_LISTEN: the host must be an IP address",
+                "config/invalid-value",
+            ),
+            (
+                &[("BIGPEER_LOG_FORMAT", "xml")],
+                None,
+                "invalid log_format \"xml\" in environment variable BIGPEER_LOG_FORMAT: expected pretty or json",
+                "config/invalid-value",
+            ),
+            (
+                &[],
+                Some("pool_size = 0\n"),
+                "invalid pool_size 0 in config file",
+                "config/invalid-value",
+            ),
+            (
+                &[],
+                Some("pool_size = \"ten\"\n"),
+                "invalid pool_size \"ten\" in config file",
+                "config/invalid-value",
+            ),
+            (
+                &[("BIGPEER_SHUTDOWN_TIMEOUT", "soon")],
+                None,
+                "invalid shutdown_timeout \"soon\" in environment variable BIGPEER_SHUTDOWN_TIMEOUT: expected a duration",
+                "config/invalid-value",
+            ),
+            (
+                &[("DATABASE_URL", "mysql://u:hunter2@h/db")],
+                None,
+                "invalid database_url \"mysql://u:***@h/db\" in environment variable DATABASE_URL: expected a postgres:// URL",
+                "config/invalid-value",
+            ),
+            (&[], Some("listen = 8080\n"), "invalid listen 8080 in config file", "config/invalid-value"),
+            (&[], Some("listen = \n"), "is not valid TOML", "config/file-syntax"),
+        ];
+        for (env, file, message, code) in cases {
+            let err = resolve_with(&Flags::default(), env, *file).expect_err(message);
+            assert!(
+                err.to_string().contains(message),
+                "got: {err}\nwanted: {message}"
+            );
+            assert_eq!(err.code(), *code, "{err}");
+            assert!(err.hint().is_some(), "{err} has a hint");
+        }
+    }
+
+    #[test]
+    fn flag_errors_name_the_flag() {
+        let flags = Flags {
+            pool_size: Some("0".into()),
+            ..Flags::default()
+        };
+        let err = resolve_with(&flags, &[], None).expect_err("pool size 0");
+        assert_eq!(
+            err.to_string(),
+            "invalid pool_size \"0\" on the command line (--pool-size): must be between 1 and 10000"
+        );
+    }
+
+    #[test]
+    fn explicit_config_file_must_exist() {
+        let flags = Flags {
+            config: Some(PathBuf::from("/nonexistent/bigpeer.toml")),
+            ..Flags::default()
+        };
+        let err = resolve_with(&flags, &[], None).expect_err("missing file");
+        assert_eq!(err.code(), "config/file-not-found");
+        let err = resolve_with(
+            &Flags::default(),
+            &[(CONFIG_ENV, "/nonexistent/x.toml")],
+            None,
+        )
+        .expect_err("missing file from env");
+        assert_eq!(err.code(), "config/file-not-found");
+    }
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            mask_password("postgres://app:s3cr%40t@db:5432/bigpeer"),
+            "postgres://app:***@db:5432/bigpeer"
+        );
+        assert_eq!(
+            mask_password("postgres://app@db/bigpeer"),
+            "postgres://app@db/bigpeer"
+        );
+        assert_eq!(
+            mask_password("postgres://db/x?user=a&password=b&sslmode=require"),
+            "postgres://db/x?user=a&password=***&sslmode=require"
+        );
+        let url = DatabaseUrl::new("postgres://u:pw@h/d");
+        assert_eq!(format!("{url:?}"), "DatabaseUrl(postgres://u:***@h/d)");
+        assert_eq!(url.expose(), "postgres://u:pw@h/d");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1d"), None);
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn readme_documents_every_setting() {
+        let readme = include_str!("../../README.md");
+        for s in SETTINGS {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}`", s.key)))
+                .unwrap_or_else(|| panic!("README.md has no table row for `{}`", s.key));
+            for name in s.env.iter().chain([&s.flag]) {
+                assert!(
+                    row.contains(&format!("`{name}`")),
+                    "README row for {} lacks {name}",
+                    s.key
+                );
+            }
+            assert!(
+                row.contains(s.default),
+                "README row for {} lacks default {}",
+                s.key,
+                s.default
+            );
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! HTTP resources, one module each. Handlers are thin: they translate between the wire and the
+//! store (or `service`), nothing more.
+
+pub mod health;
+
+use actix_web::web;
+
+/// Registers every route. The binary and the in-process test server both use it; later resources
+/// (`/api/v4/...`) add their `configure` call here.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    health::configure(cfg);
+}
