@@ -10,9 +10,13 @@
 
 pub mod ast;
 pub mod error;
+pub mod eval;
 pub mod lexer;
+pub mod memstore;
 pub mod parser;
+pub mod plan;
 pub mod print;
+pub mod settings;
 
 pub use error::{DqlError, ErrorCode, Result};
 pub use parser::parse;

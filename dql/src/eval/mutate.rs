@@ -1,0 +1,264 @@
+//! The CRDT operations a mutation applies to each document.
+
+use std::collections::BTreeMap;
+
+use bigpeer_schema::{CounterKind, ObjectMode, Op, Value};
+
+use super::expr::{eval, Env};
+use crate::ast::{ConflictPolicy, Span};
+use crate::error::{DqlError, Result};
+use crate::plan::{FieldKind, FieldTypes, InsertDoc, InsertPlan, PExpr, UpdateAction, UpdatePlan};
+
+/// What to do with one document of an INSERT.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InsertOutcome {
+    /// Apply these operations (a new document, or a merge into an existing one).
+    Write(Vec<Op>),
+    /// Leave the existing document alone (`DO NOTHING`, `INITIAL DOCUMENTS`); not reported.
+    Skip,
+}
+
+/// The operations for one INSERT document. `existing` is the live document with that id, if
+/// any (its materialised value, with or without `_id`).
+pub fn insert_ops(
+    plan: &InsertPlan,
+    doc: &InsertDoc,
+    existing: Option<&Value>,
+) -> Result<InsertOutcome> {
+    let Some(existing) = existing else {
+        return Ok(InsertOutcome::Write(fields_ops(
+            &doc.fields,
+            &plan.types,
+            plan.objects,
+            true,
+        )));
+    };
+    if plan.initial {
+        return Ok(InsertOutcome::Skip);
+    }
+    match plan.on_conflict {
+        ConflictPolicy::Fail => Err(DqlError::evaluation(
+            format!(
+                "Insert failed: Identifier conflict on document {}: using FAIL conflict policy",
+                doc.id
+            ),
+            Span::NONE,
+        )),
+        ConflictPolicy::DoNothing => Ok(InsertOutcome::Skip),
+        ConflictPolicy::DoUpdate => Ok(InsertOutcome::Write(fields_ops(
+            &doc.fields,
+            &plan.types,
+            plan.objects,
+            false,
+        ))),
+        ConflictPolicy::DoUpdateLocalDiff => {
+            let current = existing.as_object().cloned().unwrap_or_default();
+            let diff = diff_fields(&doc.fields, &current);
+            if diff.is_empty() {
+                return Ok(InsertOutcome::Write(Vec::new()));
+            }
+            Ok(InsertOutcome::Write(fields_ops(
+                &diff,
+                &plan.types,
+                plan.objects,
+                false,
+            )))
+        }
+    }
+}
+
+/// The fields of `new` whose values differ from `current`, recursing into objects.
+fn diff_fields(
+    new: &BTreeMap<String, Value>,
+    current: &BTreeMap<String, Value>,
+) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for (k, v) in new {
+        match (v, current.get(k)) {
+            (Value::Object(n), Some(Value::Object(c))) => {
+                let d = diff_fields(n, c);
+                if !d.is_empty() {
+                    out.insert(k.clone(), Value::Object(d));
+                }
+            }
+            (v, Some(c)) if v == c => {}
+            (v, _) => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    out
+}
+
+/// A merge of the plain fields plus one operation per field declared with a special type.
+fn fields_ops(
+    fields: &BTreeMap<String, Value>,
+    types: &FieldTypes,
+    objects: ObjectMode,
+    root: bool,
+) -> Vec<Op> {
+    let mut plain = fields.clone();
+    let mut special = Vec::new();
+    for (path, kind) in &types.0 {
+        let Some(v) = path_value(fields, path) else {
+            continue;
+        };
+        let op = match kind {
+            FieldKind::Counter => match v {
+                Value::Int(i) => Some(Op::Restart {
+                    path: path.clone(),
+                    to: *i,
+                }),
+                _ => None,
+            },
+            FieldKind::PnCounter => Some(Op::Increment {
+                path: path.clone(),
+                by: v.clone(),
+                kind: CounterKind::PnCounter,
+            }),
+            FieldKind::Attachment => Some(Op::Attach {
+                path: path.clone(),
+                token: v.clone(),
+            }),
+            FieldKind::Register => Some(Op::Set {
+                path: path.clone(),
+                value: v.clone(),
+                objects: ObjectMode::Register,
+            }),
+            FieldKind::Map | FieldKind::Default => None,
+        };
+        if let Some(op) = op {
+            remove_path(&mut plain, path);
+            special.push(op);
+        }
+    }
+    let mut ops = Vec::with_capacity(1 + special.len());
+    if root || !plain.is_empty() {
+        ops.push(Op::Merge {
+            path: Vec::new(),
+            value: plain,
+            objects,
+        });
+    }
+    ops.extend(special);
+    ops
+}
+
+fn path_value<'v>(fields: &'v BTreeMap<String, Value>, path: &[String]) -> Option<&'v Value> {
+    let (first, rest) = path.split_first()?;
+    fields.get(first)?.get_path(rest)
+}
+
+fn remove_path(fields: &mut BTreeMap<String, Value>, path: &[String]) {
+    match path {
+        [] => {}
+        [last] => {
+            fields.remove(last);
+        }
+        [first, rest @ ..] => {
+            if let Some(Value::Object(o)) = fields.get_mut(first) {
+                remove_path(o, rest);
+            }
+        }
+    }
+}
+
+fn value_of(e: &PExpr, doc: &Value, span: Span) -> Result<Value> {
+    match eval(
+        e,
+        &Env {
+            doc: Some(doc),
+            ..Env::default()
+        },
+    )? {
+        Some(v) => Ok(v.into_owned()),
+        None => Err(DqlError::evaluation(
+            format!(
+                "Update failed: Expected {} to evaluate to a value.",
+                crate::plan::describe(e)
+            ),
+            span,
+        )),
+    }
+}
+
+/// The operations an UPDATE applies to one matched document.
+pub fn update_ops(plan: &UpdatePlan, doc: &Value) -> Result<Vec<Op>> {
+    let mut ops = Vec::with_capacity(plan.actions.len());
+    for a in &plan.actions {
+        ops.push(match a {
+            UpdateAction::Set {
+                path,
+                value,
+                kind,
+                span,
+            } => {
+                let v = value_of(value, doc, *span)?;
+                match kind {
+                    FieldKind::Attachment => Op::Attach {
+                        path: path.clone(),
+                        token: v,
+                    },
+                    FieldKind::Register => Op::Set {
+                        path: path.clone(),
+                        value: v,
+                        objects: ObjectMode::Register,
+                    },
+                    _ => Op::Set {
+                        path: path.clone(),
+                        value: v,
+                        objects: plan.objects,
+                    },
+                }
+            }
+            UpdateAction::Unset { path } => Op::Unset { path: path.clone() },
+            UpdateAction::PnIncrement { path, by, span, .. } => {
+                let v = value_of(by, doc, *span)?;
+                if !matches!(v, Value::Int(_) | Value::UInt(_) | Value::Float(_)) {
+                    return Err(DqlError::evaluation(
+                        format!("Update failed: Expected {v} to be a number"),
+                        *span,
+                    ));
+                }
+                Op::Increment {
+                    path: path.clone(),
+                    by: v,
+                    kind: CounterKind::PnCounter,
+                }
+            }
+            UpdateAction::Increment { path, by, span } => {
+                let v = value_of(by, doc, *span)?;
+                if !matches!(v, Value::Int(_)) {
+                    return Err(DqlError::evaluation(
+                        format!("Update failed: Expected {v} to be an integer value"),
+                        *span,
+                    ));
+                }
+                Op::Increment {
+                    path: path.clone(),
+                    by: v,
+                    kind: CounterKind::Counter,
+                }
+            }
+            UpdateAction::Restart { path, to, span } => {
+                let to = match to {
+                    None => 0,
+                    Some(e) => match value_of(e, doc, *span)? {
+                        Value::Int(i) => i,
+                        v => {
+                            return Err(DqlError::evaluation(
+                                format!("Update failed: Expected {v} to be an integer value"),
+                                *span,
+                            ))
+                        }
+                    },
+                };
+                Op::Restart {
+                    path: path.clone(),
+                    to,
+                }
+            }
+        });
+    }
+    Ok(ops)
+}

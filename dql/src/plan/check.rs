@@ -1,0 +1,831 @@
+//! From syntax to plan: resolve names, separate aggregates from grouping, bind parameters.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bigpeer_schema::{DocId, ObjectMode, Value};
+
+use super::expr::{AggCall, AggFunc, CmpOp, PExpr};
+use super::functions::Func;
+use super::*;
+use crate::ast::{self, BinaryOp, Expr, ExprKind, InList, Statement, UnaryOp};
+use crate::error::{DqlError, ErrorCode, Result};
+
+/// Settings that change how statements are planned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// `DQL_STRICT_MODE`: objects written by INSERT/SET are registers instead of maps.
+    pub strict_mode: bool,
+}
+
+/// Checks a statement with the default options (Ditto 5.x: strict mode off).
+pub fn check(stmt: &Statement, args: &BTreeMap<String, Value>) -> Result<Plan> {
+    check_with(stmt, args, &PlanOptions::default())
+}
+
+/// Checks a statement and builds its plan.
+pub fn check_with(
+    stmt: &Statement,
+    args: &BTreeMap<String, Value>,
+    opts: &PlanOptions,
+) -> Result<Plan> {
+    let objects = if opts.strict_mode {
+        ObjectMode::Register
+    } else {
+        ObjectMode::Map
+    };
+    match stmt {
+        Statement::Select(s) => check_select(s, args),
+        Statement::Insert(i) => check_insert(i, args, objects),
+        Statement::Update(u) => check_update(u, args, objects),
+        Statement::Delete(d) => {
+            let r = Resolver::new(args, &d.collection)?;
+            let kind = match d.kind {
+                ast::DeleteKind::Delete | ast::DeleteKind::Tombstone => RemoveKind::Delete,
+                ast::DeleteKind::Evict => RemoveKind::Evict,
+            };
+            Ok(Plan::Remove(RemovePlan {
+                kind,
+                target: r.target(&d.filter, &d.order_by, &d.limit, &d.offset)?,
+            }))
+        }
+        Statement::AlterSystem(a) => match a {
+            ast::AlterSystem::Set { name, value } => {
+                let r = Resolver::constant(args);
+                let v = r.scalar(value)?;
+                let v = crate::eval::eval_const(&v)?.unwrap_or(Value::Null);
+                Ok(Plan::AlterSystem {
+                    name: Some(name.to_ascii_lowercase()),
+                    value: Some(v),
+                })
+            }
+            ast::AlterSystem::Reset { name } => Ok(Plan::AlterSystem {
+                name: Some(name.to_ascii_lowercase()),
+                value: None,
+            }),
+            ast::AlterSystem::ResetAll => Ok(Plan::AlterSystem {
+                name: None,
+                value: None,
+            }),
+        },
+        Statement::Show(s) => Ok(Plan::Show {
+            name: s.name.as_ref().map(|n| n.to_ascii_lowercase()),
+        }),
+        Statement::Explain(inner) => Ok(Plan::Explain(Box::new(check_with(inner, args, opts)?))),
+    }
+}
+
+/// How aggregates and fields are treated while resolving.
+enum Mode<'m> {
+    /// Aggregates are an error (WHERE, GROUP BY, mutation values).
+    Scalar,
+    /// Aggregates become [`PExpr::Agg`], group keys [`PExpr::GroupKey`], other fields an error.
+    Grouped {
+        keys: &'m [String],
+        aggs: &'m mut Vec<AggCall>,
+        label: &'m str,
+    },
+    /// No document: fields are an error (INSERT documents, ALTER SYSTEM values).
+    Constant,
+}
+
+pub(crate) struct Resolver<'a> {
+    args: &'a BTreeMap<String, Value>,
+    /// The name that qualifies fields (`alias.field`, or `collection.field`).
+    qualifier: Option<String>,
+    collection: String,
+}
+
+fn is_aggregate(name: &str) -> bool {
+    matches!(name, "count" | "sum" | "avg" | "min" | "max")
+}
+
+fn contains_aggregate(e: &Expr) -> bool {
+    let mut found = false;
+    walk_ast(e, &mut |e| {
+        if let ExprKind::Call { name, .. } = &e.kind {
+            if is_aggregate(name) {
+                found = true;
+            }
+        }
+    });
+    found
+}
+
+fn walk_ast(e: &Expr, f: &mut dyn FnMut(&Expr)) {
+    f(e);
+    match &e.kind {
+        ExprKind::Literal(_) | ExprKind::Missing | ExprKind::Param(_) | ExprKind::Ident(_) => {}
+        ExprKind::Member(b, _) | ExprKind::Unary(_, b) | ExprKind::Is { expr: b, .. } => {
+            walk_ast(b, f)
+        }
+        ExprKind::Index(a, b)
+        | ExprKind::Binary(_, a, b)
+        | ExprKind::Like {
+            expr: a,
+            pattern: b,
+            ..
+        } => {
+            walk_ast(a, f);
+            walk_ast(b, f);
+        }
+        ExprKind::Between {
+            expr, low, high, ..
+        } => {
+            walk_ast(expr, f);
+            walk_ast(low, f);
+            walk_ast(high, f);
+        }
+        ExprKind::In { expr, list, .. } => {
+            walk_ast(expr, f);
+            match list {
+                InList::List(items) => items.iter().for_each(|i| walk_ast(i, f)),
+                InList::Expr(x) => walk_ast(x, f),
+            }
+        }
+        ExprKind::Array(items) | ExprKind::Call { args: items, .. } => {
+            items.iter().for_each(|i| walk_ast(i, f))
+        }
+        ExprKind::Object(fields) => fields.iter().for_each(|(_, v)| walk_ast(v, f)),
+    }
+}
+
+impl<'a> Resolver<'a> {
+    fn new(args: &'a BTreeMap<String, Value>, coll: &ast::CollectionRef) -> Result<Resolver<'a>> {
+        if coll.system {
+            return Err(DqlError::invalid(
+                format!("system:{} cannot be modified", coll.name),
+                coll.span,
+            ));
+        }
+        Ok(Resolver {
+            args,
+            qualifier: Some(coll.alias.clone().unwrap_or_else(|| coll.name.clone())),
+            collection: coll.name.clone(),
+        })
+    }
+
+    fn constant(args: &'a BTreeMap<String, Value>) -> Resolver<'a> {
+        Resolver {
+            args,
+            qualifier: None,
+            collection: String::new(),
+        }
+    }
+
+    pub(crate) fn scalar(&self, e: &Expr) -> Result<PExpr> {
+        let mut mode = if self.qualifier.is_some() {
+            Mode::Scalar
+        } else {
+            Mode::Constant
+        };
+        self.resolve(e, &mut mode)
+    }
+
+    fn target(
+        &self,
+        filter: &Option<Expr>,
+        order_by: &[ast::OrderItem],
+        limit: &Option<Expr>,
+        offset: &Option<Expr>,
+    ) -> Result<Target> {
+        Ok(Target {
+            collection: self.collection.clone(),
+            filter: filter.as_ref().map(|f| self.scalar(f)).transpose()?,
+            order_by: order_by
+                .iter()
+                .map(|o| Ok((self.scalar(&o.expr)?, o.desc)))
+                .collect::<Result<_>>()?,
+            limit: limit.as_ref().map(|l| self.count(l, "LIMIT")).transpose()?,
+            offset: offset
+                .as_ref()
+                .map(|o| self.count(o, "OFFSET"))
+                .transpose()?,
+        })
+    }
+
+    fn count(&self, e: &Expr, what: &str) -> Result<u64> {
+        let v = self.resolve(e, &mut Mode::Constant)?;
+        match crate::eval::eval_const(&v)? {
+            Some(Value::Int(i)) if i >= 0 => u64::try_from(i).map_err(|_| count_error(what, e)),
+            Some(Value::UInt(u)) => Ok(u),
+            _ => Err(count_error(what, e)),
+        }
+    }
+
+    /// A field path: `a`, `a.b.c`, `alias.a.b`.
+    fn path_of(&self, e: &Expr) -> Option<Vec<String>> {
+        match &e.kind {
+            ExprKind::Ident(n) => Some(vec![n.clone()]),
+            ExprKind::Member(base, name) => {
+                if let ExprKind::Ident(root) = &base.kind {
+                    if self.qualifier.as_deref() == Some(root.as_str()) {
+                        return Some(vec![name.clone()]);
+                    }
+                }
+                let mut p = self.path_of(base)?;
+                p.push(name.clone());
+                Some(p)
+            }
+            _ => None,
+        }
+    }
+
+    fn resolve(&self, e: &Expr, mode: &mut Mode<'_>) -> Result<PExpr> {
+        if let Mode::Grouped { keys, .. } = mode {
+            let text = e.to_string();
+            if let Some(i) = keys.iter().position(|k| *k == text) {
+                return Ok(PExpr::GroupKey(i));
+            }
+        }
+        let r = |x: &Expr, mode: &mut Mode<'_>| -> Result<Box<PExpr>> {
+            Ok(Box::new(self.resolve(x, mode)?))
+        };
+        Ok(match &e.kind {
+            ExprKind::Literal(v) => PExpr::Lit(v.clone()),
+            ExprKind::Missing => PExpr::Missing,
+            ExprKind::Param(name) => match self.args.get(name) {
+                Some(v) => PExpr::Lit(v.clone()),
+                None => {
+                    return Err(DqlError::invalid(
+                        format!("Parameter {name} was not provided"),
+                        e.span,
+                    ))
+                }
+            },
+            ExprKind::Ident(_) | ExprKind::Member(..) if self.path_of(e).is_some() => {
+                let path = self.path_of(e).unwrap_or_default();
+                match mode {
+                    Mode::Scalar => PExpr::Field(path),
+                    Mode::Constant => {
+                        return Err(DqlError::invalid(
+                            "Forbidden: Document references in mutation values",
+                            e.span,
+                        ))
+                    }
+                    Mode::Grouped { label, .. } => {
+                        return Err(DqlError::invalid(
+                            format!(
+                            "Projection \"{label}\" must depend only on group keys or aggregates"
+                        ),
+                            e.span,
+                        ))
+                    }
+                }
+            }
+            ExprKind::Ident(_) => PExpr::Missing,
+            ExprKind::Member(base, name) => PExpr::Member(r(base, mode)?, name.clone()),
+            ExprKind::Index(base, index) => PExpr::Index(r(base, mode)?, r(index, mode)?),
+            ExprKind::Array(items) => PExpr::Array(
+                items
+                    .iter()
+                    .map(|i| self.resolve(i, mode))
+                    .collect::<Result<_>>()?,
+            ),
+            ExprKind::Object(fields) => PExpr::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), self.resolve(v, mode)?)))
+                    .collect::<Result<_>>()?,
+            ),
+            ExprKind::Unary(UnaryOp::Not, x) => PExpr::Not(r(x, mode)?),
+            ExprKind::Unary(UnaryOp::Neg, x) => PExpr::Neg(r(x, mode)?),
+            ExprKind::Unary(UnaryOp::Plus, x) => self.resolve(x, mode)?,
+            ExprKind::Binary(op, a, b) => {
+                let (l, rr) = (r(a, mode)?, r(b, mode)?);
+                let cmp = |c: CmpOp| {
+                    // Ditto 5.1: a comparison with the NULL literal is MISSING.
+                    if is_null_literal(a) || is_null_literal(b) {
+                        PExpr::Missing
+                    } else {
+                        PExpr::Cmp(c, l.clone(), rr.clone())
+                    }
+                };
+                match op {
+                    BinaryOp::And => PExpr::And(l, rr),
+                    BinaryOp::Or => PExpr::Or(l, rr),
+                    BinaryOp::Eq | BinaryOp::EqEq => cmp(CmpOp::Eq),
+                    BinaryOp::Neq | BinaryOp::LtGt => cmp(CmpOp::Neq),
+                    BinaryOp::Lt => cmp(CmpOp::Lt),
+                    BinaryOp::Le => cmp(CmpOp::Le),
+                    BinaryOp::Gt => cmp(CmpOp::Gt),
+                    BinaryOp::Ge => cmp(CmpOp::Ge),
+                    BinaryOp::Concat
+                    | BinaryOp::Add
+                    | BinaryOp::Sub
+                    | BinaryOp::Mul
+                    | BinaryOp::Div
+                    | BinaryOp::Mod => PExpr::Arith(*op, l, rr),
+                }
+            }
+            ExprKind::Between {
+                expr,
+                low,
+                high,
+                negated,
+            } => PExpr::Between {
+                expr: r(expr, mode)?,
+                low: r(low, mode)?,
+                high: r(high, mode)?,
+                negated: *negated,
+            },
+            ExprKind::In {
+                expr,
+                list,
+                negated,
+            } => {
+                let x = r(expr, mode)?;
+                match list {
+                    InList::List(items) => PExpr::InList {
+                        expr: x,
+                        list: items
+                            .iter()
+                            .map(|i| self.resolve(i, mode))
+                            .collect::<Result<_>>()?,
+                        negated: *negated,
+                    },
+                    InList::Expr(arr) => PExpr::InArray {
+                        expr: x,
+                        array: r(arr, mode)?,
+                        negated: *negated,
+                    },
+                }
+            }
+            ExprKind::Like {
+                expr,
+                pattern,
+                case_insensitive,
+                negated,
+            } => PExpr::Like {
+                expr: r(expr, mode)?,
+                pattern: r(pattern, mode)?,
+                case_insensitive: *case_insensitive,
+                negated: *negated,
+            },
+            ExprKind::Is {
+                expr,
+                test,
+                negated,
+            } => PExpr::Is {
+                expr: r(expr, mode)?,
+                test: *test,
+                negated: *negated,
+            },
+            ExprKind::Call {
+                name,
+                args,
+                distinct,
+                star,
+            } => {
+                if is_aggregate(name) {
+                    return self.aggregate(e, name, args, *distinct, *star, mode);
+                }
+                let Some(func) = Func::lookup(name) else {
+                    return Err(DqlError::invalid(
+                        format!("Function \"{name}\" not found"),
+                        e.span,
+                    ));
+                };
+                if *star || !func.accepts(args.len()) {
+                    let n = if *star { 1 } else { args.len() };
+                    return Err(DqlError::invalid(
+                        format!("Wrong number of arguments for function {name}(): {n}"),
+                        e.span,
+                    ));
+                }
+                if *distinct {
+                    return Err(DqlError::invalid(
+                        format!("DISTINCT is only allowed in aggregates, not in {name}()"),
+                        e.span,
+                    ));
+                }
+                PExpr::Call(
+                    func,
+                    args.iter()
+                        .map(|a| self.resolve(a, mode))
+                        .collect::<Result<_>>()?,
+                )
+            }
+        })
+    }
+
+    fn aggregate(
+        &self,
+        e: &Expr,
+        name: &str,
+        args: &[Expr],
+        distinct: bool,
+        star: bool,
+        mode: &mut Mode<'_>,
+    ) -> Result<PExpr> {
+        let Mode::Grouped { aggs, .. } = mode else {
+            return Err(DqlError::invalid(
+                "Forbidden: Use of aggregates limited to projections, HAVING and ORDER BY clauses",
+                e.span,
+            ));
+        };
+        let func = match (name, star) {
+            ("count", true) => AggFunc::CountStar,
+            (_, true) => {
+                return Err(DqlError::invalid(
+                    "Forbidden: Wildcard aggregate expressions",
+                    e.span,
+                ))
+            }
+            ("count", false) => AggFunc::Count,
+            ("sum", _) => AggFunc::Sum,
+            ("avg", _) => AggFunc::Avg,
+            ("min", _) => AggFunc::Min,
+            _ => AggFunc::Max,
+        };
+        let arg = if star {
+            None
+        } else {
+            if args.len() != 1 {
+                return Err(DqlError::invalid(
+                    format!(
+                        "Wrong number of arguments for function {name}(): {}",
+                        args.len()
+                    ),
+                    e.span,
+                ));
+            }
+            if contains_aggregate(&args[0]) {
+                return Err(DqlError::invalid("Forbidden: Nested aggregates", e.span));
+            }
+            Some(self.resolve(&args[0], &mut Mode::Scalar)?)
+        };
+        let call = AggCall {
+            func,
+            arg,
+            distinct,
+        };
+        let idx = match aggs.iter().position(|a| *a == call) {
+            Some(i) => i,
+            None => {
+                aggs.push(call);
+                aggs.len() - 1
+            }
+        };
+        Ok(PExpr::Agg(idx))
+    }
+}
+
+fn count_error(what: &str, e: &Expr) -> DqlError {
+    DqlError::invalid(
+        format!("{what} must be a non-negative integer, not {e}"),
+        e.span,
+    )
+}
+
+fn is_null_literal(e: &Expr) -> bool {
+    matches!(e.kind, ExprKind::Literal(Value::Null))
+}
+
+/// The output name of an unaliased projection: the last field name, or `($n)`.
+fn projection_name(e: &Expr, position: usize) -> String {
+    match &e.kind {
+        ExprKind::Ident(n) | ExprKind::Member(_, n) => n.clone(),
+        _ => format!("(${position})"),
+    }
+}
+
+fn check_select(s: &ast::Select, args: &BTreeMap<String, Value>) -> Result<Plan> {
+    let source = if s.from.system {
+        if s.from.name.eq_ignore_ascii_case("collections") {
+            Source::SystemCollections
+        } else {
+            return Err(DqlError::unsupported(
+                format!("system:{}", s.from.name),
+                s.from.span,
+            ));
+        }
+    } else {
+        Source::Collection(s.from.name.clone())
+    };
+    let r = Resolver {
+        args,
+        qualifier: Some(s.from.alias.clone().unwrap_or_else(|| s.from.name.clone())),
+        collection: s.from.name.clone(),
+    };
+    let filter = s.filter.as_ref().map(|f| r.scalar(f)).transpose()?;
+
+    let has_star = s
+        .projections
+        .iter()
+        .any(|p| matches!(p, ast::Projection::Star(_)));
+    if has_star && s.projections.len() > 1 {
+        let span = s.projections.iter().find_map(|p| match p {
+            ast::Projection::Star(sp) => Some(*sp),
+            _ => None,
+        });
+        return Err(DqlError::invalid(
+            "unqualified * with other projection elements is not supported",
+            span.unwrap_or_default(),
+        ));
+    }
+    let grouped = !s.group_by.is_empty()
+        || s.having.is_some()
+        || s.projections
+            .iter()
+            .any(|p| matches!(p, ast::Projection::Expr { expr, .. } if contains_aggregate(expr)))
+        || s.order_by.iter().any(|o| contains_aggregate(&o.expr));
+
+    // Output names.
+    let mut names = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (i, p) in s.projections.iter().enumerate() {
+        if let ast::Projection::Expr { expr, alias } = p {
+            let name = alias
+                .clone()
+                .unwrap_or_else(|| projection_name(expr, i + 1));
+            if !seen.insert(name.clone()) {
+                return Err(DqlError::invalid(
+                    format!("Duplicate term \"{name}\" in projection list"),
+                    expr.span,
+                ));
+            }
+            names.push(name);
+        } else {
+            names.push(String::new());
+        }
+    }
+
+    let mut keys_text = Vec::new();
+    let mut keys = Vec::new();
+    for k in &s.group_by {
+        if contains_aggregate(k) {
+            return Err(DqlError::invalid(
+                "Forbidden: Use of aggregates limited to projections, HAVING and ORDER BY clauses",
+                k.span,
+            ));
+        }
+        keys.push(r.scalar(k)?);
+        keys_text.push(k.to_string());
+    }
+    let mut aggs = Vec::new();
+    let mut fields = Vec::new();
+    let mut star = false;
+    for (p, name) in s.projections.iter().zip(&names) {
+        match p {
+            ast::Projection::Star(span) | ast::Projection::QualifiedStar(_, span) => {
+                if let ast::Projection::QualifiedStar(q, _) = p {
+                    if Some(q) != r.qualifier.as_ref() {
+                        return Err(DqlError::invalid(
+                            format!("Unknown collection or alias \"{q}\""),
+                            *span,
+                        ));
+                    }
+                }
+                if grouped {
+                    return Err(DqlError::invalid(
+                        "Projection \"*\" must depend only on group keys or aggregates",
+                        *span,
+                    ));
+                }
+                star = true;
+            }
+            ast::Projection::Expr { expr, .. } => {
+                let pe = if grouped {
+                    r.resolve(
+                        expr,
+                        &mut Mode::Grouped {
+                            keys: &keys_text,
+                            aggs: &mut aggs,
+                            label: name,
+                        },
+                    )?
+                } else {
+                    r.scalar(expr)?
+                };
+                fields.push((name.clone(), pe));
+            }
+        }
+    }
+    let having = match &s.having {
+        Some(h) => {
+            let label = h.to_string();
+            Some(r.resolve(
+                h,
+                &mut Mode::Grouped {
+                    keys: &keys_text,
+                    aggs: &mut aggs,
+                    label: &label,
+                },
+            )?)
+        }
+        None => None,
+    };
+    let mut order_by = Vec::new();
+    for o in &s.order_by {
+        let by_alias = match &o.expr.kind {
+            ExprKind::Ident(n) => fields
+                .iter()
+                .find(|(name, _)| name == n)
+                .map(|(_, e)| e.clone()),
+            _ => None,
+        };
+        let e = match by_alias {
+            Some(e) => e,
+            None if grouped => {
+                let label = o.expr.to_string();
+                r.resolve(
+                    &o.expr,
+                    &mut Mode::Grouped {
+                        keys: &keys_text,
+                        aggs: &mut aggs,
+                        label: &label,
+                    },
+                )?
+            }
+            None => r.scalar(&o.expr)?,
+        };
+        order_by.push((e, o.desc));
+    }
+    let projection = if star {
+        Projection::Document { extra: fields }
+    } else {
+        Projection::Fields(fields)
+    };
+    Ok(Plan::Select(SelectPlan {
+        source,
+        filter,
+        distinct: s.distinct,
+        projection,
+        grouping: grouped.then_some(Grouping {
+            keys,
+            aggregates: aggs,
+            having,
+        }),
+        order_by,
+        limit: s.limit.as_ref().map(|l| r.count(l, "LIMIT")).transpose()?,
+        offset: s
+            .offset
+            .as_ref()
+            .map(|o| r.count(o, "OFFSET"))
+            .transpose()?,
+    }))
+}
+
+/// Ditto's name for a value's type in insert errors.
+fn insert_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Int(_) | Value::UInt(_) | Value::Float(_) => "number",
+        other => other.type_name(),
+    }
+}
+
+fn check_insert(
+    i: &ast::Insert,
+    args: &BTreeMap<String, Value>,
+    objects: ObjectMode,
+) -> Result<Plan> {
+    if i.collection.system {
+        return Err(DqlError::invalid(
+            format!("system:{} cannot be modified", i.collection.name),
+            i.collection.span,
+        ));
+    }
+    let r = Resolver::constant(args);
+    let mut documents = Vec::new();
+    let mut seen = BTreeSet::new();
+    for d in &i.documents {
+        let pe = r.resolve(d, &mut Mode::Constant)?;
+        let value = crate::eval::eval_const(&pe)?;
+        let mut fields = match value {
+            Some(Value::Object(o)) => o,
+            Some(other) => {
+                return Err(DqlError::invalid(
+                    format!(
+                        "{d} is an invalid insert expression: Evaluates to a(n) {} instead of an object",
+                        insert_type_name(&other)
+                    ),
+                    d.span,
+                ))
+            }
+            None => {
+                return Err(DqlError::invalid(
+                    format!("{d} is an invalid insert expression: Evaluates to missing instead of an object"),
+                    d.span,
+                ))
+            }
+        };
+        let id = match fields.remove("_id") {
+            Some(Value::Null) => {
+                return Err(DqlError::invalid(
+                    format!("{d} is an invalid insert expression: Invalid document id: `Null document ID not allowed`"),
+                    d.span,
+                ))
+            }
+            Some(Value::Float(_)) => {
+                return Err(DqlError::invalid(
+                    format!(
+                        "{d} is an invalid insert expression: Invalid document id: `Invalid value in document ID. Floats are not supported in document IDs.`"
+                    ),
+                    d.span,
+                ))
+            }
+            Some(v) => DocId::new(v).map_err(|e| {
+                DqlError::invalid(format!("{d} is an invalid insert expression: Invalid document id: `{e}`"), d.span)
+            })?,
+            None => DocId::generate(),
+        };
+        if !seen.insert(id.key()) {
+            return Err(DqlError::invalid(
+                format!("Expected unique document identifiers. Document id {id} is a duplicate"),
+                d.span,
+            ));
+        }
+        documents.push(InsertDoc { id, fields });
+    }
+    Ok(Plan::Insert(InsertPlan {
+        collection: i.collection.name.clone(),
+        documents,
+        on_conflict: i.on_conflict.unwrap_or(ast::ConflictPolicy::Fail),
+        initial: i.initial,
+        objects,
+        types: FieldTypes::from_defs(&i.collection.types),
+    }))
+}
+
+fn check_update(
+    u: &ast::Update,
+    args: &BTreeMap<String, Value>,
+    objects: ObjectMode,
+) -> Result<Plan> {
+    let r = Resolver::new(args, &u.collection)?;
+    let types = FieldTypes::from_defs(&u.collection.types);
+    let mut actions = Vec::new();
+    let counter_error = |path: &ast::FieldPath| {
+        DqlError::new(
+            ErrorCode::Evaluation,
+            format!(
+                "Update failed: Unsupported DML operation on STCOUNTER field \"{}\"",
+                path.keys.join(".")
+            ),
+            path.span,
+        )
+    };
+    let id_check = |path: &ast::FieldPath| {
+        if path.keys.first().map(String::as_str) == Some("_id") {
+            Err(DqlError::invalid(
+                "The document id `_id` cannot be modified",
+                path.span,
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    for a in &u.apply {
+        id_check(&a.path)?;
+        let kind = types.kind(&a.path.keys);
+        let path = a.path.keys.clone();
+        let span = a.path.span;
+        actions.push(match &a.op {
+            ast::ApplyOp::PnIncrement(by) => {
+                if kind == FieldKind::Counter {
+                    return Err(counter_error(&a.path));
+                }
+                UpdateAction::PnIncrement {
+                    path,
+                    by: r.scalar(by)?,
+                    kind,
+                    span,
+                }
+            }
+            ast::ApplyOp::Increment(by) => UpdateAction::Increment {
+                path,
+                by: r.scalar(by)?,
+                span,
+            },
+            ast::ApplyOp::Restart(to) => UpdateAction::Restart {
+                path,
+                to: to.as_ref().map(|t| r.scalar(t)).transpose()?,
+                span,
+            },
+        });
+    }
+    for s in &u.set {
+        id_check(&s.path)?;
+        let kind = types.kind(&s.path.keys);
+        if kind == FieldKind::Counter {
+            return Err(counter_error(&s.path));
+        }
+        actions.push(UpdateAction::Set {
+            path: s.path.keys.clone(),
+            value: r.scalar(&s.value)?,
+            kind,
+            span: s.value.span,
+        });
+    }
+    for p in &u.unset {
+        id_check(p)?;
+        actions.push(UpdateAction::Unset {
+            path: p.keys.clone(),
+        });
+    }
+    Ok(Plan::Update(UpdatePlan {
+        target: r.target(&u.filter, &u.order_by, &u.limit, &u.offset)?,
+        actions,
+        objects,
+    }))
+}
