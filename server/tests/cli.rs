@@ -1,0 +1,548 @@
+//! The `bigpeer` binary as users run it: a real process, real signals, a real Postgres.
+//! (In-process tests of the server live in `integration-tests/`; this file needs
+//! `CARGO_BIN_EXE_bigpeer`, which only this package's tests get.)
+
+#[allow(dead_code)] // this file uses part of the shared helper
+#[path = "../../integration-tests/src/testdb.rs"]
+mod testdb;
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use testdb::TestDb;
+
+const BIN: &str = env!("CARGO_BIN_EXE_bigpeer");
+
+/// `bigpeer` in `cwd`, without any of the caller's bigpeer settings in its environment.
+fn bigpeer(cwd: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(cwd).stdin(Stdio::null());
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if name.starts_with("BIGPEER_") || name == "DATABASE_URL" || name == "RUST_LOG" {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(future)
+}
+
+/// A folder that the `postgres` user may traverse too (bigpeer runs Postgres as that user when
+/// the tests run as root; `tempdir` makes private folders).
+fn shared_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("bp")
+        .tempdir()
+        .expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+/// A running `bigpeer serve` whose JSON logs are collected.
+struct Server {
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+    started: Instant,
+}
+
+impl Server {
+    fn start(mut cmd: Command) -> Server {
+        cmd.args(["--log-format", "json", "--log-level", "info"])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null());
+        let mut child = cmd.spawn().expect("start bigpeer");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        Server {
+            child,
+            logs,
+            started: Instant::now(),
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.logs.lock().expect("log lock").join("\n")
+    }
+
+    /// Waits for `/readyz` to answer 200 and returns the address.
+    fn wait_ready(&mut self, within: Duration) -> SocketAddr {
+        let deadline = self.started + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("bigpeer exited early with {status}:\n{}", self.logs());
+            }
+            if Instant::now() > deadline {
+                panic!("bigpeer was not ready within {within:?}:\n{}", self.logs());
+            }
+            if let Some(addr) = self.address() {
+                if let Ok((200, _)) = get(addr, "/readyz") {
+                    return addr;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The address from the "listening for HTTP" log line.
+    fn address(&self) -> Option<SocketAddr> {
+        let logs = self.logs.lock().expect("log lock");
+        logs.iter().find_map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).ok()?;
+            if event["message"] != "listening for HTTP" {
+                return None;
+            }
+            event["address"].as_str()?.parse().ok()
+        })
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal bigpeer");
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                // Let the reader thread take the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("bigpeer did not exit within {within:?}:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(&mut self) -> ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait_exit(Duration::from_secs(60))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A plain HTTP/1.1 GET over a real socket.
+fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Pids of live processes whose command line mentions `needle` (Linux `/proc`).
+fn processes_mentioning(needle: &Path) -> Vec<String> {
+    let needle = needle.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(&needle) {
+                found.push(format!("{name}: {cmdline}"));
+            }
+        }
+    }
+    found
+}
+
+fn serve_embedded(cwd: &Path, data: &Path) -> Server {
+    let mut cmd = bigpeer(cwd);
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data);
+    Server::start(cmd)
+}
+
+fn assert_postgres_stopped(data: &Path) {
+    let cluster = data.join("postgres");
+    assert!(
+        !cluster.join("postmaster.pid").exists(),
+        "postmaster.pid left in {}",
+        cluster.display()
+    );
+    let left = processes_mentioning(&cluster);
+    assert!(left.is_empty(), "Postgres processes left running: {left:?}");
+}
+
+#[test]
+fn embedded_postgres_by_default_starts_stops_and_is_reused() {
+    let dir = shared_tempdir();
+    let data = dir.path().join("data");
+
+    let mut first = serve_embedded(dir.path(), &data);
+    let addr = first.wait_ready(Duration::from_secs(60));
+    eprintln!(
+        "embedded mode, first start: /readyz 200 after {:?}",
+        first.started.elapsed()
+    );
+    assert_eq!(
+        get(addr, "/healthz").expect("healthz"),
+        (200, r#"{"status":"ok"}"#.to_string())
+    );
+    assert!(data.join("postgres/PG_VERSION").is_file());
+    assert!(
+        data.join("run/.s.PGSQL.5432").exists(),
+        "the private socket is in the data folder"
+    );
+    assert!(
+        first.logs().contains("initialising a new Postgres cluster"),
+        "{}",
+        first.logs()
+    );
+
+    // One process per data folder.
+    let out = bigpeer(dir.path())
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run a second bigpeer");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error[pg/data-dir-in-use]"), "{stderr}");
+
+    let status = first.terminate();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit after SIGTERM:\n{}",
+        first.logs()
+    );
+    assert!(
+        first.logs().contains("stopping the embedded Postgres"),
+        "{}",
+        first.logs()
+    );
+    assert_postgres_stopped(&data);
+
+    let mut second = serve_embedded(dir.path(), &data);
+    second.wait_ready(Duration::from_secs(60));
+    eprintln!(
+        "embedded mode, second start: /readyz 200 after {:?}",
+        second.started.elapsed()
+    );
+    assert!(
+        !second.logs().contains("initialising"),
+        "the cluster is reused:\n{}",
+        second.logs()
+    );
+    assert_eq!(second.terminate().code(), Some(0), "{}", second.logs());
+    assert_postgres_stopped(&data);
+}
+
+#[test]
+fn embedded_postgres_recovers_from_a_crash_and_a_stale_pid_file() {
+    let dir = shared_tempdir();
+    let data = dir.path().join("data");
+    let cluster = data.join("postgres");
+
+    let mut crashed = serve_embedded(dir.path(), &data);
+    crashed.wait_ready(Duration::from_secs(60));
+    crashed.signal(nix::sys::signal::Signal::SIGKILL);
+    crashed.wait_exit(Duration::from_secs(10));
+    assert!(
+        !processes_mentioning(&cluster).is_empty(),
+        "the orphaned Postgres still runs"
+    );
+
+    let mut recovered = serve_embedded(dir.path(), &data);
+    recovered.wait_ready(Duration::from_secs(60));
+    assert!(
+        recovered
+            .logs()
+            .contains("a Postgres server from an earlier run still runs"),
+        "{}",
+        recovered.logs()
+    );
+    assert_eq!(
+        recovered.terminate().code(),
+        Some(0),
+        "{}",
+        recovered.logs()
+    );
+    assert_postgres_stopped(&data);
+
+    // A pid file whose process is gone, as after a power cut.
+    std::fs::write(cluster.join("postmaster.pid"), "2147483000\n/nowhere\n")
+        .expect("write pid file");
+    let mut stale = serve_embedded(dir.path(), &data);
+    stale.wait_ready(Duration::from_secs(60));
+    assert!(
+        stale.logs().contains("removing a stale postmaster.pid"),
+        "{}",
+        stale.logs()
+    );
+    assert_eq!(stale.terminate().code(), Some(0), "{}", stale.logs());
+    assert_postgres_stopped(&data);
+}
+
+#[test]
+fn serve_with_a_database_url() {
+    let db = block_on(TestDb::create());
+    let dir = shared_tempdir();
+    let mut cmd = bigpeer(dir.path());
+    cmd.env("DATABASE_URL", db.url())
+        .args(["serve", "--listen", "127.0.0.1:0"]);
+    let mut server = Server::start(cmd);
+    let addr = server.wait_ready(Duration::from_secs(30));
+    assert_eq!(
+        get(addr, "/readyz").expect("readyz"),
+        (200, r#"{"status":"ok"}"#.to_string())
+    );
+    assert_eq!(server.terminate().code(), Some(0), "{}", server.logs());
+    assert!(
+        !dir.path().join("bigpeer-data").exists(),
+        "no data folder without the embedded Postgres"
+    );
+}
+
+#[test]
+fn migrate_applies_migrations_and_is_idempotent() {
+    let db = block_on(TestDb::create());
+    let dir = shared_tempdir();
+    for run in 1..=2 {
+        let out = bigpeer(dir.path())
+            .args(["migrate", "--database-url", db.url()])
+            .output()
+            .expect("run bigpeer migrate");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "migrate run {run} failed:\n{stderr}");
+        assert!(
+            stderr.contains("the database schema is up to date"),
+            "{stderr}"
+        );
+    }
+    let applied: i64 = block_on(async {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(db.url())
+            .await
+            .expect("connect");
+        sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&mut conn)
+            .await
+            .expect("count migrations")
+    });
+    assert_eq!(applied as usize, bigpeer::store::MIGRATOR.iter().count());
+
+    // A server that does not migrate by itself is ready on the migrated database.
+    let mut cmd = bigpeer(dir.path());
+    cmd.args([
+        "serve",
+        "--no-migrate",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        db.url(),
+    ]);
+    let mut server = Server::start(cmd);
+    server.wait_ready(Duration::from_secs(30));
+    assert_eq!(server.terminate().code(), Some(0), "{}", server.logs());
+}
+
+/// Runs bigpeer to completion; returns the exit code and stderr.
+fn fails(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = bigpeer(cwd)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run bigpeer");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "bigpeer panicked: {stderr}");
+    (out.status.code(), stderr)
+}
+
+#[test]
+fn bad_input_gives_precise_errors_and_a_non_zero_exit() {
+    let db = block_on(TestDb::create());
+    let dir = shared_tempdir();
+    let missing_db = testdb::with_database(db.url(), &format!("{}_missing", db.name()));
+    let empty_bin = dir.path().join("empty-bin");
+    std::fs::create_dir(&empty_bin).expect("mkdir");
+    let empty_bin = empty_bin.to_string_lossy().into_owned();
+    let data = dir.path().join("data").to_string_lossy().into_owned();
+
+    /// Arguments, environment, exit code, texts stderr must contain.
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, i32, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["serve", "--listen", "127.0.0.1:0", "--connect-timeout", "1s"],
+            vec![("DATABASE_URL", "postgres://postgres@127.0.0.1:1/x")],
+            1,
+            vec!["error[store/unavailable]: cannot connect to Postgres", "nothing accepts connections at 127.0.0.1:1"],
+        ),
+        (
+            vec!["migrate", "--database-url", &missing_db],
+            vec![],
+            1,
+            vec!["error[store/unavailable]", "does not exist", "hint: the server at", "createdb"],
+        ),
+        (
+            vec!["serve", "--pool-size", "0"],
+            vec![],
+            2,
+            vec!["error[config/invalid-value]: invalid pool_size \"0\" on the command line (--pool-size): must be between 1 and 10000", "hint:"],
+        ),
+        (
+            vec!["serve"],
+            vec![("BIGPEER_LOG_FORMAT", "xml")],
+            2,
+            vec!["invalid log_format \"xml\" in environment variable BIGPEER_LOG_FORMAT: expected pretty or json"],
+        ),
+        (
+            vec!["serve", "--listen", "8080"],
+            vec![],
+            2,
+            vec!["invalid listen \"8080\" on the command line (--listen): the port is missing", "127.0.0.1:8080"],
+        ),
+        (
+            vec!["serve", "--config", "nope.toml"],
+            vec![],
+            2,
+            vec!["error[config/file-not-found]: config file \"nope.toml\" does not exist"],
+        ),
+        (
+            vec!["serve", "--listen", "127.0.0.1:0", "--data-dir", &data, "--postgres-bin-dir", &empty_bin],
+            vec![],
+            1,
+            vec!["error[pg/binaries-not-found]", "empty-bin"],
+        ),
+        (vec![], vec![], 2, vec!["Usage: bigpeer"]),
+        (vec!["serve", "--no-such-flag"], vec![], 2, vec!["--no-such-flag"]),
+    ];
+    for (args, env, code, wanted) in cases {
+        let (status, stderr) = fails(dir.path(), &args, &env);
+        assert_eq!(status, Some(code), "bigpeer {args:?} {env:?}:\n{stderr}");
+        for text in wanted {
+            assert!(
+                stderr.contains(text),
+                "bigpeer {args:?} {env:?}: wanted {text:?} in:\n{stderr}"
+            );
+        }
+    }
+    assert!(
+        !Path::new(&data).join("postgres").exists(),
+        "nothing initialised without binaries"
+    );
+
+    // An unknown key in ./bigpeer.toml, found without --config.
+    let with_file = shared_tempdir();
+    std::fs::write(
+        with_file.path().join("bigpeer.toml"),
+        "listn = \"0.0.0.0:8080\"\n",
+    )
+    .expect("write");
+    let (status, stderr) = fails(with_file.path(), &["serve"], &[]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("error[config/unknown-key]: unknown key \"listn\" in config file"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean \"listen\"?"), "{stderr}");
+}
+
+#[test]
+fn config_command_shows_the_layered_settings_with_the_password_masked() {
+    let dir = shared_tempdir();
+    let file: PathBuf = dir.path().join("custom.toml");
+    std::fs::write(
+        &file,
+        "listen = \"0.0.0.0:1111\"\npool_size = 3\nlog_format = \"json\"\n",
+    )
+    .expect("write config");
+    let out = bigpeer(dir.path())
+        .args(["config", "--config"])
+        .arg(&file)
+        .args(["--listen", "127.0.0.1:9999"])
+        .env("BIGPEER_POOL_SIZE", "7")
+        .env("DATABASE_URL", "postgres://app:hunter2@db:5432/bigpeer")
+        .output()
+        .expect("run bigpeer config");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "listen = \"127.0.0.1:9999\"",
+        "pool_size = 7",
+        "log_format = \"json\"",
+        "database_url = \"postgres://app:***@db:5432/bigpeer\"",
+        "data_dir = \"./bigpeer-data\"",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "wanted {line:?} in:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+}
+
+#[test]
+fn help_documents_every_setting() {
+    let dir = shared_tempdir();
+    let mut help = String::new();
+    for args in [vec!["--help"], vec!["serve", "--help"]] {
+        let out = bigpeer(dir.path())
+            .args(&args)
+            .output()
+            .expect("run bigpeer --help");
+        assert!(out.status.success());
+        help.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    for setting in bigpeer::config::SETTINGS {
+        assert!(help.contains(setting.flag), "help lacks {}", setting.flag);
+        for var in setting.env {
+            assert!(help.contains(var), "help lacks {var}");
+        }
+    }
+    assert!(help.contains("Examples:"), "{help}");
+}
