@@ -130,6 +130,9 @@ fn apply_one(root: &mut Slot, op: &Op, w: &Writer, empty: &VersionVector) {
     match op {
         Op::Delete => root.add_tomb(w.stamp, &w.before),
         Op::Unset { path } => {
+            if unset_in_register(root, path, w, empty) {
+                return;
+            }
             if let Some((slot, _)) = descend(root, path, empty.clone(), w, false) {
                 slot.add_tomb(w.stamp, &w.before);
             }
@@ -193,6 +196,53 @@ fn apply_one(root: &mut Slot, op: &Op, w: &Writer, empty: &VersionVector) {
     }
 }
 
+/// UNSET of a key that shows inside an object held by a register (an object written in
+/// [`ObjectMode::Register`]): the register is rewritten without the key, as objects in registers
+/// are replaced whole. Without this the UNSET found no slot at `path` (or only a hidden one)
+/// and silently did nothing. False when `path` does not show a value inside a register object.
+fn unset_in_register(
+    slot: &mut Slot,
+    path: &[String],
+    w: &Writer,
+    inherited: &VersionVector,
+) -> bool {
+    let Some((key, rest)) = path.split_first() else {
+        return false;
+    };
+    match slot.visible(inherited) {
+        Some((Component::Map, _)) => {
+            let ctx = slot.ctx(inherited).into_owned();
+            match slot.map.as_mut().and_then(|m| m.entries.get_mut(key)) {
+                Some(child) => unset_in_register(child, rest, w, &ctx),
+                None => false,
+            }
+        }
+        Some((Component::Register, _)) => {
+            let Some(mut value) = slot.reg.as_ref().and_then(|r| r.value.clone()) else {
+                return false;
+            };
+            if !remove_path(&mut value, path) {
+                return false;
+            }
+            put_register(&mut slot.reg, w.stamp, &value);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Removes the value at `path` inside nested objects; false when there is none.
+fn remove_path(value: &mut Value, path: &[String]) -> bool {
+    let Value::Object(o) = value else {
+        return false;
+    };
+    match path {
+        [] => false,
+        [key] => o.remove(key).is_some(),
+        [key, rest @ ..] => o.get_mut(key).is_some_and(|child| remove_path(child, rest)),
+    }
+}
+
 /// Walks to the slot at `path`. With `create`, missing entries are created and every slot walked
 /// through is made a visible map; without it, `None` when the path does not exist.
 fn descend<'a>(
@@ -220,6 +270,13 @@ fn descend<'a>(
 
 /// Makes the map of `slot` the visible component, (re)creating it when it is absent, removed or
 /// hidden behind another type. A register holding an object is turned into map entries.
+///
+/// Only one level is turned into a map: nested objects become registers, turned into maps in
+/// their turn when a path goes through them. The entries carry the writer's stamp, the same as
+/// what the operation then writes below; were a nested object exploded into a map here, a value
+/// of another type written at its key by the same operation would tie with it and lose (at
+/// equal stamps a map is shown first), so `SET o.k = 1` on a register `o = {"k": {}}` showed
+/// `{}`. A register entry is simply replaced.
 fn ensure_map(slot: &mut Slot, w: &Writer, inherited: &VersionVector) {
     let visible = slot.visible(inherited);
     if matches!(visible, Some((Component::Map, _))) {
@@ -244,7 +301,7 @@ fn ensure_map(slot: &mut Slot, w: &Writer, inherited: &VersionVector) {
                 map.entries.entry(k).or_default(),
                 &v,
                 w,
-                super::ObjectMode::Map,
+                ObjectMode::Register,
                 true,
             );
         }

@@ -283,6 +283,47 @@ fn writing_inside_a_register_object_turns_it_into_a_map() {
 }
 
 #[test]
+fn unset_inside_a_register_object_rewrites_the_register() {
+    // Regression: UNSET of a key inside an object held by a register found no slot there and
+    // silently did nothing (or tombstoned a hidden old map at that path).
+    let (mut a, mut b) = (Peer::new(1), Peer::new(2));
+    a.write(&[set("o", r#"{"x":1}"#)]);
+    a.write(&[set_reg("o", r#"{"x":2,"y":{"z":3,"w":4}}"#)]);
+    a.write(&[unset("o.x"), unset("o.y.z")]);
+    assert_eq!(a.get("o"), Some(v(r#"{"y":{"w":4}}"#)));
+    // Still a register: replaced whole, so a concurrent older whole write loses to it.
+    b.pull(&a);
+    a.write_at(10, &[unset("o.y")]);
+    b.write_at(5, &[set_reg("o", r#"{"q":1}"#)]);
+    sync(&mut a, &mut b);
+    assert_eq!(a.get("o"), Some(v("{}")));
+}
+
+#[test]
+fn writing_at_a_key_of_a_register_object_shows_the_written_value() {
+    // Regression: turning a register object into a map turned its nested objects into maps
+    // stamped like the write itself, and at equal stamps the map was shown, not the value.
+    let mut a = Peer::new(1);
+    a.write(&[set_reg("o", r#"{"k":{"x":1},"l":{"y":2},"m":{},"n":{}}"#)]);
+    a.write(&[set("o.k", "null")]);
+    assert_eq!(a.get("o.k"), Some(Value::Null));
+    a.write(&[Op::Merge {
+        path: path("o"),
+        value: obj(r#"{"l":{"z":3}}"#),
+        objects: ObjectMode::Register,
+    }]);
+    assert_eq!(a.get("o.l"), Some(v(r#"{"z":3}"#)));
+    a.write(&[inc("o.m", 2)]);
+    assert_eq!(a.get("o.m"), Some(Value::Int(2)));
+    a.write(&[attach("o.n", "abcd")]);
+    assert_eq!(a.get("o.n.id"), Some(v(r#""abcd""#)));
+    // Merging a map into a nested register object keeps its keys.
+    a.write(&[set_reg("p", r#"{"q":{"x":1}}"#)]);
+    a.write(&[merge("p", r#"{"q":{"y":2}}"#)]);
+    assert_eq!(a.get("p"), Some(v(r#"{"q":{"x":1,"y":2}}"#)));
+}
+
+#[test]
 fn empty_objects_stay() {
     let mut a = Peer::new(1);
     a.write(&[set("o", "{}"), merge("", r#"{"p":{}}"#)]);

@@ -170,9 +170,13 @@ impl Replica {
     pub fn write(&mut self, ops: &[Op], now_ms: u64) -> Result<(), SchemaError> {
         let stamp = self.clock.tick_at(now_ms + self.skew_ms);
         let before = self.doc.clone();
+        let newest = before.max_stamp().is_none_or(|m| m < stamp);
         let r = self.doc.apply(ops, stamp);
-        if r.is_err() {
-            assert_eq!(self.doc, before, "a refused statement changed the document");
+        match (&r, ops) {
+            (Err(_), _) => assert_eq!(self.doc, before, "a refused statement changed the document"),
+            // A write stamped after everything in the state reads back as written.
+            (Ok(()), [op]) if newest => check_read_your_write(&self.doc, op),
+            _ => {}
         }
         check_prefix_closure(&self.doc);
         r
@@ -203,6 +207,74 @@ impl Replica {
             .clock
             .observe_at(other.vv.max_hlc(), now_ms + self.skew_ms);
         check_prefix_closure(&self.doc);
+    }
+}
+
+/// Checks that `doc`, just written by `op` at a stamp newer than everything it held, shows the
+/// effect of `op`.
+pub fn check_read_your_write(doc: &Doc, op: &Op) {
+    let json = doc.materialize();
+    let at = |path: &[String]| json.as_ref().and_then(|j| j.get_path(path)).cloned();
+    match op {
+        Op::Set { path, value, .. } if path.is_empty() => {
+            if let Value::Object(_) = value {
+                assert_eq!(json.as_ref(), Some(value), "SET of the whole document");
+            }
+        }
+        Op::Set { path, value, .. } => assert_eq!(at(path).as_ref(), Some(value), "SET {path:?}"),
+        Op::Merge {
+            path,
+            value,
+            objects,
+        } => {
+            let Some(Value::Object(got)) = at(path) else {
+                panic!("MERGE {path:?}: no object there: {json:?}");
+            };
+            for (k, v) in value {
+                let g = got
+                    .get(k)
+                    .unwrap_or_else(|| panic!("MERGE {path:?}: key {k} missing"));
+                match (v, objects) {
+                    (Value::Object(_), ObjectMode::Map) => {
+                        assert!(contains(g, v), "MERGE {path:?}.{k}")
+                    }
+                    _ => assert_eq!(g, v, "MERGE {path:?}.{k}"),
+                }
+            }
+        }
+        Op::Unset { path } => assert_eq!(at(path), None, "UNSET {path:?}"),
+        Op::Delete => assert_eq!(json, None, "DELETE"),
+        Op::Increment { path, .. } | Op::Restart { path, .. } | Op::Attach { path, .. }
+            if path.is_empty() =>
+        {
+            // The root holds a counter or a token now: not a document.
+            assert_eq!(json, None, "{op:?}");
+        }
+        Op::Increment { path, kind, .. } => {
+            let got = at(path);
+            match kind {
+                CounterKind::Counter => assert!(
+                    matches!(got, Some(Value::Int(_))),
+                    "INCREMENT {path:?}: {got:?}"
+                ),
+                CounterKind::PnCounter => assert!(
+                    matches!(got, Some(Value::Float(_))),
+                    "PN_INCREMENT {path:?}: {got:?}"
+                ),
+            }
+        }
+        Op::Restart { path, to } => assert_eq!(at(path), Some(Value::Int(*to)), "RESTART {path:?}"),
+        Op::Attach { path, token } => assert_eq!(at(path).as_ref(), Some(token), "ATTACH {path:?}"),
+    }
+}
+
+/// True when `big` holds every key of `small`, recursively, with equal non-object values.
+fn contains(big: &Value, small: &Value) -> bool {
+    match (big, small) {
+        (Value::Object(b), Value::Object(s)) => s
+            .iter()
+            .all(|(k, v)| b.get(k).is_some_and(|bv| contains(bv, v))),
+        _ => big == small,
     }
 }
 
