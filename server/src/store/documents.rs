@@ -209,48 +209,34 @@ impl Store {
                 .await?
         } else {
             let n = changed.len() as i64;
-            let last: i64 =
-                sqlx::query_scalar("UPDATE seq_counter SET v = v + $1 WHERE id = 0 RETURNING v")
-                    .bind(n)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            let first = last - n + 1;
             let mut colls = Vec::with_capacity(changed.len());
             let mut keys = Vec::with_capacity(changed.len());
             let mut values: Vec<Option<String>> = Vec::with_capacity(changed.len());
             let mut metas = Vec::with_capacity(changed.len());
             let mut deleted = Vec::with_capacity(changed.len());
-            let mut seqs = Vec::with_capacity(changed.len());
-            for (i, (p, encoded)) in changed.iter().enumerate() {
+            for (p, encoded) in &changed {
                 let value = materialize_with_id(&p.doc, &p.id);
                 colls.push(p.collection.clone());
                 keys.push(p.key.clone());
                 deleted.push(value.is_none());
                 values.push(value.map(|v| v.to_json_string()));
                 metas.push(encoded.clone());
-                seqs.push(first + i as i64);
             }
-            sqlx::query(
-                "INSERT INTO documents (collection, id, value, meta, deleted, seq, txn, updated_at) \
-                 SELECT c, i, v::jsonb, m, d, s, $7, now() \
-                 FROM unnest($1::text[], $2::bytea[], $3::text[], $4::bytea[], $5::bool[], $6::int8[]) \
-                   AS t(c, i, v, m, d, s) \
-                 ON CONFLICT (collection, id) DO UPDATE SET value = EXCLUDED.value, meta = EXCLUDED.meta, \
-                   deleted = EXCLUDED.deleted, seq = EXCLUDED.seq, txn = EXCLUDED.txn, updated_at = now()",
+            // One statement, the last before commit: take `n` numbers from the counter row (its
+            // lock is held until commit), write the rows numbered in batch order, and queue the
+            // notification (delivered at commit). One round trip while the lock is held.
+            let last: i64 = sqlx::query_scalar(
+                "WITH c AS (UPDATE seq_counter SET v = v + $6 WHERE id = 0 RETURNING v),                  w AS (                    INSERT INTO documents (collection, id, value, meta, deleted, seq, txn, updated_at)                    SELECT t.c, t.i, t.v::jsonb, t.m, t.d, c.v - $6 + t.o, c.v, now()                    FROM unnest($1::text[], $2::bytea[], $3::text[], $4::bytea[], $5::bool[])                      WITH ORDINALITY AS t(c, i, v, m, d, o) CROSS JOIN c                    ON CONFLICT (collection, id) DO UPDATE SET value = EXCLUDED.value,                      meta = EXCLUDED.meta, deleted = EXCLUDED.deleted, seq = EXCLUDED.seq,                      txn = EXCLUDED.txn, updated_at = EXCLUDED.updated_at                    RETURNING 1),                  note AS (SELECT pg_notify('bigpeer_changes', c.v::text) FROM c)                  SELECT c.v FROM c WHERE (SELECT count(*) FROM w) = $6 AND (SELECT count(*) FROM note) = 1",
             )
             .bind(&colls)
             .bind(&keys)
             .bind(&values)
             .bind(&metas)
             .bind(&deleted)
-            .bind(&seqs)
-            .bind(last)
-            .execute(&mut *tx)
+            .bind(n)
+            .fetch_one(&mut *tx)
             .await?;
-            sqlx::query("SELECT pg_notify('bigpeer_changes', $1)")
-                .bind(last.to_string())
-                .execute(&mut *tx)
-                .await?;
+            let first = last - n + 1;
             // Report the sequence number each changed document got.
             let seq_of: BTreeMap<(String, Vec<u8>), i64> = changed
                 .iter()

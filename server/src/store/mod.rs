@@ -3,6 +3,7 @@
 
 mod documents;
 mod error;
+mod group;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use sqlx::PgPool;
 
 pub use documents::{materialize_with_id, Change, Committed, Outcome, StoredDoc};
 pub use error::StoreError;
+pub use group::{GroupCommit, GroupCommitOptions};
 
 /// Migrations from the repository's `sql/` folder, applied at start-up.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../sql");

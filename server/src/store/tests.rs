@@ -509,3 +509,83 @@ async fn concurrent_creates_of_one_document_merge() {
     other.close().await;
     db.drop_db().await;
 }
+
+/// Concurrent writers through group commit: every write lands with its own outcomes, and one
+/// invalid request fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_shares_transactions_and_isolates_failures() {
+    let db = TestDb::new().await;
+    let gc = super::GroupCommit::start(
+        db.store.clone(),
+        &super::GroupCommitOptions {
+            workers: 2,
+            max_batch: 64,
+            queue: 256,
+        },
+    );
+    let mut tasks = Vec::new();
+    for i in 0..120 {
+        let gc = gc.clone();
+        tasks.push(tokio::spawn(async move {
+            if i == 57 {
+                gc.write(vec![Change::Ops {
+                    collection: "g".into(),
+                    id: DocId::string("bad"),
+                    ops: vec![Op::Increment {
+                        path: vec!["n".into()],
+                        by: Value::Float(0.5),
+                        kind: CounterKind::Counter,
+                    }],
+                }])
+                .await
+            } else {
+                gc.write(vec![
+                    insert("g", &format!("d{i}"), &format!(r#"{{"i":{i}}}"#)),
+                    insert("g", "shared", &format!(r#"{{"k{i}":{i}}}"#)),
+                ])
+                .await
+            }
+        }));
+    }
+    let mut txns = BTreeSet::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let res = t.await.expect("join");
+        if i == 57 {
+            assert_eq!(res.expect_err("invalid").code(), "crdt/type-mismatch");
+        } else {
+            let c = res.expect("write");
+            assert_eq!(c.outcomes.len(), 2);
+            assert!(c
+                .outcomes
+                .iter()
+                .all(|o| matches!(o, Outcome::Changed { .. })));
+            txns.insert(c.txn);
+        }
+    }
+    let all = db.store.changes_since(0, 1000).await.expect("feed");
+    assert_eq!(all.len(), 120, "119 documents and the shared one");
+    let shared = db
+        .store
+        .get("g", &DocId::string("shared"))
+        .await
+        .expect("get")
+        .expect("exists");
+    let fields = shared
+        .value
+        .expect("live")
+        .as_object()
+        .map(|o| o.len())
+        .unwrap_or(0);
+    assert_eq!(
+        fields, 120,
+        "_id and one key from each of the 119 valid writers"
+    );
+    assert!(db
+        .store
+        .get("g", &DocId::string("bad"))
+        .await
+        .expect("get")
+        .is_none());
+    drop(gc);
+    db.drop_db().await;
+}
