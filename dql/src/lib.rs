@@ -17,6 +17,7 @@ pub mod parser;
 pub mod plan;
 pub mod print;
 pub mod settings;
+pub mod sql;
 
 pub use error::{DqlError, ErrorCode, Result};
 pub use parser::parse;

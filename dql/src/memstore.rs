@@ -53,6 +53,11 @@ impl MemStore {
         }
     }
 
+    /// Names of the collections that hold documents (live or deleted).
+    pub fn collections(&self) -> Vec<String> {
+        self.collections.keys().cloned().collect()
+    }
+
     /// The live documents of a collection (with `_id`), in storage order.
     pub fn documents(&self, collection: &str) -> Vec<Value> {
         let Some(c) = self.collections.get(collection) else {

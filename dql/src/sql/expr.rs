@@ -1,0 +1,372 @@
+//! Compiles resolved expressions to SQL expressions of type jsonb (SQL NULL is MISSING).
+
+use std::collections::HashMap;
+
+use bigpeer_schema::Value;
+use sqlparser::ast::{BinaryOperator, DataType, Expr};
+
+use super::build::*;
+use super::SqlParam;
+use crate::ast::{BinaryOp, IsTest};
+use crate::error::Result;
+use crate::plan::{AggCall, AggFunc, CmpOp, Func, PExpr};
+
+/// Collects bind parameters, giving equal values the same `$n`.
+#[derive(Debug, Default)]
+pub struct Params {
+    pub list: Vec<SqlParam>,
+    seen: HashMap<String, usize>,
+}
+
+impl Params {
+    pub fn add(&mut self, p: SqlParam) -> Expr {
+        let key = format!("{p:?}");
+        let n = match self.seen.get(&key) {
+            Some(n) => *n,
+            None => {
+                self.list.push(p);
+                let n = self.list.len();
+                self.seen.insert(key, n);
+                n
+            }
+        };
+        placeholder(n)
+    }
+
+    pub fn jsonb(&mut self, v: &Value) -> Expr {
+        cast(self.add(SqlParam::Jsonb(v.to_json())), DataType::JSONB)
+    }
+
+    pub fn text(&mut self, s: &str) -> Expr {
+        cast(self.add(SqlParam::Text(s.to_owned())), DataType::Text)
+    }
+
+    pub fn int8(&mut self, i: i64) -> Expr {
+        cast(self.add(SqlParam::Int8(i)), DataType::BigInt(None))
+    }
+
+    pub fn bytea(&mut self, b: Vec<u8>) -> Expr {
+        cast(self.add(SqlParam::Bytea(b)), DataType::Bytea)
+    }
+}
+
+/// What names mean while compiling: the document column, group keys and aggregate columns.
+pub struct Scope {
+    pub doc: Option<Expr>,
+    pub keys: Vec<Expr>,
+    pub aggs: Vec<Expr>,
+}
+
+impl Scope {
+    pub fn document(doc: Expr) -> Scope {
+        Scope {
+            doc: Some(doc),
+            keys: Vec::new(),
+            aggs: Vec::new(),
+        }
+    }
+}
+
+fn cmp_code(op: CmpOp) -> i64 {
+    match op {
+        CmpOp::Eq => 0,
+        CmpOp::Neq => 1,
+        CmpOp::Lt => 2,
+        CmpOp::Le => 3,
+        CmpOp::Gt => 4,
+        CmpOp::Ge => 5,
+    }
+}
+
+fn arith_code(op: BinaryOp) -> i64 {
+    match op {
+        BinaryOp::Add => 0,
+        BinaryOp::Sub => 1,
+        BinaryOp::Mul => 2,
+        BinaryOp::Div => 3,
+        BinaryOp::Mod => 4,
+        _ => 5,
+    }
+}
+
+/// `(e) = 'true'::jsonb`: the SQL condition "the DQL value is TRUE".
+pub fn is_true(e: Expr) -> Expr {
+    bin(e, BinaryOperator::Eq, jsonb_constant("true"))
+}
+
+/// Compiles one expression.
+pub fn compile(e: &PExpr, scope: &Scope, p: &mut Params) -> Result<Expr> {
+    let c = |x: &PExpr, p: &mut Params| compile(x, scope, p);
+    Ok(match e {
+        PExpr::Lit(v) => p.jsonb(v),
+        PExpr::Missing => null_jsonb(),
+        PExpr::Field(path) => match &scope.doc {
+            Some(doc) => {
+                let mut out = doc.clone();
+                for k in path {
+                    out = bin(out, BinaryOperator::Arrow, p.text(k));
+                }
+                out
+            }
+            None => null_jsonb(),
+        },
+        PExpr::Member(base, k) => bin(c(base, p)?, BinaryOperator::Arrow, p.text(k)),
+        PExpr::Index(base, i) => call("dql_index", vec![c(base, p)?, c(i, p)?]),
+        PExpr::Array(items) => {
+            let args = items.iter().map(|i| c(i, p)).collect::<Result<Vec<_>>>()?;
+            call("jsonb_build_array", args)
+        }
+        PExpr::Object(fields) => {
+            let mut out = jsonb_constant("{}");
+            for (k, v) in fields {
+                out = call("dql_obj_set", vec![out, p.text(k), c(v, p)?]);
+            }
+            out
+        }
+        PExpr::Not(x) => call("dql_not", vec![c(x, p)?]),
+        PExpr::Neg(x) => call("dql_neg", vec![c(x, p)?]),
+        PExpr::And(a, b) => call("dql_and", vec![c(a, p)?, c(b, p)?]),
+        PExpr::Or(a, b) => call("dql_or", vec![c(a, p)?, c(b, p)?]),
+        PExpr::Cmp(op, a, b) => call("dql_compare", vec![int(cmp_code(*op)), c(a, p)?, c(b, p)?]),
+        PExpr::Arith(op, a, b) => call("dql_arith", vec![int(arith_code(*op)), c(a, p)?, c(b, p)?]),
+        PExpr::Between {
+            expr,
+            low,
+            high,
+            negated,
+        } => {
+            let x = c(expr, p)?;
+            let ge = call("dql_compare", vec![int(5), x.clone(), c(low, p)?]);
+            let le = call("dql_compare", vec![int(3), x, c(high, p)?]);
+            let r = call("dql_and", vec![ge, le]);
+            if *negated {
+                call("dql_not", vec![r])
+            } else {
+                r
+            }
+        }
+        PExpr::InList {
+            expr,
+            list,
+            negated,
+        } => {
+            let x = c(expr, p)?;
+            let mut acc = jsonb_constant("false");
+            for item in list {
+                acc = call(
+                    "dql_or",
+                    vec![
+                        acc,
+                        call("dql_compare", vec![int(0), x.clone(), c(item, p)?]),
+                    ],
+                );
+            }
+            if *negated {
+                call("dql_not", vec![acc])
+            } else {
+                acc
+            }
+        }
+        PExpr::InArray {
+            expr,
+            array,
+            negated,
+        } => {
+            let r = call("dql_in", vec![c(expr, p)?, c(array, p)?]);
+            if *negated {
+                call("dql_not", vec![r])
+            } else {
+                r
+            }
+        }
+        PExpr::Like {
+            expr,
+            pattern,
+            case_insensitive,
+            negated,
+        } => {
+            let ci = Expr::value(sqlparser::ast::Value::Boolean(*case_insensitive));
+            let r = call("dql_like", vec![c(expr, p)?, c(pattern, p)?, ci]);
+            if *negated {
+                call("dql_not", vec![r])
+            } else {
+                r
+            }
+        }
+        PExpr::Is {
+            expr,
+            test,
+            negated,
+        } => {
+            let x = c(expr, p)?;
+            let cond = match test {
+                IsTest::Null | IsTest::Unknown => call(
+                    "coalesce",
+                    vec![
+                        bin(x, BinaryOperator::Eq, jsonb_constant("null")),
+                        Expr::value(sqlparser::ast::Value::Boolean(false)),
+                    ],
+                ),
+                IsTest::Missing => Expr::IsNull(Box::new(x)),
+            };
+            let cond = if *negated {
+                Expr::UnaryOp {
+                    op: sqlparser::ast::UnaryOperator::Not,
+                    expr: Box::new(Expr::Nested(Box::new(cond))),
+                }
+            } else {
+                cond
+            };
+            call("to_jsonb", vec![cond])
+        }
+        PExpr::Call(func, args) => {
+            let a = args.iter().map(|x| c(x, p)).collect::<Result<Vec<_>>>()?;
+            function(*func, a)
+        }
+        PExpr::Agg(i) => scope.aggs.get(*i).cloned().unwrap_or_else(null_jsonb),
+        PExpr::GroupKey(i) => scope.keys.get(*i).cloned().unwrap_or_else(null_jsonb),
+    })
+}
+
+fn function(f: Func, mut a: Vec<Expr>) -> Expr {
+    let first = |a: &mut Vec<Expr>| {
+        if a.is_empty() {
+            null_jsonb()
+        } else {
+            a.remove(0)
+        }
+    };
+    let type_test = |x: Expr, kinds: &[&str]| {
+        let cond = kinds
+            .iter()
+            .map(|k| typeof_is(x.clone(), k))
+            .reduce(|l, r| bin(l, BinaryOperator::Or, r));
+        case(
+            vec![(Expr::IsNull(Box::new(x.clone())), null_jsonb())],
+            Some(call(
+                "to_jsonb",
+                vec![cond.unwrap_or_else(|| Expr::value(sqlparser::ast::Value::Boolean(false)))],
+            )),
+        )
+    };
+    match f {
+        Func::Concat => call("dql_concat", a),
+        Func::Contains => call("dql_str2", [vec![int(0)], a].concat()),
+        Func::StartsWith => call("dql_str2", [vec![int(1)], a].concat()),
+        Func::EndsWith => call("dql_str2", [vec![int(2)], a].concat()),
+        Func::ByteLength => call("dql_str1", vec![int(0), first(&mut a)]),
+        Func::CharLength => call("dql_str1", vec![int(1), first(&mut a)]),
+        Func::Upper => call("dql_str1", vec![int(2), first(&mut a)]),
+        Func::Lower => call("dql_str1", vec![int(3), first(&mut a)]),
+        Func::IsBoolean => type_test(first(&mut a), &["boolean"]),
+        Func::IsNumber => type_test(first(&mut a), &["number"]),
+        Func::IsString => type_test(first(&mut a), &["string"]),
+        Func::Type => call("dql_type", a),
+        Func::ArrayContains => call("dql_array_contains", a),
+        Func::ArrayContainsNull => call("dql_coll", vec![int(0), first(&mut a)]),
+        Func::ArrayLength => call("dql_coll", vec![int(1), first(&mut a)]),
+        Func::ObjectLength => call("dql_coll", vec![int(2), first(&mut a)]),
+        Func::ObjectKeys => call("dql_coll", vec![int(3), first(&mut a)]),
+        Func::ObjectValues => call("dql_coll", vec![int(4), first(&mut a)]),
+        Func::Coalesce => call("dql_coalesce", a),
+        Func::Nvl => {
+            let x = first(&mut a);
+            let d = first(&mut a);
+            case(
+                vec![(
+                    bin(
+                        Expr::IsNull(Box::new(x.clone())),
+                        BinaryOperator::Or,
+                        bin(x.clone(), BinaryOperator::Eq, jsonb_constant("null")),
+                    ),
+                    d,
+                )],
+                Some(x),
+            )
+        }
+        Func::Decode => call("dql_decode", a),
+        Func::Abs => call("dql_math", vec![int(0), first(&mut a)]),
+        Func::Ceil => call("dql_math", vec![int(1), first(&mut a)]),
+        Func::Floor => call("dql_math", vec![int(2), first(&mut a)]),
+        Func::DeserializeJson => call("dql_deserialize_json", a),
+    }
+}
+
+/// Compiles an aggregate over the rows of a group (`scope` is the per-document scope).
+pub fn aggregate(a: &AggCall, scope: &Scope, p: &mut Params) -> Result<Expr> {
+    let x = match &a.arg {
+        Some(arg) => compile(arg, scope, p)?,
+        None => null_jsonb(),
+    };
+    let d = a.distinct;
+    let when_number = |then: Expr| case(vec![(typeof_is(x.clone(), "number"), then)], None);
+    let numeric = cast(
+        x.clone(),
+        DataType::Numeric(sqlparser::ast::ExactNumberInfo::None),
+    );
+    Ok(match a.func {
+        AggFunc::CountStar => call("to_jsonb", vec![count_star()]),
+        AggFunc::Count => {
+            let not_null = bin(
+                call("jsonb_typeof", vec![x.clone()]),
+                BinaryOperator::NotEq,
+                constant("null"),
+            );
+            call(
+                "to_jsonb",
+                vec![call_with(
+                    "count",
+                    vec![case(vec![(not_null, x.clone())], None)],
+                    d,
+                )],
+            )
+        }
+        AggFunc::Sum | AggFunc::Avg => {
+            let isum = call_with("sum", vec![when_number(numeric.clone())], d);
+            let fsum = call_with(
+                "sum",
+                vec![when_number(cast(numeric.clone(), DataType::Float8))],
+                d,
+            );
+            let n = call_with("count", vec![when_number(numeric.clone())], d);
+            let any_float = call(
+                "bool_or",
+                vec![when_number(bin(
+                    call("scale", vec![numeric]),
+                    BinaryOperator::Gt,
+                    int(0),
+                ))],
+            );
+            let avg = Expr::value(sqlparser::ast::Value::Boolean(a.func == AggFunc::Avg));
+            call("dql_sum_final", vec![isum, fsum, n, any_float, avg])
+        }
+        AggFunc::Min => call("dql_min", vec![x]),
+        AggFunc::Max => call("dql_max", vec![x]),
+    })
+}
+
+/// ORDER BY terms for one DQL sort key: type rank, then the value within its type.
+pub fn sort_terms(k: Expr) -> Vec<Expr> {
+    let numeric = cast(
+        k.clone(),
+        DataType::Numeric(sqlparser::ast::ExactNumberInfo::None),
+    );
+    let other = bin(
+        bin(
+            typeof_is(k.clone(), "array"),
+            BinaryOperator::Or,
+            typeof_is(k.clone(), "object"),
+        ),
+        BinaryOperator::Or,
+        typeof_is(k.clone(), "boolean"),
+    );
+    vec![
+        call("dql_rank", vec![k.clone()]),
+        case(vec![(typeof_is(k.clone(), "number"), numeric)], None),
+        collate_c(case(
+            vec![(typeof_is(k.clone(), "string"), json_text(k.clone()))],
+            None,
+        )),
+        case(vec![(other, call("dql_sort_bytes", vec![k]))], None),
+    ]
+}

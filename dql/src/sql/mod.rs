@@ -1,0 +1,420 @@
+//! The Postgres backend: a plan becomes ONE parameterised SQL statement over the `documents`
+//! table (see `sql/0001_documents.sql`), using the helpers of `sql/0002_dql_functions.sql`.
+//!
+//! Expressions are built as `sqlparser::ast` trees; every user value (literals, parameters,
+//! field names, the collection) is a bind parameter `$n`. The statement is put together from
+//! those printed trees and constant SQL, then parsed and printed again by sqlparser, which
+//! checks that the output is one well-formed statement.
+//!
+//! Index use: `a.b = <scalar>` conjuncts of the WHERE add `value @> $n::jsonb` (GIN
+//! `jsonb_path_ops`); `_id = <id>` and `_id IN [...]` add `id = $n` / `id = ANY($n)` (primary key).
+
+mod build;
+mod expr;
+
+pub use expr::{compile as compile_expr, Params, Scope};
+
+use bigpeer_schema::{DocId, Value};
+use sqlparser::ast::Expr;
+use sqlparser::dialect::PostgreSqlDialect;
+
+use crate::ast::Span;
+use crate::error::{DqlError, Result};
+use crate::plan::{CmpOp, PExpr, Plan, Projection, SelectPlan, Source, Target};
+use build::*;
+use expr::{aggregate, is_true, sort_terms};
+
+/// A bind parameter. The server binds `$1..$n` in order, with the SQL type given in the text
+/// (`$n::jsonb`, `$n::text`, `$n::bytea`, `$n::bytea[]`, `$n::bigint`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlParam {
+    Text(String),
+    Jsonb(serde_json::Value),
+    Bytea(Vec<u8>),
+    ByteaArray(Vec<Vec<u8>>),
+    Int8(i64),
+}
+
+/// One SQL statement and its parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compiled {
+    pub sql: String,
+    pub params: Vec<SqlParam>,
+}
+
+/// What the server runs for a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CompiledPlan {
+    /// SELECT: every row has one `jsonb` column `item`, in result order.
+    Query(Compiled),
+    /// UPDATE / DELETE / EVICT / INSERT: inside the write transaction, run `targets` (rows:
+    /// `id bytea, meta bytea, value jsonb, deleted bool`, locked `FOR UPDATE`), then compute each
+    /// document's operations with [`crate::eval::update_ops`] / [`crate::eval::insert_ops`] (or
+    /// `Op::Delete`, or removal for EVICT) and write them back.
+    Mutation { targets: Compiled },
+    /// ALTER SYSTEM, SHOW, EXPLAIN: answered without touching documents.
+    NoSql,
+}
+
+fn internal(msg: String) -> DqlError {
+    DqlError::evaluation(format!("internal error: {msg}"), Span::NONE)
+}
+
+/// Parses the assembled text with sqlparser and prints it back (one statement only).
+fn finish(text: &str, params: Params) -> Result<Compiled> {
+    let stmts = sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, text)
+        .map_err(|e| internal(format!("generated SQL does not parse: {e}: {text}")))?;
+    match stmts.as_slice() {
+        [one] => Ok(Compiled {
+            sql: one.to_string(),
+            params: params.list,
+        }),
+        _ => Err(internal(format!(
+            "generated SQL is not one statement: {text}"
+        ))),
+    }
+}
+
+/// Compiles a plan for Postgres.
+pub fn compile(plan: &Plan) -> Result<CompiledPlan> {
+    Ok(match plan {
+        Plan::Select(s) => CompiledPlan::Query(compile_select(s)?),
+        Plan::Update(u) => CompiledPlan::Mutation {
+            targets: compile_targets(&u.target)?,
+        },
+        Plan::Remove(r) => CompiledPlan::Mutation {
+            targets: compile_targets(&r.target)?,
+        },
+        Plan::Insert(i) => {
+            let mut p = Params::default();
+            let coll = p.text(&i.collection);
+            let ids = p.add(SqlParam::ByteaArray(
+                i.documents.iter().map(|d| d.id.key()).collect(),
+            ));
+            let text = format!(
+                "SELECT id, meta, value, deleted FROM documents WHERE collection = {coll} AND id = ANY({}) FOR UPDATE",
+                cast(ids, bytea_array())
+            );
+            CompiledPlan::Mutation {
+                targets: finish(&text, p)?,
+            }
+        }
+        Plan::AlterSystem { .. } | Plan::Show { .. } | Plan::Explain(_) => CompiledPlan::NoSql,
+    })
+}
+
+fn conjuncts(e: &PExpr) -> Vec<&PExpr> {
+    match e {
+        PExpr::And(a, b) => {
+            let mut v = conjuncts(a);
+            v.extend(conjuncts(b));
+            v
+        }
+        other => vec![other],
+    }
+}
+
+fn nested(path: &[String], v: &Value) -> Value {
+    path.iter().rev().fold(v.clone(), |acc, k| {
+        let mut m = std::collections::BTreeMap::new();
+        m.insert(k.clone(), acc);
+        Value::Object(m)
+    })
+}
+
+/// Index-friendly conditions implied by the filter (the filter itself is still applied).
+fn prefilters(filter: &PExpr, p: &mut Params) -> Vec<Expr> {
+    let mut out = Vec::new();
+    let is_id = |path: &[String]| path.len() == 1 && path[0] == "_id";
+    for c in conjuncts(filter) {
+        match c {
+            PExpr::Cmp(CmpOp::Eq, a, b) => {
+                let (path, v) = match (a.as_ref(), b.as_ref()) {
+                    (PExpr::Field(path), PExpr::Lit(v)) | (PExpr::Lit(v), PExpr::Field(path)) => {
+                        (path, v)
+                    }
+                    _ => continue,
+                };
+                if is_id(path) {
+                    if let Ok(id) = DocId::new(v.clone()) {
+                        out.push(bin(
+                            col("id"),
+                            sqlparser::ast::BinaryOperator::Eq,
+                            p.bytea(id.key()),
+                        ));
+                    }
+                } else if matches!(
+                    v,
+                    Value::Bool(_)
+                        | Value::Int(_)
+                        | Value::UInt(_)
+                        | Value::Float(_)
+                        | Value::String(_)
+                ) {
+                    out.push(bin(
+                        col("value"),
+                        sqlparser::ast::BinaryOperator::AtArrow,
+                        p.jsonb(&nested(path, v)),
+                    ));
+                }
+            }
+            PExpr::InList {
+                expr,
+                negated: false,
+                ..
+            }
+            | PExpr::InArray {
+                expr,
+                negated: false,
+                ..
+            } if matches!(expr.as_ref(), PExpr::Field(path) if is_id(path)) => {
+                let Some(ids) = crate::plan::id_lookup_order(Some(c)) else {
+                    continue;
+                };
+                let keys: Option<Vec<Vec<u8>>> = ids
+                    .into_iter()
+                    .map(|v| DocId::new(v).ok().map(|d| d.key()))
+                    .collect();
+                if let Some(keys) = keys {
+                    let arr = cast(p.add(SqlParam::ByteaArray(keys)), bytea_array());
+                    out.push(bin(
+                        col("id"),
+                        sqlparser::ast::BinaryOperator::Eq,
+                        call("ANY", vec![arr]),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+struct From {
+    table: String,
+    conds: Vec<String>,
+    default_order: Vec<String>,
+}
+
+fn source(src: &Source, p: &mut Params) -> From {
+    match src {
+        Source::Collection(c) => From {
+            table: "documents".to_owned(),
+            conds: vec![format!("collection = {}", p.text(c)), "NOT deleted".to_owned()],
+            default_order: vec!["id".to_owned()],
+        },
+        Source::SystemCollections => From {
+            table: "(SELECT jsonb_build_object('_id', x, 'datasource', 'default', 'name', substr(x, 9)) AS value, \
+                    octet_length(x) AS klen, convert_to(x, 'UTF8') AS kbytes \
+                    FROM (SELECT DISTINCT 'default:' || collection AS x FROM documents WHERE NOT deleted) AS c) AS src"
+                .to_owned(),
+            conds: Vec::new(),
+            default_order: vec!["klen".to_owned(), "kbytes".to_owned()],
+        },
+    }
+}
+
+fn where_clause(conds: &[String]) -> String {
+    if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    }
+}
+
+fn order_terms(order_by: &[(PExpr, bool)], scope: &Scope, p: &mut Params) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (k, desc) in order_by {
+        let dir = if *desc { "DESC" } else { "ASC" };
+        for t in sort_terms(compile_expr(k, scope, p)?) {
+            out.push(format!("{t} {dir}"));
+        }
+    }
+    Ok(out)
+}
+
+fn window(limit: Option<u64>, offset: Option<u64>, p: &mut Params) -> String {
+    let mut s = String::new();
+    if let Some(l) = limit {
+        s.push_str(&format!(
+            " LIMIT {}",
+            p.int8(i64::try_from(l).unwrap_or(i64::MAX))
+        ));
+    }
+    if let Some(o) = offset {
+        s.push_str(&format!(
+            " OFFSET {}",
+            p.int8(i64::try_from(o).unwrap_or(i64::MAX))
+        ));
+    }
+    s
+}
+
+fn item_expr(projection: &Projection, scope: &Scope, p: &mut Params) -> Result<Expr> {
+    let (mut out, fields) = match projection {
+        Projection::Document { extra } => (
+            scope.doc.clone().unwrap_or_else(|| jsonb_constant("{}")),
+            extra,
+        ),
+        Projection::Fields(f) => (jsonb_constant("{}"), f),
+    };
+    for (name, e) in fields {
+        let v = compile_expr(e, scope, p)?;
+        out = call("dql_obj_set", vec![out, p.text(name), v]);
+    }
+    Ok(out)
+}
+
+/// Wraps a query that yields `item` and an ordering so that only the first of equal items stays.
+fn distinct_wrap(item: &Expr, terms: &[String], from_where: &str, tail: &str) -> String {
+    format!(
+        "SELECT item FROM (SELECT item, min(ord) AS ord FROM (SELECT {item} AS item, row_number() OVER (ORDER BY {}) AS ord {from_where}) AS s GROUP BY item) AS d ORDER BY ord{tail}",
+        terms.join(", ")
+    )
+}
+
+fn compile_select(s: &SelectPlan) -> Result<Compiled> {
+    let mut p = Params::default();
+    let from = source(&s.source, &mut p);
+    let doc_scope = Scope::document(col("value"));
+    let mut conds = from.conds.clone();
+    if let Some(f) = &s.filter {
+        for pre in prefilters(f, &mut p) {
+            conds.push(pre.to_string());
+        }
+        conds.push(is_true(compile_expr(f, &doc_scope, &mut p)?).to_string());
+    }
+    let from_where = format!("FROM {}{}", from.table, where_clause(&conds));
+
+    let Some(g) = &s.grouping else {
+        let item = item_expr(&s.projection, &doc_scope, &mut p)?;
+        let mut terms = order_terms(&s.order_by, &doc_scope, &mut p)?;
+        if s.order_by.is_empty() {
+            if let Some(ids) = crate::plan::id_lookup_order(s.filter.as_ref()) {
+                let id = bin(
+                    col("value"),
+                    sqlparser::ast::BinaryOperator::Arrow,
+                    constant("_id"),
+                );
+                let whens = ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        (
+                            bin(id.clone(), sqlparser::ast::BinaryOperator::Eq, p.jsonb(v)),
+                            int(i as i64),
+                        )
+                    })
+                    .collect();
+                terms.push(format!("{} ASC", case(whens, None)));
+            }
+        }
+        terms.extend(from.default_order.iter().map(|c| format!("{c} ASC")));
+        let tail = window(s.limit, s.offset, &mut p);
+        let text = if s.distinct {
+            distinct_wrap(&item, &terms, &from_where, &tail)
+        } else {
+            format!(
+                "SELECT {item} AS item {from_where} ORDER BY {}{tail}",
+                terms.join(", ")
+            )
+        };
+        return finish(&text, p);
+    };
+
+    // Grouped: keys and the document in `src`, aggregates per group in `g`, then the outer query.
+    let mut inner_cols = vec!["value".to_owned()];
+    for (i, k) in g.keys.iter().enumerate() {
+        inner_cols.push(format!("{} AS k{i}", compile_expr(k, &doc_scope, &mut p)?));
+    }
+    let mut group_cols: Vec<String> = (0..g.keys.len()).map(|i| format!("k{i}")).collect();
+    for (i, a) in g.aggregates.iter().enumerate() {
+        group_cols.push(format!("{} AS a{i}", aggregate(a, &doc_scope, &mut p)?));
+    }
+    if group_cols.is_empty() {
+        group_cols.push("1 AS one".to_owned());
+    }
+    let grouping = if g.keys.is_empty() {
+        String::new()
+    } else {
+        let keys: Vec<String> = (0..g.keys.len()).map(|i| format!("k{i}")).collect();
+        let keys = keys.join(", ");
+        format!(
+            " GROUP BY GROUPING SETS (({keys}), ()) HAVING (GROUPING({keys}) = 0 OR count(*) = 0)"
+        )
+    };
+    let grouped = format!(
+        "SELECT {} FROM (SELECT {} {from_where}) AS src{grouping}",
+        group_cols.join(", "),
+        inner_cols.join(", ")
+    );
+    let group_scope = Scope {
+        doc: None,
+        keys: (0..g.keys.len())
+            .map(|i| qualified("g", &format!("k{i}")))
+            .collect(),
+        aggs: (0..g.aggregates.len())
+            .map(|i| qualified("g", &format!("a{i}")))
+            .collect(),
+    };
+    let item = item_expr(&s.projection, &group_scope, &mut p)?;
+    let mut outer_conds = Vec::new();
+    if let Some(h) = &g.having {
+        outer_conds.push(is_true(compile_expr(h, &group_scope, &mut p)?).to_string());
+    }
+    let mut terms = order_terms(&s.order_by, &group_scope, &mut p)?;
+    for k in &group_scope.keys {
+        terms.extend(
+            sort_terms(k.clone())
+                .into_iter()
+                .map(|t| format!("{t} ASC")),
+        );
+    }
+    if terms.is_empty() {
+        terms.push("1".to_owned());
+    }
+    let outer_from = format!("FROM ({grouped}) AS g{}", where_clause(&outer_conds));
+    let tail = window(s.limit, s.offset, &mut p);
+    let text = if s.distinct {
+        distinct_wrap(&item, &terms, &outer_from, &tail)
+    } else {
+        format!(
+            "SELECT {item} AS item {outer_from} ORDER BY {}{tail}",
+            terms.join(", ")
+        )
+    };
+    finish(&text, p)
+}
+
+fn compile_targets(t: &Target) -> Result<Compiled> {
+    let mut p = Params::default();
+    let from = source(&Source::Collection(t.collection.clone()), &mut p);
+    let scope = Scope::document(col("value"));
+    let mut conds = from.conds.clone();
+    if let Some(f) = &t.filter {
+        for pre in prefilters(f, &mut p) {
+            conds.push(pre.to_string());
+        }
+        conds.push(is_true(compile_expr(f, &scope, &mut p)?).to_string());
+    }
+    let mut terms = order_terms(&t.order_by, &scope, &mut p)?;
+    terms.push("id ASC".to_owned());
+    let tail = window(t.limit, t.offset, &mut p);
+    let text = format!(
+        "SELECT id, meta, value, deleted FROM documents{} ORDER BY {}{tail} FOR UPDATE",
+        where_clause(&conds),
+        terms.join(", ")
+    );
+    finish(&text, p)
+}
+
+/// Convenience: parse, check and compile a statement with the default options.
+pub fn compile_statement(
+    text: &str,
+    args: &std::collections::BTreeMap<String, Value>,
+) -> Result<(Plan, CompiledPlan)> {
+    let stmt = crate::parse(text)?;
+    let plan = crate::plan::check(&stmt, args)?;
+    let compiled = compile(&plan)?;
+    Ok((plan, compiled))
+}

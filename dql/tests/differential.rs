@@ -1,0 +1,225 @@
+//! Differential test: every SELECT of the oracle fixtures (main statements and the `after`
+//! queries) runs through the evaluator and through the compiled SQL on a real Postgres
+//! (127.0.0.1:5432, user postgres), on the same documents; the items must be identical. The
+//! target documents of every UPDATE/DELETE/EVICT must be the same too.
+//!
+//! A fresh database `dql_test_<random>` is created, `sql/*.sql` applied in order, and the
+//! database dropped at the end.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use bigpeer_dql::memstore::MemStore;
+use bigpeer_dql::plan::{self, Plan};
+use bigpeer_dql::sql::{compile, Compiled, CompiledPlan, SqlParam};
+use bigpeer_schema::{Clock, Doc, DocId, ObjectMode, Op, SiteId, Value};
+use postgres::types::ToSql;
+use postgres::{Client, NoTls};
+
+const ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
+
+struct TestDb {
+    name: String,
+    client: Client,
+}
+
+impl TestDb {
+    fn create() -> TestDb {
+        let mut admin =
+            Client::connect(ADMIN, NoTls).expect("Postgres at 127.0.0.1:5432 (user postgres)");
+        let name = format!("dql_test_{:016x}", rand::random::<u64>());
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create database");
+        let mut client = Client::connect(
+            &format!("host=127.0.0.1 port=5432 user=postgres dbname={name}"),
+            NoTls,
+        )
+        .expect("connect");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("sql");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .expect("sql dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+            .collect();
+        files.sort();
+        for f in files {
+            let text = std::fs::read_to_string(&f).expect("migration");
+            client
+                .batch_execute(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        }
+        TestDb { name, client }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = Client::connect(ADMIN, NoTls) {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+/// Replaces the table's contents with the store's live documents.
+fn load(client: &mut Client, store: &MemStore) {
+    client
+        .batch_execute("DELETE FROM documents")
+        .expect("clear");
+    let mut clock = Clock::new(SiteId::random());
+    for coll in store.collections() {
+        for doc in store.documents(&coll) {
+            let Value::Object(mut fields) = doc.clone() else {
+                continue;
+            };
+            let id = DocId::new(fields.remove("_id").unwrap_or_default()).expect("valid id");
+            let mut crdt = Doc::new();
+            crdt.apply(
+                &[Op::Merge {
+                    path: Vec::new(),
+                    value: fields,
+                    objects: ObjectMode::Map,
+                }],
+                clock.tick(),
+            )
+            .expect("merge");
+            client
+                .execute(
+                    "INSERT INTO documents (collection, id, value, meta, deleted, seq, txn) \
+                     VALUES ($1, $2, $3::text::jsonb, $4, false, 1, 1)",
+                    &[&coll, &id.key(), &doc.to_json_string(), &crdt.encode()],
+                )
+                .expect("insert");
+        }
+    }
+}
+
+fn bind(params: &[SqlParam]) -> Vec<Box<dyn ToSql + Sync>> {
+    params
+        .iter()
+        .map(|p| -> Box<dyn ToSql + Sync> {
+            match p {
+                SqlParam::Text(s) => Box::new(s.clone()),
+                SqlParam::Jsonb(j) => Box::new(j.clone()),
+                SqlParam::Bytea(b) => Box::new(b.clone()),
+                SqlParam::ByteaArray(a) => Box::new(a.clone()),
+                SqlParam::Int8(i) => Box::new(*i),
+            }
+        })
+        .collect()
+}
+
+fn run(client: &mut Client, c: &Compiled) -> Result<Vec<postgres::Row>, String> {
+    let boxed = bind(&c.params);
+    let refs: Vec<&(dyn ToSql + Sync)> = boxed.iter().map(|b| b.as_ref()).collect();
+    client
+        .query(c.sql.as_str(), &refs)
+        .map_err(|e| format!("{e}\n  sql: {}", c.sql))
+}
+
+/// Checks one statement against Postgres in the store's current state.
+fn check_statement(
+    client: &mut Client,
+    store: &MemStore,
+    text: &str,
+    args: &BTreeMap<String, Value>,
+) -> Result<bool, String> {
+    let Ok(stmt) = bigpeer_dql::parse(text) else {
+        return Ok(false);
+    };
+    let Ok(plan) = plan::check(&stmt, args) else {
+        return Ok(false);
+    };
+    let compiled = compile(&plan).map_err(|e| format!("compile: {e}"))?;
+    match (&plan, compiled) {
+        (Plan::Select(s), CompiledPlan::Query(c)) => {
+            let mut probe = store.clone();
+            let Ok(want) = probe.run(&plan) else {
+                return Ok(false);
+            };
+            load(client, store);
+            let rows = run(client, &c)?;
+            let have: Vec<Value> = rows
+                .iter()
+                .map(|r| Value::from_json(r.get::<_, serde_json::Value>(0)))
+                .collect();
+            let _ = s;
+            if have != want.items {
+                return Err(format!(
+                    "items differ\n  evaluator {}\n  postgres  {}\n  sql: {}",
+                    Value::Array(want.items),
+                    Value::Array(have),
+                    c.sql
+                ));
+            }
+            Ok(true)
+        }
+        (Plan::Update(_) | Plan::Remove(_), CompiledPlan::Mutation { targets }) => {
+            let target = match &plan {
+                Plan::Update(u) => &u.target,
+                Plan::Remove(r) => &r.target,
+                _ => return Ok(false),
+            };
+            let docs = store.documents(&target.collection);
+            let Ok(want) = bigpeer_dql::eval::targets(target, &docs) else {
+                return Ok(false);
+            };
+            let want: Vec<Vec<u8>> = want
+                .into_iter()
+                .map(bigpeer_dql::eval::storage_key)
+                .collect();
+            load(client, store);
+            let rows = run(client, &targets)?;
+            let have: Vec<Vec<u8>> = rows.iter().map(|r| r.get::<_, Vec<u8>>(0)).collect();
+            if have != want {
+                return Err(format!(
+                    "targets differ: evaluator {want:?} postgres {have:?}\n  sql: {}",
+                    targets.sql
+                ));
+            }
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+#[test]
+fn evaluator_and_postgres_agree_on_every_fixture() {
+    let mut db = TestDb::create();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for case in common::load_cases() {
+        let mut store = MemStore::new();
+        let mut ok = true;
+        for s in &case.setup {
+            if store.execute(&s.statement, &s.args).is_err() {
+                ok = false;
+            }
+        }
+        if !ok {
+            continue;
+        }
+        let steps = std::iter::once(&case.step).chain(case.after.iter());
+        for s in steps {
+            match check_statement(&mut db.client, &store, &s.statement, &s.args) {
+                Ok(true) => checked += 1,
+                Ok(false) => {}
+                Err(e) => failures.push(format!("{} `{}`: {e}", case.name, s.statement)),
+            }
+            let _ = store.execute(&s.statement, &s.args);
+        }
+    }
+    assert!(checked >= 60, "only {checked} statements were compared");
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} differ:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
