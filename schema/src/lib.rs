@@ -5,6 +5,7 @@
 //! - [`hlc`]: hybrid logical clocks, site ids, stamps.
 //! - [`crdt`]: the document CRDT (registers, add-wins maps, counters, attachment tokens,
 //!   tombstones), its write operations, deltas, merge and binary encoding.
+//! - [`wire`]: the sync protocol messages and their binary encoding.
 
 pub mod codec;
 pub mod crdt;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod hlc;
 pub mod id;
 pub mod value;
+pub mod wire;
 
 pub use crdt::{CounterKind, Delta, Doc, ObjectMode, Op, VersionVector};
 pub use error::{Result, SchemaError};
