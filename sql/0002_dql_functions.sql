@@ -339,6 +339,7 @@ DECLARE
   n int := coalesce(array_length(args, 1), 0);
   i int := 2;
 BEGIN
+  IF args[1] IS NULL THEN RETURN NULL; END IF;
   WHILE i + 1 <= n LOOP
     IF dql_compare(0, args[1], args[i]) = 'true'::jsonb THEN RETURN args[i + 1]; END IF;
     i := i + 2;

@@ -12,6 +12,10 @@ const DEVIATIONS: &[(&str, &str)] = &[
         "unset-missing",
         "UNSET n.q where n is the number 3: the SDK turns n into an empty map, bigpeer leaves n alone",
     ),
+    ("q29", "documents found by several `_id =` lookups come back in an order of the SDK's index scans"),
+    ("q30", "the SDK returns nothing for an `_id IN` list that mixes strings and numbers"),
+        ("show-unknown", "an unknown system parameter is query/invalid here (query/parameter in the SDK)"),
+    ("alter-unknown", "an unknown system parameter is query/invalid here (query/parameter in the SDK)"),
     ("tombstone", "TOMBSTONE FROM is the Big Peer spelling of DELETE; the SDK rejects it"),
 ];
 

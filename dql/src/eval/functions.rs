@@ -40,8 +40,15 @@ pub fn call(func: Func, args: &[Val<'_>]) -> Result<Option<Value>> {
             Err(v) => v,
         }
     };
-    let type_test =
-        |f: &dyn Fn(&Value) -> bool| -> Option<Value> { arg(0).map(|v| Value::Bool(f(v))) };
+    let type_test = |f: &dyn Fn(&Value) -> bool| -> Option<Value> {
+        arg(0).map(|v| {
+            if v.is_null() {
+                Value::Null
+            } else {
+                Value::Bool(f(v))
+            }
+        })
+    };
     Ok(match func {
         Func::Concat => {
             let mut out = String::new();
@@ -127,7 +134,8 @@ pub fn call(func: Func, args: &[Val<'_>]) -> Result<Option<Value>> {
             None => arg(1).cloned(),
         },
         Func::Decode => {
-            let x = arg(0);
+            let Some(x) = arg(0) else { return Ok(None) };
+            let x = Some(x);
             let rest = args.get(1..).unwrap_or(&[]);
             let mut pairs = rest.chunks_exact(2);
             for pair in pairs.by_ref() {

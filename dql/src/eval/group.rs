@@ -74,9 +74,13 @@ pub fn aggregate(call: &AggCall, docs: &[&Value]) -> Result<Option<Value>> {
         values.dedup_by(|a, b| order_cmp(Some(a), Some(b)) == Ordering::Equal);
     }
     Ok(match call.func {
-        AggFunc::CountStar | AggFunc::Count => Some(int_value(
-            values.iter().filter(|v| !v.is_null()).count() as i128,
-        )),
+        // Ditto counts neither null nor false (0, '' and [] do count).
+        AggFunc::CountStar | AggFunc::Count => {
+            let counted = values
+                .iter()
+                .filter(|v| !matches!(v, Value::Null | Value::Bool(false)));
+            Some(int_value(counted.count() as i128))
+        }
         AggFunc::Sum | AggFunc::Avg => {
             let nums: Vec<&Value> = values
                 .iter()

@@ -204,10 +204,20 @@ pub fn update_ops(plan: &UpdatePlan, doc: &Value) -> Result<Vec<Op>> {
                         value: v,
                         objects: ObjectMode::Register,
                     },
-                    _ => Op::Set {
-                        path: path.clone(),
-                        value: v,
-                        objects: plan.objects,
+                    // In map mode, assigning an object merges it into the map: Ditto 5.1 keeps
+                    // the keys that are not assigned (`SET o = {'r': 3}` on `{p, q}` gives
+                    // `{p, q, r}`).
+                    _ => match v {
+                        Value::Object(o) if plan.objects == ObjectMode::Map => Op::Merge {
+                            path: path.clone(),
+                            value: o,
+                            objects: plan.objects,
+                        },
+                        v => Op::Set {
+                            path: path.clone(),
+                            value: v,
+                            objects: plan.objects,
+                        },
                     },
                 }
             }

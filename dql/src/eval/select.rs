@@ -79,7 +79,18 @@ fn filter_sort<'a>(
         }
         rows.push((sort_keys(order_by, &env)?, storage_key(d), d));
     }
-    rows.sort_by(|a, b| cmp_keys(order_by, &a.0, &b.0).then_with(|| a.1.cmp(&b.1)));
+    // Ties under ORDER BY go by `_id` in DQL's value order (as the SDK does); without ORDER BY
+    // the order is the storage order.
+    let id = |d: &Value| d.as_object().and_then(|o| o.get("_id")).cloned();
+    rows.sort_by(|a, b| {
+        let c = cmp_keys(order_by, &a.0, &b.0);
+        if order_by.is_empty() {
+            c.then_with(|| a.1.cmp(&b.1))
+        } else {
+            c.then_with(|| order_cmp(id(a.2).as_ref(), id(b.2).as_ref()))
+                .then_with(|| a.1.cmp(&b.1))
+        }
+    });
     if order_by.is_empty() {
         if let Some(ids) = crate::plan::id_lookup_order(filter) {
             let pos = |d: &Value| {

@@ -215,6 +215,8 @@ impl<'a> Resolver<'a> {
     /// A field path: `a`, `a.b.c`, `alias.a.b`.
     fn path_of(&self, e: &Expr) -> Option<Vec<String>> {
         match &e.kind {
+            // The bare collection name (or alias) is the whole document.
+            ExprKind::Ident(n) if self.qualifier.as_deref() == Some(n.as_str()) => Some(Vec::new()),
             ExprKind::Ident(n) => Some(vec![n.clone()]),
             ExprKind::Member(base, name) => {
                 if let ExprKind::Ident(root) = &base.kind {

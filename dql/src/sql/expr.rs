@@ -242,7 +242,13 @@ fn function(f: Func, mut a: Vec<Expr>) -> Expr {
             .map(|k| typeof_is(x.clone(), k))
             .reduce(|l, r| bin(l, BinaryOperator::Or, r));
         case(
-            vec![(Expr::IsNull(Box::new(x.clone())), null_jsonb())],
+            vec![
+                (Expr::IsNull(Box::new(x.clone())), null_jsonb()),
+                (
+                    bin(x.clone(), BinaryOperator::Eq, jsonb_constant("null")),
+                    jsonb_constant("null"),
+                ),
+            ],
             Some(call(
                 "to_jsonb",
                 vec![cond.unwrap_or_else(|| Expr::value(sqlparser::ast::Value::Boolean(false)))],
@@ -307,10 +313,11 @@ pub fn aggregate(a: &AggCall, scope: &Scope, p: &mut Params) -> Result<Expr> {
     Ok(match a.func {
         AggFunc::CountStar => call("to_jsonb", vec![count_star()]),
         AggFunc::Count => {
+            // Ditto counts neither null nor false.
             let not_null = bin(
-                call("jsonb_typeof", vec![x.clone()]),
-                BinaryOperator::NotEq,
-                constant("null"),
+                bin(x.clone(), BinaryOperator::NotEq, jsonb_constant("null")),
+                BinaryOperator::And,
+                bin(x.clone(), BinaryOperator::NotEq, jsonb_constant("false")),
             );
             call(
                 "to_jsonb",

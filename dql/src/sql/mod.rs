@@ -214,6 +214,19 @@ fn source(src: &Source, p: &mut Params) -> From {
     }
 }
 
+/// Ties under ORDER BY go by `_id` in DQL's value order.
+fn id_tie_break() -> Vec<String> {
+    let id = bin(
+        col("value"),
+        sqlparser::ast::BinaryOperator::Arrow,
+        constant("_id"),
+    );
+    sort_terms(id)
+        .into_iter()
+        .map(|t| format!("{t} ASC"))
+        .collect()
+}
+
 fn where_clause(conds: &[String]) -> String {
     if conds.is_empty() {
         String::new()
@@ -289,6 +302,9 @@ fn compile_select(s: &SelectPlan) -> Result<Compiled> {
     let Some(g) = &s.grouping else {
         let item = item_expr(&s.projection, &doc_scope, &mut p)?;
         let mut terms = order_terms(&s.order_by, &doc_scope, &mut p)?;
+        if !s.order_by.is_empty() {
+            terms.extend(id_tie_break());
+        }
         if s.order_by.is_empty() {
             if let Some(ids) = crate::plan::id_lookup_order(s.filter.as_ref()) {
                 let id = bin(
@@ -398,6 +414,9 @@ fn compile_targets(t: &Target) -> Result<Compiled> {
         conds.push(is_true(compile_expr(f, &scope, &mut p)?).to_string());
     }
     let mut terms = order_terms(&t.order_by, &scope, &mut p)?;
+    if !t.order_by.is_empty() {
+        terms.extend(id_tie_break());
+    }
     terms.push("id ASC".to_owned());
     let tail = window(t.limit, t.offset, &mut p);
     let text = format!(

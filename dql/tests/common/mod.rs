@@ -36,8 +36,27 @@ pub fn value_from_oracle(j: &serde_json::Value) -> Value {
     }
 }
 
+/// Arguments and documents as the oracle's JavaScript passes them: a JSON number with an
+/// integral value (`2.0`) arrives as an integer.
+pub fn input_from_oracle(j: &serde_json::Value) -> Value {
+    integral_floats_to_ints(value_from_oracle(j))
+}
+
+fn integral_floats_to_ints(v: Value) -> Value {
+    match v {
+        Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::Int(f as i64),
+        Value::Array(a) => Value::Array(a.into_iter().map(integral_floats_to_ints).collect()),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, v)| (k, integral_floats_to_ints(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 pub fn args_of(j: Option<&serde_json::Value>) -> BTreeMap<String, Value> {
-    match j.map(value_from_oracle) {
+    match j.map(input_from_oracle) {
         Some(Value::Object(o)) => o,
         _ => BTreeMap::new(),
     }
@@ -73,7 +92,7 @@ fn setup_steps(j: &serde_json::Value) -> Vec<Step> {
             let args = docs
                 .iter()
                 .enumerate()
-                .map(|(i, d)| (format!("d{i}"), value_from_oracle(d)))
+                .map(|(i, d)| (format!("d{i}"), input_from_oracle(d)))
                 .collect();
             out.push(Step {
                 statement: format!("INSERT INTO `{coll}` DOCUMENTS {}", placeholders.join(", ")),
