@@ -5,6 +5,7 @@
 //! and the integration tests both go through it.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod logging;
@@ -13,3 +14,6 @@ pub mod store;
 
 pub use app::{spawn_app, AppError, RunningApp};
 pub use config::{Config, ConfigError};
+
+#[cfg(test)]
+mod testdb;

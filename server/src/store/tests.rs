@@ -1,59 +1,11 @@
 //! Store tests against a real Postgres (a fresh database per test, dropped afterwards).
-//!
-//! The server is `BIGPEER_TEST_PG` (default `postgres://postgres@127.0.0.1:5432`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::testdb::TestDb;
 use bigpeer_schema::{Clock, CounterKind, Doc, DocId, ObjectMode, Op, SiteId, Value};
-use sqlx::{Connection, PgConnection};
 
 use super::{Change, Outcome, Store, StoreOptions};
-
-fn server_url() -> String {
-    std::env::var("BIGPEER_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
-}
-
-/// A fresh, migrated database; dropped by [`TestDb::drop_db`].
-struct TestDb {
-    name: String,
-    store: Store,
-}
-
-impl TestDb {
-    async fn new() -> TestDb {
-        let name = format!("bigpeer_store_{:016x}", rand::random::<u64>());
-        let mut admin = PgConnection::connect(&format!("{}/postgres", server_url()))
-            .await
-            .expect("a Postgres server for tests (set BIGPEER_TEST_PG)");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create database");
-        let store = Store::connect(
-            &format!("{}/{name}", server_url()),
-            &StoreOptions::default(),
-        )
-        .await
-        .expect("connect");
-        store.migrate().await.expect("migrate");
-        TestDb { name, store }
-    }
-
-    async fn drop_db(self) {
-        self.store.close().await;
-        let mut admin = PgConnection::connect(&format!("{}/postgres", server_url()))
-            .await
-            .expect("connect");
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&mut admin)
-        .await
-        .expect("drop database");
-    }
-}
 
 fn obj(json: &str) -> BTreeMap<String, Value> {
     match Value::parse_json(json).expect("json") {
@@ -468,12 +420,9 @@ async fn a_later_sequence_number_cannot_commit_first() {
 async fn concurrent_creates_of_one_document_merge() {
     let db = TestDb::new().await;
     // Two store handles = two processes with their own clocks, on one database.
-    let other = Store::connect(
-        &format!("{}/{}", server_url(), db.name),
-        &StoreOptions::default(),
-    )
-    .await
-    .expect("connect");
+    let other = Store::connect(&db.url(), &StoreOptions::default())
+        .await
+        .expect("connect");
     for round in 0..20 {
         let id = format!("doc{round}");
         let a = {

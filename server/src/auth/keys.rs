@@ -1,0 +1,270 @@
+//! API keys: random secrets stored hashed, with a name, an expiry and permissions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use sqlx::{PgPool, Row};
+
+use super::{AuthError, Permissions};
+
+/// The part of every secret before the random characters.
+pub const SECRET_PREFIX: &str = "bpk_";
+const SECRET_RANDOM_CHARS: usize = 40;
+const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// How long a key lookup (found or not) is cached. Bounds how long a key revoked by another
+/// bigpeer process keeps working here; a revoke in this process takes effect at once.
+pub const CACHE_TTL: Duration = Duration::from_millis(500);
+
+/// A stored key, without its secret.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// The first characters of the secret, to recognise a key in a list.
+    pub prefix: String,
+    pub permissions: Permissions,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+impl ApiKey {
+    /// Usable at unix time `now`.
+    pub fn check_active(&self, now: i64) -> Result<(), AuthError> {
+        if self.revoked_at.is_some() {
+            return Err(AuthError::RevokedKey);
+        }
+        match self.expires_at {
+            Some(t) if t <= now => Err(AuthError::ExpiredKey),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewKey {
+    pub name: String,
+    pub description: String,
+    /// Unix seconds; must be in the future.
+    pub expires_at: Option<i64>,
+    pub permissions: Permissions,
+}
+
+/// A freshly created key with its secret (shown once; only its hash is stored).
+#[derive(Debug, Clone)]
+pub struct CreatedKey {
+    pub key: ApiKey,
+    pub secret: String,
+}
+
+type Hash = [u8; 32];
+
+/// API key storage with a small lookup cache.
+#[derive(Clone)]
+pub struct KeyStore {
+    pool: PgPool,
+    cache: moka::future::Cache<Hash, Option<Arc<ApiKey>>>,
+}
+
+impl KeyStore {
+    pub fn new(pool: PgPool) -> KeyStore {
+        KeyStore {
+            pool,
+            cache: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(CACHE_TTL)
+                .build(),
+        }
+    }
+
+    /// Creates a key.
+    pub async fn create(&self, new: NewKey) -> Result<CreatedKey, AuthError> {
+        validate_name(&new.name)?;
+        if let Some(t) = new.expires_at {
+            if t <= now_secs() {
+                return Err(AuthError::InvalidRequest(
+                    "the expiry is in the past".into(),
+                ));
+            }
+        }
+        let secret = generate_secret();
+        let id = format!("key_{:016x}", rand::random::<u64>());
+        let prefix: String = secret.chars().take(SECRET_PREFIX.len() + 8).collect();
+        let perms = serde_json::to_value(&new.permissions)
+            .map_err(|e| AuthError::InvalidRequest(format!("permissions: {e}")))?;
+        let row = sqlx::query(
+            "INSERT INTO api_keys (id, name, description, secret_hash, prefix, permissions, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7)) \
+             RETURNING extract(epoch FROM created_at)::int8",
+        )
+        .bind(&id)
+        .bind(&new.name)
+        .bind(&new.description)
+        .bind(hash(&secret).as_slice())
+        .bind(&prefix)
+        .bind(sqlx::types::Json(perms))
+        .bind(new.expires_at.map(|t| t as f64))
+        .fetch_one(&self.pool)
+        .await?;
+        let key = ApiKey {
+            id,
+            name: new.name,
+            description: new.description,
+            prefix,
+            permissions: new.permissions,
+            created_at: row.try_get(0)?,
+            expires_at: new.expires_at,
+            revoked_at: None,
+        };
+        Ok(CreatedKey { key, secret })
+    }
+
+    /// Every key, newest first.
+    pub async fn list(&self) -> Result<Vec<ApiKey>, AuthError> {
+        let rows = sqlx::query(&format!("{SELECT_KEY} ORDER BY created_at DESC, id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    /// Revokes a key; `false` when there is no such key. Takes effect at once in this process.
+    pub async fn revoke(&self, id: &str) -> Result<bool, AuthError> {
+        let row = sqlx::query(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING secret_hash",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            None => Ok(false),
+            Some(r) => {
+                let h: Vec<u8> = r.try_get(0)?;
+                if let Ok(h) = Hash::try_from(h.as_slice()) {
+                    self.cache.invalidate(&h).await;
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// The active key for a secret.
+    pub async fn authenticate(&self, secret: &str) -> Result<Arc<ApiKey>, AuthError> {
+        if !secret.starts_with(SECRET_PREFIX) || secret.len() > 256 {
+            return Err(AuthError::InvalidKey);
+        }
+        let h = hash(secret);
+        let pool = self.pool.clone();
+        let found = self
+            .cache
+            .try_get_with(h, async move {
+                let row = sqlx::query(&format!("{SELECT_KEY} WHERE secret_hash = $1"))
+                    .bind(h.as_slice())
+                    .fetch_optional(&pool)
+                    .await?;
+                row.map(|r| key_from_row(&r).map(Arc::new)).transpose()
+            })
+            .await
+            .map_err(|e: Arc<AuthError>| AuthError::Backend(e.to_string()))?;
+        let key = found.ok_or(AuthError::InvalidKey)?;
+        key.check_active(now_secs())?;
+        Ok(key)
+    }
+}
+
+const SELECT_KEY: &str = "SELECT id, name, description, prefix, permissions, \
+     extract(epoch FROM created_at)::int8, extract(epoch FROM expires_at)::int8, \
+     extract(epoch FROM revoked_at)::int8 FROM api_keys";
+
+fn key_from_row(r: &sqlx::postgres::PgRow) -> Result<ApiKey, AuthError> {
+    let perms: sqlx::types::Json<serde_json::Value> = r.try_get(4)?;
+    let permissions = serde_json::from_value(perms.0)
+        .map_err(|e| AuthError::Backend(format!("stored permissions do not decode: {e}")))?;
+    Ok(ApiKey {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        description: r.try_get(2)?,
+        prefix: r.try_get(3)?,
+        permissions,
+        created_at: r.try_get(5)?,
+        expires_at: r.try_get(6)?,
+        revoked_at: r.try_get(7)?,
+    })
+}
+
+fn validate_name(name: &str) -> Result<(), AuthError> {
+    if name.trim().is_empty() {
+        return Err(AuthError::InvalidRequest("a key needs a name".into()));
+    }
+    if name.chars().count() > 128 || name.chars().any(char::is_control) {
+        return Err(AuthError::InvalidRequest(
+            "a key name is at most 128 characters, without control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn generate_secret() -> String {
+    let mut rng = rand::thread_rng();
+    let mut s = String::with_capacity(SECRET_PREFIX.len() + SECRET_RANDOM_CHARS);
+    s.push_str(SECRET_PREFIX);
+    for _ in 0..SECRET_RANDOM_CHARS {
+        s.push(char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]));
+    }
+    s
+}
+
+fn hash(secret: &str) -> Hash {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Unix time in seconds.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Reads the key from an `Authorization` header value: `Bearer <key>` in any case, or the bare key.
+pub fn bearer(header: &str) -> Option<&str> {
+    let h = header.trim();
+    let token = match h.split_once(char::is_whitespace) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        Some(_) => return None,
+        None => h,
+    };
+    (!token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_forms() {
+        assert_eq!(bearer("Bearer bpk_x"), Some("bpk_x"));
+        assert_eq!(bearer("bearer   bpk_x "), Some("bpk_x"));
+        assert_eq!(bearer("BEARER bpk_x"), Some("bpk_x"));
+        assert_eq!(bearer("bpk_x"), Some("bpk_x"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("  "), None);
+    }
+
+    #[test]
+    fn secrets_are_long_random_and_prefixed() {
+        let a = generate_secret();
+        let b = generate_secret();
+        assert_ne!(a, b);
+        assert!(a.starts_with(SECRET_PREFIX));
+        assert_eq!(a.len(), SECRET_PREFIX.len() + SECRET_RANDOM_CHARS);
+        assert!(a[SECRET_PREFIX.len()..]
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric()));
+    }
+}
