@@ -3,6 +3,7 @@
 
 mod documents;
 mod error;
+mod feed;
 mod group;
 
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,7 @@ use sqlx::PgPool;
 
 pub use documents::{materialize_with_id, Change, Committed, Outcome, StoredDoc};
 pub use error::StoreError;
+pub use feed::{ChangeFeed, FeedOptions};
 pub use group::{GroupCommit, GroupCommitOptions};
 
 /// Migrations from the repository's `sql/` folder, applied at start-up.

@@ -538,3 +538,65 @@ async fn group_commit_shares_transactions_and_isolates_failures() {
     drop(gc);
     db.drop_db().await;
 }
+
+/// The feed broadcasts every change of every process on the database, in sequence order, woken
+/// by NOTIFY (the poll interval is set far too long to matter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn change_feed_broadcasts_changes_of_all_processes_in_order() {
+    let db = TestDb::new().await;
+    let other = Store::connect(&db.url(), &StoreOptions::default())
+        .await
+        .expect("connect");
+    let feed = super::ChangeFeed::start(
+        db.store.clone(),
+        super::FeedOptions {
+            poll_interval: std::time::Duration::from_secs(3600),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("feed");
+    let mut rx = feed.subscribe();
+    let mut expected = 0;
+    for i in 0..10 {
+        let s = if i % 2 == 0 { &db.store } else { &other };
+        s.apply(vec![
+            insert("f", &format!("d{i}"), r#"{"v":1}"#),
+            insert("f", "same", &format!(r#"{{"k{i}":{i}}}"#)),
+        ])
+        .await
+        .expect("apply");
+        expected += 2;
+    }
+    let last = db.store.committed_txn().await.expect("txn");
+    assert!(
+        feed.wait_for(last, std::time::Duration::from_secs(10))
+            .await,
+        "the feed reached {last}"
+    );
+    // The feed holds the latest change per document: a document changed by several commits
+    // between two reads shows up once, with its newest sequence number.
+    let mut got = Vec::new();
+    while let Ok(d) = rx.try_recv() {
+        got.push((d.id.to_string(), d.seq));
+    }
+    assert!(
+        got.windows(2).all(|w| w[0].1 < w[1].1),
+        "sequence order: {got:?}"
+    );
+    assert!(got.len() <= expected);
+    let finals = db.store.changes_since(0, 100).await.expect("feed");
+    assert_eq!(finals.len(), 11);
+    for d in finals {
+        assert!(
+            got.contains(&(d.id.to_string(), d.seq)),
+            "missed {} at {}",
+            d.id,
+            d.seq
+        );
+    }
+    assert_eq!(feed.position(), last);
+    other.close().await;
+    drop(feed);
+    db.drop_db().await;
+}
