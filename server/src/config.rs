@@ -232,6 +232,32 @@ pub const CONFIG_ENV: &str = "BIGPEER_CONFIG";
 /// Config file read from the working directory when no other is named.
 pub const DEFAULT_CONFIG_FILE: &str = "bigpeer.toml";
 
+/// Names of `BIGPEER_*` variables in `vars` that bigpeer does not know (typos, most likely),
+/// each with the closest known name when there is one.
+pub fn unknown_env_vars(
+    vars: impl IntoIterator<Item = String>,
+) -> Vec<(String, Option<&'static str>)> {
+    let known: Vec<&'static str> = SETTINGS
+        .iter()
+        .flat_map(|s| s.env.iter().copied())
+        .chain([CONFIG_ENV])
+        .filter(|v| v.starts_with("BIGPEER_"))
+        .collect();
+    vars.into_iter()
+        .filter(|v| v.starts_with("BIGPEER_") && !v.starts_with("BIGPEER_TEST_"))
+        .filter(|v| !known.contains(&v.as_str()))
+        .map(|v| {
+            let close = known
+                .iter()
+                .map(|k| (edit_distance(&v, k), *k))
+                .filter(|(d, _)| *d <= 3)
+                .min_by_key(|(d, _)| *d)
+                .map(|(_, k)| k);
+            (v, close)
+        })
+        .collect()
+}
+
 /// Values given on the command line, unparsed: they are checked like the other layers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Flags {
@@ -1030,6 +1056,42 @@ mod tests {
         let url = DatabaseUrl::new("postgres://u:pw@h/d");
         assert_eq!(format!("{url:?}"), "DatabaseUrl(postgres://u:***@h/d)");
         assert_eq!(url.expose(), "postgres://u:pw@h/d");
+    }
+
+    #[test]
+    fn unknown_environment_variables_are_found() {
+        let vars = [
+            "BIGPEER_LISTN",
+            "BIGPEER_LISTEN",
+            "BIGPEER_CONFIG",
+            "BIGPEER_TEST_DATABASE_URL",
+            "HOME",
+            "BIGPEER_XYZZY_FROB",
+        ]
+        .map(String::from);
+        assert_eq!(
+            unknown_env_vars(vars),
+            vec![
+                ("BIGPEER_LISTN".to_string(), Some("BIGPEER_LISTEN")),
+                ("BIGPEER_XYZZY_FROB".to_string(), None)
+            ]
+        );
+    }
+
+    #[test]
+    fn printed_settings_read_back_the_same() {
+        let flags = Flags {
+            listen: Some("0.0.0.0:9000".into()),
+            database_url: Some("postgres://u@h:5432/d".into()),
+            connect_timeout: Some("1500ms".into()),
+            log_format: Some("json".into()),
+            no_migrate: true,
+            ..Flags::default()
+        };
+        let config = resolve_with(&flags, &[], None).expect("valid");
+        let again =
+            resolve_with(&Flags::default(), &[], Some(&config.to_toml())).expect("valid TOML");
+        assert_eq!(again, config);
     }
 
     #[test]

@@ -122,6 +122,15 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     bigpeer::logging::init(config.log_format, &config.log_level);
+    let env_names = std::env::vars_os().map(|(name, _)| name.to_string_lossy().into_owned());
+    for (name, close) in bigpeer::config::unknown_env_vars(env_names) {
+        match close {
+            Some(close) => tracing::warn!(
+                "ignoring unknown environment variable {name} (did you mean {close}?)"
+            ),
+            None => tracing::warn!("ignoring unknown environment variable {name}"),
+        }
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -149,7 +158,15 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config) -> Result<(), AppError> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting bigpeer");
-    let app = bigpeer::spawn_app(config).await?;
+    // A signal during start-up stops it; whatever was started (the embedded Postgres) is
+    // stopped again as its owner is dropped.
+    let app = tokio::select! {
+        app = bigpeer::spawn_app(config) => app?,
+        () = shutdown_signal() => {
+            tracing::info!("start-up interrupted");
+            return Ok(());
+        }
+    };
     tracing::info!(url = %app.url(), "bigpeer is ready");
     let force = app.server_handle();
     app.run_until(async move {

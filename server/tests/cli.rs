@@ -322,6 +322,21 @@ fn embedded_postgres_recovers_from_a_crash_and_a_stale_pid_file() {
     );
     assert_eq!(stale.terminate().code(), Some(0), "{}", stale.logs());
     assert_postgres_stopped(&data);
+
+    // `migrate` runs the embedded Postgres too, and stops it again.
+    let out = bigpeer(dir.path())
+        .arg("migrate")
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .expect("migrate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the database schema is up to date"),
+        "{stderr}"
+    );
+    assert_postgres_stopped(&data);
 }
 
 #[test]
