@@ -80,7 +80,12 @@ impl DqlError {
         const LINK: &str =
             "For more information on Ditto's query language see: https://ditto.com/link/dql-guide";
         match self.code {
-            ErrorCode::Evaluation => format!("Query failed: `{}`. {LINK}", self.message),
+            ErrorCode::Evaluation => {
+                format!(
+                    "Query failed: `DQL Internal execution error: {}`. {LINK}",
+                    self.message
+                )
+            }
             ErrorCode::Invalid | ErrorCode::Unsupported => {
                 format!("Invalid query: `{}`. {LINK}", self.message)
             }

@@ -31,7 +31,7 @@ pub fn string_literal(s: &str) -> String {
 /// Writes a value as a DQL literal.
 pub fn literal(v: &Value) -> String {
     match v {
-        Value::Null => "null".to_owned(),
+        Value::Null => "NULL".to_owned(),
         Value::Bool(b) => b.to_string(),
         Value::Int(i) => i.to_string(),
         Value::UInt(u) => u.to_string(),
@@ -86,7 +86,11 @@ impl Display for Expr {
             ExprKind::Unary(UnaryOp::Not, e) => write!(f, "(NOT {e})"),
             ExprKind::Unary(UnaryOp::Neg, e) => write!(f, "(- {e})"),
             ExprKind::Unary(UnaryOp::Plus, e) => write!(f, "(+ {e})"),
-            ExprKind::Binary(op, l, r) => write!(f, "({l} {} {r})", op.symbol()),
+            ExprKind::Binary(op, l, r) => {
+                f.write_char('(')?;
+                write_chain(f, *op, l)?;
+                write!(f, " {} {r})", op.symbol())
+            }
             ExprKind::Between {
                 expr,
                 low,
@@ -152,6 +156,27 @@ impl Display for Expr {
             }
         }
     }
+}
+
+/// Writes the left operand of a binary operator; a left operand with the same operator is
+/// written without its parentheses (`(a OR b OR c)`), which parses back to the same tree and
+/// keeps long chains from nesting.
+fn write_chain(f: &mut Formatter<'_>, op: BinaryOp, e: &Expr) -> fmt::Result {
+    // Walk down the left spine without recursion, then write left to right.
+    let mut rights = Vec::new();
+    let mut cur = e;
+    while let ExprKind::Binary(inner, l, r) = &cur.kind {
+        if *inner != op {
+            break;
+        }
+        rights.push(r);
+        cur = l;
+    }
+    write!(f, "{cur}")?;
+    for r in rights.iter().rev() {
+        write!(f, " {} {r}", op.symbol())?;
+    }
+    Ok(())
 }
 
 /// After a dot any word is a field name, but it still needs quoting when it is not a plain word.

@@ -115,7 +115,34 @@ fn bind(params: &[SqlParam]) -> Vec<Box<dyn ToSql + Sync>> {
         .collect()
 }
 
+/// Every generated statement is one well-formed statement for sqlparser's PostgreSQL dialect, and
+/// printing it again gives text that parses to the same tree.
+fn check_parses(sql: &str) -> Result<(), String> {
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    let parse = |text: &str| {
+        sqlparser::parser::Parser::new(&dialect)
+            .with_recursion_limit(1000)
+            .try_with_sql(text)
+            .and_then(|mut p| p.parse_statements())
+            .map_err(|e| format!("generated SQL does not parse: {e}\n  sql: {text}"))
+    };
+    let first = parse(sql)?;
+    if first.len() != 1 {
+        return Err(format!(
+            "generated SQL is {} statements: {sql}",
+            first.len()
+        ));
+    }
+    let printed = first[0].to_string();
+    let second = parse(&printed)?;
+    if second != first {
+        return Err(format!("generated SQL does not round-trip: {sql}"));
+    }
+    Ok(())
+}
+
 fn run(client: &mut Client, c: &Compiled) -> Result<Vec<postgres::Row>, String> {
+    check_parses(&c.sql)?;
     let boxed = bind(&c.params);
     let refs: Vec<&(dyn ToSql + Sync)> = boxed.iter().map(|b| b.as_ref()).collect();
     client

@@ -81,19 +81,25 @@ pub fn eval<'a>(e: &'a PExpr, env: &Env<'a>) -> Result<Val<'a>> {
         }
         PExpr::Not(x) => owned(Truth::of(eval(x, env)?.as_deref()).negate().value()),
         PExpr::Neg(x) => owned(negate(eval(x, env)?.as_deref())),
-        PExpr::And(a, b) => {
-            let l = Truth::of(eval(a, env)?.as_deref());
-            if l == Truth::False {
-                return Ok(owned(Some(Value::Bool(false))));
+        PExpr::All(items) => {
+            let mut t = Truth::True;
+            for i in items {
+                t = t.and(Truth::of(eval(i, env)?.as_deref()));
+                if t == Truth::False {
+                    break;
+                }
             }
-            owned(l.and(Truth::of(eval(b, env)?.as_deref())).value())
+            owned(t.value())
         }
-        PExpr::Or(a, b) => {
-            let l = Truth::of(eval(a, env)?.as_deref());
-            if l == Truth::True {
-                return Ok(owned(Some(Value::Bool(true))));
+        PExpr::Any(items) => {
+            let mut t = Truth::False;
+            for i in items {
+                t = t.or(Truth::of(eval(i, env)?.as_deref()));
+                if t == Truth::True {
+                    break;
+                }
             }
-            owned(l.or(Truth::of(eval(b, env)?.as_deref())).value())
+            owned(t.value())
         }
         PExpr::Cmp(op, a, b) => owned(compare(
             *op,

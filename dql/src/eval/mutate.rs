@@ -42,7 +42,7 @@ pub fn insert_ops(
                 "Insert failed: Identifier conflict on document {}: using FAIL conflict policy",
                 doc.id
             ),
-            Span::NONE,
+            doc.span,
         )),
         ConflictPolicy::DoNothing => Ok(InsertOutcome::Skip),
         ConflictPolicy::DoUpdate => Ok(InsertOutcome::Write(fields_ops(

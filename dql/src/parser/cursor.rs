@@ -26,9 +26,19 @@ pub struct Cursor<'a> {
     pos: usize,
     /// Nesting depth of expressions, bounded so that deep input cannot overflow the stack.
     pub depth: usize,
+    /// Operators applied so far; bounds the depth of left-leaning chains (`a OR b OR ...`),
+    /// which the evaluator and printer walk recursively.
+    pub operators: usize,
 }
 
 pub const MAX_DEPTH: usize = 128;
+
+/// The most operators one statement may contain.
+pub const MAX_OPERATORS: usize = 1000;
+
+/// The deepest expression accepted (AND/OR chains count as one level). Later stages recurse
+/// over expressions; this keeps them far from the stack limit.
+pub const MAX_EXPR_DEPTH: usize = 24;
 
 impl<'a> Cursor<'a> {
     pub fn new(text: &'a str, toks: Vec<Tok>) -> Cursor<'a> {
@@ -37,6 +47,7 @@ impl<'a> Cursor<'a> {
             toks,
             pos: 0,
             depth: 0,
+            operators: 0,
         }
     }
 
@@ -195,6 +206,17 @@ impl<'a> Cursor<'a> {
         if let Some(e) = expected {
             msg.push_str("; expected ");
             msg.push_str(e);
+            if let Some(Token::Word(w)) = self.peek() {
+                if w.quote_style.is_none()
+                    && is_reserved(&w.value)
+                    && (e == "identifier" || e == "an expression")
+                {
+                    msg.push_str(&format!(
+                        " (`{}` is a reserved word: quote it with backticks)",
+                        w.value
+                    ));
+                }
+            }
         }
         DqlError::invalid(msg, span)
     }

@@ -6,7 +6,7 @@
 use bigpeer_schema::Value;
 use sqlparser::tokenizer::Token;
 
-use super::cursor::{Cursor, MAX_DEPTH};
+use super::cursor::{Cursor, MAX_DEPTH, MAX_EXPR_DEPTH, MAX_OPERATORS};
 use crate::ast::{BinaryOp, Expr, ExprKind, InList, IsTest, Span, UnaryOp};
 use crate::error::{DqlError, Result};
 
@@ -24,7 +24,15 @@ const BP_UNARY: u8 = 10;
 impl Cursor<'_> {
     /// Parses a whole expression.
     pub fn parse_expr(&mut self) -> Result<Expr> {
-        self.parse_expr_bp(0)
+        let top = self.depth == 0;
+        let e = self.parse_expr_bp(0)?;
+        if top && expr_depth(&e) > MAX_EXPR_DEPTH {
+            return Err(DqlError::invalid(
+                format!("DQL parser error: expression nested too deeply (at most {MAX_EXPR_DEPTH} levels)"),
+                e.span,
+            ));
+        }
+        Ok(e)
     }
 
     fn parse_expr_bp(&mut self, min_bp: u8) -> Result<Expr> {
@@ -44,6 +52,10 @@ impl Cursor<'_> {
             let Some(bp) = self.infix_bp() else { break };
             if bp <= min_bp {
                 break;
+            }
+            self.operators += 1;
+            if self.operators > MAX_OPERATORS {
+                return Err(self.error("expression has too many operators"));
             }
             lhs = self.parse_infix(lhs, bp, span)?;
         }
@@ -405,6 +417,61 @@ impl Cursor<'_> {
         }
         Ok(Expr::new(ExprKind::Object(fields), span))
     }
+}
+
+/// The nesting depth of an expression, counting a chain `a AND b AND c` (or OR) as one level;
+/// computed without recursion.
+pub fn expr_depth<'a>(root: &'a Expr) -> usize {
+    let mut max = 0;
+    let mut stack: Vec<(&'a Expr, usize)> = vec![(root, 1usize)];
+    while let Some((e, d)) = stack.pop() {
+        max = max.max(d);
+        let push = |child: &'a Expr| step(e, child, d);
+        let mut children: Vec<(&Expr, usize)> = Vec::new();
+        match &e.kind {
+            ExprKind::Literal(_) | ExprKind::Missing | ExprKind::Param(_) | ExprKind::Ident(_) => {}
+            ExprKind::Member(b, _) | ExprKind::Unary(_, b) | ExprKind::Is { expr: b, .. } => {
+                children.push(push(b))
+            }
+            ExprKind::Index(a, b)
+            | ExprKind::Binary(_, a, b)
+            | ExprKind::Like {
+                expr: a,
+                pattern: b,
+                ..
+            } => {
+                children.push(push(a));
+                children.push(push(b));
+            }
+            ExprKind::Between {
+                expr, low, high, ..
+            } => {
+                children.extend([push(expr), push(low), push(high)]);
+            }
+            ExprKind::In { expr, list, .. } => {
+                children.push(push(expr));
+                match list {
+                    InList::List(items) => children.extend(items.iter().map(push)),
+                    InList::Expr(x) => children.push(push(x)),
+                }
+            }
+            ExprKind::Array(items) | ExprKind::Call { args: items, .. } => {
+                children.extend(items.iter().map(push))
+            }
+            ExprKind::Object(fields) => children.extend(fields.iter().map(|(_, v)| push(v))),
+        }
+        stack.extend(children);
+    }
+    max
+}
+
+fn step<'e>(parent: &Expr, child: &'e Expr, d: usize) -> (&'e Expr, usize) {
+    let same_chain = matches!(
+        (&parent.kind, &child.kind),
+        (ExprKind::Binary(a, ..), ExprKind::Binary(b, ..))
+            if a == b && matches!(a, BinaryOp::And | BinaryOp::Or)
+    );
+    (child, if same_chain { d } else { d + 1 })
 }
 
 /// Integers stay integers (`u64` above `i64::MAX`); anything with `.` or an exponent is a float.

@@ -292,6 +292,17 @@ impl<'a> Resolver<'a> {
             ExprKind::Unary(UnaryOp::Not, x) => PExpr::Not(r(x, mode)?),
             ExprKind::Unary(UnaryOp::Neg, x) => PExpr::Neg(r(x, mode)?),
             ExprKind::Unary(UnaryOp::Plus, x) => self.resolve(x, mode)?,
+            ExprKind::Binary(op @ (BinaryOp::And | BinaryOp::Or), _, _) => {
+                let items = chain_operands(e, *op)
+                    .into_iter()
+                    .map(|x| self.resolve(x, mode))
+                    .collect::<Result<Vec<_>>>()?;
+                if *op == BinaryOp::And {
+                    PExpr::All(items)
+                } else {
+                    PExpr::Any(items)
+                }
+            }
             ExprKind::Binary(op, a, b) => {
                 let (l, rr) = (r(a, mode)?, r(b, mode)?);
                 let cmp = |c: CmpOp| {
@@ -303,8 +314,7 @@ impl<'a> Resolver<'a> {
                     }
                 };
                 match op {
-                    BinaryOp::And => PExpr::And(l, rr),
-                    BinaryOp::Or => PExpr::Or(l, rr),
+                    BinaryOp::And | BinaryOp::Or => PExpr::Missing,
                     BinaryOp::Eq | BinaryOp::EqEq => cmp(CmpOp::Eq),
                     BinaryOp::Neq | BinaryOp::LtGt => cmp(CmpOp::Neq),
                     BinaryOp::Lt => cmp(CmpOp::Lt),
@@ -470,6 +480,22 @@ impl<'a> Resolver<'a> {
         };
         Ok(PExpr::Agg(idx))
     }
+}
+
+/// The operands of a chain `a OP b OP c` (left-leaning as parsed), without recursion.
+fn chain_operands(e: &Expr, op: BinaryOp) -> Vec<&Expr> {
+    let mut rights = Vec::new();
+    let mut cur = e;
+    while let ExprKind::Binary(o, l, r) = &cur.kind {
+        if *o != op {
+            break;
+        }
+        rights.push(r.as_ref());
+        cur = l;
+    }
+    rights.push(cur);
+    rights.reverse();
+    rights
 }
 
 fn count_error(what: &str, e: &Expr) -> DqlError {
@@ -737,7 +763,11 @@ fn check_insert(
                 d.span,
             ));
         }
-        documents.push(InsertDoc { id, fields });
+        documents.push(InsertDoc {
+            id,
+            fields,
+            span: d.span,
+        });
     }
     Ok(Plan::Insert(InsertPlan {
         collection: i.collection.name.clone(),

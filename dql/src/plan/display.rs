@@ -27,8 +27,14 @@ pub fn describe(e: &PExpr) -> String {
         ),
         PExpr::Not(x) => format!("(NOT {})", describe(x)),
         PExpr::Neg(x) => format!("(- {})", describe(x)),
-        PExpr::And(a, b) => format!("({} AND {})", describe(a), describe(b)),
-        PExpr::Or(a, b) => format!("({} OR {})", describe(a), describe(b)),
+        PExpr::All(items) => format!(
+            "({})",
+            items.iter().map(describe).collect::<Vec<_>>().join(" AND ")
+        ),
+        PExpr::Any(items) => format!(
+            "({})",
+            items.iter().map(describe).collect::<Vec<_>>().join(" OR ")
+        ),
         PExpr::Cmp(op, a, b) => {
             let s = match op {
                 CmpOp::Eq => "=",

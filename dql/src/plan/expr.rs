@@ -20,8 +20,10 @@ pub enum PExpr {
     Object(Vec<(String, PExpr)>),
     Not(Box<PExpr>),
     Neg(Box<PExpr>),
-    And(Box<PExpr>, Box<PExpr>),
-    Or(Box<PExpr>, Box<PExpr>),
+    /// `a AND b AND ...` (a chain is kept flat).
+    All(Vec<PExpr>),
+    /// `a OR b OR ...` (a chain is kept flat).
+    Any(Vec<PExpr>),
     Cmp(CmpOp, Box<PExpr>, Box<PExpr>),
     /// `+ - * / % ||`
     Arith(BinaryOp, Box<PExpr>, Box<PExpr>),
@@ -115,8 +117,6 @@ impl PExpr {
             PExpr::Member(b, _) | PExpr::Not(b) | PExpr::Neg(b) => b.visit(f),
             PExpr::Is { expr, .. } => expr.visit(f),
             PExpr::Index(a, b)
-            | PExpr::And(a, b)
-            | PExpr::Or(a, b)
             | PExpr::Cmp(_, a, b)
             | PExpr::Arith(_, a, b)
             | PExpr::InArray {
@@ -141,7 +141,9 @@ impl PExpr {
                 expr.visit(f);
                 list.iter().for_each(|e| e.visit(f));
             }
-            PExpr::Array(items) | PExpr::Call(_, items) => items.iter().for_each(|e| e.visit(f)),
+            PExpr::Array(items) | PExpr::Call(_, items) | PExpr::All(items) | PExpr::Any(items) => {
+                items.iter().for_each(|e| e.visit(f))
+            }
             PExpr::Object(fields) => fields.iter().for_each(|(_, e)| e.visit(f)),
         }
     }

@@ -126,6 +126,8 @@ pub struct InsertPlan {
 pub struct InsertDoc {
     pub id: DocId,
     pub fields: BTreeMap<String, Value>,
+    /// Where the document expression starts in the statement.
+    pub span: Span,
 }
 
 #[derive(Debug, Clone, PartialEq)]

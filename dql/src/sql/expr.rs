@@ -89,6 +89,22 @@ fn arith_code(op: BinaryOp) -> i64 {
     }
 }
 
+/// Combines with an associative function as a balanced tree (shallow SQL for long chains).
+fn balanced(f: &str, mut parts: Vec<Expr>, empty: &str) -> Expr {
+    while parts.len() > 1 {
+        let mut next = Vec::with_capacity(parts.len().div_ceil(2));
+        let mut it = parts.into_iter();
+        while let Some(a) = it.next() {
+            match it.next() {
+                Some(b) => next.push(call(f, vec![a, b])),
+                None => next.push(a),
+            }
+        }
+        parts = next;
+    }
+    parts.pop().unwrap_or_else(|| jsonb_constant(empty))
+}
+
 /// `(e) = 'true'::jsonb`: the SQL condition "the DQL value is TRUE".
 pub fn is_true(e: Expr) -> Expr {
     bin(e, BinaryOperator::Eq, jsonb_constant("true"))
@@ -125,8 +141,14 @@ pub fn compile(e: &PExpr, scope: &Scope, p: &mut Params) -> Result<Expr> {
         }
         PExpr::Not(x) => call("dql_not", vec![c(x, p)?]),
         PExpr::Neg(x) => call("dql_neg", vec![c(x, p)?]),
-        PExpr::And(a, b) => call("dql_and", vec![c(a, p)?, c(b, p)?]),
-        PExpr::Or(a, b) => call("dql_or", vec![c(a, p)?, c(b, p)?]),
+        PExpr::All(items) => {
+            let parts = items.iter().map(|i| c(i, p)).collect::<Result<Vec<_>>>()?;
+            balanced("dql_and", parts, "true")
+        }
+        PExpr::Any(items) => {
+            let parts = items.iter().map(|i| c(i, p)).collect::<Result<Vec<_>>>()?;
+            balanced("dql_or", parts, "false")
+        }
         PExpr::Cmp(op, a, b) => call("dql_compare", vec![int(cmp_code(*op)), c(a, p)?, c(b, p)?]),
         PExpr::Arith(op, a, b) => call("dql_arith", vec![int(arith_code(*op)), c(a, p)?, c(b, p)?]),
         PExpr::Between {
@@ -151,16 +173,11 @@ pub fn compile(e: &PExpr, scope: &Scope, p: &mut Params) -> Result<Expr> {
             negated,
         } => {
             let x = c(expr, p)?;
-            let mut acc = jsonb_constant("false");
+            let mut parts = Vec::with_capacity(list.len());
             for item in list {
-                acc = call(
-                    "dql_or",
-                    vec![
-                        acc,
-                        call("dql_compare", vec![int(0), x.clone(), c(item, p)?]),
-                    ],
-                );
+                parts.push(call("dql_compare", vec![int(0), x.clone(), c(item, p)?]));
             }
+            let acc = balanced("dql_or", parts, "false");
             if *negated {
                 call("dql_not", vec![acc])
             } else {
