@@ -90,11 +90,13 @@ async fn unreachable_database_is_a_precise_error() {
         .await
         .expect_err("nothing listens on port 1");
     assert_eq!(err.code(), "store/unavailable");
-    let hint = err.hint().unwrap_or_default();
     assert!(
-        hint.contains("nothing accepts connections at 127.0.0.1:1"),
-        "{hint}"
+        err.to_string()
+            .starts_with("cannot connect to Postgres at 127.0.0.1:1: connection refused"),
+        "{err}"
     );
+    let hint = err.hint().unwrap_or_default();
+    assert!(hint.contains("check that Postgres runs there"), "{hint}");
     assert!(hint.contains("DATABASE_URL"), "{hint}");
 }
 
@@ -109,13 +111,16 @@ async fn missing_database_is_a_precise_error() {
         .await
         .expect_err("the database does not exist");
     assert_eq!(err.code(), "store/unavailable");
-    assert!(err.to_string().contains(&missing), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with(&format!("database \"{missing}\" does not exist")),
+        "{err}"
+    );
     let hint = err.hint().unwrap_or_default();
     assert!(
-        hint.contains(&format!("has no database \"{missing}\"")),
+        hint.contains(&format!("createdb -h 127.0.0.1 -p 5432 {missing}")),
         "{hint}"
     );
-    assert!(hint.contains("createdb"), "{hint}");
 }
 
 #[tokio::test]

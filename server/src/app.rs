@@ -31,6 +31,13 @@ pub enum AppError {
         source: StoreError,
         hint: Option<String>,
     },
+    #[error("cannot connect to Postgres at {target}: {detail}")]
+    Connect {
+        target: String,
+        detail: String,
+        source: StoreError,
+        hint: String,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -46,7 +53,7 @@ impl AppError {
         match self {
             AppError::Config(e) => e.code(),
             AppError::Postgres(e) => e.code(),
-            AppError::Store { source, .. } => source.code(),
+            AppError::Store { source, .. } | AppError::Connect { source, .. } => source.code(),
             AppError::Bind { .. } => "http/bind",
             AppError::Server(_) => "http/server",
         }
@@ -58,6 +65,7 @@ impl AppError {
             AppError::Config(e) => e.hint(),
             AppError::Postgres(e) => e.hint(),
             AppError::Store { hint, .. } => hint.clone(),
+            AppError::Connect { hint, .. } => Some(hint.clone()),
             AppError::Bind { addr, source } => Some(match source.kind() {
                 std::io::ErrorKind::AddrInUse => format!(
                     "another process listens on port {}: stop it, or choose another --listen",
@@ -163,75 +171,82 @@ async fn stop_embedded(pg: EmbeddedPostgres) {
 async fn connect(url: &str, options: &StoreOptions) -> Result<Store, AppError> {
     match Store::connect(url, options).await {
         Ok(store) => Ok(store),
-        Err(source) => {
-            let hint = connect_hint(url, &source, options.connect_timeout).await;
-            Err(AppError::Store {
-                source,
-                hint: Some(hint),
-            })
-        }
+        Err(source) => Err(diagnose(url, source, options.connect_timeout).await),
     }
 }
 
 /// Says what went wrong connecting, as precisely as the error allows. The pool retries refused
-/// connections until its timeout and then only says it timed out, so a direct TCP probe tells
-/// the user whether anything listens there at all.
-async fn connect_hint(url: &str, err: &StoreError, waited: Duration) -> String {
-    let fallback = "check DATABASE_URL, or unset it to run the embedded Postgres".to_string();
+/// connections until its timeout and then only says that it timed out, so a direct TCP probe
+/// tells the user whether anything listens there at all.
+async fn diagnose(url: &str, source: StoreError, waited: Duration) -> AppError {
     let Ok(opts) = url.parse::<sqlx::postgres::PgConnectOptions>() else {
-        return fallback;
+        return AppError::Store {
+            hint: Some("check DATABASE_URL, or unset it to run the embedded Postgres".to_string()),
+            source,
+        };
     };
-    let target = format!("{}:{}", opts.get_host(), opts.get_port());
-    let database = opts
-        .get_database()
-        .unwrap_or(opts.get_username())
-        .to_string();
-    let sqlx_err = match err {
-        StoreError::Connect(e) | StoreError::Database(e) => Some(e),
-        _ => None,
+    let (host, port) = (opts.get_host().to_string(), opts.get_port());
+    let target = match opts.get_socket() {
+        Some(dir) => format!("the Unix socket in \"{}\"", dir.display()),
+        None => format!("{host}:{port}"),
     };
-    if let Some(sqlx::Error::Database(db)) = sqlx_err {
-        match db.code().as_deref() {
-            Some("3D000") => {
-                return format!(
-                    "the server at {target} has no database \"{database}\": create it \
-                     (`createdb -h {} -p {} {database}`) or fix the database name in DATABASE_URL",
-                    opts.get_host(),
-                    opts.get_port()
-                )
-            }
-            Some("28P01") | Some("28000") => {
-                return format!(
-                    "the server at {target} refused user \"{}\": check the user and password in DATABASE_URL",
-                    opts.get_username()
-                )
-            }
-            _ => {}
+    let user = opts.get_username().to_string();
+    let database = opts.get_database().unwrap_or(&user).to_string();
+    let check =
+        "check that Postgres runs there and that DATABASE_URL names the right host and port, \
+                 or unset DATABASE_URL to run the embedded Postgres";
+
+    let (detail, hint) = match &source {
+        StoreError::Connect(sqlx::Error::Database(db))
+        | StoreError::Database(sqlx::Error::Database(db)) => {
+            let hint = match db.code().as_deref() {
+                Some("3D000") => format!(
+                    "create the database (`createdb -h {host} -p {port} {database}`) or fix its name in DATABASE_URL"
+                ),
+                Some("28P01") | Some("28000") => {
+                    format!("check the user (\"{user}\") and password in DATABASE_URL")
+                }
+                _ => "check DATABASE_URL and the Postgres server log".to_string(),
+            };
+            (db.message().to_string(), hint)
         }
-    }
-    if opts.get_host().starts_with('/') {
-        return format!(
-            "nothing answered on the Unix socket in \"{}\"; {fallback}",
-            opts.get_host()
-        );
-    }
-    let probe = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::net::TcpStream::connect((opts.get_host(), opts.get_port())),
-    )
-    .await;
-    let detail = match probe {
-        Ok(Ok(_)) => format!(
-            "{target} accepts TCP connections but Postgres did not answer within {}s",
-            waited.as_secs_f32()
-        ),
-        Ok(Err(e)) => format!("nothing accepts connections at {target} ({e})"),
-        Err(_) => format!("{target} does not answer"),
+        StoreError::Connect(sqlx::Error::PoolTimedOut) if opts.get_socket().is_none() => {
+            let probe = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::TcpStream::connect((host.as_str(), port)),
+            )
+            .await;
+            let detail = match probe {
+                Ok(Ok(_)) => format!(
+                    "the port accepts connections but Postgres did not answer within {}s",
+                    waited.as_secs_f32()
+                ),
+                Ok(Err(e)) => lowercase_first(&e.to_string()),
+                Err(_) => {
+                    "no answer (the host may be down or a firewall may drop packets)".to_string()
+                }
+            };
+            (detail, check.to_string())
+        }
+        StoreError::Connect(sqlx::Error::Io(e)) => {
+            (lowercase_first(&e.to_string()), check.to_string())
+        }
+        other => (other.to_string(), check.to_string()),
     };
-    format!(
-        "{detail}: check that Postgres runs there and that DATABASE_URL names the right host and port, \
-         or unset DATABASE_URL to run the embedded Postgres"
-    )
+    AppError::Connect {
+        target,
+        detail,
+        source,
+        hint,
+    }
+}
+
+fn lowercase_first(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 /// Registers every route and middleware on an actix `App`.

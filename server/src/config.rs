@@ -775,7 +775,7 @@ fn read_file(path: &Path) -> Result<Vec<(&'static str, toml::Value)>, ConfigErro
         text.parse()
             .map_err(|e: toml::de::Error| ConfigError::FileSyntax {
                 path: path.to_path_buf(),
-                message: e.message().to_string()
+                message: e.message().trim().replace('\n', "; ")
                     + &e.span().map_or(String::new(), |s| {
                         format!(" (line {})", line_of(&text, s.start))
                     }),

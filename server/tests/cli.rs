@@ -431,13 +431,13 @@ fn bad_input_gives_precise_errors_and_a_non_zero_exit() {
             vec!["serve", "--listen", "127.0.0.1:0", "--connect-timeout", "1s"],
             vec![("DATABASE_URL", "postgres://postgres@127.0.0.1:1/x")],
             1,
-            vec!["error[store/unavailable]: cannot connect to Postgres", "nothing accepts connections at 127.0.0.1:1"],
+            vec!["error[store/unavailable]: cannot connect to Postgres at 127.0.0.1:1: connection refused", "hint: check that Postgres runs there"],
         ),
         (
             vec!["migrate", "--database-url", &missing_db],
             vec![],
             1,
-            vec!["error[store/unavailable]", "does not exist", "hint: the server at", "createdb"],
+            vec!["error[store/unavailable]", "does not exist", "hint: create the database", "createdb"],
         ),
         (
             vec!["serve", "--pool-size", "0"],
