@@ -24,7 +24,10 @@ const STATEMENTS: &[(&str, &str)] = &[
 fn args() -> BTreeMap<String, Value> {
     let mut a = BTreeMap::new();
     a.insert("id".to_owned(), Value::String("abc".into()));
-    a.insert("t".to_owned(), Value::Array(vec![Value::String("x".into())]));
+    a.insert(
+        "t".to_owned(),
+        Value::Array(vec![Value::String("x".into())]),
+    );
     a.insert("name".to_owned(), Value::String("Ann".into()));
     a
 }
@@ -68,8 +71,12 @@ fn documents(n: usize) -> Vec<Value> {
 fn eval_benches(c: &mut Criterion) {
     let docs = documents(10_000);
     let avg = docs.iter().map(|d| d.to_json_string().len()).sum::<usize>() / docs.len();
-    eprintln!("evaluator benchmark: {} documents of {avg} bytes on average", docs.len());
-    let stmt = parse("SELECT * FROM cars WHERE color = 'blue' AND year >= 2015 AND price < 30000").expect("parses");
+    eprintln!(
+        "evaluator benchmark: {} documents of {avg} bytes on average",
+        docs.len()
+    );
+    let stmt = parse("SELECT * FROM cars WHERE color = 'blue' AND year >= 2015 AND price < 30000")
+        .expect("parses");
     let plan::Plan::Select(select) = plan::check(&stmt, &BTreeMap::new()).expect("checks") else {
         unreachable!("a SELECT plans to a select")
     };
@@ -78,10 +85,14 @@ fn eval_benches(c: &mut Criterion) {
     group.bench_function("where_3_predicates", |b| {
         b.iter(|| {
             let filter = select.filter.as_ref();
-            docs.iter().filter(|d| eval::matches(filter, d).unwrap_or(false)).count()
+            docs.iter()
+                .filter(|d| eval::matches(filter, d).unwrap_or(false))
+                .count()
         })
     });
-    group.bench_function("select_3_predicates", |b| b.iter(|| eval::select(&select, &docs).expect("runs").len()));
+    group.bench_function("select_3_predicates", |b| {
+        b.iter(|| eval::select(&select, &docs).expect("runs").len())
+    });
     group.finish();
 }
 

@@ -221,3 +221,85 @@ fn with_id(e: &Entry) -> Option<Value> {
     fields.insert("_id".to_owned(), e.id.value().clone());
     Some(Value::Object(fields))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(store: &mut MemStore, text: &str) -> QueryResult {
+        store
+            .execute(text, &BTreeMap::new())
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn items(store: &mut MemStore, text: &str) -> String {
+        Value::Array(run(store, text).items).to_json_string()
+    }
+
+    #[test]
+    fn insert_update_delete_round() {
+        let mut s = MemStore::new();
+        let r = run(
+            &mut s,
+            "INSERT INTO c DOCUMENTS ({'_id': 'b', 'n': 1, 'o': {'x': 1, 'y': 2}}), ({'_id': 'a'})",
+        );
+        assert_eq!(Value::Array(r.mutated_ids).to_json_string(), r#"["a","b"]"#);
+        run(
+            &mut s,
+            "UPDATE c SET n = n + 1, o.x = 5 UNSET o.y WHERE _id = 'b'",
+        );
+        assert_eq!(
+            items(&mut s, "SELECT * FROM c WHERE _id = 'b'"),
+            r#"[{"_id":"b","n":2,"o":{"x":5}}]"#
+        );
+        let err = s
+            .execute("INSERT INTO c DOCUMENTS ({'_id': 'a'})", &BTreeMap::new())
+            .expect_err("conflict");
+        assert_eq!(err.code, crate::ErrorCode::Evaluation);
+        run(&mut s, "DELETE FROM c WHERE _id = 'b'");
+        assert_eq!(items(&mut s, "SELECT _id FROM c"), r#"[{"_id":"a"}]"#);
+        run(&mut s, "INSERT INTO c DOCUMENTS ({'_id': 'b', 'z': true})");
+        assert_eq!(
+            items(&mut s, "SELECT * FROM c WHERE _id = 'b'"),
+            r#"[{"_id":"b","z":true}]"#
+        );
+        assert_eq!(
+            items(&mut s, "SELECT * FROM system:collections"),
+            r#"[{"_id":"default:c","datasource":"default","name":"c"}]"#
+        );
+    }
+
+    #[test]
+    fn counters_and_settings() {
+        let mut s = MemStore::new();
+        run(&mut s, "INSERT INTO p DOCUMENTS ({'_id': 'x'})");
+        run(
+            &mut s,
+            "UPDATE COLLECTION p (n COUNTER) APPLY n INCREMENT BY 2, m PN_INCREMENT BY 0.5",
+        );
+        run(
+            &mut s,
+            "UPDATE COLLECTION p (n COUNTER) APPLY n INCREMENT BY 3",
+        );
+        assert_eq!(items(&mut s, "SELECT n, m FROM p"), r#"[{"m":0.5,"n":5}]"#);
+        assert_eq!(
+            items(&mut s, "SHOW DQL_STRICT_MODE"),
+            r#"[{"dql_strict_mode":false}]"#
+        );
+        run(&mut s, "ALTER SYSTEM SET DQL_STRICT_MODE = true");
+        run(
+            &mut s,
+            "INSERT INTO p DOCUMENTS ({'_id': 'y', 'o': {'a': 1, 'b': 2}})",
+        );
+        run(
+            &mut s,
+            "INSERT INTO p DOCUMENTS ({'_id': 'y', 'o': {'a': 5}}) ON ID CONFLICT DO UPDATE",
+        );
+        assert_eq!(
+            items(&mut s, "SELECT o FROM p WHERE _id = 'y'"),
+            r#"[{"o":{"a":5}}]"#
+        );
+        let explain = items(&mut s, "EXPLAIN SELECT * FROM p WHERE n > 1");
+        assert!(explain.contains(r#""condition":"(n > 1)""#), "{explain}");
+    }
+}

@@ -216,6 +216,70 @@ fn check_statement(
     }
 }
 
+/// The plan Postgres picks, with sequential scans discouraged, on a table with some rows.
+fn explain(client: &mut Client, c: &Compiled) -> String {
+    let boxed = bind(&c.params);
+    let refs: Vec<&(dyn ToSql + Sync)> = boxed.iter().map(|b| b.as_ref()).collect();
+    client
+        .batch_execute("SET enable_seqscan = off")
+        .expect("set");
+    let rows = client
+        .query(format!("EXPLAIN {}", c.sql).as_str(), &refs)
+        .expect("explain");
+    client.batch_execute("RESET enable_seqscan").expect("reset");
+    rows.iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn field_equality_and_id_lookups_use_indexes() {
+    let mut db = TestDb::create();
+    let mut store = MemStore::new();
+    let docs: Vec<String> = (0..50)
+        .map(|i| format!("({{'_id': 'd{i}', 'color': 'c{}', 'n': {i}}})", i % 5))
+        .collect();
+    store
+        .execute(
+            &format!("INSERT INTO cars DOCUMENTS {}", docs.join(", ")),
+            &BTreeMap::new(),
+        )
+        .expect("insert");
+    load(&mut db.client, &store);
+    db.client
+        .batch_execute("ANALYZE documents")
+        .expect("analyze");
+    let compiled = |text: &str| match bigpeer_dql::sql::compile_statement(text, &BTreeMap::new()) {
+        Ok((_, CompiledPlan::Query(c))) => c,
+        other => panic!("{text}: {other:?}"),
+    };
+    let plan = explain(
+        &mut db.client,
+        &compiled("SELECT * FROM cars WHERE color = 'c1' AND n > 3"),
+    );
+    assert!(
+        plan.contains("documents_value"),
+        "GIN index not used:\n{plan}"
+    );
+    let plan = explain(
+        &mut db.client,
+        &compiled("SELECT * FROM cars WHERE _id = 'd7'"),
+    );
+    assert!(
+        plan.contains("documents_pkey"),
+        "primary key not used:\n{plan}"
+    );
+    let plan = explain(
+        &mut db.client,
+        &compiled("SELECT * FROM cars WHERE _id IN ['d7', 'd9']"),
+    );
+    assert!(
+        plan.contains("documents_pkey"),
+        "primary key not used:\n{plan}"
+    );
+}
+
 #[test]
 fn evaluator_and_postgres_agree_on_every_fixture() {
     let mut db = TestDb::create();

@@ -861,3 +861,147 @@ fn check_update(
         objects,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str) -> Result<Plan> {
+        let mut args = BTreeMap::new();
+        args.insert("p".to_owned(), Value::Int(1));
+        check(&crate::parse(text)?, &args)
+    }
+
+    fn select(text: &str) -> SelectPlan {
+        match plan(text) {
+            Ok(Plan::Select(s)) => s,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    fn error(text: &str) -> String {
+        match plan(text) {
+            Err(e) => format!("{}: {}", e.code, e.message),
+            Ok(p) => panic!("{text} planned as {p:?}"),
+        }
+    }
+
+    #[test]
+    fn aliases_and_collection_names_qualify_fields() {
+        let s = select("SELECT c.a.b AS x, c.* FROM cars AS c WHERE c.n = :p");
+        assert_eq!(
+            s.filter,
+            Some(PExpr::Cmp(
+                CmpOp::Eq,
+                PExpr::Field(vec!["n".into()]).boxed(),
+                PExpr::Lit(Value::Int(1)).boxed()
+            ))
+        );
+        let Projection::Document { extra } = &s.projection else {
+            panic!("document projection")
+        };
+        assert_eq!(
+            extra[0],
+            ("x".to_owned(), PExpr::Field(vec!["a".into(), "b".into()]))
+        );
+        // The bare collection name is the whole document.
+        let s = select("SELECT * FROM t WHERE 'y' IN t");
+        assert!(
+            matches!(s.filter, Some(PExpr::InArray { ref array, .. }) if **array == PExpr::Field(vec![]))
+        );
+    }
+
+    #[test]
+    fn projection_names() {
+        let s = select("SELECT a.b, n + 1, upper('x'), _id FROM t");
+        let Projection::Fields(f) = s.projection else {
+            panic!("fields")
+        };
+        let names: Vec<&str> = f.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["b", "($2)", "($3)", "_id"]);
+    }
+
+    #[test]
+    fn grouping_replaces_keys_and_aggregates() {
+        let s = select("SELECT color, COUNT(*) AS n, MAX(p) + 1 AS m FROM t GROUP BY color HAVING COUNT(*) > 1 ORDER BY n");
+        let g = s.grouping.expect("grouped");
+        assert_eq!(g.keys, vec![PExpr::Field(vec!["color".into()])]);
+        assert_eq!(
+            g.aggregates.len(),
+            2,
+            "COUNT(*) is shared between the projection and HAVING"
+        );
+        let Projection::Fields(f) = s.projection else {
+            panic!("fields")
+        };
+        assert_eq!(f[0].1, PExpr::GroupKey(0));
+        assert_eq!(s.order_by[0].0, PExpr::Agg(0));
+    }
+
+    #[test]
+    fn comparison_with_null_literal_is_missing() {
+        let s = select("SELECT * FROM t WHERE a = null");
+        assert_eq!(s.filter, Some(PExpr::Missing));
+    }
+
+    #[test]
+    fn and_or_chains_are_flat() {
+        let s = select("SELECT * FROM t WHERE a = 1 OR b = 2 OR c = 3 OR d = 4");
+        assert!(matches!(s.filter, Some(PExpr::Any(ref items)) if items.len() == 4));
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(
+            error("SELECT * FROM t WHERE x = :nope"),
+            "query/invalid: Parameter nope was not provided"
+        );
+        assert_eq!(
+            error("SELECT a, COUNT(*) FROM t"),
+            "query/invalid: Projection \"a\" must depend only on group keys or aggregates"
+        );
+        assert_eq!(
+            error("SELECT * FROM t LIMIT :p OFFSET 'x'")
+                .split(':')
+                .next(),
+            Some("query/invalid")
+        );
+        assert_eq!(
+            error("SELECT x.* FROM t"),
+            "query/invalid: Unknown collection or alias \"x\""
+        );
+        assert_eq!(
+            error("SELECT COUNT(COUNT(a)) FROM t"),
+            "query/invalid: Forbidden: Nested aggregates"
+        );
+        assert_eq!(
+            error("INSERT INTO t DOCUMENTS ({'a': b})"),
+            "query/invalid: Forbidden: Document references in mutation values"
+        );
+        assert_eq!(
+            error("UPDATE t UNSET _id.x"),
+            "query/invalid: The document id `_id` cannot be modified"
+        );
+        assert_eq!(
+            error("SELECT * FROM system:peers"),
+            "query/unsupported: system:peers is not supported by bigpeer"
+        );
+    }
+
+    #[test]
+    fn insert_documents_are_evaluated() {
+        let Ok(Plan::Insert(i)) =
+            plan("INSERT INTO t DOCUMENTS ({'_id': 'a', 'n': 1 + :p}), ({'x': [1]})")
+        else {
+            panic!("insert")
+        };
+        assert_eq!(i.documents[0].id, DocId::string("a"));
+        assert_eq!(i.documents[0].fields.get("n"), Some(&Value::Int(2)));
+        let generated = i.documents[1]
+            .id
+            .value()
+            .as_str()
+            .expect("generated string id");
+        assert_eq!(generated.len(), 24);
+    }
+}

@@ -421,3 +421,70 @@ pub fn compile_statement(
     let compiled = compile(&plan)?;
     Ok((plan, compiled))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compiled(text: &str) -> Compiled {
+        let mut args = std::collections::BTreeMap::new();
+        args.insert("id".to_owned(), Value::String("k".into()));
+        match compile_statement(text, &args) {
+            Ok((_, CompiledPlan::Query(c))) | Ok((_, CompiledPlan::Mutation { targets: c })) => c,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn equality_on_fields_uses_the_gin_index_and_ids_the_primary_key() {
+        let c = compiled("SELECT * FROM cars WHERE engine.hp = 300 AND _id = :id AND price > 3");
+        assert!(c.sql.contains("(value @> $"), "{}", c.sql);
+        assert!(c.sql.contains("(id = $"), "{}", c.sql);
+        let hp = serde_json::json!({"engine": {"hp": 300}});
+        assert!(c.params.contains(&SqlParam::Jsonb(hp)));
+        assert!(c
+            .params
+            .contains(&SqlParam::Bytea(DocId::string("k").key())));
+        let c = compiled("SELECT * FROM cars WHERE _id IN ['a', 'b']");
+        assert!(c.sql.contains("id = ANY($"), "{}", c.sql);
+    }
+
+    #[test]
+    fn user_text_only_travels_as_parameters() {
+        let c = compiled(
+            "SELECT `x'; DROP TABLE documents; --` AS `y\"z` FROM `evil'coll` WHERE a = 'it''s'",
+        );
+        for needle in ["DROP", "evil", "it''s", "it's", "y\"z"] {
+            assert!(!c.sql.contains(needle), "{needle} in {}", c.sql);
+        }
+        assert!(c.params.contains(&SqlParam::Text("evil'coll".into())));
+        assert!(c
+            .params
+            .contains(&SqlParam::Text("x'; DROP TABLE documents; --".into())));
+    }
+
+    #[test]
+    fn equal_values_share_a_parameter() {
+        let c = compiled("SELECT * FROM cars WHERE a = 'x' OR b = 'x' OR c = 'x'");
+        let x = c
+            .params
+            .iter()
+            .filter(|p| **p == SqlParam::Jsonb(serde_json::json!("x")))
+            .count();
+        assert_eq!(x, 1);
+    }
+
+    #[test]
+    fn mutations_lock_their_targets() {
+        let c = compiled("UPDATE cars SET n = n + 1 WHERE color = 'red' ORDER BY n LIMIT 2");
+        assert!(
+            c.sql
+                .starts_with("SELECT id, meta, value, deleted FROM documents"),
+            "{}",
+            c.sql
+        );
+        assert!(c.sql.ends_with("FOR UPDATE"), "{}", c.sql);
+        let c = compiled("INSERT INTO cars DOCUMENTS ({'_id': 'a'}), ({'_id': 'b'})");
+        assert!(c.sql.contains("id = ANY($2::BYTEA[])"), "{}", c.sql);
+    }
+}
