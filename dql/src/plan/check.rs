@@ -1,14 +1,14 @@
 //! From syntax to plan: resolve names, separate aggregates from grouping, bind parameters.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use bigpeer_schema::{DocId, ObjectMode, Value};
+use bigpeer_schema::{ObjectMode, Value};
 
 use super::expr::{AggCall, AggFunc, CmpOp, PExpr};
 use super::functions::Func;
 use super::*;
 use crate::ast::{self, BinaryOp, Expr, ExprKind, InList, Statement, UnaryOp};
-use crate::error::{DqlError, ErrorCode, Result};
+use crate::error::{DqlError, Result};
 
 /// Settings that change how statements are planned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,9 +34,9 @@ pub fn check_with(
         ObjectMode::Map
     };
     match stmt {
-        Statement::Select(s) => check_select(s, args),
-        Statement::Insert(i) => check_insert(i, args, objects),
-        Statement::Update(u) => check_update(u, args, objects),
+        Statement::Select(s) => super::select::check_select(s, args),
+        Statement::Insert(i) => super::mutation::check_insert(i, args, objects),
+        Statement::Update(u) => super::mutation::check_update(u, args, objects),
         Statement::Delete(d) => {
             let r = Resolver::new(args, &d.collection)?;
             let kind = match d.kind {
@@ -75,7 +75,7 @@ pub fn check_with(
 }
 
 /// How aggregates and fields are treated while resolving.
-enum Mode<'m> {
+pub(super) enum Mode<'m> {
     /// Aggregates are an error (WHERE, GROUP BY, mutation values).
     Scalar,
     /// Aggregates become [`PExpr::Agg`], group keys [`PExpr::GroupKey`], other fields an error.
@@ -89,17 +89,17 @@ enum Mode<'m> {
 }
 
 pub(crate) struct Resolver<'a> {
-    args: &'a BTreeMap<String, Value>,
+    pub(super) args: &'a BTreeMap<String, Value>,
     /// The name that qualifies fields (`alias.field`, or `collection.field`).
-    qualifier: Option<String>,
-    collection: String,
+    pub(super) qualifier: Option<String>,
+    pub(super) collection: String,
 }
 
 fn is_aggregate(name: &str) -> bool {
     matches!(name, "count" | "sum" | "avg" | "min" | "max")
 }
 
-fn contains_aggregate(e: &Expr) -> bool {
+pub(super) fn contains_aggregate(e: &Expr) -> bool {
     let mut found = false;
     walk_ast(e, &mut |e| {
         if let ExprKind::Call { name, .. } = &e.kind {
@@ -150,7 +150,10 @@ fn walk_ast(e: &Expr, f: &mut dyn FnMut(&Expr)) {
 }
 
 impl<'a> Resolver<'a> {
-    fn new(args: &'a BTreeMap<String, Value>, coll: &ast::CollectionRef) -> Result<Resolver<'a>> {
+    pub(super) fn new(
+        args: &'a BTreeMap<String, Value>,
+        coll: &ast::CollectionRef,
+    ) -> Result<Resolver<'a>> {
         if coll.system {
             return Err(DqlError::invalid(
                 format!("system:{} cannot be modified", coll.name),
@@ -164,7 +167,7 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    fn constant(args: &'a BTreeMap<String, Value>) -> Resolver<'a> {
+    pub(super) fn constant(args: &'a BTreeMap<String, Value>) -> Resolver<'a> {
         Resolver {
             args,
             qualifier: None,
@@ -181,7 +184,7 @@ impl<'a> Resolver<'a> {
         self.resolve(e, &mut mode)
     }
 
-    fn target(
+    pub(super) fn target(
         &self,
         filter: &Option<Expr>,
         order_by: &[ast::OrderItem],
@@ -203,7 +206,7 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    fn count(&self, e: &Expr, what: &str) -> Result<u64> {
+    pub(super) fn count(&self, e: &Expr, what: &str) -> Result<u64> {
         let v = self.resolve(e, &mut Mode::Constant)?;
         match crate::eval::eval_const(&v)? {
             Some(Value::Int(i)) if i >= 0 => u64::try_from(i).map_err(|_| count_error(what, e)),
@@ -232,7 +235,7 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn resolve(&self, e: &Expr, mode: &mut Mode<'_>) -> Result<PExpr> {
+    pub(super) fn resolve(&self, e: &Expr, mode: &mut Mode<'_>) -> Result<PExpr> {
         if let Mode::Grouped { keys, .. } = mode {
             let text = e.to_string();
             if let Some(i) = keys.iter().position(|k| *k == text) {
@@ -509,362 +512,10 @@ fn is_null_literal(e: &Expr) -> bool {
     matches!(e.kind, ExprKind::Literal(Value::Null))
 }
 
-/// The output name of an unaliased projection: the last field name, or `($n)`.
-fn projection_name(e: &Expr, position: usize) -> String {
-    match &e.kind {
-        ExprKind::Ident(n) | ExprKind::Member(_, n) => n.clone(),
-        _ => format!("(${position})"),
-    }
-}
-
-fn check_select(s: &ast::Select, args: &BTreeMap<String, Value>) -> Result<Plan> {
-    let source = if s.from.system {
-        if s.from.name.eq_ignore_ascii_case("collections") {
-            Source::SystemCollections
-        } else {
-            return Err(DqlError::unsupported(
-                format!("system:{}", s.from.name),
-                s.from.span,
-            ));
-        }
-    } else {
-        Source::Collection(s.from.name.clone())
-    };
-    let r = Resolver {
-        args,
-        qualifier: Some(s.from.alias.clone().unwrap_or_else(|| s.from.name.clone())),
-        collection: s.from.name.clone(),
-    };
-    let filter = s.filter.as_ref().map(|f| r.scalar(f)).transpose()?;
-
-    let has_star = s
-        .projections
-        .iter()
-        .any(|p| matches!(p, ast::Projection::Star(_)));
-    if has_star && s.projections.len() > 1 {
-        let span = s.projections.iter().find_map(|p| match p {
-            ast::Projection::Star(sp) => Some(*sp),
-            _ => None,
-        });
-        return Err(DqlError::invalid(
-            "unqualified * with other projection elements is not supported",
-            span.unwrap_or_default(),
-        ));
-    }
-    let grouped = !s.group_by.is_empty()
-        || s.having.is_some()
-        || s.projections
-            .iter()
-            .any(|p| matches!(p, ast::Projection::Expr { expr, .. } if contains_aggregate(expr)))
-        || s.order_by.iter().any(|o| contains_aggregate(&o.expr));
-
-    // Output names.
-    let mut names = Vec::new();
-    let mut seen = BTreeSet::new();
-    for (i, p) in s.projections.iter().enumerate() {
-        if let ast::Projection::Expr { expr, alias } = p {
-            let name = alias
-                .clone()
-                .unwrap_or_else(|| projection_name(expr, i + 1));
-            if !seen.insert(name.clone()) {
-                return Err(DqlError::invalid(
-                    format!("Duplicate term \"{name}\" in projection list"),
-                    expr.span,
-                ));
-            }
-            names.push(name);
-        } else {
-            names.push(String::new());
-        }
-    }
-
-    let mut keys_text = Vec::new();
-    let mut keys = Vec::new();
-    for k in &s.group_by {
-        if contains_aggregate(k) {
-            return Err(DqlError::invalid(
-                "Forbidden: Use of aggregates limited to projections, HAVING and ORDER BY clauses",
-                k.span,
-            ));
-        }
-        keys.push(r.scalar(k)?);
-        keys_text.push(k.to_string());
-    }
-    let mut aggs = Vec::new();
-    let mut fields = Vec::new();
-    let mut star = false;
-    for (p, name) in s.projections.iter().zip(&names) {
-        match p {
-            ast::Projection::Star(span) | ast::Projection::QualifiedStar(_, span) => {
-                if let ast::Projection::QualifiedStar(q, _) = p {
-                    if Some(q) != r.qualifier.as_ref() {
-                        return Err(DqlError::invalid(
-                            format!("Unknown collection or alias \"{q}\""),
-                            *span,
-                        ));
-                    }
-                }
-                if grouped {
-                    return Err(DqlError::invalid(
-                        "Projection \"*\" must depend only on group keys or aggregates",
-                        *span,
-                    ));
-                }
-                star = true;
-            }
-            ast::Projection::Expr { expr, .. } => {
-                let pe = if grouped {
-                    r.resolve(
-                        expr,
-                        &mut Mode::Grouped {
-                            keys: &keys_text,
-                            aggs: &mut aggs,
-                            label: name,
-                        },
-                    )?
-                } else {
-                    r.scalar(expr)?
-                };
-                fields.push((name.clone(), pe));
-            }
-        }
-    }
-    let having = match &s.having {
-        Some(h) => {
-            let label = h.to_string();
-            Some(r.resolve(
-                h,
-                &mut Mode::Grouped {
-                    keys: &keys_text,
-                    aggs: &mut aggs,
-                    label: &label,
-                },
-            )?)
-        }
-        None => None,
-    };
-    let mut order_by = Vec::new();
-    for o in &s.order_by {
-        let by_alias = match &o.expr.kind {
-            ExprKind::Ident(n) => fields
-                .iter()
-                .find(|(name, _)| name == n)
-                .map(|(_, e)| e.clone()),
-            _ => None,
-        };
-        let e = match by_alias {
-            Some(e) => e,
-            None if grouped => {
-                let label = o.expr.to_string();
-                r.resolve(
-                    &o.expr,
-                    &mut Mode::Grouped {
-                        keys: &keys_text,
-                        aggs: &mut aggs,
-                        label: &label,
-                    },
-                )?
-            }
-            None => r.scalar(&o.expr)?,
-        };
-        order_by.push((e, o.desc));
-    }
-    let projection = if star {
-        Projection::Document { extra: fields }
-    } else {
-        Projection::Fields(fields)
-    };
-    Ok(Plan::Select(SelectPlan {
-        source,
-        filter,
-        distinct: s.distinct,
-        projection,
-        grouping: grouped.then_some(Grouping {
-            keys,
-            aggregates: aggs,
-            having,
-        }),
-        order_by,
-        limit: s.limit.as_ref().map(|l| r.count(l, "LIMIT")).transpose()?,
-        offset: s
-            .offset
-            .as_ref()
-            .map(|o| r.count(o, "OFFSET"))
-            .transpose()?,
-    }))
-}
-
-/// Ditto's name for a value's type in insert errors.
-fn insert_type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Int(_) | Value::UInt(_) | Value::Float(_) => "number",
-        other => other.type_name(),
-    }
-}
-
-fn check_insert(
-    i: &ast::Insert,
-    args: &BTreeMap<String, Value>,
-    objects: ObjectMode,
-) -> Result<Plan> {
-    if i.collection.system {
-        return Err(DqlError::invalid(
-            format!("system:{} cannot be modified", i.collection.name),
-            i.collection.span,
-        ));
-    }
-    let r = Resolver::constant(args);
-    let mut documents = Vec::new();
-    let mut seen = BTreeSet::new();
-    for d in &i.documents {
-        let pe = r.resolve(d, &mut Mode::Constant)?;
-        let value = crate::eval::eval_const(&pe)?;
-        let mut fields = match value {
-            Some(Value::Object(o)) => o,
-            Some(other) => {
-                return Err(DqlError::invalid(
-                    format!(
-                        "{d} is an invalid insert expression: Evaluates to a(n) {} instead of an object",
-                        insert_type_name(&other)
-                    ),
-                    d.span,
-                ))
-            }
-            None => {
-                return Err(DqlError::invalid(
-                    format!("{d} is an invalid insert expression: Evaluates to missing instead of an object"),
-                    d.span,
-                ))
-            }
-        };
-        let id = match fields.remove("_id") {
-            Some(Value::Null) => {
-                return Err(DqlError::invalid(
-                    format!("{d} is an invalid insert expression: Invalid document id: `Null document ID not allowed`"),
-                    d.span,
-                ))
-            }
-            Some(Value::Float(_)) => {
-                return Err(DqlError::invalid(
-                    format!(
-                        "{d} is an invalid insert expression: Invalid document id: `Invalid value in document ID. Floats are not supported in document IDs.`"
-                    ),
-                    d.span,
-                ))
-            }
-            Some(v) => DocId::new(v).map_err(|e| {
-                DqlError::invalid(format!("{d} is an invalid insert expression: Invalid document id: `{e}`"), d.span)
-            })?,
-            None => DocId::generate(),
-        };
-        if !seen.insert(id.key()) {
-            return Err(DqlError::invalid(
-                format!("Expected unique document identifiers. Document id {id} is a duplicate"),
-                d.span,
-            ));
-        }
-        documents.push(InsertDoc {
-            id,
-            fields,
-            span: d.span,
-        });
-    }
-    Ok(Plan::Insert(InsertPlan {
-        collection: i.collection.name.clone(),
-        documents,
-        on_conflict: i.on_conflict.unwrap_or(ast::ConflictPolicy::Fail),
-        initial: i.initial,
-        objects,
-        types: FieldTypes::from_defs(&i.collection.types),
-    }))
-}
-
-fn check_update(
-    u: &ast::Update,
-    args: &BTreeMap<String, Value>,
-    objects: ObjectMode,
-) -> Result<Plan> {
-    let r = Resolver::new(args, &u.collection)?;
-    let types = FieldTypes::from_defs(&u.collection.types);
-    let mut actions = Vec::new();
-    let counter_error = |path: &ast::FieldPath| {
-        DqlError::new(
-            ErrorCode::Evaluation,
-            format!(
-                "Update failed: Unsupported DML operation on STCOUNTER field \"{}\"",
-                path.keys.join(".")
-            ),
-            path.span,
-        )
-    };
-    let id_check = |path: &ast::FieldPath| {
-        if path.keys.first().map(String::as_str) == Some("_id") {
-            Err(DqlError::invalid(
-                "The document id `_id` cannot be modified",
-                path.span,
-            ))
-        } else {
-            Ok(())
-        }
-    };
-    for a in &u.apply {
-        id_check(&a.path)?;
-        let kind = types.kind(&a.path.keys);
-        let path = a.path.keys.clone();
-        let span = a.path.span;
-        actions.push(match &a.op {
-            ast::ApplyOp::PnIncrement(by) => {
-                if kind == FieldKind::Counter {
-                    return Err(counter_error(&a.path));
-                }
-                UpdateAction::PnIncrement {
-                    path,
-                    by: r.scalar(by)?,
-                    kind,
-                    span,
-                }
-            }
-            ast::ApplyOp::Increment(by) => UpdateAction::Increment {
-                path,
-                by: r.scalar(by)?,
-                span,
-            },
-            ast::ApplyOp::Restart(to) => UpdateAction::Restart {
-                path,
-                to: to.as_ref().map(|t| r.scalar(t)).transpose()?,
-                span,
-            },
-        });
-    }
-    for s in &u.set {
-        id_check(&s.path)?;
-        let kind = types.kind(&s.path.keys);
-        if kind == FieldKind::Counter {
-            return Err(counter_error(&s.path));
-        }
-        actions.push(UpdateAction::Set {
-            path: s.path.keys.clone(),
-            value: r.scalar(&s.value)?,
-            kind,
-            span: s.value.span,
-        });
-    }
-    for p in &u.unset {
-        id_check(p)?;
-        actions.push(UpdateAction::Unset {
-            path: p.keys.clone(),
-        });
-    }
-    Ok(Plan::Update(UpdatePlan {
-        target: r.target(&u.filter, &u.order_by, &u.limit, &u.offset)?,
-        actions,
-        objects,
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bigpeer_schema::DocId;
 
     fn plan(text: &str) -> Result<Plan> {
         let mut args = BTreeMap::new();

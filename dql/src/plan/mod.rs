@@ -6,6 +6,8 @@ mod display;
 mod explain;
 mod expr;
 mod functions;
+mod mutation;
+mod select;
 
 pub use check::{check, check_with, PlanOptions};
 pub use display::{agg_name, describe};
