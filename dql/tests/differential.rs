@@ -281,6 +281,22 @@ fn field_equality_and_id_lookups_use_indexes() {
 }
 
 #[test]
+fn system_collections_agree() {
+    let mut db = TestDb::create();
+    let mut store = MemStore::new();
+    for coll in ["zeta", "a", "cars", "bb"] {
+        store.execute(&format!("INSERT INTO {coll} DOCUMENTS ({{'_id': 1}})"), &BTreeMap::new()).expect("insert");
+    }
+    for text in [
+        "SELECT * FROM system:collections",
+        "SELECT name FROM system:collections WHERE name LIKE '%a%' ORDER BY name DESC",
+        "SELECT COUNT(*) AS n FROM system:collections",
+    ] {
+        assert_eq!(check_statement(&mut db.client, &store, text, &BTreeMap::new()), Ok(true), "{text}");
+    }
+}
+
+#[test]
 fn evaluator_and_postgres_agree_on_every_fixture() {
     let mut db = TestDb::create();
     let mut failures = Vec::new();
