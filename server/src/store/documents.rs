@@ -1,23 +1,9 @@
-//! Writing and reading documents.
-//!
-//! A write batch is applied in one transaction:
-//! 1. lock the target rows in a stable order (`FOR UPDATE`, sorted by collection and id, so
-//!    concurrent batches cannot deadlock);
-//! 2. merge in Rust: local operations are stamped by this store's hybrid logical clock, remote
-//!    deltas are joined (refused per document when their base is not dominated);
-//! 3. as the last statements before commit, take sequence numbers from the single
-//!    `seq_counter` row (its lock is held until commit, so commit order equals sequence order)
-//!    and upsert the changed rows;
-//! 4. commit; `NOTIFY bigpeer_changes` is delivered at commit.
-//!
-//! Re-applying a delta that is already incorporated changes nothing and takes no sequence number,
-//! which makes retries and duplicate deliveries idempotent.
-
-use std::collections::BTreeMap;
+//! Documents: batches of changes (on top of the transaction engine in `txn.rs`) and reads.
 
 use bigpeer_schema::{Delta, Doc, DocId, Op, SchemaError, Value};
 use sqlx::Row;
 
+use super::txn::{TxnInfo, Working};
 use super::{Store, StoreError};
 
 /// One change in a write batch.
@@ -88,181 +74,15 @@ pub struct StoredDoc {
     pub txn: i64,
 }
 
-struct Pending {
-    collection: String,
-    id: DocId,
-    key: Vec<u8>,
-    doc: Doc,
-    /// Encoded state as read (None when the row did not exist).
-    original: Option<Vec<u8>>,
-}
-
 impl Store {
-    /// Applies a batch of changes in one transaction. Either every change is applied (or
-    /// reported unchanged / refused) and committed, or nothing is written.
+    /// Applies a batch of changes atomically in one transaction of its own: either every change
+    /// is applied (or reported unchanged / refused) and committed, or nothing is written.
     pub async fn apply(&self, batch: Vec<Change>) -> Result<Committed, StoreError> {
-        let mut tx = self.pool().begin().await?;
-
-        // 1. Lock and load the targets in a stable order.
-        let mut targets: BTreeMap<(String, Vec<u8>), DocId> = BTreeMap::new();
-        for c in &batch {
-            let (coll, id) = c.target();
-            targets
-                .entry((coll.to_owned(), id.key()))
-                .or_insert_with(|| id.clone());
-        }
-        // Rows that do not exist yet cannot be locked with FOR UPDATE, so two writers creating
-        // the same document would both merge into an empty state and the second would overwrite
-        // the first. A transaction-scoped advisory lock per target, taken in ascending order
-        // (no deadlocks), serialises writers of the same document whether or not it exists.
-        let mut locks: Vec<i64> = targets.keys().map(|(c, k)| lock_key(c, k)).collect();
-        locks.sort_unstable();
-        locks.dedup();
-        sqlx::query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS k")
-            .bind(&locks)
-            .execute(&mut *tx)
+        let targets = batch_targets(&batch);
+        let (outcomes, info) = self
+            .transact(targets, move |w| run_batch(w, &batch).map(|o| (o, batch)))
             .await?;
-        let colls: Vec<String> = targets.keys().map(|(c, _)| c.clone()).collect();
-        let keys: Vec<Vec<u8>> = targets.keys().map(|(_, k)| k.clone()).collect();
-        let rows = sqlx::query(
-            "SELECT d.collection, d.id, d.meta FROM documents d \
-             JOIN unnest($1::text[], $2::bytea[]) AS t(collection, id) \
-               ON d.collection = t.collection AND d.id = t.id \
-             ORDER BY d.collection, d.id FOR UPDATE OF d",
-        )
-        .bind(&colls)
-        .bind(&keys)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut loaded: BTreeMap<(String, Vec<u8>), Vec<u8>> = BTreeMap::new();
-        for row in rows {
-            let coll: String = row.try_get(0)?;
-            let key: Vec<u8> = row.try_get(1)?;
-            let meta: Vec<u8> = row.try_get(2)?;
-            loaded.insert((coll, key), meta);
-        }
-        let mut pending: BTreeMap<(String, Vec<u8>), Pending> = BTreeMap::new();
-        for ((coll, key), id) in targets {
-            let original = loaded.remove(&(coll.clone(), key.clone()));
-            let doc = match &original {
-                Some(bytes) => Doc::decode(bytes).map_err(|e| corrupt_row(&coll, &id, e))?,
-                None => Doc::new(),
-            };
-            pending.insert(
-                (coll.clone(), key.clone()),
-                Pending {
-                    collection: coll,
-                    id,
-                    key,
-                    doc,
-                    original,
-                },
-            );
-        }
-
-        // 2. Merge in Rust.
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for change in &batch {
-            let (coll, id) = change.target();
-            let Some(p) = pending.get_mut(&(coll.to_owned(), id.key())) else {
-                outcomes.push(Outcome::Unchanged);
-                continue;
-            };
-            let outcome = match change {
-                Change::Ops { ops, .. } => {
-                    let stamp = self.stamp_after(p.doc.vv.max_hlc());
-                    p.doc.apply(ops, stamp)?;
-                    Outcome::Changed { seq: 0 }
-                }
-                Change::Delta { delta, .. } => {
-                    self.observe(delta.state.vv.max_hlc());
-                    match p.doc.apply_delta(delta) {
-                        Ok(()) => Outcome::Changed { seq: 0 },
-                        Err(SchemaError::BaseNotDominated) => Outcome::Refused,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                Change::State { state, .. } => {
-                    self.observe(state.vv.max_hlc());
-                    p.doc.join(state);
-                    Outcome::Changed { seq: 0 }
-                }
-            };
-            outcomes.push(outcome);
-        }
-
-        // 3. Find what really changed, take sequence numbers, write.
-        let mut changed: Vec<(&Pending, Vec<u8>)> = Vec::new();
-        for p in pending.values() {
-            if p.original.is_none() && p.doc == Doc::default() {
-                // Nothing was written to a document that did not exist (a refused delta).
-                continue;
-            }
-            let encoded = p.doc.encode();
-            if p.original.as_deref() != Some(encoded.as_slice()) {
-                changed.push((p, encoded));
-            }
-        }
-        let txn = if changed.is_empty() {
-            sqlx::query_scalar::<_, i64>("SELECT v FROM seq_counter WHERE id = 0")
-                .fetch_one(&mut *tx)
-                .await?
-        } else {
-            let n = changed.len() as i64;
-            let mut colls = Vec::with_capacity(changed.len());
-            let mut keys = Vec::with_capacity(changed.len());
-            let mut values: Vec<Option<String>> = Vec::with_capacity(changed.len());
-            let mut metas = Vec::with_capacity(changed.len());
-            let mut deleted = Vec::with_capacity(changed.len());
-            for (p, encoded) in &changed {
-                let value = materialize_with_id(&p.doc, &p.id);
-                colls.push(p.collection.clone());
-                keys.push(p.key.clone());
-                deleted.push(value.is_none());
-                values.push(value.map(|v| v.to_json_string()));
-                metas.push(encoded.clone());
-            }
-            // One statement, the last before commit: take `n` numbers from the counter row (its
-            // lock is held until commit), write the rows numbered in batch order, and queue the
-            // notification (delivered at commit). One round trip while the lock is held.
-            let last: i64 = sqlx::query_scalar(
-                "WITH c AS (UPDATE seq_counter SET v = v + $6 WHERE id = 0 RETURNING v),                  w AS (                    INSERT INTO documents (collection, id, value, meta, deleted, seq, txn, updated_at)                    SELECT t.c, t.i, t.v::jsonb, t.m, t.d, c.v - $6 + t.o, c.v, now()                    FROM unnest($1::text[], $2::bytea[], $3::text[], $4::bytea[], $5::bool[])                      WITH ORDINALITY AS t(c, i, v, m, d, o) CROSS JOIN c                    ON CONFLICT (collection, id) DO UPDATE SET value = EXCLUDED.value,                      meta = EXCLUDED.meta, deleted = EXCLUDED.deleted, seq = EXCLUDED.seq,                      txn = EXCLUDED.txn, updated_at = EXCLUDED.updated_at                    RETURNING 1),                  note AS (SELECT pg_notify('bigpeer_changes', c.v::text) FROM c)                  SELECT c.v FROM c WHERE (SELECT count(*) FROM w) = $6 AND (SELECT count(*) FROM note) = 1",
-            )
-            .bind(&colls)
-            .bind(&keys)
-            .bind(&values)
-            .bind(&metas)
-            .bind(&deleted)
-            .bind(n)
-            .fetch_one(&mut *tx)
-            .await?;
-            let first = last - n + 1;
-            // Report the sequence number each changed document got.
-            let seq_of: BTreeMap<(String, Vec<u8>), i64> = changed
-                .iter()
-                .enumerate()
-                .map(|(i, (p, _))| ((p.collection.clone(), p.key.clone()), first + i as i64))
-                .collect();
-            for (outcome, change) in outcomes.iter_mut().zip(&batch) {
-                if let Outcome::Changed { seq } = outcome {
-                    let (coll, id) = change.target();
-                    match seq_of.get(&(coll.to_owned(), id.key())) {
-                        Some(s) => *seq = *s,
-                        None => *outcome = Outcome::Unchanged,
-                    }
-                }
-            }
-            last
-        };
-        if changed.is_empty() {
-            for o in &mut outcomes {
-                if matches!(o, Outcome::Changed { .. }) {
-                    *o = Outcome::Unchanged;
-                }
-            }
-        }
-        tx.commit().await?;
-        Ok(Committed { txn, outcomes })
+        Ok(committed(outcomes, &info))
     }
 
     /// Reads one document (also when deleted).
@@ -307,20 +127,64 @@ impl Store {
     }
 }
 
-/// A stable 64-bit lock key for a document (FNV-1a; the same in every process and version, so
-/// that several bigpeer processes on one database agree).
-fn lock_key(collection: &str, key: &[u8]) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in collection
-        .as_bytes()
+pub(crate) fn batch_targets(batch: &[Change]) -> Vec<(String, DocId)> {
+    batch
         .iter()
-        .chain([0xff].iter())
-        .chain(key.iter())
-    {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        .map(|c| {
+            let (coll, id) = c.target();
+            (coll.to_owned(), id.clone())
+        })
+        .collect()
+}
+
+/// Applies a batch inside a job: one outcome per change.
+pub(crate) fn run_batch(w: &mut Working<'_>, batch: &[Change]) -> Result<Vec<Outcome>, StoreError> {
+    batch
+        .iter()
+        .map(|c| match c {
+            Change::Ops {
+                collection,
+                id,
+                ops,
+            } => {
+                w.apply_ops(collection, id, ops)?;
+                Ok(Outcome::Changed { seq: 0 })
+            }
+            Change::Delta {
+                collection,
+                id,
+                delta,
+            } => w.apply_delta(collection, id, delta),
+            Change::State {
+                collection,
+                id,
+                state,
+            } => w.join_state(collection, id, state),
+        })
+        .collect()
+}
+
+/// Fills in the sequence numbers of a committed batch.
+pub(crate) fn committed(
+    (outcomes, batch): (Vec<Outcome>, Vec<Change>),
+    info: &TxnInfo,
+) -> Committed {
+    let outcomes = outcomes
+        .into_iter()
+        .zip(&batch)
+        .map(|(o, c)| match o {
+            Outcome::Changed { .. } => {
+                let (coll, id) = c.target();
+                info.seq_of(coll, id)
+                    .map_or(Outcome::Unchanged, |seq| Outcome::Changed { seq })
+            }
+            other => other,
+        })
+        .collect();
+    Committed {
+        txn: info.txn,
+        outcomes,
     }
-    h as i64
 }
 
 /// The materialised JSON of a document with its `_id`, or `None` when deleted.
@@ -334,7 +198,7 @@ pub fn materialize_with_id(doc: &Doc, id: &DocId) -> Option<Value> {
     }
 }
 
-fn corrupt_row(collection: &str, id: &DocId, e: SchemaError) -> StoreError {
+pub(crate) fn corrupt_row(collection: &str, id: &DocId, e: SchemaError) -> StoreError {
     match e {
         SchemaError::Corrupt(m) => StoreError::Schema(SchemaError::Corrupt(format!(
             "document {id} in collection \"{collection}\": {m}"

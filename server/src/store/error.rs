@@ -17,6 +17,12 @@ pub enum StoreError {
     /// A stored or received CRDT blob, id or value is invalid.
     #[error(transparent)]
     Schema(#[from] SchemaError),
+    /// A write job touched a document it did not declare (a bug in the caller).
+    #[error("document {id} in collection \"{collection}\" was not locked by this write")]
+    NotLocked { collection: String, id: String },
+    /// The error of a shared transaction, as seen by the other jobs in it.
+    #[error("{message}")]
+    Shared { code: &'static str, message: String },
     /// A delta could not be applied because the receiver lacks state it assumes.
     #[error("delta for {collection}/{id} is based on state this store does not have")]
     BaseNotDominated { collection: String, id: String },
@@ -31,6 +37,8 @@ impl StoreError {
             StoreError::Database(_) => "store/backend",
             StoreError::Schema(e) => e.code(),
             StoreError::BaseNotDominated { .. } => "crdt/base-not-dominated",
+            StoreError::NotLocked { .. } => "internal",
+            StoreError::Shared { code, .. } => code,
         }
     }
 }

@@ -1,15 +1,18 @@
 //! Group commit: concurrent writers share transactions.
 //!
-//! Each request is queued; a small pool of committer tasks takes whatever is queued (up to a
-//! bound), applies it as one batch in one transaction, and hands each request its own outcomes
-//! and the shared transaction id. A request's changes stay atomic: when a shared batch fails
-//! (one request's change is invalid, say), every request of that batch is retried on its own, so
-//! one bad request never fails or delays the others' writes beyond that retry.
+//! Each write is queued as a job; a small pool of committer tasks takes whatever is queued (up to
+//! a bound on documents), runs the jobs in one transaction and answers each with its own result
+//! and the shared transaction id. A job stays atomic on its own: one that fails (an invalid
+//! operation, an id conflict) is undone in memory and answered with its error while the others
+//! commit.
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, Mutex};
+use bigpeer_schema::DocId;
+use tokio::sync::{mpsc, Mutex};
 
+use super::documents::{batch_targets, committed, run_batch};
+use super::txn::{Job, TxnInfo, Working};
 use super::{Change, Committed, Store, StoreError};
 
 /// Group commit settings.
@@ -17,7 +20,7 @@ use super::{Change, Committed, Store, StoreError};
 pub struct GroupCommitOptions {
     /// Committer tasks (transactions in flight at once).
     pub workers: usize,
-    /// Most changes in one shared transaction.
+    /// Most documents locked by one shared transaction.
     pub max_batch: usize,
     /// Queue bound; writers wait when it is full (backpressure).
     pub queue: usize,
@@ -33,20 +36,17 @@ impl Default for GroupCommitOptions {
     }
 }
 
-struct Job {
-    changes: Vec<Change>,
-    reply: oneshot::Sender<Result<Committed, StoreError>>,
-}
-
 /// A handle to submit writes. Cheap to clone; the committers stop when every handle is dropped.
 #[derive(Clone)]
 pub struct GroupCommit {
     tx: mpsc::Sender<Job>,
 }
 
-/// Returned when the committers are gone (the server is shutting down).
 fn stopped() -> StoreError {
-    StoreError::Database(sqlx::Error::PoolClosed)
+    StoreError::Shared {
+        code: "store/unavailable",
+        message: "the store is shutting down".into(),
+    }
 }
 
 impl GroupCommit {
@@ -60,72 +60,54 @@ impl GroupCommit {
             let max_batch = opts.max_batch.max(1);
             tokio::spawn(async move {
                 while let Some(jobs) = next_batch(&rx, max_batch).await {
-                    commit(&store, jobs).await;
+                    store.run_jobs(jobs).await;
                 }
             });
         }
         GroupCommit { tx }
     }
 
-    /// Applies `changes` atomically, possibly in a transaction shared with other writers.
-    pub async fn write(&self, changes: Vec<Change>) -> Result<Committed, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job { changes, reply })
-            .await
-            .map_err(|_| stopped())?;
+    /// Runs `f` on `targets`, possibly in a transaction shared with other writers.
+    pub async fn transact<R, F>(
+        &self,
+        targets: Vec<(String, DocId)>,
+        f: F,
+    ) -> Result<(R, TxnInfo), StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Working<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (job, rx) = Job::new(targets, f);
+        self.tx.send(job).await.map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
+    }
+
+    /// Applies `changes` atomically (see [`Store::apply`]), possibly sharing a transaction.
+    pub async fn write(&self, changes: Vec<Change>) -> Result<Committed, StoreError> {
+        let targets = batch_targets(&changes);
+        let (out, info) = self
+            .transact(targets, move |w| {
+                run_batch(w, &changes).map(|o| (o, changes))
+            })
+            .await?;
+        Ok(committed(out, &info))
     }
 }
 
-/// Waits for one job, then takes whatever else is queued, up to `max_batch` changes.
+/// Waits for one job, then takes whatever else is queued, up to `max_batch` documents.
 async fn next_batch(rx: &Mutex<mpsc::Receiver<Job>>, max_batch: usize) -> Option<Vec<Job>> {
     let mut rx = rx.lock().await;
     let first = rx.recv().await?;
-    let mut n = first.changes.len();
+    let mut n = first.targets.len();
     let mut jobs = vec![first];
     while n < max_batch {
         match rx.try_recv() {
             Ok(job) => {
-                n += job.changes.len();
+                n += job.targets.len();
                 jobs.push(job);
             }
             Err(_) => break,
         }
     }
     Some(jobs)
-}
-
-async fn commit(store: &Store, jobs: Vec<Job>) {
-    if jobs.len() == 1 {
-        for job in jobs {
-            let res = store.apply(job.changes).await;
-            let _ = job.reply.send(res);
-        }
-        return;
-    }
-    let all: Vec<Change> = jobs
-        .iter()
-        .flat_map(|j| j.changes.iter().cloned())
-        .collect();
-    match store.apply(all).await {
-        Ok(committed) => {
-            let mut outcomes = committed.outcomes.into_iter();
-            for job in jobs {
-                let mine = outcomes.by_ref().take(job.changes.len()).collect();
-                let _ = job.reply.send(Ok(Committed {
-                    txn: committed.txn,
-                    outcomes: mine,
-                }));
-            }
-        }
-        Err(_) => {
-            // Someone's change failed the shared transaction: retry each request alone, so that
-            // only the faulty one gets the error.
-            for job in jobs {
-                let res = store.apply(job.changes).await;
-                let _ = job.reply.send(res);
-            }
-        }
-    }
 }

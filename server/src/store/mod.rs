@@ -5,6 +5,7 @@ mod documents;
 mod error;
 mod feed;
 mod group;
+mod txn;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +19,7 @@ pub use documents::{materialize_with_id, Change, Committed, Outcome, StoredDoc};
 pub use error::StoreError;
 pub use feed::{ChangeFeed, FeedOptions};
 pub use group::{GroupCommit, GroupCommitOptions};
+pub use txn::{TxnInfo, Working};
 
 /// Migrations from the repository's `sql/` folder, applied at start-up.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../sql");

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::testdb::TestDb;
 use bigpeer_schema::{Clock, CounterKind, Doc, DocId, ObjectMode, Op, SiteId, Value};
 
-use super::{Change, Outcome, Store, StoreOptions};
+use super::{Change, Outcome, Store, StoreError, StoreOptions};
 
 fn obj(json: &str) -> BTreeMap<String, Value> {
     match Value::parse_json(json).expect("json") {
@@ -598,5 +598,79 @@ async fn change_feed_broadcasts_changes_of_all_processes_in_order() {
     assert_eq!(feed.position(), last);
     other.close().await;
     drop(feed);
+    db.drop_db().await;
+}
+
+/// Jobs sharing one transaction: each sees the effects of the ones before it; a failing job is
+/// undone (even its changes to a document another job also changed) and only it gets the error.
+#[tokio::test]
+async fn jobs_in_one_transaction_are_isolated() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let x = DocId::string("x");
+    let y = DocId::string("y");
+    let t = |ids: &[&DocId]| {
+        ids.iter()
+            .map(|i| ("c".to_owned(), (*i).clone()))
+            .collect::<Vec<_>>()
+    };
+    let set = |k: &str, v: i64| {
+        vec![Op::Set {
+            path: vec![k.into()],
+            value: Value::Int(v),
+            objects: ObjectMode::Map,
+        }]
+    };
+
+    let (a, ra) = super::txn::Job::new(t(&[&x]), {
+        let (x, ops) = (x.clone(), set("a", 1));
+        move |w| w.apply_ops("c", &x, &ops)
+    });
+    let (b, rb) = super::txn::Job::new(t(&[&x, &y]), {
+        let (x, y, ops) = (x.clone(), y.clone(), set("b", 2));
+        move |w| {
+            // Sees job a's write.
+            let seen = w.value("c", &x)?.and_then(|v| v.get_path(&["a"]).cloned());
+            assert_eq!(seen, Some(Value::Int(1)));
+            w.apply_ops("c", &x, &ops)?;
+            w.apply_ops("c", &y, &ops)?;
+            Err::<(), _>(StoreError::Shared {
+                code: "query/evaluation",
+                message: "conflict".into(),
+            })
+        }
+    });
+    let (c, rc) = super::txn::Job::new(t(&[&y]), {
+        let (y, ops) = (y.clone(), set("c", 3));
+        move |w| {
+            w.apply_ops("c", &y, &ops)?;
+            // Touching a document it did not declare is refused.
+            let undeclared = w.value("c", &DocId::string("z")).expect_err("not locked");
+            assert_eq!(undeclared.code(), "internal");
+            Ok(())
+        }
+    });
+    s.run_jobs(vec![a, b, c]).await;
+    let (_, ia) = ra.await.expect("answer").expect("a commits");
+    let eb = rb.await.expect("answer").expect_err("b fails");
+    let (_, ic) = rc.await.expect("answer").expect("c commits");
+    assert_eq!(eb.code(), "query/evaluation");
+    assert_eq!(ia.txn, ic.txn, "one shared transaction");
+    let xv = s
+        .get("c", &x)
+        .await
+        .expect("get")
+        .expect("x")
+        .value
+        .expect("live");
+    let yv = s
+        .get("c", &y)
+        .await
+        .expect("get")
+        .expect("y")
+        .value
+        .expect("live");
+    assert_eq!(xv.to_json_string(), r#"{"_id":"x","a":1}"#);
+    assert_eq!(yv.to_json_string(), r#"{"_id":"y","c":3}"#);
     db.drop_db().await;
 }
