@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use bigpeer_schema::{Delta, Doc, Op, SchemaError, VersionVector};
 use common::{
-    check_prefix_closure, config, round_trip_delta, round_trip_doc, statement, Replica,
-    BIG_SKEW_MS, T0_MS,
+    check_prefix_closure, config, overlapping, round_trip_delta, round_trip_doc, statement,
+    Replica, BIG_SKEW_MS, T0_MS,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -253,6 +253,12 @@ impl Sim {
 
 fn simulate(n: usize, skew: bool, events: &[Event]) -> Sim {
     let mut sim = Sim::new(n, skew);
+    let sequential = !events
+        .iter()
+        .any(|e| matches!(e, Event::Write { ops, .. } if overlapping(ops)));
+    for r in &mut sim.replicas {
+        r.check_writes = sequential;
+    }
     for ev in events {
         sim.run(ev);
     }

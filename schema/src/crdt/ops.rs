@@ -98,7 +98,20 @@ impl Doc {
 
 fn validate(op: &Op) -> Result<()> {
     let check_value = |v: &Value| v.validate();
+    // The document root is an object. A counter or a token there hid the document's fields (the
+    // document read as deleted) and a scalar SET there was silently ignored.
+    let root_only_object = |what: &str| {
+        Err(SchemaError::TypeMismatch(format!(
+            "the document root is an object: {what} needs a field path"
+        )))
+    };
     match op {
+        Op::Set { path, value, .. } if path.is_empty() && value.as_object().is_none() => {
+            root_only_object("SET of a non-object")
+        }
+        Op::Increment { path, .. } if path.is_empty() => root_only_object("INCREMENT"),
+        Op::Restart { path, .. } if path.is_empty() => root_only_object("RESTART"),
+        Op::Attach { path, .. } if path.is_empty() => root_only_object("an attachment"),
         Op::Set { value, .. } => check_value(value),
         Op::Merge { value, .. } => value.values().try_for_each(check_value),
         Op::Attach { token, .. } => check_value(token),

@@ -730,6 +730,39 @@ fn increment_with_a_float_on_a_counter_is_an_error() {
 }
 
 #[test]
+fn the_root_only_takes_objects() {
+    // Regression: an INCREMENT, RESTART or attachment with an empty path made the root a
+    // counter or a token, which hid every field (the document read as deleted); a scalar SET of
+    // the root was silently ignored.
+    let mut a = Peer::new(1);
+    a.write(&[set("f", "1")]);
+    let before = a.doc.clone();
+    let stamp = a.clock.tick_at(MS);
+    for op in [
+        inc("", 1),
+        pn_inc("", 1.0),
+        restart("", 1),
+        attach("", "abcd"),
+        set("", "5"),
+        set_reg("", "[1]"),
+    ] {
+        assert!(
+            matches!(
+                a.doc.apply(&[set("g", "2"), op.clone()], stamp),
+                Err(SchemaError::TypeMismatch(_))
+            ),
+            "{op:?}"
+        );
+        assert_eq!(a.doc, before);
+    }
+    // Objects are fine at the root.
+    a.doc
+        .apply(&[set("", r#"{"g":2}"#)], stamp)
+        .expect("applies");
+    assert_eq!(a.json(), Some(v(r#"{"g":2}"#)));
+}
+
+#[test]
 fn non_finite_floats_are_refused() {
     let mut a = Peer::new(1);
     let stamp = a.clock.tick_at(MS);
