@@ -1,12 +1,37 @@
-//! DQL: parse, plan, compile to Postgres SQL, evaluate in memory.
+//! DQL (Ditto's query language, 5.x semantics): parse, plan, compile to Postgres SQL, evaluate
+//! in memory. Pure: no IO, no async.
 //!
 //! | stage | module | output |
 //! |---|---|---|
-//! | tokens | [`lexer`] (sqlparser's tokenizer, [`lexer::DqlDialect`]) | tokens with positions |
-//! | parse | [`parser`] (recursive descent + Pratt expressions) | [`ast::Statement`] |
-//! | check | [`plan`] | [`plan::Plan`] (names resolved, aggregates checked, parameters bound) |
-//! | run in memory | [`eval`] | items, or the documents a mutation touches and its CRDT operations |
-//! | compile | [`sql`] | [`sql::Compiled`]: one parameterised Postgres statement |
+//! | tokens | [`lexer`] (sqlparser's tokenizer with [`lexer::DqlDialect`]) | tokens with positions |
+//! | parse | [`parser`] (recursive descent, Pratt expressions) | [`ast::Statement`] (spans) |
+//! | check | [`plan`] | [`plan::Plan`]: names resolved, aggregates checked, parameters bound |
+//! | run in memory | [`eval`], [`memstore`] | items, or per-document CRDT operations |
+//! | compile | [`sql`] | [`sql::CompiledPlan`]: one parameterised Postgres statement |
+//!
+//! # How a server runs a statement
+//!
+//! ```no_run
+//! # use std::collections::BTreeMap;
+//! # use bigpeer_schema::Value;
+//! use bigpeer_dql::{parse, plan, sql};
+//! let args: BTreeMap<String, Value> = BTreeMap::new();
+//! let stmt = parse("SELECT * FROM cars WHERE color = 'blue'")?;        // DqlError on bad text
+//! let plan = plan::check_with(&stmt, &args, &plan::PlanOptions::default())?;
+//! match sql::compile(&plan)? {
+//!     sql::CompiledPlan::Query(c) => { /* run c.sql with c.params; each row: one jsonb `item` */ }
+//!     sql::CompiledPlan::Mutation { targets } => {
+//!         // In one transaction: run `targets` (id, meta, value, deleted; locked FOR UPDATE),
+//!         // then per row: eval::update_ops(&u, &value) / eval::insert_ops(&i, &doc, existing)
+//!         // / Op::Delete, apply to the decoded Doc with one stamp, write back.
+//!     }
+//!     sql::CompiledPlan::NoSql => { /* ALTER SYSTEM / SHOW (settings::Settings), EXPLAIN (plan::explain) */ }
+//! }
+//! # Ok::<(), bigpeer_dql::DqlError>(())
+//! ```
+//!
+//! Errors are [`DqlError`] `{code, message, line, column}`; [`DqlError::ditto_message`] wraps
+//! the message the way Ditto's SDK shows it.
 
 pub mod ast;
 pub mod error;

@@ -285,14 +285,23 @@ fn system_collections_agree() {
     let mut db = TestDb::create();
     let mut store = MemStore::new();
     for coll in ["zeta", "a", "cars", "bb"] {
-        store.execute(&format!("INSERT INTO {coll} DOCUMENTS ({{'_id': 1}})"), &BTreeMap::new()).expect("insert");
+        store
+            .execute(
+                &format!("INSERT INTO {coll} DOCUMENTS ({{'_id': 1}})"),
+                &BTreeMap::new(),
+            )
+            .expect("insert");
     }
     for text in [
         "SELECT * FROM system:collections",
         "SELECT name FROM system:collections WHERE name LIKE '%a%' ORDER BY name DESC",
         "SELECT COUNT(*) AS n FROM system:collections",
     ] {
-        assert_eq!(check_statement(&mut db.client, &store, text, &BTreeMap::new()), Ok(true), "{text}");
+        assert_eq!(
+            check_statement(&mut db.client, &store, text, &BTreeMap::new()),
+            Ok(true),
+            "{text}"
+        );
     }
 }
 

@@ -192,6 +192,10 @@ fn long_chains_and_the_deepest_expressions_run_everywhere() {
         ")".repeat(22)
     );
     run_everything(&nested);
+    let deep = format!("{}n{}", "abs(".repeat(21), ")".repeat(21));
+    run_everything(&format!(
+        "SELECT DISTINCT c, MAX({deep}) AS m FROM cars WHERE {deep} > 0 GROUP BY c HAVING MIN({deep}) > 0 ORDER BY MAX({deep}) DESC LIMIT 3"
+    ));
     let too_deep = format!(
         "SELECT * FROM cars WHERE {}n{} = 1",
         "abs(".repeat(30),

@@ -16,8 +16,10 @@ pub use expr::{compile as compile_expr, Params, Scope};
 
 use bigpeer_schema::{DocId, Value};
 use sqlparser::ast::Expr;
+use sqlparser::dialect::PostgreSqlDialect;
 
-use crate::error::Result;
+use crate::ast::Span;
+use crate::error::{DqlError, Result};
 use crate::plan::{CmpOp, PExpr, Plan, Projection, SelectPlan, Source, Target};
 use build::*;
 use expr::{aggregate, is_true, sort_terms};
@@ -54,14 +56,32 @@ pub enum CompiledPlan {
     NoSql,
 }
 
-/// The statement text with its parameters. (Tests parse every generated statement with
-/// sqlparser's PostgreSQL dialect to check it is one well-formed statement.)
+/// Parses the assembled text with sqlparser's PostgreSQL dialect and prints the tree: the result
+/// is one well-formed statement, printed by sqlparser.
 fn finish(text: &str, params: Params) -> Result<Compiled> {
-    Ok(Compiled {
-        sql: text.to_owned(),
-        params: params.list,
-    })
+    let dialect = PostgreSqlDialect {};
+    let stmts = sqlparser::parser::Parser::new(&dialect)
+        .with_recursion_limit(SQL_RECURSION_LIMIT)
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_statements())
+        .map_err(|e| internal(format!("generated SQL does not parse: {e}: {text}")))?;
+    match stmts.as_slice() {
+        [one] => Ok(Compiled {
+            sql: one.to_string(),
+            params: params.list,
+        }),
+        _ => Err(internal(format!(
+            "generated SQL is not one statement: {text}"
+        ))),
+    }
 }
+
+fn internal(msg: String) -> DqlError {
+    DqlError::evaluation(format!("internal error: {msg}"), Span::NONE)
+}
+
+/// sqlparser's nesting limit while re-reading generated SQL (DQL bounds its own nesting).
+const SQL_RECURSION_LIMIT: usize = 400;
 
 /// Compiles a plan for Postgres.
 pub fn compile(plan: &Plan) -> Result<CompiledPlan> {
