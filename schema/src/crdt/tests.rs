@@ -650,6 +650,21 @@ fn a_type_change_hides_the_old_value_for_good() {
 }
 
 #[test]
+fn writing_below_a_value_does_not_revive_a_hidden_map() {
+    // `x` is a map on one side and, newer, a number on the other. A write below `x` by a site
+    // that saw both turns `x` into a map again, holding only the new key: the hidden older map
+    // it replaced stays removed.
+    let (mut a, mut b) = (Peer::new(1), Peer::new(2));
+    a.write_at(10, &[set("x.b", "1")]);
+    b.write_at(20, &[set("x", "5")]);
+    sync(&mut a, &mut b);
+    assert_eq!(a.get("x"), Some(Value::Int(5)));
+    a.write_at(30, &[set("x.c", "2")]);
+    sync(&mut a, &mut b);
+    assert_eq!(a.get("x"), Some(v(r#"{"c":2}"#)));
+}
+
+#[test]
 fn counter_against_register_shows_the_newer() {
     let (mut a, mut b) = (Peer::new(1), Peer::new(2));
     a.write_at(10, &[inc("x", 3)]);
