@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use integration_tests::{http_get, http_get_raw, test_config, TestApp, TestDb};
+use integration_tests::{http_get, request, test_config, TestApp, TestDb};
 use serde_json::json;
 use sqlx::Connection as _;
 
@@ -11,12 +11,16 @@ async fn health_and_readiness_over_a_real_socket() {
     let app = TestApp::spawn().await;
     assert_eq!(app.get("/healthz").await, (200, json!({ "status": "ok" })));
     assert_eq!(app.get("/readyz").await, (200, json!({ "status": "ok" })));
+    let raw = request(app.app.local_addr(), "GET", "/readyz", None)
+        .await
+        .expect("readyz");
+    assert_eq!(raw.header("content-type"), Some("application/json"));
     let (status, _) = app.get("/no-such-route").await;
     assert_eq!(status, 404);
 
     let addr = app.app.local_addr();
     app.shutdown().await;
-    let after = http_get_raw(addr, "/healthz").await;
+    let after = request(addr, "GET", "/healthz", None).await;
     assert!(
         after.is_err(),
         "the port still answers after shutdown: {after:?}"

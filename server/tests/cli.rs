@@ -59,7 +59,7 @@ struct Server {
 
 impl Server {
     fn start(mut cmd: Command) -> Server {
-        cmd.args(["--log-format", "json", "--log-level", "info"])
+        cmd.args(["--log-format", "json"])
             .stderr(Stdio::piped())
             .stdout(Stdio::null());
         let mut child = cmd.spawn().expect("start bigpeer");
@@ -339,13 +339,38 @@ fn embedded_postgres_recovers_from_a_crash_and_a_stale_pid_file() {
     assert_postgres_stopped(&data);
 }
 
+/// `url` with a password in it, and that password. Trust authentication ignores it; a server
+/// that checks passwords needs the real one in BIGPEER_TEST_DATABASE_URL already.
+fn with_password(url: &str) -> (String, String) {
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    let at = url[scheme_end..].find('@').map(|i| scheme_end + i);
+    match at {
+        Some(at) if url[scheme_end..at].contains(':') => {
+            let colon = scheme_end + url[scheme_end..at].find(':').unwrap_or(0);
+            (url.to_string(), url[colon + 1..at].to_string())
+        }
+        Some(at) => {
+            let password = "s3cret-pw".to_string();
+            (format!("{}:{password}{}", &url[..at], &url[at..]), password)
+        }
+        None => (url.to_string(), String::new()),
+    }
+}
+
 #[test]
-fn serve_with_a_database_url() {
+fn serve_with_a_database_url_never_logs_the_password() {
     let db = block_on(TestDb::create());
+    let (url, password) = with_password(db.url());
+    assert!(!password.is_empty(), "the test URL has a password: {url}");
     let dir = shared_tempdir();
     let mut cmd = bigpeer(dir.path());
-    cmd.env("DATABASE_URL", db.url())
-        .args(["serve", "--listen", "127.0.0.1:0"]);
+    cmd.env("DATABASE_URL", &url).args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--log-level",
+        "debug",
+    ]);
     let mut server = Server::start(cmd);
     let addr = server.wait_ready(Duration::from_secs(30));
     assert_eq!(
@@ -353,6 +378,12 @@ fn serve_with_a_database_url() {
         (200, r#"{"status":"ok"}"#.to_string())
     );
     assert_eq!(server.terminate().code(), Some(0), "{}", server.logs());
+    let logs = server.logs();
+    assert!(logs.contains(":***@"), "the masked URL is logged:\n{logs}");
+    assert!(
+        !logs.contains(&password),
+        "the password leaked into the logs:\n{logs}"
+    );
     assert!(
         !dir.path().join("bigpeer-data").exists(),
         "no data folder without the embedded Postgres"
