@@ -136,3 +136,87 @@ proptest! {
         prop_assert_eq!(&finals, &fwd);
     }
 }
+
+/// A byte-level change to an encoding.
+#[derive(Debug, Clone)]
+enum Mutation {
+    Flip(Index, u8),
+    Insert(Index, u8),
+    Remove(Index),
+    Truncate(Index),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        3 => (any::<Index>(), 1u8..).prop_map(|(i, m)| Mutation::Flip(i, m)),
+        1 => (any::<Index>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+        1 => any::<Index>().prop_map(Mutation::Remove),
+        1 => any::<Index>().prop_map(Mutation::Truncate),
+    ]
+}
+
+fn mutate(bytes: &mut Vec<u8>, m: &Mutation) {
+    if bytes.is_empty() {
+        return;
+    }
+    match m {
+        Mutation::Flip(i, x) => {
+            let i = i.index(bytes.len());
+            bytes[i] ^= x;
+        }
+        Mutation::Insert(i, b) => bytes.insert(i.index(bytes.len() + 1), *b),
+        Mutation::Remove(i) => {
+            bytes.remove(i.index(bytes.len()));
+        }
+        Mutation::Truncate(i) => bytes.truncate(i.index(bytes.len())),
+    }
+}
+
+fn is_decode_error(e: &SchemaError) -> bool {
+    matches!(
+        e,
+        SchemaError::Corrupt(_) | SchemaError::UnsupportedVersion(_)
+    )
+}
+
+proptest! {
+    #![proptest_config(config(1000))]
+
+    /// Damaged encodings of reachable states and deltas decode to an error or to something
+    /// usable, never to a panic.
+    #[test]
+    fn damaged_encodings_never_panic(
+        (skewed, steps) in history(),
+        i in any::<Index>(),
+        j in any::<Index>(),
+        mutations in prop::collection::vec(mutation(), 1..4),
+    ) {
+        let (_, pool) = run_history(SITES, skewed, &steps);
+        let (a, b) = (pick(&pool, &i), pick(&pool, &j));
+        let mut doc = a.encode();
+        let mut delta = a.delta(&b.vv).encode();
+        for m in &mutations {
+            mutate(&mut doc, m);
+            mutate(&mut delta, m);
+        }
+        match Doc::decode(&doc) {
+            Ok(d) => {
+                let again = Doc::decode(&d.encode()).expect("a decoded document re-encodes");
+                prop_assert_eq!(&again, &d);
+                let _ = joined(b, &d).materialize();
+            }
+            Err(e) => prop_assert!(is_decode_error(&e), "{:?}", e),
+        }
+        match Delta::decode(&delta) {
+            Ok(d) => {
+                let again = Delta::decode(&d.encode()).expect("a decoded delta re-encodes");
+                prop_assert_eq!(&again, &d);
+                let mut r = b.clone();
+                if r.apply_delta(&d).is_ok() {
+                    let _ = r.materialize();
+                }
+            }
+            Err(e) => prop_assert!(is_decode_error(&e), "{:?}", e),
+        }
+    }
+}
