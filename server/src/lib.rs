@@ -10,6 +10,7 @@ pub mod config;
 pub mod http;
 pub mod logging;
 pub mod pg;
+pub mod service;
 pub mod store;
 
 pub use app::{spawn_app, AppError, RunningApp};

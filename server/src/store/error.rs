@@ -17,6 +17,10 @@ pub enum StoreError {
     /// A stored or received CRDT blob, id or value is invalid.
     #[error(transparent)]
     Schema(#[from] SchemaError),
+    /// A DQL statement failed while it ran inside a write (an id conflict, a type error); the
+    /// service layer turns it back into the DQL error.
+    #[error("{}", .0.message)]
+    Query(Box<bigpeer_dql::DqlError>),
     /// A write job touched a document it did not declare (a bug in the caller).
     #[error("document {id} in collection \"{collection}\" was not locked by this write")]
     NotLocked { collection: String, id: String },
@@ -38,6 +42,7 @@ impl StoreError {
             StoreError::Schema(e) => e.code(),
             StoreError::BaseNotDominated { .. } => "crdt/base-not-dominated",
             StoreError::NotLocked { .. } => "internal",
+            StoreError::Query(e) => e.code.as_str(),
             StoreError::Shared { code, .. } => code,
         }
     }

@@ -50,6 +50,8 @@ struct Loaded {
     doc: Doc,
     /// The encoded state as read; `None` when the row did not exist.
     original: Option<Vec<u8>>,
+    /// Remove the row without a tombstone (EVICT): nothing is synced.
+    evict: bool,
 }
 
 /// The documents one job may read and change, inside the transaction.
@@ -118,6 +120,15 @@ impl Working<'_> {
             Err(SchemaError::BaseNotDominated) => Ok(Outcome::Refused),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Evicts the document: its row is removed without a tombstone, so nothing propagates
+    /// (EVICT). A later write in the same transaction re-creates it from scratch.
+    pub fn evict(&mut self, collection: &str, id: &DocId) -> Result<(), StoreError> {
+        let l = self.slot(collection, id)?;
+        l.doc = Doc::new();
+        l.evict = l.original.is_some();
+        Ok(())
     }
 
     /// Joins a full remote state.
@@ -286,7 +297,15 @@ impl Store {
                 Some(bytes) => Doc::decode(bytes).map_err(|e| corrupt_row(&key.0, &id, e))?,
                 None => Doc::new(),
             };
-            docs.insert(key, Loaded { id, doc, original });
+            docs.insert(
+                key,
+                Loaded {
+                    id,
+                    doc,
+                    original,
+                    evict: false,
+                },
+            );
         }
 
         // 2. Run the jobs in memory; a failing job is undone and answered at once.
@@ -297,9 +316,9 @@ impl Store {
                 .iter()
                 .map(|(c, id)| (c.clone(), id.key()))
                 .collect();
-            let snapshot: Vec<(Key, Doc)> = allowed
+            let snapshot: Vec<(Key, Doc, bool)> = allowed
                 .iter()
-                .filter_map(|k| docs.get(k).map(|l| (k.clone(), l.doc.clone())))
+                .filter_map(|k| docs.get(k).map(|l| (k.clone(), l.doc.clone(), l.evict)))
                 .collect();
             let mut working = Working {
                 store: self,
@@ -309,9 +328,10 @@ impl Store {
             match run(&mut working) {
                 Ok(finish) => slot.finish = Some(finish),
                 Err(e) => {
-                    for (k, d) in snapshot {
+                    for (k, d, evict) in snapshot {
                         if let Some(l) = docs.get_mut(&k) {
                             l.doc = d;
+                            l.evict = evict;
                         }
                     }
                     if let Some(fail) = slot.fail.take() {
@@ -323,7 +343,12 @@ impl Store {
 
         // 3. Write what changed.
         let mut changed: Vec<(&Key, &Loaded, Vec<u8>)> = Vec::new();
+        let mut evicted: Vec<&Key> = Vec::new();
         for (key, l) in &docs {
+            if l.evict && l.doc == Doc::default() {
+                evicted.push(key);
+                continue;
+            }
             if l.original.is_none() && l.doc == Doc::default() {
                 continue; // never existed and still empty (a refused delta, a failed job)
             }
@@ -331,6 +356,18 @@ impl Store {
             if l.original.as_deref() != Some(encoded.as_slice()) {
                 changed.push((key, l, encoded));
             }
+        }
+        if !evicted.is_empty() {
+            let colls: Vec<&str> = evicted.iter().map(|k| k.0.as_str()).collect();
+            let keys: Vec<&[u8]> = evicted.iter().map(|k| k.1.as_slice()).collect();
+            sqlx::query(
+                "DELETE FROM documents d USING unnest($1::text[], $2::bytea[]) AS t(c, i) \
+                 WHERE d.collection = t.c AND d.id = t.i",
+            )
+            .bind(&colls)
+            .bind(&keys)
+            .execute(&mut *tx)
+            .await?;
         }
         let mut info = TxnInfo::default();
         if changed.is_empty() {

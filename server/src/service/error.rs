@@ -1,0 +1,44 @@
+//! The service layer's error: every failure a request can meet, with a stable code.
+
+use bigpeer_dql::DqlError;
+
+use crate::auth::AuthError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Invalid, unsupported or failing DQL (`query/invalid`, `query/unsupported`,
+    /// `query/evaluation`).
+    #[error("{}", .0.message)]
+    Dql(DqlError),
+    #[error(transparent)]
+    Store(StoreError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+impl From<DqlError> for ServiceError {
+    fn from(e: DqlError) -> Self {
+        ServiceError::Dql(e)
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Query(q) => ServiceError::Dql(*q),
+            other => ServiceError::Store(other),
+        }
+    }
+}
+
+impl ServiceError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServiceError::Dql(e) => e.code.as_str(),
+            ServiceError::Store(e) => e.code(),
+            ServiceError::Auth(e) => e.code(),
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Executing one DQL statement against the store: one statement, one transaction.
+//!
+//! - SELECT runs as one compiled, parameterised Postgres statement.
+//! - INSERT locks the documents by id (they are known from the statement) and decides each one
+//!   under the lock (`ON ID CONFLICT`), through group commit.
+//! - UPDATE / DELETE / EVICT first find their targets with the compiled query (a snapshot
+//!   read), then lock them and check the filter again on the locked state, so a document that
+//!   changed in between is updated from its newest state, or left alone when it no longer
+//!   matches. Self-references (`SET n = n + 1`) read the locked state: concurrent increments are
+//!   never lost.
+//! - ALTER SYSTEM / SHOW / EXPLAIN are answered without documents.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use bigpeer_dql::eval::{self, InsertOutcome};
+use bigpeer_dql::plan::{self, Plan, PlanOptions, RemoveKind, Source};
+use bigpeer_dql::settings::Settings;
+use bigpeer_dql::sql::{self, Compiled, CompiledPlan, SqlParam};
+use bigpeer_schema::{DocId, Op, Value};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{Postgres, Row};
+
+use super::ServiceError;
+use crate::store::{GroupCommit, GroupCommitOptions, Store, StoreError, Working};
+
+/// What kind of statement ran (Ditto's `queryType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryType {
+    Select,
+    Mutation,
+}
+
+impl QueryType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryType::Select => "select",
+            QueryType::Mutation => "mutation",
+        }
+    }
+}
+
+/// The answer to one statement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecuteResult {
+    /// The transaction the statement wrote in, or the newest committed one for reads.
+    pub txn: i64,
+    pub query_type: QueryType,
+    pub items: Vec<Value>,
+    /// Ids of the documents written, sorted by id.
+    pub mutated_ids: Vec<Value>,
+}
+
+/// Runs DQL statements. Cheap to clone.
+#[derive(Clone)]
+pub struct Executor {
+    store: Store,
+    group: GroupCommit,
+    settings: Arc<RwLock<Settings>>,
+}
+
+impl Executor {
+    /// An executor over `store`; starts the group-commit tasks on the current runtime.
+    pub fn new(store: Store, group: &GroupCommitOptions) -> Executor {
+        Executor {
+            group: GroupCommit::start(store.clone(), group),
+            store,
+            settings: Arc::new(RwLock::new(Settings::default())),
+        }
+    }
+
+    fn settings(&self) -> Settings {
+        self.settings
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Parses, checks and runs one statement.
+    pub async fn execute(
+        &self,
+        statement: &str,
+        args: &BTreeMap<String, Value>,
+    ) -> Result<ExecuteResult, ServiceError> {
+        let stmt = bigpeer_dql::parse(statement)?;
+        let opts = PlanOptions {
+            strict_mode: self.settings().strict_mode(),
+        };
+        let plan = plan::check_with(&stmt, args, &opts)?;
+        self.run(plan).await
+    }
+
+    async fn run(&self, plan: Plan) -> Result<ExecuteResult, ServiceError> {
+        match plan {
+            Plan::Select(select) => {
+                let items = match &select.source {
+                    Source::Collection(_) => match sql::compile(&Plan::Select(select.clone()))? {
+                        CompiledPlan::Query(c) => self.query_items(&c).await?,
+                        _ => Vec::new(),
+                    },
+                    Source::SystemCollections => {
+                        let names: Vec<String> = sqlx::query_scalar(
+                            "SELECT DISTINCT collection FROM documents WHERE NOT deleted ORDER BY collection",
+                        )
+                        .fetch_all(self.store.pool())
+                        .await
+                        .map_err(StoreError::from)?;
+                        eval::select(&select, &eval::system_collection_docs(&names))?
+                    }
+                };
+                Ok(self.read_result(items).await?)
+            }
+            Plan::Insert(insert) => self.insert(insert).await,
+            Plan::Update(_) | Plan::Remove(_) => self.update_or_remove(plan).await,
+            Plan::AlterSystem { name, value } => {
+                let items = {
+                    let mut s = self.settings.write().unwrap_or_else(|p| p.into_inner());
+                    s.alter(name.as_deref(), value.as_ref())?
+                };
+                Ok(self.read_result(items).await?)
+            }
+            Plan::Show { name } => {
+                let items = self.settings().show(name.as_deref())?;
+                Ok(self.read_result(items).await?)
+            }
+            Plan::Explain(inner) => {
+                let mut item = plan::explain(&inner);
+                if let (Value::Object(o), Ok(compiled)) = (&mut item, sql::compile(&inner)) {
+                    let text = match compiled {
+                        CompiledPlan::Query(c) | CompiledPlan::Mutation { targets: c } => {
+                            Some(c.sql)
+                        }
+                        CompiledPlan::NoSql => None,
+                    };
+                    if let Some(t) = text {
+                        o.insert("sql".to_owned(), Value::String(t));
+                    }
+                }
+                Ok(self.read_result(vec![item]).await?)
+            }
+        }
+    }
+
+    async fn read_result(&self, items: Vec<Value>) -> Result<ExecuteResult, StoreError> {
+        Ok(ExecuteResult {
+            txn: self.store.committed_txn().await?,
+            query_type: QueryType::Select,
+            items,
+            mutated_ids: Vec::new(),
+        })
+    }
+
+    async fn query_items(&self, c: &Compiled) -> Result<Vec<Value>, StoreError> {
+        let rows = bind(sqlx::query(&c.sql), &c.params)
+            .fetch_all(self.store.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                r.try_get::<sqlx::types::Json<Value>, _>(0)
+                    .map(|j| j.0)
+                    .map_err(StoreError::from)
+            })
+            .collect()
+    }
+
+    async fn insert(&self, insert: plan::InsertPlan) -> Result<ExecuteResult, ServiceError> {
+        let coll = insert.collection.clone();
+        let targets = insert
+            .documents
+            .iter()
+            .map(|d| (coll.clone(), d.id.clone()))
+            .collect();
+        let job = move |w: &mut Working<'_>| -> Result<Vec<DocId>, StoreError> {
+            let mut mutated = Vec::new();
+            for d in &insert.documents {
+                let existing = w.value(&insert.collection, &d.id)?;
+                match eval::insert_ops(&insert, d, existing.as_ref()).map_err(query_error)? {
+                    InsertOutcome::Skip => {}
+                    InsertOutcome::Write(ops) => {
+                        w.apply_ops(&insert.collection, &d.id, &ops)?;
+                        mutated.push(d.id.clone());
+                    }
+                }
+            }
+            Ok(mutated)
+        };
+        let (ids, info) = self.group.transact(targets, job).await?;
+        Ok(ExecuteResult {
+            txn: info.txn,
+            query_type: QueryType::Mutation,
+            items: Vec::new(),
+            mutated_ids: sorted(ids),
+        })
+    }
+
+    async fn update_or_remove(&self, plan: Plan) -> Result<ExecuteResult, ServiceError> {
+        let CompiledPlan::Mutation { targets: find } = sql::compile(&plan)? else {
+            return Err(ServiceError::Store(StoreError::Shared {
+                code: "internal",
+                message: "a mutation compiled to no target query".into(),
+            }));
+        };
+        let rows = bind(sqlx::query(&find.sql), &find.params)
+            .fetch_all(self.store.pool())
+            .await
+            .map_err(StoreError::from)?;
+        let mut ids = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let key: Vec<u8> = r.try_get(0).map_err(StoreError::from)?;
+            ids.push(DocId::from_key(&key).map_err(StoreError::from)?);
+        }
+        let coll = plan.collection().unwrap_or_default().to_owned();
+        if ids.is_empty() {
+            return Ok(ExecuteResult {
+                txn: self.store.committed_txn().await?,
+                query_type: QueryType::Mutation,
+                items: Vec::new(),
+                mutated_ids: Vec::new(),
+            });
+        }
+        let targets = ids.iter().map(|id| (coll.clone(), id.clone())).collect();
+        let job = move |w: &mut Working<'_>| -> Result<Vec<DocId>, StoreError> {
+            let mut mutated = Vec::new();
+            for id in &ids {
+                // Check the filter again on the locked, newest state.
+                let Some(value) = w.value(&coll, id)? else {
+                    continue;
+                };
+                let filter = match &plan {
+                    Plan::Update(u) => u.target.filter.as_ref(),
+                    Plan::Remove(r) => r.target.filter.as_ref(),
+                    _ => None,
+                };
+                if !eval::matches(filter, &value).map_err(query_error)? {
+                    continue;
+                }
+                match &plan {
+                    Plan::Update(u) => {
+                        let ops = eval::update_ops(u, &value).map_err(query_error)?;
+                        w.apply_ops(&coll, id, &ops)?;
+                    }
+                    Plan::Remove(r) => match r.kind {
+                        RemoveKind::Delete => w.apply_ops(&coll, id, &[Op::Delete])?,
+                        RemoveKind::Evict => w.evict(&coll, id)?,
+                    },
+                    _ => {}
+                }
+                mutated.push(id.clone());
+            }
+            Ok(mutated)
+        };
+        let (ids, info) = self.group.transact(targets, job).await?;
+        Ok(ExecuteResult {
+            txn: info.txn,
+            query_type: QueryType::Mutation,
+            items: Vec::new(),
+            mutated_ids: sorted(ids),
+        })
+    }
+}
+
+/// A DQL error raised inside a write job: it travels as a store error, so that the transaction
+/// engine undoes the job, and comes back out as the DQL error it is.
+fn query_error(e: bigpeer_dql::DqlError) -> StoreError {
+    StoreError::Query(Box::new(e))
+}
+
+fn sorted(mut ids: Vec<DocId>) -> Vec<Value> {
+    ids.sort();
+    ids.dedup();
+    ids.into_iter().map(DocId::into_value).collect()
+}
+
+fn bind<'q>(
+    mut q: Query<'q, Postgres, PgArguments>,
+    params: &'q [SqlParam],
+) -> Query<'q, Postgres, PgArguments> {
+    for p in params {
+        q = match p {
+            SqlParam::Text(s) => q.bind(s.as_str()),
+            SqlParam::Jsonb(v) => q.bind(sqlx::types::Json(v)),
+            SqlParam::Bytea(b) => q.bind(b.as_slice()),
+            SqlParam::ByteaArray(a) => q.bind(a.as_slice()),
+            SqlParam::Int8(i) => q.bind(*i),
+        };
+    }
+    q
+}
