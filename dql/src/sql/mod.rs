@@ -11,6 +11,7 @@
 
 mod build;
 mod expr;
+mod template;
 
 pub use expr::{compile as compile_expr, Params, Scope};
 
@@ -196,15 +197,13 @@ fn prefilters(filter: &PExpr, p: &mut Params) -> Vec<Expr> {
 
 struct From {
     table: String,
-    conds: Vec<String>,
     default_order: Vec<String>,
 }
 
-fn source(src: &Source, p: &mut Params) -> From {
+fn source(src: &Source) -> From {
     match src {
-        Source::Collection(c) => From {
+        Source::Collection(_) => From {
             table: "documents".to_owned(),
-            conds: vec![format!("collection = {}", p.text(c)), "NOT deleted".to_owned()],
             default_order: vec!["id".to_owned()],
         },
         Source::SystemCollections => From {
@@ -212,23 +211,19 @@ fn source(src: &Source, p: &mut Params) -> From {
                     octet_length(x) AS klen, convert_to(x, 'UTF8') AS kbytes \
                     FROM (SELECT DISTINCT 'default:' || collection AS x FROM documents WHERE NOT deleted) AS c) AS src"
                 .to_owned(),
-            conds: Vec::new(),
             default_order: vec!["klen".to_owned(), "kbytes".to_owned()],
         },
     }
 }
 
 /// Ties under ORDER BY go by `_id` in DQL's value order.
-fn id_tie_break() -> Vec<String> {
+fn id_tie_break() -> Vec<(Expr, bool)> {
     let id = bin(
         col("value"),
         sqlparser::ast::BinaryOperator::Arrow,
         constant("_id"),
     );
-    sort_terms(id)
-        .into_iter()
-        .map(|t| format!("{t} ASC"))
-        .collect()
+    sort_terms(id).into_iter().map(|t| (t, false)).collect()
 }
 
 fn where_clause(conds: &[String]) -> String {
@@ -239,15 +234,25 @@ fn where_clause(conds: &[String]) -> String {
     }
 }
 
-fn order_terms(order_by: &[(PExpr, bool)], scope: &Scope, p: &mut Params) -> Result<Vec<String>> {
+fn order_exprs(
+    order_by: &[(PExpr, bool)],
+    scope: &Scope,
+    p: &mut Params,
+) -> Result<Vec<(Expr, bool)>> {
     let mut out = Vec::new();
     for (k, desc) in order_by {
-        let dir = if *desc { "DESC" } else { "ASC" };
         for t in sort_terms(compile_expr(k, scope, p)?) {
-            out.push(format!("{t} {dir}"));
+            out.push((t, *desc));
         }
     }
     Ok(out)
+}
+
+fn order_terms(order_by: &[(PExpr, bool)], scope: &Scope, p: &mut Params) -> Result<Vec<String>> {
+    Ok(order_exprs(order_by, scope, p)?
+        .into_iter()
+        .map(|(e, desc)| format!("{e} {}", if desc { "DESC" } else { "ASC" }))
+        .collect())
 }
 
 fn window(limit: Option<u64>, offset: Option<u64>, p: &mut Params) -> String {
@@ -292,22 +297,21 @@ fn distinct_wrap(item: &Expr, terms: &[String], from_where: &str, tail: &str) ->
 
 fn compile_select(s: &SelectPlan) -> Result<Compiled> {
     let mut p = Params::default();
-    let from = source(&s.source, &mut p);
+    let from = source(&s.source);
     let doc_scope = Scope::document(col("value"));
-    let mut conds = from.conds.clone();
+    let mut cond_exprs = base_conds(&s.source, &mut p);
     if let Some(f) = &s.filter {
-        for pre in prefilters(f, &mut p) {
-            conds.push(pre.to_string());
-        }
-        conds.push(is_true(compile_expr(f, &doc_scope, &mut p)?).to_string());
+        cond_exprs.extend(prefilters(f, &mut p));
+        cond_exprs.push(is_true(compile_expr(f, &doc_scope, &mut p)?));
     }
+    let conds: Vec<String> = cond_exprs.iter().map(|c| c.to_string()).collect();
     let from_where = format!("FROM {}{}", from.table, where_clause(&conds));
 
     let Some(g) = &s.grouping else {
         let item = item_expr(&s.projection, &doc_scope, &mut p)?;
-        let mut terms = order_terms(&s.order_by, &doc_scope, &mut p)?;
+        let mut order = order_exprs(&s.order_by, &doc_scope, &mut p)?;
         if !s.order_by.is_empty() {
-            terms.extend(id_tie_break());
+            order.extend(id_tie_break());
         }
         if s.order_by.is_empty() {
             if let Some(ids) = crate::plan::id_lookup_order(s.filter.as_ref()) {
@@ -326,10 +330,26 @@ fn compile_select(s: &SelectPlan) -> Result<Compiled> {
                         )
                     })
                     .collect();
-                terms.push(format!("{} ASC", case(whens, None)));
+                order.push((case(whens, None), false));
             }
         }
-        terms.extend(from.default_order.iter().map(|c| format!("{c} ASC")));
+        order.extend(from.default_order.iter().map(|c| (col(c), false)));
+        if !s.distinct && matches!(s.source, Source::Collection(_)) {
+            let (limit, offset) = window_exprs(s.limit, s.offset, &mut p);
+            let scan = template::Scan {
+                item: Some(item),
+                conds: cond_exprs,
+                order,
+                limit,
+                offset,
+                for_update: false,
+            };
+            return built(template::build(scan), p);
+        }
+        let terms: Vec<String> = order
+            .iter()
+            .map(|(e, d)| format!("{e} {}", if *d { "DESC" } else { "ASC" }))
+            .collect();
         let tail = window(s.limit, s.offset, &mut p);
         let text = if s.distinct {
             distinct_wrap(&item, &terms, &from_where, &tail)
@@ -408,27 +428,61 @@ fn compile_select(s: &SelectPlan) -> Result<Compiled> {
 
 fn compile_targets(t: &Target) -> Result<Compiled> {
     let mut p = Params::default();
-    let from = source(&Source::Collection(t.collection.clone()), &mut p);
     let scope = Scope::document(col("value"));
-    let mut conds = from.conds.clone();
+    let mut conds = base_conds(&Source::Collection(t.collection.clone()), &mut p);
     if let Some(f) = &t.filter {
-        for pre in prefilters(f, &mut p) {
-            conds.push(pre.to_string());
-        }
-        conds.push(is_true(compile_expr(f, &scope, &mut p)?).to_string());
+        conds.extend(prefilters(f, &mut p));
+        conds.push(is_true(compile_expr(f, &scope, &mut p)?));
     }
-    let mut terms = order_terms(&t.order_by, &scope, &mut p)?;
+    let mut order = order_exprs(&t.order_by, &scope, &mut p)?;
     if !t.order_by.is_empty() {
-        terms.extend(id_tie_break());
+        order.extend(id_tie_break());
     }
-    terms.push("id ASC".to_owned());
-    let tail = window(t.limit, t.offset, &mut p);
-    let text = format!(
-        "SELECT id, meta, value, deleted FROM documents{} ORDER BY {}{tail} FOR UPDATE",
-        where_clause(&conds),
-        terms.join(", ")
-    );
-    finish(&text, p)
+    order.push((col("id"), false));
+    let (limit, offset) = window_exprs(t.limit, t.offset, &mut p);
+    let scan = template::Scan {
+        item: None,
+        conds,
+        order,
+        limit,
+        offset,
+        for_update: true,
+    };
+    built(template::build(scan), p)
+}
+
+fn built(sql: Option<String>, params: Params) -> Result<Compiled> {
+    match sql {
+        Some(sql) => Ok(Compiled {
+            sql,
+            params: params.list,
+        }),
+        None => Err(internal("the statement template does not parse".to_owned())),
+    }
+}
+
+/// `collection = $n AND NOT deleted` for a collection (nothing for system collections).
+fn base_conds(src: &Source, p: &mut Params) -> Vec<Expr> {
+    match src {
+        Source::Collection(c) => vec![
+            bin(
+                col("collection"),
+                sqlparser::ast::BinaryOperator::Eq,
+                p.text(c),
+            ),
+            template::not(col("deleted")),
+        ],
+        Source::SystemCollections => Vec::new(),
+    }
+}
+
+fn window_exprs(
+    limit: Option<u64>,
+    offset: Option<u64>,
+    p: &mut Params,
+) -> (Option<Expr>, Option<Expr>) {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    (limit.map(|l| p.int8(n(l))), offset.map(|o| p.int8(n(o))))
 }
 
 /// Convenience: parse, check and compile a statement with the default options.
