@@ -232,6 +232,28 @@ fn embedded_postgres_by_default_starts_stops_and_is_reused() {
         data.join("run/.s.PGSQL.5432").exists(),
         "the private socket is in the data folder"
     );
+    // The cluster: the bigpeer database in UTF-8, no TCP listener, Unicode-aware lower().
+    let socket_url = format!(
+        "postgres://bigpeer@localhost:5432/bigpeer?host={}",
+        data.join("run").display()
+    );
+    let (listen, encoding, lowered): (String, String, String) = block_on(async {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&socket_url)
+            .await
+            .expect("connect over the private socket");
+        sqlx::query_as(
+            "SELECT current_setting('listen_addresses'), pg_encoding_to_char(encoding), lower('ÉTÉ') \
+             FROM pg_database WHERE datname = current_database()",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("query the embedded Postgres")
+    });
+    assert_eq!(
+        (listen.as_str(), encoding.as_str(), lowered.as_str()),
+        ("", "UTF8", "été")
+    );
     assert!(
         first.logs().contains("initialising a new Postgres cluster"),
         "{}",

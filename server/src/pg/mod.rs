@@ -197,6 +197,7 @@ fn start_blocking(opts: &EmbeddedOptions) -> Result<EmbeddedPostgres, PgError> {
     if fresh {
         init_cluster(&cluster, &bins, run_as.as_ref())?;
     }
+    ensure_include(&cluster)?;
 
     prepare_dir(&socket_dir, 0o700, run_as.as_ref())?;
     remove_stale_sockets(&socket_dir)?;
@@ -344,6 +345,7 @@ fn init_cluster(cluster: &Path, bins: &PgBinaries, run_as: Option<&RunAs>) -> Re
         "--auth-host=reject".into(),
         "--encoding=UTF8".into(),
         "--locale=C".into(),
+        format!("--lc-ctype={}", ctype_locale()).into(),
     ];
     let out = run(&bins.initdb(), &args, run_as, cluster)?;
     if !out.status.success() {
@@ -351,21 +353,47 @@ fn init_cluster(cluster: &Path, bins: &PgBinaries, run_as: Option<&RunAs>) -> Re
             output: output_text(&out),
         });
     }
+    Ok(())
+}
+
+/// Makes `postgresql.conf` include bigpeer's settings file (done once; also repairs a cluster
+/// made by hand, which would otherwise listen where the system's Postgres does).
+fn ensure_include(cluster: &Path) -> Result<(), PgError> {
     let conf = cluster.join("postgresql.conf");
-    let mut file = OpenOptions::new()
-        .append(true)
-        .open(&conf)
-        .map_err(|source| PgError::DataDir {
-            path: conf.clone(),
-            source,
-        })?;
+    let err = |source| PgError::DataDir {
+        path: conf.clone(),
+        source,
+    };
+    let include = format!("include_if_exists = '{SETTINGS_FILE}'");
+    let text = fs::read_to_string(&conf).map_err(err)?;
+    if text.lines().any(|line| line.trim() == include) {
+        return Ok(());
+    }
+    let mut file = OpenOptions::new().append(true).open(&conf).map_err(err)?;
     writeln!(
         file,
-        "\n# Added by bigpeer: its own settings, rewritten at every start."
+        "\n# Added by bigpeer: its own settings, rewritten at every start.\n{include}"
     )
-    .and_then(|()| writeln!(file, "include_if_exists = '{SETTINGS_FILE}'"))
-    .map_err(|source| PgError::DataDir { path: conf, source })?;
-    Ok(())
+    .map_err(err)
+}
+
+/// Character classification for the cluster: `C.UTF-8` where the system has it, so that
+/// `lower()`, `upper()` and `ILIKE` handle non-ASCII letters; sorting stays bytewise (`C`).
+fn ctype_locale() -> &'static str {
+    let listed = Command::new("locale")
+        .arg("-a")
+        .env("LC_ALL", "C")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
+    let has_c_utf8 = listed
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("c.utf8") || l.eq_ignore_ascii_case("c.utf-8"));
+    if has_c_utf8 {
+        "C.UTF-8"
+    } else {
+        "C"
+    }
 }
 
 /// Creates `dir` with `mode`, owned by the user that runs Postgres.
