@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+#[path = "it/store_execute.rs"]
+mod store_execute;
+
 use integration_tests::{http_get, request, test_config, TestApp, TestDb};
 use serde_json::json;
 use sqlx::Connection as _;

@@ -17,6 +17,8 @@ use crate::store::{Store, StoreError, StoreOptions};
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Store,
+    /// Runs DQL statements (with group commit for writes).
+    pub executor: crate::service::Executor,
 }
 
 /// Why bigpeer could not start or run.
@@ -288,10 +290,17 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
 
     let state = web::Data::new(AppState {
         store: database.store.clone(),
+        executor: crate::service::Executor::new(
+            database.store.clone(),
+            &crate::store::GroupCommitOptions::default(),
+        ),
     });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(crate::http::store::json_config(
+                crate::http::store::MAX_BODY_BYTES,
+            ))
             .wrap_fn(|req, srv| {
                 let started = Instant::now();
                 let method = req.method().clone();

@@ -2,6 +2,7 @@
 //! store (or `service`), nothing more.
 
 pub mod health;
+pub mod store;
 
 use actix_web::web;
 
@@ -9,4 +10,5 @@ use actix_web::web;
 /// (`/api/v4/...`) add their `configure` call here.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
+    store::configure(cfg);
 }

@@ -60,6 +60,14 @@ pub struct Executor {
     settings: Arc<RwLock<Settings>>,
 }
 
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Executor {
     /// An executor over `store`; starts the group-commit tasks on the current runtime.
     pub fn new(store: Store, group: &GroupCommitOptions) -> Executor {

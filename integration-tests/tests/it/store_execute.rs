@@ -1,0 +1,211 @@
+//! `POST /api/v4/store/execute` over a real socket: Ditto's request and response shapes, every
+//! error status, read-your-writes with `X-DITTO-TXN-ID`.
+
+use integration_tests::TestApp;
+use serde_json::{json, Value};
+
+fn url(app: &TestApp, path: &str) -> String {
+    format!("http://{}{path}", app.app.local_addr())
+}
+
+async fn execute(app: &TestApp, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(url(app, "/api/v4/store/execute"))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("a JSON body"))
+}
+
+#[tokio::test]
+async fn insert_then_select_with_dittos_envelope() {
+    let app = TestApp::spawn().await;
+    let (status, body) = execute(
+        &app,
+        json!({"statement": "INSERT INTO cars DOCUMENTS (:a), (:b)",
+               "args": {"a": {"_id": "123", "color": "blue", "price": 1.0}, "b": {"_id": "456", "color": "red", "n": 18446744073709551615u64}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let txn = body["transactionId"].as_i64().expect("a transaction id");
+    assert!(txn > 0);
+    assert_eq!(body["queryType"], "mutation");
+    assert_eq!(body["items"], json!([]));
+    assert_eq!(body["mutatedDocumentIds"], json!(["123", "456"]));
+    assert_eq!(body["error"], json!({}));
+    assert_eq!(body["warnings"], json!([]));
+    assert_eq!(body["totalWarningsCount"], 0);
+
+    let (status, body) = execute(
+        &app,
+        json!({"statement": "SELECT * FROM cars WHERE color = :c", "args": {"c": "blue"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["queryType"], "select");
+    assert_eq!(
+        body["items"],
+        json!([{"_id": "123", "color": "blue", "price": 1.0}])
+    );
+    assert!(body["transactionId"].as_i64().expect("txn") >= txn);
+
+    // Floats stay floats and u64 stays exact on the wire.
+    let raw = reqwest::Client::new()
+        .post(url(&app, "/api/v4/store/execute"))
+        .json(&json!({"statement": "SELECT price, n FROM cars ORDER BY _id"}))
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        raw.contains(r#""items":[{"price":1.0},{"n":18446744073709551615}]"#),
+        "{raw}"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_precise_4xx_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let client = reqwest::Client::new();
+    let post_raw = |body: &'static str, ctype: &'static str| {
+        client
+            .post(url(&app, "/api/v4/store/execute"))
+            .header("content-type", ctype)
+            .body(body)
+            .send()
+    };
+
+    // Invalid DQL: 400, query/invalid, with the position.
+    let (status, body) = execute(&app, json!({"statement": "SELEC * FROM cars"})).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["queryType"], "unknown");
+    assert_eq!(body["error"]["code"], "query/invalid");
+    assert_eq!(body["error"]["line"], 1);
+    assert!(
+        body["error"]["description"]
+            .as_str()
+            .expect("text")
+            .contains("SELEC"),
+        "{body}"
+    );
+
+    // A missing parameter.
+    let (status, body) = execute(
+        &app,
+        json!({"statement": "SELECT * FROM cars WHERE a = :nope"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!("query/invalid")),
+        "{body}"
+    );
+
+    // Malformed JSON, wrong types, unknown fields, wrong content type.
+    let r = post_raw("{\"statement\": ", "application/json")
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"]["code"],
+        "request/invalid-json"
+    );
+    let r = post_raw("{\"statement\": 5}", "application/json")
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 400);
+    let r = post_raw(
+        "{\"statement\": \"SELECT * FROM cars\", \"argz\": {}}",
+        "application/json",
+    )
+    .await
+    .expect("request");
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.expect("text").contains("argz"));
+    let r = post_raw("statement=1", "application/x-www-form-urlencoded")
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 415);
+
+    // A body over the limit: 413.
+    let huge = format!(
+        r#"{{"statement": "INSERT INTO cars DOCUMENTS (:d)", "args": {{"d": {{"_id": "big", "x": "{}"}}}}}}"#,
+        "a".repeat(5 << 20)
+    );
+    let r = client
+        .post(url(&app, "/api/v4/store/execute"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 413);
+
+    // An id conflict in the second document: 400 query/evaluation, and the first is not written.
+    execute(
+        &app,
+        json!({"statement": "INSERT INTO cars DOCUMENTS ({'_id': 'a'})"}),
+    )
+    .await;
+    let (status, body) = execute(
+        &app,
+        json!({"statement": "INSERT INTO cars DOCUMENTS ({'_id': 'b'}), ({'_id': 'a'})"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!("query/evaluation")),
+        "{body}"
+    );
+
+    let (_, body) = execute(&app, json!({"statement": "SELECT _id FROM cars"})).await;
+    assert_eq!(
+        body["items"],
+        json!([{"_id": "a"}]),
+        "nothing but the one valid insert was written"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn txn_header_gives_read_your_writes_or_404() {
+    let app = TestApp::spawn().await;
+    let client = reqwest::Client::new();
+    let (_, body) = execute(
+        &app,
+        json!({"statement": "INSERT INTO c DOCUMENTS ({'_id': 'x'})"}),
+    )
+    .await;
+    let txn = body["transactionId"].as_i64().expect("txn");
+    let with_header = |value: String| {
+        client
+            .post(url(&app, "/api/v4/store/execute"))
+            .header("X-DITTO-TXN-ID", value)
+            .json(&json!({"statement": "SELECT * FROM c"}))
+            .send()
+    };
+    let r = with_header(txn.to_string()).await.expect("request");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["items"],
+        json!([{"_id": "x"}])
+    );
+
+    let r = with_header((txn + 1_000_000).to_string())
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"]["code"],
+        "store/txn-not-available"
+    );
+
+    let r = with_header("yesterday".to_owned()).await.expect("request");
+    assert_eq!(r.status().as_u16(), 400);
+    app.shutdown().await;
+}
