@@ -8,7 +8,8 @@ mod testdb;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -358,6 +359,54 @@ fn embedded_postgres_recovers_from_a_crash_and_a_stale_pid_file() {
         stderr.contains("the database schema is up to date"),
         "{stderr}"
     );
+    assert_postgres_stopped(&data);
+}
+
+#[test]
+fn embedded_postgres_as_an_ordinary_user() {
+    // As root (CI, containers) the other tests cover running Postgres as the `postgres` user;
+    // here bigpeer itself runs as `nobody`, as in the Docker image (uid 10001). As an ordinary
+    // user already, this is the same path as the other tests, checked once more.
+    let dir = shared_tempdir();
+    let mut cmd = if nix::unistd::Uid::effective().is_root() {
+        let nobody = nix::unistd::User::from_name("nobody")
+            .ok()
+            .flatten()
+            .expect("the test needs the \"nobody\" user when run as root");
+        // The build folder may sit in a private home folder: give `nobody` its own copy.
+        let bin = dir.path().join("bigpeer");
+        std::fs::copy(BIN, &bin).expect("copy the binary");
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::os::unix::fs::chown(
+            dir.path(),
+            Some(nobody.uid.as_raw()),
+            Some(nobody.gid.as_raw()),
+        )
+        .expect("chown the folder to nobody");
+        let mut as_nobody = Command::new(&bin);
+        as_nobody
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .uid(nobody.uid.as_raw())
+            .gid(nobody.gid.as_raw());
+        as_nobody
+    } else {
+        bigpeer(dir.path())
+    };
+    let data = dir.path().join("data");
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data);
+    let mut server = Server::start(cmd);
+    server.wait_ready(Duration::from_secs(60));
+    let owner = std::fs::metadata(data.join("postgres"))
+        .expect("cluster")
+        .uid();
+    assert_eq!(owner, std::fs::metadata(dir.path()).expect("dir").uid());
+    assert_eq!(server.terminate().code(), Some(0), "{}", server.logs());
     assert_postgres_stopped(&data);
 }
 
