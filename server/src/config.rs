@@ -2,6 +2,11 @@
 //! the working directory when present), then environment variables, then command-line flags.
 //! Every value is checked at start-up; a bad one stops bigpeer with a [`ConfigError`] that names
 //! the setting, where the value came from and how to fix it.
+//!
+//! Adding a setting: a field of [`Config`] (and its default), a row of [`SETTINGS`] (names in
+//! each layer, documented default), a field of [`Flags`] and its `clap` argument in `main.rs`, a
+//! parse step in `Config::from_layers`, a line in [`Config::to_toml`] and a row in the README's
+//! table (a test compares the README with [`SETTINGS`]).
 
 use std::fmt;
 use std::net::SocketAddr;
