@@ -53,7 +53,7 @@ fn documents(n: usize) -> Vec<Value> {
     (0..n)
         .map(|i| {
             let json = format!(
-                r#"{{"_id":"car-{i:06}","make":"Make{m}","model":"Model {i}","color":"{c}","year":{y},"price":{p},"sold":{s},"engine":{{"hp":{hp},"cyl":{cyl}}},"tags":["t{t}","fleet"],"owner":{{"name":"Owner {i}","city":"City {t}"}},"note":"a short note about car number {i}"}}"#,
+                r#"{{"_id":"car-{i:06}","make":"Make{m}","model":"Model {i}","color":"{c}","year":{y},"price":{p},"sold":{s},"engine":{{"hp":{hp},"cyl":{cyl}}},"tags":["t{t}","fleet"],"owner":{{"name":"Owner {i}","city":"City {t}"}},"note":"a short note about car number {i}","vin":"1HGCM82633A{i:06}","status":"available"}}"#,
                 m = i % 17,
                 c = colors[i % colors.len()],
                 y = 1990 + (i % 35),
