@@ -36,6 +36,7 @@
 pub mod ast;
 pub mod error;
 pub mod eval;
+pub mod legacy;
 pub mod lexer;
 pub mod memstore;
 pub mod parser;
