@@ -89,6 +89,61 @@ fn arith_code(op: BinaryOp) -> i64 {
     }
 }
 
+fn flip(op: CmpOp) -> CmpOp {
+    match op {
+        CmpOp::Lt => CmpOp::Gt,
+        CmpOp::Le => CmpOp::Ge,
+        CmpOp::Gt => CmpOp::Lt,
+        CmpOp::Ge => CmpOp::Le,
+        other => other,
+    }
+}
+
+/// The jsonb type name of a literal that comparisons can inline.
+fn scalar_kind(v: &Value) -> Option<&'static str> {
+    match v {
+        Value::Int(_) | Value::UInt(_) | Value::Float(_) => Some("number"),
+        Value::String(_) => Some("string"),
+        Value::Bool(_) => Some("boolean"),
+        _ => None,
+    }
+}
+
+/// `x <op> literal` without a function call: the same result as `dql_compare` (MISSING for
+/// another type, NULL for null), in plain SQL that the planner can inline.
+fn compare_with_literal(op: CmpOp, x: Expr, v: &Value, p: &mut Params) -> Expr {
+    let kind = scalar_kind(v).unwrap_or("number");
+    let sql_op = match op {
+        CmpOp::Eq => BinaryOperator::Eq,
+        CmpOp::Neq => BinaryOperator::NotEq,
+        CmpOp::Lt => BinaryOperator::Lt,
+        CmpOp::Le => BinaryOperator::LtEq,
+        CmpOp::Gt => BinaryOperator::Gt,
+        CmpOp::Ge => BinaryOperator::GtEq,
+    };
+    let (left, right) = match v {
+        Value::String(s) => (collate_c(json_text(x.clone())), collate_c(p.text(s))),
+        Value::Bool(b) => (
+            cast(x.clone(), DataType::Boolean),
+            Expr::value(sqlparser::ast::Value::Boolean(*b)),
+        ),
+        _ => {
+            let numeric = DataType::Numeric(sqlparser::ast::ExactNumberInfo::None);
+            (cast(x.clone(), numeric.clone()), cast(p.jsonb(v), numeric))
+        }
+    };
+    case(
+        vec![
+            (
+                typeof_is(x.clone(), kind),
+                call("to_jsonb", vec![bin(left, sql_op, right)]),
+            ),
+            (typeof_is(x, "null"), jsonb_constant("null")),
+        ],
+        None,
+    )
+}
+
 /// Combines with an associative function as a balanced tree (shallow SQL for long chains).
 fn balanced(f: &str, mut parts: Vec<Expr>, empty: &str) -> Expr {
     while parts.len() > 1 {
@@ -149,7 +204,15 @@ pub fn compile(e: &PExpr, scope: &Scope, p: &mut Params) -> Result<Expr> {
             let parts = items.iter().map(|i| c(i, p)).collect::<Result<Vec<_>>>()?;
             balanced("dql_or", parts, "false")
         }
-        PExpr::Cmp(op, a, b) => call("dql_compare", vec![int(cmp_code(*op)), c(a, p)?, c(b, p)?]),
+        PExpr::Cmp(op, a, b) => match (a.as_ref(), b.as_ref()) {
+            (x, PExpr::Lit(v)) if scalar_kind(v).is_some() => {
+                compare_with_literal(*op, c(x, p)?, v, p)
+            }
+            (PExpr::Lit(v), x) if scalar_kind(v).is_some() => {
+                compare_with_literal(flip(*op), c(x, p)?, v, p)
+            }
+            _ => call("dql_compare", vec![int(cmp_code(*op)), c(a, p)?, c(b, p)?]),
+        },
         PExpr::Arith(op, a, b) => call("dql_arith", vec![int(arith_code(*op)), c(a, p)?, c(b, p)?]),
         PExpr::Between {
             expr,

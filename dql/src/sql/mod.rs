@@ -543,7 +543,7 @@ mod tests {
         let x = c
             .params
             .iter()
-            .filter(|p| **p == SqlParam::Jsonb(serde_json::json!("x")))
+            .filter(|p| **p == SqlParam::Text("x".into()))
             .count();
         assert_eq!(x, 1);
     }
