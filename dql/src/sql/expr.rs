@@ -109,10 +109,57 @@ fn scalar_kind(v: &Value) -> Option<&'static str> {
     }
 }
 
-/// `x <op> literal` without a function call: the same result as `dql_compare` (MISSING for
-/// another type, NULL for null), in plain SQL that the planner can inline.
-fn compare_with_literal(op: CmpOp, x: Expr, v: &Value, p: &mut Params) -> Expr {
+/// The SQL condition "this DQL expression is TRUE" (WHERE, HAVING). AND/OR chains and
+/// comparisons with a literal become plain SQL conditions the planner can use and short-cut;
+/// anything else is `(value) = 'true'::jsonb`.
+pub fn truth(e: &PExpr, scope: &Scope, p: &mut Params) -> Result<Expr> {
+    Ok(match e {
+        PExpr::All(items) | PExpr::Any(items) if !items.is_empty() => {
+            let op = if matches!(e, PExpr::All(_)) {
+                BinaryOperator::And
+            } else {
+                BinaryOperator::Or
+            };
+            let mut parts = Vec::with_capacity(items.len());
+            for i in items {
+                parts.push(truth(i, scope, p)?);
+            }
+            parts
+                .into_iter()
+                .reduce(|a, b| bin(a, op.clone(), b))
+                .unwrap_or_else(|| constant_bool(false))
+        }
+        PExpr::Cmp(op, a, b) => match (a.as_ref(), b.as_ref()) {
+            (x, PExpr::Lit(v)) if scalar_kind(v).is_some() => {
+                literal_condition(*op, compile(x, scope, p)?, v, p)
+            }
+            (PExpr::Lit(v), x) if scalar_kind(v).is_some() => {
+                literal_condition(flip(*op), compile(x, scope, p)?, v, p)
+            }
+            _ => is_true(compile(e, scope, p)?),
+        },
+        other => is_true(compile(other, scope, p)?),
+    })
+}
+
+fn constant_bool(b: bool) -> Expr {
+    Expr::value(sqlparser::ast::Value::Boolean(b))
+}
+
+/// `CASE WHEN jsonb_typeof(x) = kind THEN x <op> literal ELSE false END`: TRUE exactly when the
+/// DQL comparison is TRUE.
+fn literal_condition(op: CmpOp, x: Expr, v: &Value, p: &mut Params) -> Expr {
     let kind = scalar_kind(v).unwrap_or("number");
+    let (left, sql_op, right) = literal_operands(op, x.clone(), v, p);
+    // CASE, not AND: SQL may evaluate AND's operands in any order, and the cast must only see
+    // values of the right type.
+    case(
+        vec![(typeof_is(x, kind), bin(left, sql_op, right))],
+        Some(constant_bool(false)),
+    )
+}
+
+fn literal_operands(op: CmpOp, x: Expr, v: &Value, p: &mut Params) -> (Expr, BinaryOperator, Expr) {
     let sql_op = match op {
         CmpOp::Eq => BinaryOperator::Eq,
         CmpOp::Neq => BinaryOperator::NotEq,
@@ -122,16 +169,21 @@ fn compare_with_literal(op: CmpOp, x: Expr, v: &Value, p: &mut Params) -> Expr {
         CmpOp::Ge => BinaryOperator::GtEq,
     };
     let (left, right) = match v {
-        Value::String(s) => (collate_c(json_text(x.clone())), collate_c(p.text(s))),
-        Value::Bool(b) => (
-            cast(x.clone(), DataType::Boolean),
-            Expr::value(sqlparser::ast::Value::Boolean(*b)),
-        ),
+        Value::String(s) => (collate_c(json_text(x)), collate_c(p.text(s))),
+        Value::Bool(b) => (cast(x, DataType::Boolean), constant_bool(*b)),
         _ => {
             let numeric = DataType::Numeric(sqlparser::ast::ExactNumberInfo::None);
-            (cast(x.clone(), numeric.clone()), cast(p.jsonb(v), numeric))
+            (cast(x, numeric.clone()), cast(p.jsonb(v), numeric))
         }
     };
+    (left, sql_op, right)
+}
+
+/// `x <op> literal` without a function call: the same result as `dql_compare` (MISSING for
+/// another type, NULL for null), in plain SQL that the planner can inline.
+fn compare_with_literal(op: CmpOp, x: Expr, v: &Value, p: &mut Params) -> Expr {
+    let kind = scalar_kind(v).unwrap_or("number");
+    let (left, sql_op, right) = literal_operands(op, x.clone(), v, p);
     case(
         vec![
             (

@@ -13,7 +13,7 @@ mod build;
 mod expr;
 mod template;
 
-pub use expr::{compile as compile_expr, Params, Scope};
+pub use expr::{compile as compile_expr, truth, Params, Scope};
 
 use bigpeer_schema::{DocId, Value};
 use sqlparser::ast::Expr;
@@ -23,7 +23,7 @@ use crate::ast::Span;
 use crate::error::{DqlError, Result};
 use crate::plan::{CmpOp, PExpr, Plan, Projection, SelectPlan, Source, Target};
 use build::*;
-use expr::{aggregate, is_true, sort_terms};
+use expr::{aggregate, sort_terms};
 
 /// A bind parameter. The server binds `$1..$n` in order, with the SQL type given in the text
 /// (`$n::jsonb`, `$n::text`, `$n::bytea`, `$n::bytea[]`, `$n::bigint`).
@@ -302,7 +302,7 @@ fn compile_select(s: &SelectPlan) -> Result<Compiled> {
     let mut cond_exprs = base_conds(&s.source, &mut p);
     if let Some(f) = &s.filter {
         cond_exprs.extend(prefilters(f, &mut p));
-        cond_exprs.push(is_true(compile_expr(f, &doc_scope, &mut p)?));
+        cond_exprs.push(truth(f, &doc_scope, &mut p)?);
     }
     let conds: Vec<String> = cond_exprs.iter().map(|c| c.to_string()).collect();
     let from_where = format!("FROM {}{}", from.table, where_clause(&conds));
@@ -400,7 +400,7 @@ fn compile_select(s: &SelectPlan) -> Result<Compiled> {
     let item = item_expr(&s.projection, &group_scope, &mut p)?;
     let mut outer_conds = Vec::new();
     if let Some(h) = &g.having {
-        outer_conds.push(is_true(compile_expr(h, &group_scope, &mut p)?).to_string());
+        outer_conds.push(truth(h, &group_scope, &mut p)?.to_string());
     }
     let mut terms = order_terms(&s.order_by, &group_scope, &mut p)?;
     for k in &group_scope.keys {
@@ -432,7 +432,7 @@ fn compile_targets(t: &Target) -> Result<Compiled> {
     let mut conds = base_conds(&Source::Collection(t.collection.clone()), &mut p);
     if let Some(f) = &t.filter {
         conds.extend(prefilters(f, &mut p));
-        conds.push(is_true(compile_expr(f, &scope, &mut p)?));
+        conds.push(truth(f, &scope, &mut p)?);
     }
     let mut order = order_exprs(&t.order_by, &scope, &mut p)?;
     if !t.order_by.is_empty() {
