@@ -27,6 +27,7 @@ impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Query(q) => ServiceError::Dql(*q),
+            StoreError::Denied(m) => ServiceError::Auth(AuthError::Forbidden(m)),
             other => ServiceError::Store(other),
         }
     }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use bigpeer_dql::eval::{self, InsertOutcome};
-use bigpeer_dql::plan::{self, Plan, PlanOptions, RemoveKind, Source};
+use bigpeer_dql::plan::{self, PExpr, Plan, PlanOptions, RemoveKind, Source};
 use bigpeer_dql::settings::Settings;
 use bigpeer_dql::sql::{self, Compiled, CompiledPlan, SqlParam};
 use bigpeer_schema::{DocId, Op, Value};
@@ -22,7 +22,9 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::{Postgres, Row};
 
-use super::ServiceError;
+use super::access::restrict;
+use super::{Access, Allowed, ServiceError};
+use crate::auth::AuthError;
 use crate::store::{GroupCommit, GroupCommitOptions, Store, StoreError, Working};
 
 /// What kind of statement ran (Ditto's `queryType`).
@@ -85,43 +87,76 @@ impl Executor {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    /// Parses, checks and runs one statement.
+    /// Parses, checks and runs one statement with every permission.
     pub async fn execute(
         &self,
         statement: &str,
         args: &BTreeMap<String, Value>,
+    ) -> Result<ExecuteResult, ServiceError> {
+        self.execute_as(statement, args, &Access::all()).await
+    }
+
+    /// Parses, checks and runs one statement within `access`: reads see only permitted
+    /// documents; a write that touches a document outside the write permission fails as a whole
+    /// (`auth/forbidden`) and writes nothing.
+    pub async fn execute_as(
+        &self,
+        statement: &str,
+        args: &BTreeMap<String, Value>,
+        access: &Access,
     ) -> Result<ExecuteResult, ServiceError> {
         let stmt = bigpeer_dql::parse(statement)?;
         let opts = PlanOptions {
             strict_mode: self.settings().strict_mode(),
         };
         let plan = plan::check_with(&stmt, args, &opts)?;
-        self.run(plan).await
+        self.run(plan, access).await
     }
 
-    async fn run(&self, plan: Plan) -> Result<ExecuteResult, ServiceError> {
+    async fn run(&self, plan: Plan, access: &Access) -> Result<ExecuteResult, ServiceError> {
         match plan {
-            Plan::Select(select) => {
+            Plan::Select(mut select) => {
                 let items = match &select.source {
-                    Source::Collection(_) => match sql::compile(&Plan::Select(select.clone()))? {
-                        CompiledPlan::Query(c) => self.query_items(&c).await?,
-                        _ => Vec::new(),
-                    },
+                    Source::Collection(coll) => {
+                        match access.read(coll)? {
+                            Allowed::All => {}
+                            Allowed::Nothing => return Err(forbidden("read", coll)),
+                            Allowed::Matching(p) => {
+                                select.filter = restrict(select.filter.take(), p)
+                            }
+                        }
+                        match sql::compile(&Plan::Select(select.clone()))? {
+                            CompiledPlan::Query(c) => self.query_items(&c).await?,
+                            _ => Vec::new(),
+                        }
+                    }
                     Source::SystemCollections => {
-                        let names: Vec<String> = sqlx::query_scalar(
+                        let mut names: Vec<String> = sqlx::query_scalar(
                             "SELECT DISTINCT collection FROM documents WHERE NOT deleted ORDER BY collection",
                         )
                         .fetch_all(self.store.pool())
                         .await
                         .map_err(StoreError::from)?;
+                        names.retain(|n| access.can_read_some(n));
                         eval::select(&select, &eval::system_collection_docs(&names))?
                     }
                 };
                 Ok(self.read_result(items).await?)
             }
-            Plan::Insert(insert) => self.insert(insert).await,
-            Plan::Update(_) | Plan::Remove(_) => self.update_or_remove(plan).await,
+            Plan::Insert(insert) => {
+                let allowed = writable(access, &insert.collection)?;
+                self.insert(insert, allowed).await
+            }
+            Plan::Update(_) | Plan::Remove(_) => {
+                let allowed = writable(access, plan.collection().unwrap_or_default())?;
+                self.update_or_remove(plan, allowed).await
+            }
             Plan::AlterSystem { name, value } => {
+                if !access.permissions().write.everything {
+                    return Err(ServiceError::Auth(AuthError::Forbidden(
+                        "ALTER SYSTEM needs the permission to write everything".into(),
+                    )));
+                }
                 let items = {
                     let mut s = self.settings.write().unwrap_or_else(|p| p.into_inner());
                     s.alter(name.as_deref(), value.as_ref())?
@@ -133,6 +168,13 @@ impl Executor {
                 Ok(self.read_result(items).await?)
             }
             Plan::Explain(inner) => {
+                if let Some(coll) = inner.collection() {
+                    if access.read(coll)? == Allowed::Nothing
+                        && access.write(coll)? == Allowed::Nothing
+                    {
+                        return Err(forbidden("read", coll));
+                    }
+                }
                 let mut item = plan::explain(&inner);
                 if let (Value::Object(o), Ok(compiled)) = (&mut item, sql::compile(&inner)) {
                     let text = match compiled {
@@ -172,7 +214,11 @@ impl Executor {
             .collect()
     }
 
-    async fn insert(&self, insert: plan::InsertPlan) -> Result<ExecuteResult, ServiceError> {
+    async fn insert(
+        &self,
+        insert: plan::InsertPlan,
+        allowed: Option<PExpr>,
+    ) -> Result<ExecuteResult, ServiceError> {
         let coll = insert.collection.clone();
         let targets = insert
             .documents
@@ -186,7 +232,10 @@ impl Executor {
                 match eval::insert_ops(&insert, d, existing.as_ref()).map_err(query_error)? {
                     InsertOutcome::Skip => {}
                     InsertOutcome::Write(ops) => {
+                        check_write(allowed.as_ref(), &insert.collection, existing.as_ref())?;
                         w.apply_ops(&insert.collection, &d.id, &ops)?;
+                        let after = w.value(&insert.collection, &d.id)?;
+                        check_write(allowed.as_ref(), &insert.collection, after.as_ref())?;
                         mutated.push(d.id.clone());
                     }
                 }
@@ -202,7 +251,11 @@ impl Executor {
         })
     }
 
-    async fn update_or_remove(&self, plan: Plan) -> Result<ExecuteResult, ServiceError> {
+    async fn update_or_remove(
+        &self,
+        plan: Plan,
+        allowed: Option<PExpr>,
+    ) -> Result<ExecuteResult, ServiceError> {
         let CompiledPlan::Mutation { targets: find } = sql::compile(&plan)? else {
             return Err(ServiceError::Store(StoreError::Shared {
                 code: "internal",
@@ -243,10 +296,13 @@ impl Executor {
                 if !eval::matches(filter, &value).map_err(query_error)? {
                     continue;
                 }
+                check_write(allowed.as_ref(), &coll, Some(&value))?;
                 match &plan {
                     Plan::Update(u) => {
                         let ops = eval::update_ops(u, &value).map_err(query_error)?;
                         w.apply_ops(&coll, id, &ops)?;
+                        let after = w.value(&coll, id)?;
+                        check_write(allowed.as_ref(), &coll, after.as_ref())?;
                     }
                     Plan::Remove(r) => match r.kind {
                         RemoveKind::Delete => w.apply_ops(&coll, id, &[Op::Delete])?,
@@ -266,6 +322,42 @@ impl Executor {
             mutated_ids: sorted(ids),
         })
     }
+}
+
+fn forbidden(what: &str, collection: &str) -> ServiceError {
+    ServiceError::Auth(AuthError::Forbidden(format!(
+        "no permission to {what} collection \"{collection}\""
+    )))
+}
+
+/// The write restriction on a collection: `None` for everything, an error for nothing.
+fn writable(access: &Access, collection: &str) -> Result<Option<PExpr>, ServiceError> {
+    match access.write(collection)? {
+        Allowed::All => Ok(None),
+        Allowed::Nothing => Err(forbidden("write to", collection)),
+        Allowed::Matching(p) => Ok(Some(p)),
+    }
+}
+
+/// Refuses a write to a document (before or after the write) outside the write permission.
+fn check_write(
+    allowed: Option<&PExpr>,
+    collection: &str,
+    value: Option<&Value>,
+) -> Result<(), StoreError> {
+    let (Some(p), Some(v)) = (allowed, value) else {
+        return Ok(());
+    };
+    if eval::matches(Some(p), v).map_err(query_error)? {
+        return Ok(());
+    }
+    let id = v
+        .get_path(&["_id"])
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    Err(StoreError::Denied(format!(
+        "no permission to write document {id} in collection \"{collection}\""
+    )))
 }
 
 /// A DQL error raised inside a write job: it travels as a store error, so that the transaction

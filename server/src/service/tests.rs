@@ -279,3 +279,104 @@ async fn a_failing_statement_writes_nothing_and_txns_grow() {
     );
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn permissions_filter_reads_and_refuse_writes_whole() {
+    let db = TestDb::new().await;
+    let exec = Executor::new(db.store.clone(), &GroupCommitOptions::default());
+    let none = BTreeMap::new();
+    exec.execute(
+        "INSERT INTO books DOCUMENTS ({'_id': {'loc': 'a', 'n': 1}, 'v': 1}), ({'_id': {'loc': 'b', 'n': 2}, 'v': 2}), ({'_id': {'loc': 'a', 'n': 3}, 'v': 3})",
+        &none,
+    )
+    .await
+    .expect("insert");
+    exec.execute("INSERT INTO secrets DOCUMENTS ({'_id': 's'})", &none)
+        .await
+        .expect("insert");
+    let perms: crate::auth::Permissions = serde_json::from_str(
+        r#"{"read": {"queriesByCollection": {"books": ["_id.loc == 'a'"]}},
+            "write": {"queriesByCollection": {"books": ["_id.loc == 'a'"]}}}"#,
+    )
+    .expect("permissions");
+    let access = super::Access::new(perms);
+
+    // Reads: only permitted documents, also under aggregation.
+    let r = exec
+        .execute_as("SELECT v FROM books ORDER BY v", &none, &access)
+        .await
+        .expect("select");
+    assert_eq!(
+        Value::Array(r.items).to_json_string(),
+        r#"[{"v":1},{"v":3}]"#
+    );
+    let r = exec
+        .execute_as("SELECT COUNT(*) AS n FROM books", &none, &access)
+        .await
+        .expect("count");
+    assert_eq!(Value::Array(r.items).to_json_string(), r#"[{"n":2}]"#);
+    let err = exec
+        .execute_as("SELECT * FROM secrets", &none, &access)
+        .await
+        .expect_err("no read");
+    assert_eq!(err.code(), "auth/forbidden");
+    let r = exec
+        .execute_as("SELECT * FROM system:collections", &none, &access)
+        .await
+        .expect("collections");
+    let names = Value::Array(r.items).to_json_string();
+    assert!(
+        names.contains("books") && !names.contains("secrets"),
+        "{names}"
+    );
+
+    // Writes: one document outside the permission fails the whole statement.
+    let err = exec
+        .execute_as("UPDATE books SET v = v + 10", &none, &access)
+        .await
+        .expect_err("partly forbidden");
+    assert_eq!(err.code(), "auth/forbidden");
+    let err = exec
+        .execute_as("INSERT INTO books DOCUMENTS ({'_id': {'loc': 'a', 'n': 9}}), ({'_id': {'loc': 'b', 'n': 9}})", &none, &access)
+        .await
+        .expect_err("second document forbidden");
+    assert_eq!(err.code(), "auth/forbidden");
+    assert_eq!(
+        exec.execute_as("DELETE FROM secrets", &none, &access)
+            .await
+            .expect_err("no write")
+            .code(),
+        "auth/forbidden"
+    );
+    let all = exec
+        .execute("SELECT v FROM books ORDER BY v", &none)
+        .await
+        .expect("select");
+    assert_eq!(
+        Value::Array(all.items).to_json_string(),
+        r#"[{"v":1},{"v":2},{"v":3}]"#,
+        "nothing was written"
+    );
+    let n = exec
+        .execute("SELECT COUNT(*) AS n FROM books", &none)
+        .await
+        .expect("count");
+    assert_eq!(Value::Array(n.items).to_json_string(), r#"[{"n":3}]"#);
+
+    // Inside the permission, writes go through.
+    let r = exec
+        .execute_as(
+            "UPDATE books SET v = v + 10 WHERE _id.loc = 'a'",
+            &none,
+            &access,
+        )
+        .await
+        .expect("allowed");
+    assert_eq!(r.mutated_ids.len(), 2);
+    let err = exec
+        .execute_as("ALTER SYSTEM SET DQL_STRICT_MODE = true", &none, &access)
+        .await
+        .expect_err("admin only");
+    assert_eq!(err.code(), "auth/forbidden");
+    db.drop_db().await;
+}

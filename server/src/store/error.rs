@@ -21,6 +21,9 @@ pub enum StoreError {
     /// service layer turns it back into the DQL error.
     #[error("{}", .0.message)]
     Query(Box<bigpeer_dql::DqlError>),
+    /// A write the caller is not permitted to make; nothing of the statement is written.
+    #[error("{0}")]
+    Denied(String),
     /// A write job touched a document it did not declare (a bug in the caller).
     #[error("document {id} in collection \"{collection}\" was not locked by this write")]
     NotLocked { collection: String, id: String },
@@ -43,6 +46,7 @@ impl StoreError {
             StoreError::BaseNotDominated { .. } => "crdt/base-not-dominated",
             StoreError::NotLocked { .. } => "internal",
             StoreError::Query(e) => e.code.as_str(),
+            StoreError::Denied(_) => "auth/forbidden",
             StoreError::Shared { code, .. } => code,
         }
     }

@@ -1,0 +1,175 @@
+//! Permissions applied to statements.
+//!
+//! A permission side (read or write) gives, per collection, either everything, nothing, or the
+//! documents matching any of a list of predicates (Ditto's `queriesByCollection`). Predicates are
+//! in the legacy query language unless the permission set says `qlVersion: 1` (DQL); both are
+//! checked into the same resolved expressions the DQL engine runs, so a read filter runs inside
+//! the compiled Postgres query and a write check runs in memory on the locked document.
+
+use std::collections::BTreeMap;
+
+use bigpeer_dql::plan::{self, PExpr, Plan};
+use bigpeer_schema::Value;
+
+use super::ServiceError;
+use crate::auth::{AuthError, Permission, Permissions, Scope};
+
+/// What one side of a permission set allows on one collection, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Allowed {
+    All,
+    Nothing,
+    /// Documents for which this expression is true.
+    Matching(PExpr),
+}
+
+/// The permissions of one request.
+#[derive(Debug, Clone)]
+pub struct Access {
+    perms: Permissions,
+}
+
+impl Access {
+    pub fn new(perms: Permissions) -> Access {
+        Access { perms }
+    }
+
+    /// Everything allowed (playground, admin).
+    pub fn all() -> Access {
+        Access {
+            perms: Permissions::all(),
+        }
+    }
+
+    pub fn permissions(&self) -> &Permissions {
+        &self.perms
+    }
+
+    pub fn read(&self, collection: &str) -> Result<Allowed, ServiceError> {
+        resolve(&self.perms.read, collection, self.perms.ql_version)
+    }
+
+    pub fn write(&self, collection: &str) -> Result<Allowed, ServiceError> {
+        resolve(&self.perms.write, collection, self.perms.ql_version)
+    }
+
+    /// True when the collection is readable at all (for `system:collections`).
+    pub fn can_read_some(&self, collection: &str) -> bool {
+        !matches!(self.perms.read.scope(collection), Scope::Nothing)
+    }
+}
+
+fn resolve(
+    side: &Permission,
+    collection: &str,
+    ql_version: Option<u8>,
+) -> Result<Allowed, ServiceError> {
+    match side.scope(collection) {
+        Scope::All => Ok(Allowed::All),
+        Scope::Nothing => Ok(Allowed::Nothing),
+        Scope::Matching(queries) => {
+            let mut parts = Vec::with_capacity(queries.len());
+            for q in queries {
+                parts.push(predicate(q, ql_version)?);
+            }
+            Ok(Allowed::Matching(if parts.len() == 1 {
+                parts.remove(0)
+            } else {
+                PExpr::Any(parts)
+            }))
+        }
+    }
+}
+
+/// Resolves one permission predicate.
+fn predicate(query: &str, ql_version: Option<u8>) -> Result<PExpr, ServiceError> {
+    let bad = |e: bigpeer_dql::DqlError| {
+        ServiceError::Auth(AuthError::InvalidRequest(format!(
+            "permission query {query:?} is not valid: {}",
+            e.message
+        )))
+    };
+    let dql = match ql_version {
+        Some(1) => query.to_owned(),
+        _ => bigpeer_dql::legacy::to_dql(query).map_err(bad)?,
+    };
+    let stmt =
+        bigpeer_dql::parse(&format!("SELECT * FROM permission_check WHERE {dql}")).map_err(bad)?;
+    match plan::check(&stmt, &BTreeMap::new()).map_err(bad)? {
+        Plan::Select(s) => Ok(s.filter.unwrap_or(PExpr::Lit(Value::Bool(true)))),
+        _ => Err(ServiceError::Auth(AuthError::InvalidRequest(format!(
+            "permission query {query:?} is not a predicate"
+        )))),
+    }
+}
+
+/// `filter AND allowed` (`allowed` must be `Matching`).
+pub fn restrict(filter: Option<PExpr>, allowed: PExpr) -> Option<PExpr> {
+    Some(match filter {
+        None => allowed,
+        Some(PExpr::All(mut parts)) => {
+            parts.push(allowed);
+            PExpr::All(parts)
+        }
+        Some(f) => PExpr::All(vec![f, allowed]),
+    })
+}
+
+/// Checks every predicate a permission set holds (so a bad key is refused when it is made).
+pub fn validate(perms: &Permissions) -> Result<(), ServiceError> {
+    for side in [&perms.read, &perms.write] {
+        for queries in side.queries_by_collection.values() {
+            for q in queries {
+                predicate(q, perms.ql_version)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn perms(json: &str) -> Permissions {
+        serde_json::from_str(json).expect("permissions")
+    }
+
+    #[test]
+    fn scopes_resolve() {
+        let p = perms(
+            r#"{"read":{"queriesByCollection":{"books":["_id.loc == 'a'", "_id.loc == 'b'"],"all":["true"]}},
+                "write":{"everything":true}}"#,
+        );
+        let a = Access::new(p);
+        assert!(
+            matches!(a.read("books").expect("resolves"), Allowed::Matching(PExpr::Any(v)) if v.len() == 2)
+        );
+        assert_eq!(a.read("all").expect("resolves"), Allowed::All);
+        assert_eq!(a.read("other").expect("resolves"), Allowed::Nothing);
+        assert_eq!(a.write("other").expect("resolves"), Allowed::All);
+        assert!(a.can_read_some("books") && !a.can_read_some("other"));
+    }
+
+    #[test]
+    fn dql_predicates_with_ql_version_1() {
+        let a = Access::new(perms(
+            r#"{"read":{"queriesByCollection":{"c":["_id.loc IN ['a', 'b']"]}},"qlVersion":1}"#,
+        ));
+        assert!(matches!(
+            a.read("c").expect("resolves"),
+            Allowed::Matching(_)
+        ));
+    }
+
+    #[test]
+    fn bad_predicates_are_refused() {
+        let p = perms(r#"{"read":{"queriesByCollection":{"c":["_id ==="]}}}"#);
+        let err = validate(&p).expect_err("invalid");
+        assert_eq!(err.code(), "auth/invalid-request");
+        assert!(validate(&perms(
+            r#"{"write":{"queriesByCollection":{"c":["_id.loc == $args.x"]}}}"#
+        ))
+        .is_err());
+    }
+}
