@@ -65,7 +65,7 @@ impl DqlError {
     pub fn unsupported(construct: impl fmt::Display, span: crate::ast::Span) -> DqlError {
         DqlError::new(
             ErrorCode::Unsupported,
-            format!("{construct} is not supported by bigpeer"),
+            format!("not supported by bigpeer: {construct}"),
             span,
         )
     }

@@ -39,6 +39,12 @@ const MISTAKES: &[&str] = &[
     "INSERT INTO cars DOCUMENTS ({'_id': 1.5})",
     "INSERT INTO cars DOCUMENTS ({'_id': 'b', 'color': 'red'})",
     "UPDATE COLLECTION cars (n COUNTER) APPLY n INCREMENT BY 2.5",
+    "SELECT * FROM cars JOIN owners ON cars.owner = owners._id",
+    "SELECT * FROM cars WHERE _id IN (SELECT car FROM owners)",
+    "SELECT * FROM cars WHERE name SIMILAR TO 'a%'",
+    "CREATE INDEX ix ON cars (color)",
+    "UPDATE cars SET props -> (color = 'red')",
+    "SELECT * FROM cars UNION SELECT * FROM trucks",
 ];
 
 fn render() -> String {

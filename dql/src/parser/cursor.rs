@@ -186,9 +186,13 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// `Unexpected token X at line L column C near "..."; expected Y`.
+    /// `Unexpected token X at line L column C near "..."; expected Y`, or `query/unsupported`
+    /// when the token starts a construct DQL has but bigpeer does not support.
     pub fn unexpected(&self, expected: Option<&str>) -> DqlError {
         let span = self.span();
+        if let Some(construct) = self.unsupported_construct() {
+            return DqlError::unsupported(construct, span);
+        }
         let what = match self.toks.get(self.pos) {
             Some(t) => format!("token {}", t.token),
             None => "end of input".to_owned(),
@@ -219,6 +223,45 @@ impl<'a> Cursor<'a> {
             }
         }
         DqlError::invalid(msg, span)
+    }
+
+    /// Recognises the start of a known construct that bigpeer does not support.
+    fn unsupported_construct(&self) -> Option<String> {
+        let prev = self
+            .pos
+            .checked_sub(1)
+            .and_then(|i| self.toks.get(i))
+            .map(|t| &t.token);
+        let word = |n: usize| match self.peek_nth(n) {
+            Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
+            _ => None,
+        };
+        match self.peek()? {
+            Token::ShiftLeft | Token::ShiftRight => {
+                Some("the bit shift operators << and >>".to_owned())
+            }
+            Token::Arrow | Token::LongArrow => {
+                Some("the `SET field -> (...)` map syntax (use `SET field.key = ...`)".to_owned())
+            }
+            Token::Word(_) => {
+                let w = word(0)?;
+                Some(match w.as_str() {
+                    "JOIN" | "INNER" | "LEFT" | "RIGHT" | "FULL" | "CROSS" => "JOIN".to_owned(),
+                    "UNION" | "INTERSECT" | "EXCEPT" => format!("{w} (set operations)"),
+                    "SIMILAR" => "SIMILAR TO".to_owned(),
+                    "ESCAPE" => "LIKE ... ESCAPE".to_owned(),
+                    "SELECT" if prev == Some(&Token::LParen) => "subqueries".to_owned(),
+                    "CREATE" | "DROP" if self.pos == 0 => {
+                        format!("{w} {}", word(1).unwrap_or_default())
+                            .trim_end()
+                            .to_owned()
+                    }
+                    "SYNC" if self.pos == 0 => "SYNC CONTEXT".to_owned(),
+                    _ => return None,
+                })
+            }
+            _ => None,
+        }
     }
 
     /// A parser error with a free-form detail at the current position.

@@ -635,7 +635,7 @@ mod tests {
         );
         assert_eq!(
             error("SELECT * FROM system:peers"),
-            "query/unsupported: system:peers is not supported by bigpeer"
+            "query/unsupported: not supported by bigpeer: system:peers"
         );
     }
 
