@@ -21,17 +21,24 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     ELSE (x::text)::jsonb END
 $$;
 
--- An integer result: a jsonb integer while it fits in i64/u64, else a float (as the evaluator).
+-- An integer result of arithmetic: a jsonb integer while it fits in i64/u64, else MISSING.
 CREATE OR REPLACE FUNCTION dql_int(n numeric) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE WHEN n IS NULL THEN NULL
-    WHEN n BETWEEN -9223372036854775808 AND 18446744073709551615 THEN to_jsonb(n)
-    ELSE dql_float(n::float8) END
+  SELECT CASE WHEN n BETWEEN -9223372036854775808 AND 18446744073709551615 THEN to_jsonb(n) END
 $$;
 
+-- A mean: an integer when it is integral, else a float.
+CREATE OR REPLACE FUNCTION dql_integral_or_float(x float8) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE WHEN x = trunc(x) AND abs(x) < 9.2e18 THEN to_jsonb(trunc(x)::numeric) ELSE dql_float(x) END
+$$;
+
+-- An integer is a jsonb number without a fractional part that fits Ditto's integers (i64 or
+-- u64); a larger one can only come from a float written with an exponent (1e300).
 CREATE OR REPLACE FUNCTION dql_is_int(v jsonb) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT jsonb_typeof(v) = 'number' AND scale(v::numeric) = 0
+    AND v::numeric BETWEEN -9223372036854775808 AND 18446744073709551615
 $$;
 
 -- The total order of ORDER BY, MIN/MAX: -1, 0 or 1. Strings compare bytewise.
@@ -136,8 +143,17 @@ BEGIN
   ELSE
     c := dql_cmp(a, b);
   END IF;
-  IF op = 0 THEN RETURN to_jsonb(c = 0); END IF;
+    IF op = 0 THEN RETURN to_jsonb(c = 0); END IF;
   IF op = 1 THEN RETURN to_jsonb(c <> 0); END IF;
+  IF ta = 'array' THEN
+    -- The first pair of elements that differ decides, with this comparison's semantics.
+    FOR i IN 0 .. least(jsonb_array_length(a), jsonb_array_length(b)) - 1 LOOP
+      IF jsonb_typeof(a -> i) = 'null' OR dql_rank(a -> i) <> dql_rank(b -> i) OR dql_cmp(a -> i, b -> i) <> 0 THEN
+        RETURN dql_compare(op, a -> i, b -> i);
+      END IF;
+    END LOOP;
+    RETURN dql_compare(op, to_jsonb(jsonb_array_length(a)), to_jsonb(jsonb_array_length(b)));
+  END IF;
   IF ta = 'object' THEN RETURN 'false'::jsonb; END IF;
   RETURN to_jsonb(CASE op WHEN 2 THEN c < 0 WHEN 3 THEN c <= 0 WHEN 4 THEN c > 0 ELSE c >= 0 END);
 END
@@ -197,7 +213,7 @@ BEGIN
   IF ta <> 'number' OR tb <> 'number' THEN RETURN NULL; END IF;
   x := a::numeric;
   y := b::numeric;
-  IF scale(x) = 0 AND scale(y) = 0 THEN
+    IF dql_is_int(a) AND dql_is_int(b) THEN
     IF op = 0 THEN RETURN dql_int(x + y); END IF;
     IF op = 1 THEN RETURN dql_int(x - y); END IF;
     IF op = 2 THEN RETURN dql_int(x * y); END IF;
@@ -205,8 +221,13 @@ BEGIN
     IF op = 3 THEN RETURN dql_int(div(x, y)); END IF;
     RETURN dql_int(mod(x, y));
   END IF;
-  fx := x::float8;
+    fx := x::float8;
   fy := y::float8;
+  -- A float result out of range is null (float8 arithmetic would raise an error).
+  IF op <> 4 AND (op <> 3 OR y <> 0) AND abs(CASE op WHEN 0 THEN x + y WHEN 1 THEN x - y WHEN 2 THEN x * y
+      ELSE x / y END) > 1.7976931348623157e308 THEN
+    RETURN 'null'::jsonb;
+  END IF;
   IF op = 0 THEN RETURN dql_float(fx + fy); END IF;
   IF op = 1 THEN RETURN dql_float(fx - fy); END IF;
   IF op = 2 THEN RETURN dql_float(fx * fy); END IF;
@@ -268,7 +289,7 @@ $$;
 CREATE OR REPLACE FUNCTION dql_type(v jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT to_jsonb(CASE jsonb_typeof(v)
-    WHEN 'number' THEN CASE WHEN scale(v::numeric) = 0 THEN 'integer' ELSE 'float' END
+        WHEN 'number' THEN CASE WHEN dql_is_int(v) THEN 'integer' ELSE 'float' END
     WHEN NULL THEN 'missing'
     ELSE coalesce(jsonb_typeof(v), 'missing') END)
 $$;
@@ -399,10 +420,12 @@ RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT CASE
     WHEN n IS NULL OR n = 0 THEN NULL
-    WHEN coalesce(any_float, false) THEN dql_float(CASE WHEN avg THEN fsum / n ELSE fsum END)
-    WHEN NOT avg THEN dql_int(isum)
-    WHEN mod(isum, n) = 0 THEN dql_int(div(isum, n))
-    ELSE dql_float(isum::float8 / n) END
+        WHEN coalesce(any_float, false) AND avg THEN dql_integral_or_float(fsum / n)
+    WHEN coalesce(any_float, false) THEN dql_float(fsum)
+    WHEN NOT avg AND isum BETWEEN -9223372036854775808 AND 9223372036854775807 THEN to_jsonb(isum)
+    WHEN NOT avg THEN dql_float(isum::float8)
+    WHEN mod(isum, n) = 0 THEN to_jsonb(div(isum, n))
+    ELSE dql_integral_or_float(isum::float8 / n) END
 $$;
 
 CREATE OR REPLACE FUNCTION dql_least(a jsonb, b jsonb) RETURNS jsonb

@@ -50,6 +50,14 @@ fn cmp_key(a: &[Option<Value>], b: &[Option<Value>]) -> Ordering {
     a.len().cmp(&b.len())
 }
 
+fn integral_or_float(f: f64) -> Value {
+    if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.2e18 {
+        Value::Int(f as i64)
+    } else {
+        Value::float(f).unwrap_or(Value::Null)
+    }
+}
+
 /// Computes one aggregate over the documents of a group.
 pub fn aggregate(call: &AggCall, docs: &[&Value]) -> Result<Option<Value>> {
     if call.func == AggFunc::CountStar {
@@ -89,32 +97,27 @@ pub fn aggregate(call: &AggCall, docs: &[&Value]) -> Result<Option<Value>> {
             if nums.is_empty() {
                 return Ok(None);
             }
-            let all_int = nums.iter().all(|v| !matches!(v, Value::Float(_)));
             let n = nums.len() as i128;
-            if all_int {
-                let sum: i128 = nums
-                    .iter()
-                    .map(|v| match v {
-                        Value::Int(i) => i128::from(*i),
-                        Value::UInt(u) => i128::from(*u),
-                        _ => 0,
-                    })
-                    .sum();
-                if call.func == AggFunc::Sum {
-                    Some(int_value(sum))
-                } else if sum % n == 0 {
-                    Some(int_value(sum / n))
-                } else {
-                    Value::float(sum as f64 / n as f64).ok()
+            let all_int = nums.iter().all(|v| !matches!(v, Value::Float(_)));
+            let isum: i128 = nums
+                .iter()
+                .map(|v| match v {
+                    Value::Int(i) => i128::from(*i),
+                    Value::UInt(u) => i128::from(*u),
+                    _ => 0,
+                })
+                .sum();
+            let fsum: f64 = nums.iter().filter_map(|v| v.as_f64()).sum();
+            match (call.func, all_int) {
+                // An integer sum beyond i64 becomes a float (Ditto).
+                (AggFunc::Sum, true) => {
+                    Some(i64::try_from(isum).map_or(Value::Float(isum as f64), Value::Int))
                 }
-            } else {
-                let sum: f64 = nums.iter().filter_map(|v| v.as_f64()).sum();
-                let r = if call.func == AggFunc::Sum {
-                    sum
-                } else {
-                    sum / n as f64
-                };
-                Value::float(r).ok()
+                (AggFunc::Sum, false) => Some(Value::float(fsum).unwrap_or(Value::Null)),
+                // AVG is an integer whenever the mean is integral, whatever the inputs.
+                (_, true) if isum % n == 0 => int_value(isum / n).into(),
+                (_, true) => Some(integral_or_float(isum as f64 / n as f64)),
+                (_, false) => Some(integral_or_float(fsum / n as f64)),
             }
         }
         AggFunc::Min => values

@@ -93,6 +93,11 @@ pub fn compare(op: CmpOp, a: Option<&Value>, b: Option<&Value>) -> Option<Value>
     if !same_kind(a, b) {
         return None;
     }
+    if let (Value::Array(x), Value::Array(y)) = (a, b) {
+        if !matches!(op, CmpOp::Eq | CmpOp::Neq) {
+            return array_order(op, x, y);
+        }
+    }
     let ord = order_cmp(Some(a), Some(b));
     let r = match op {
         CmpOp::Eq => ord == Ordering::Equal,
@@ -104,6 +109,24 @@ pub fn compare(op: CmpOp, a: Option<&Value>, b: Option<&Value>) -> Option<Value>
         CmpOp::Ge => ord != Ordering::Less,
     };
     Some(Value::Bool(r))
+}
+
+/// `<`, `<=`, `>`, `>=` on arrays: the first pair of elements that differ decides, with the
+/// comparison's own semantics (`[null] < [1]` is null, `[1, 'a'] < [1, 2]` is missing); then
+/// the lengths.
+fn array_order(op: CmpOp, x: &[Value], y: &[Value]) -> Option<Value> {
+    for (p, q) in x.iter().zip(y) {
+        let equal =
+            same_kind(p, q) && order_cmp(Some(p), Some(q)) == Ordering::Equal && !p.is_null();
+        if !equal {
+            return compare(op, Some(p), Some(q));
+        }
+    }
+    compare(
+        op,
+        Some(&Value::Int(x.len() as i64)),
+        Some(&Value::Int(y.len() as i64)),
+    )
 }
 
 /// A truth value: true, false, null, missing (anything that is not a boolean or null).
@@ -215,7 +238,7 @@ pub fn arith(op: BinaryOp, a: Option<&Value>, b: Option<&Value>) -> Option<Value
             BinaryOp::Mod => x.checked_rem(y)?,
             _ => return None,
         };
-        return Some(int_value(r));
+        return int_result(r);
     }
     let (x, y) = (a.as_f64()?, b.as_f64()?);
     if !is_number(a) || !is_number(b) {
@@ -231,7 +254,8 @@ pub fn arith(op: BinaryOp, a: Option<&Value>, b: Option<&Value>) -> Option<Value
         BinaryOp::Mod => x % y,
         _ => return None,
     };
-    Value::float(r).ok()
+    // A float result out of range is null (as Ditto answers `1e300 * 1e300`).
+    Some(Value::float(r).unwrap_or(Value::Null))
 }
 
 /// Unary minus.
@@ -239,7 +263,16 @@ pub fn negate(a: Option<&Value>) -> Option<Value> {
     match a? {
         Value::Null => Some(Value::Null),
         Value::Float(f) => Some(Value::Float(-f)),
-        v => as_int(v).map(|i| int_value(-i)),
+        v => as_int(v).and_then(|i| int_result(-i)),
+    }
+}
+
+/// An integer result of arithmetic: MISSING outside `i64::MIN ..= u64::MAX` (Ditto's integers).
+pub fn int_result(v: i128) -> Option<Value> {
+    if let Ok(i) = i64::try_from(v) {
+        Some(Value::Int(i))
+    } else {
+        u64::try_from(v).ok().map(Value::UInt)
     }
 }
 

@@ -96,7 +96,8 @@ impl Func {
     /// Whether `n` arguments are accepted.
     pub fn accepts(self, n: usize) -> bool {
         match self {
-            Func::Concat | Func::Coalesce => n >= 1,
+            Func::Concat => n >= 2,
+            Func::Coalesce => n >= 1,
             Func::Decode => n >= 3,
             Func::Contains
             | Func::StartsWith

@@ -142,6 +142,10 @@ pub fn truth(e: &PExpr, scope: &Scope, p: &mut Params) -> Result<Expr> {
     })
 }
 
+fn template_not(e: Expr) -> Expr {
+    super::template::not(Expr::Nested(Box::new(e)))
+}
+
 fn constant_bool(b: bool) -> Expr {
     Expr::value(sqlparser::ast::Value::Boolean(b))
 }
@@ -470,11 +474,10 @@ pub fn aggregate(a: &AggCall, scope: &Scope, p: &mut Params) -> Result<Expr> {
             let n = call_with("count", vec![when_number(numeric.clone())], d);
             let any_float = call(
                 "bool_or",
-                vec![when_number(bin(
-                    call("scale", vec![numeric]),
-                    BinaryOperator::Gt,
-                    int(0),
-                ))],
+                vec![when_number(template_not(call(
+                    "dql_is_int",
+                    vec![x.clone()],
+                )))],
             );
             let avg = Expr::value(sqlparser::ast::Value::Boolean(a.func == AggFunc::Avg));
             call("dql_sum_final", vec![isum, fsum, n, any_float, avg])
