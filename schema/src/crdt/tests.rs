@@ -417,6 +417,44 @@ fn a_concurrent_update_resurrects_only_what_the_deleter_had_not_seen() {
 }
 
 #[test]
+fn a_map_kept_alive_only_by_a_concurrent_write_goes_when_that_write_is_removed() {
+    // Documented consequence of a map's mark being last-writer-wins (like a register): `b`
+    // created the root map and `x` concurrently with `a`, whose newer marks the delete then
+    // removed. After the sync the document shows only `b`'s write; removing it leaves no
+    // surviving stamp, so the document reads as deleted, not as `{}`.
+    let (mut a, mut b) = (Peer::new(1), Peer::new(2));
+    a.write_at(20, &[set("x.y", "1")]);
+    a.write_at(21, &[Op::Delete]);
+    b.write_at(10, &[set("x.z", "2")]);
+    sync(&mut a, &mut b);
+    assert_eq!(b.json(), Some(v(r#"{"x":{"z":2}}"#)));
+    b.write(&[unset("x.z")]);
+    assert_eq!(b.json(), None);
+    // Without the concurrent delete, the maps stay.
+    let mut c = Peer::new(3);
+    c.write(&[set("x.z", "2")]);
+    c.write(&[unset("x.z")]);
+    assert_eq!(c.json(), Some(v(r#"{"x":{}}"#)));
+}
+
+#[test]
+fn removing_what_kept_a_map_in_front_shows_an_older_concurrent_value() {
+    // The same consequence with a type conflict: `b` replaced `m` by `null` (removing the map
+    // mark it saw) while `a` concurrently and later added `m.y`. The map shows through `m.y`;
+    // once `m.y` is removed the newest surviving component of `m` is `b`'s null.
+    let (mut a, mut b) = (Peer::new(1), Peer::new(2));
+    a.write_at(5, &[set("m.x", "1")]);
+    b.pull(&a);
+    b.write_at(10, &[set("m", "null")]);
+    a.write_at(12, &[merge("m", r#"{"y":{}}"#)]);
+    sync(&mut a, &mut b);
+    assert_eq!(a.get("m"), Some(v(r#"{"y":{}}"#)));
+    a.write(&[unset("m.y")]);
+    sync(&mut a, &mut b);
+    assert_eq!(a.get("m"), Some(Value::Null));
+}
+
+#[test]
 fn a_delete_that_saw_everything_wins() {
     let (mut a, mut b) = (Peer::new(1), Peer::new(2));
     a.write(&[merge("", r#"{"a":1}"#)]);
