@@ -194,7 +194,7 @@ impl Executor {
 
     async fn read_result(&self, items: Vec<Value>) -> Result<ExecuteResult, StoreError> {
         Ok(ExecuteResult {
-            txn: self.store.committed_txn().await?,
+            txn: self.store.known_txn().await?,
             query_type: QueryType::Select,
             items,
             mutated_ids: Vec::new(),

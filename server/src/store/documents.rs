@@ -121,9 +121,11 @@ impl Store {
 
     /// The newest committed transaction id (0 before the first write).
     pub async fn committed_txn(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT v FROM seq_counter WHERE id = 0")
+        let t: i64 = sqlx::query_scalar("SELECT v FROM seq_counter WHERE id = 0")
             .fetch_one(self.pool())
-            .await?)
+            .await?;
+        self.saw_txn(t);
+        Ok(t)
     }
 }
 

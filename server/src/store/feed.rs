@@ -81,6 +81,7 @@ impl ChangeFeed {
                                 // No subscriber is fine: the feed just moves on.
                                 let _ = sender.send(Arc::new(doc));
                             }
+                            store.saw_txn(cursor);
                             let _ = pos_tx.send(cursor);
                             if !full {
                                 break;

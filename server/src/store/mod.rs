@@ -47,6 +47,9 @@ pub struct Store {
     /// This store instance's hybrid logical clock. Every process gets a fresh random site id, so
     /// several bigpeer processes can write to one Postgres without sharing clock state.
     clock: Arc<Mutex<Clock>>,
+    /// The newest transaction id this process knows to be committed (its own commits, the
+    /// change feed, reads of the counter): a lower bound of the database's, without a query.
+    seen_txn: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Store {
@@ -63,7 +66,23 @@ impl Store {
         Ok(Store {
             pool,
             clock: Arc::new(Mutex::new(Clock::new(SiteId::random()))),
+            seen_txn: Arc::new(std::sync::atomic::AtomicI64::new(0)),
         })
+    }
+
+    /// Records that transaction `txn` is committed.
+    pub(crate) fn saw_txn(&self, txn: i64) {
+        self.seen_txn
+            .fetch_max(txn, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A committed transaction id without a query: the newest this process has seen (a lower
+    /// bound of [`Store::committed_txn`]; asks the database when it has seen none yet).
+    pub async fn known_txn(&self) -> Result<i64, StoreError> {
+        match self.seen_txn.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => self.committed_txn().await,
+            t => Ok(t),
+        }
     }
 
     /// This store's site id.

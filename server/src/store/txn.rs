@@ -421,6 +421,7 @@ impl Store {
             }
         }
         tx.commit().await?;
+        self.saw_txn(info.txn);
 
         // 4. Answer the jobs.
         for slot in slots.iter_mut() {
