@@ -6,7 +6,7 @@
 //! | tokens | [`lexer`] (sqlparser's tokenizer with [`lexer::DqlDialect`]) | tokens with positions |
 //! | parse | [`parser`] (recursive descent, Pratt expressions) | [`ast::Statement`] (spans) |
 //! | check | [`plan`] | [`plan::Plan`]: names resolved, aggregates checked, parameters bound |
-//! | run in memory | [`eval`], [`memstore`] | items, or per-document CRDT operations |
+//! | run in memory | [`eval`], [`exec`] (on any [`exec::DocumentStore`]), [`memstore`] | items, or per-document CRDT operations |
 //! | compile | [`sql`] | [`sql::CompiledPlan`]: one parameterised Postgres statement |
 //!
 //! # How a server runs a statement
@@ -36,6 +36,7 @@
 pub mod ast;
 pub mod error;
 pub mod eval;
+pub mod exec;
 pub mod legacy;
 pub mod lexer;
 pub mod memstore;

@@ -4,21 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use bigpeer_schema::{Clock, Doc, DocId, Op, SiteId, Value};
+use bigpeer_schema::{Clock, Doc, DocId, SiteId, Stamp, Value};
 
-use crate::ast::Span;
 use crate::error::{DqlError, Result};
-use crate::eval::{self, InsertOutcome};
-use crate::plan::{self, Plan, PlanOptions, RemoveKind, Source};
+use crate::exec::{self, DocWrite, DocumentStore};
+use crate::plan::Plan;
 use crate::settings::Settings;
 
-/// The answer to a statement.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct QueryResult {
-    pub items: Vec<Value>,
-    /// Ids of the written documents, in storage order.
-    pub mutated_ids: Vec<Value>,
-}
+pub use crate::exec::QueryResult;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -38,10 +31,6 @@ impl Default for MemStore {
     fn default() -> Self {
         MemStore::new()
     }
-}
-
-fn crdt_error(e: bigpeer_schema::SchemaError) -> DqlError {
-    DqlError::evaluation(format!("Update failed: {e}"), Span::NONE)
 }
 
 impl MemStore {
@@ -68,148 +57,65 @@ impl MemStore {
 
     /// Parses, checks and runs one statement.
     pub fn execute(&mut self, text: &str, args: &BTreeMap<String, Value>) -> Result<QueryResult> {
-        let stmt = crate::parse(text)?;
-        let opts = PlanOptions {
-            strict_mode: self.settings.strict_mode(),
-        };
-        let plan = plan::check_with(&stmt, args, &opts)?;
-        self.run(&plan)
+        exec::execute(self, text, args)
     }
 
     /// Runs a checked plan.
     pub fn run(&mut self, plan: &Plan) -> Result<QueryResult> {
-        match plan {
-            Plan::Select(s) => {
-                let docs = match &s.source {
-                    Source::Collection(c) => self.documents(c),
-                    Source::SystemCollections => {
-                        let names: Vec<String> = self
-                            .collections
-                            .iter()
-                            .filter(|(_, docs)| docs.values().any(|e| !e.doc.is_deleted()))
-                            .map(|(n, _)| n.clone())
-                            .collect();
-                        eval::system_collection_docs(&names)
-                    }
-                };
-                Ok(QueryResult {
-                    items: eval::select(s, &docs)?,
-                    mutated_ids: Vec::new(),
-                })
-            }
-            Plan::Insert(i) => {
-                let mut coll = self
-                    .collections
-                    .get(&i.collection)
-                    .cloned()
-                    .unwrap_or_default();
-                let mut mutated = Vec::new();
-                for d in &i.documents {
-                    let key = d.id.key();
-                    let existing = coll.get(&key).and_then(|e| e.doc.materialize());
-                    match eval::insert_ops(i, d, existing.as_ref())? {
-                        InsertOutcome::Skip => {}
-                        InsertOutcome::Write(ops) => {
-                            let stamp = self.clock.tick();
-                            let entry = coll.entry(key.clone()).or_insert_with(|| Entry {
-                                id: d.id.clone(),
-                                doc: Doc::new(),
-                            });
-                            entry.doc.apply(&ops, stamp).map_err(crdt_error)?;
-                            mutated.push(key);
-                        }
-                    }
-                }
-                self.collections.insert(i.collection.clone(), coll);
-                Ok(self.mutated(&i.collection, mutated))
-            }
-            Plan::Update(u) => {
-                let docs = self.documents(&u.target.collection);
-                let targets: Vec<Value> = eval::targets(&u.target, &docs)?
-                    .into_iter()
-                    .cloned()
-                    .collect();
-                let mut coll = self
-                    .collections
-                    .get(&u.target.collection)
-                    .cloned()
-                    .unwrap_or_default();
-                let mut mutated = Vec::new();
-                for t in &targets {
-                    let ops = eval::update_ops(u, t)?;
-                    let key = eval::storage_key(t);
-                    if let Some(entry) = coll.get_mut(&key) {
-                        let stamp = self.clock.tick();
-                        entry.doc.apply(&ops, stamp).map_err(crdt_error)?;
-                        mutated.push(key);
-                    }
-                }
-                self.collections.insert(u.target.collection.clone(), coll);
-                Ok(self.mutated(&u.target.collection, mutated))
-            }
-            Plan::Remove(r) => {
-                let docs = self.documents(&r.target.collection);
-                let keys: Vec<Vec<u8>> = eval::targets(&r.target, &docs)?
-                    .into_iter()
-                    .map(eval::storage_key)
-                    .collect();
-                let ids = self.ids(&r.target.collection, &keys);
-                let stamp = self.clock.tick();
-                if let Some(coll) = self.collections.get_mut(&r.target.collection) {
-                    for k in &keys {
-                        match r.kind {
-                            RemoveKind::Evict => {
-                                coll.remove(k);
-                            }
-                            RemoveKind::Delete => {
-                                if let Some(e) = coll.get_mut(k) {
-                                    e.doc.apply(&[Op::Delete], stamp).map_err(crdt_error)?;
-                                }
-                            }
-                        }
-                    }
-                }
-                Ok(QueryResult {
-                    items: Vec::new(),
-                    mutated_ids: ids,
-                })
-            }
-            Plan::AlterSystem { name, value } => {
-                let items = self.settings.alter(name.as_deref(), value.as_ref())?;
-                Ok(QueryResult {
-                    items,
-                    mutated_ids: Vec::new(),
-                })
-            }
-            Plan::Show { name } => Ok(QueryResult {
-                items: self.settings.show(name.as_deref())?,
-                mutated_ids: Vec::new(),
-            }),
-            Plan::Explain(inner) => Ok(QueryResult {
-                items: vec![plan::explain(inner)],
-                mutated_ids: Vec::new(),
-            }),
-        }
+        exec::run(self, plan)
+    }
+}
+
+impl DocumentStore for MemStore {
+    type Error = DqlError;
+
+    fn live_documents(&self, collection: &str) -> Result<Vec<Value>> {
+        Ok(self.documents(collection))
     }
 
-    fn ids(&self, collection: &str, keys: &[Vec<u8>]) -> Vec<Value> {
-        let mut keys = keys.to_vec();
-        keys.sort();
-        keys.dedup();
-        let Some(coll) = self.collections.get(collection) else {
-            return Vec::new();
-        };
-        keys.iter()
-            .filter_map(|k| coll.get(k))
-            .map(|e| e.id.value().clone())
-            .collect()
+    fn live_collections(&self) -> Result<Vec<String>> {
+        Ok(self
+            .collections
+            .iter()
+            .filter(|(_, docs)| docs.values().any(|e| !e.doc.is_deleted()))
+            .map(|(n, _)| n.clone())
+            .collect())
     }
 
-    fn mutated(&self, collection: &str, keys: Vec<Vec<u8>>) -> QueryResult {
-        QueryResult {
-            items: Vec::new(),
-            mutated_ids: self.ids(collection, &keys),
+    fn load(&self, collection: &str, key: &[u8]) -> Result<Option<Doc>> {
+        Ok(self
+            .collections
+            .get(collection)
+            .and_then(|c| c.get(key))
+            .map(|e| e.doc.clone()))
+    }
+
+    fn stamp(&mut self) -> Stamp {
+        self.clock.tick()
+    }
+
+    fn settings(&self) -> Result<Settings> {
+        Ok(self.settings.clone())
+    }
+
+    fn save_settings(&mut self, settings: &Settings) -> Result<()> {
+        self.settings = settings.clone();
+        Ok(())
+    }
+
+    fn write(&mut self, collection: &str, writes: Vec<DocWrite>) -> Result<()> {
+        let coll = self.collections.entry(collection.to_owned()).or_default();
+        for w in writes {
+            match w {
+                DocWrite::Put { id, doc } => {
+                    coll.insert(id.key(), Entry { id, doc });
+                }
+                DocWrite::Evict { key } => {
+                    coll.remove(&key);
+                }
+            }
         }
+        Ok(())
     }
 }
 

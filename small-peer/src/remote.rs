@@ -1,0 +1,291 @@
+//! What the sync client needs from the store: merging the big peer's changes, the outbox of
+//! local changes to push, their acknowledgements, and the subscriptions' durable cursors.
+//!
+//! Per document the store keeps `server_vv`, the version vector the big peer is known to have
+//! (raised by every change received from it and every push it acknowledged, replaced by the
+//! vector it sends with a refusal). A local write puts the document in the outbox; a push sends
+//! the delta against `server_vv`, and the document leaves the outbox once the big peer holds
+//! every local write (its `server_vv` entry for this site reaches the document's).
+
+use bigpeer_schema::wire::{Cursor, DocChange, PushResult};
+use bigpeer_schema::{Doc, DocId, SiteId, Value, VersionVector};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::db;
+use crate::error::{PeerError, Result};
+use crate::store::{load_with_server_vv, put_doc, Local, Store};
+
+/// What merging one remote change did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeOutcome {
+    /// The document changed (and is durable).
+    Applied,
+    /// Everything in the change was already here.
+    Unchanged,
+    /// This store lacks the delta's base (it never had, or evicted, part of the document): ask
+    /// for a delta against `have` (a `Want`).
+    Refused { have: VersionVector },
+}
+
+impl From<MergeOutcome> for PushResult {
+    fn from(o: MergeOutcome) -> PushResult {
+        match o {
+            MergeOutcome::Applied => PushResult::Applied,
+            MergeOutcome::Unchanged => PushResult::Unchanged,
+            MergeOutcome::Refused { have } => PushResult::Refused { have },
+        }
+    }
+}
+
+/// A document waiting in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    pub collection: String,
+    pub id: DocId,
+    /// The local change number of its last local write.
+    pub change: i64,
+    /// Set when the big peer denied the last push (`PushResult::Denied`): the change stays here
+    /// and is not pushed again until the document is written locally again.
+    pub denied: Option<String>,
+}
+
+/// A stable key for a subscription's durable cursor: the query text and its arguments.
+pub fn subscription_key(query: &str, args: &Value) -> String {
+    format!("{query}\u{0}{}", args.to_json_string())
+}
+
+/// Whether the big peer (at `server`) holds every local write of `site` in `doc`.
+fn server_has_local_writes(doc: &Doc, server: &VersionVector, site: SiteId) -> bool {
+    server.get(site) >= doc.vv.get(site)
+}
+
+fn set_server_vv(
+    conn: &Connection,
+    collection: &str,
+    key: &[u8],
+    vv: &VersionVector,
+) -> Result<()> {
+    conn.prepare_cached("UPDATE documents SET server_vv = ?3 WHERE collection = ?1 AND id = ?2")?
+        .execute(params![collection, key, db::encode_vv(vv)])?;
+    Ok(())
+}
+
+fn remove_from_outbox(conn: &Connection, collection: &str, key: &[u8]) -> Result<()> {
+    conn.prepare_cached("DELETE FROM outbox WHERE collection = ?1 AND id = ?2")?
+        .execute(params![collection, key])?;
+    Ok(())
+}
+
+impl Store {
+    /// Merges changes received from the big peer, in one transaction with the subscriptions'
+    /// new cursors (`(subscription key, cursor)`, see [`subscription_key`]). Returns one outcome
+    /// per change, in order. Observers are told after the commit.
+    pub fn apply_remote(
+        &mut self,
+        changes: &[DocChange],
+        cursors: &[(String, Cursor)],
+    ) -> Result<Vec<MergeOutcome>> {
+        let site = self.site();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut local = Local::begin(&tx, &mut self.clock, true)?;
+        let mut outcomes = Vec::with_capacity(changes.len());
+        for c in changes {
+            let key = c.id.key();
+            let conn = local.conn();
+            let row = load_with_server_vv(conn, &c.collection, &key)?;
+            let existed = row.is_some();
+            let (mut doc, mut server_vv) = row.unwrap_or_default();
+            if !doc.vv.dominates(&c.delta.base) {
+                outcomes.push(MergeOutcome::Refused { have: doc.vv });
+                continue;
+            }
+            let before = doc.clone();
+            doc.apply_delta(&c.delta)?;
+            // The clock follows remote writes (unless they are implausibly far ahead).
+            let _ = local.clock().observe(c.delta.state.vv.max_hlc());
+            let changed = doc != before;
+            if changed || !existed {
+                let change = local.next_change();
+                put_doc(conn, &c.collection, &c.id, &doc, change)?;
+            }
+            let mut known = server_vv.clone();
+            known.join(&c.delta.state.vv);
+            if known != server_vv {
+                server_vv = known;
+                set_server_vv(conn, &c.collection, &key, &server_vv)?;
+            }
+            if server_has_local_writes(&doc, &server_vv, site) {
+                remove_from_outbox(conn, &c.collection, &key)?;
+            }
+            if changed {
+                local.touch(&c.collection);
+                outcomes.push(MergeOutcome::Applied);
+            } else {
+                outcomes.push(MergeOutcome::Unchanged);
+            }
+        }
+        for (sub, cursor) in cursors {
+            local
+                .conn()
+                .prepare_cached(
+                    "INSERT INTO cursors (subscription, epoch, seq) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (subscription) DO UPDATE SET epoch = excluded.epoch, \
+                     seq = excluded.seq",
+                )?
+                .execute(params![sub, cursor.epoch, seq_to_sql(cursor.seq)])?;
+        }
+        let touched = local.finish()?;
+        tx.commit()?;
+        self.notify(&touched);
+        Ok(outcomes)
+    }
+
+    /// Up to `max` documents with local changes to push, oldest local change first: each a
+    /// delta against the version vector the big peer is known to have (`seq` is 0). Documents
+    /// whose last push was denied are left out until they are written again.
+    pub fn pending_push(&self, max: usize) -> Result<Vec<DocChange>> {
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT o.collection, o.id, d.crdt, d.server_vv FROM outbox o \
+             JOIN documents d ON d.collection = o.collection AND d.id = o.id \
+             WHERE o.denied IS NULL ORDER BY o.change LIMIT ?1",
+        )?;
+        let mut rows = stmt.query(params![limit])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let collection: String = row.get(0)?;
+            let key: Vec<u8> = row.get(1)?;
+            let crdt: Vec<u8> = row.get(2)?;
+            let server_vv: Option<Vec<u8>> = row.get(3)?;
+            let base = match server_vv {
+                Some(b) => db::decode_vv(&b)?,
+                None => VersionVector::new(),
+            };
+            let doc = db::decode_doc(&crdt)?;
+            out.push(DocChange {
+                collection,
+                id: DocId::from_key(&key)?,
+                seq: 0,
+                delta: doc.delta(&base),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records the big peer's answer to a push: `results[i]` is the outcome of `pushed[i]` (as
+    /// returned by [`Store::pending_push`]). `applied`/`unchanged` raise what the big peer is
+    /// known to have and clear the document from the outbox unless it was written again since;
+    /// `refused` replaces it with the big peer's vector (the next push is a delta against it);
+    /// `denied` keeps the change and stops pushing it until the next local write.
+    pub fn ack_push(&mut self, pushed: &[DocChange], results: &[PushResult]) -> Result<()> {
+        if pushed.len() != results.len() {
+            return Err(PeerError::Protocol(format!(
+                "push acknowledgement has {} results for {} changes",
+                results.len(),
+                pushed.len()
+            )));
+        }
+        let site = self.site();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (c, result) in pushed.iter().zip(results) {
+            let key = c.id.key();
+            let Some((doc, server_vv)) = load_with_server_vv(&tx, &c.collection, &key)? else {
+                continue; // evicted since
+            };
+            match result {
+                PushResult::Applied | PushResult::Unchanged => {
+                    let mut known = server_vv.clone();
+                    known.join(&c.delta.state.vv);
+                    if known != server_vv {
+                        set_server_vv(&tx, &c.collection, &key, &known)?;
+                    }
+                    if server_has_local_writes(&doc, &known, site) {
+                        remove_from_outbox(&tx, &c.collection, &key)?;
+                    }
+                }
+                PushResult::Refused { have } => {
+                    set_server_vv(&tx, &c.collection, &key, have)?;
+                }
+                PushResult::Denied { code } => {
+                    // Only when the denied push carried the latest local write.
+                    if c.delta.state.vv.get(site) >= doc.vv.get(site) {
+                        tx.prepare_cached(
+                            "UPDATE outbox SET denied = ?3 WHERE collection = ?1 AND id = ?2",
+                        )?
+                        .execute(params![c.collection, key, code])?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every document in the outbox (pushable or denied), oldest local change first.
+    pub fn outbox(&self) -> Result<Vec<OutboxEntry>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT collection, id, change, denied FROM outbox ORDER BY change")?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let key: Vec<u8> = row.get(1)?;
+            out.push(OutboxEntry {
+                collection: row.get(0)?,
+                id: DocId::from_key(&key)?,
+                change: row.get(2)?,
+                denied: row.get(3)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The change that brings a replica at `have` up to this store's state of a document (to
+    /// answer a `Want`); `None` when the document is unknown here.
+    pub fn delta_since(
+        &self,
+        collection: &str,
+        id: &DocId,
+        have: &VersionVector,
+    ) -> Result<Option<DocChange>> {
+        Ok(self.doc_state(collection, id)?.map(|doc| DocChange {
+            collection: collection.to_owned(),
+            id: id.clone(),
+            seq: 0,
+            delta: doc.delta(have),
+        }))
+    }
+
+    /// The stored cursor of a subscription.
+    pub fn cursor(&self, subscription: &str) -> Result<Option<Cursor>> {
+        let row: Option<(String, i64)> = self
+            .conn
+            .prepare_cached("SELECT epoch, seq FROM cursors WHERE subscription = ?1")?
+            .query_row(params![subscription], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        Ok(row.map(|(epoch, seq)| Cursor {
+            epoch,
+            seq: seq_from_sql(seq),
+        }))
+    }
+
+    /// Forgets a subscription's cursor (the next subscribe starts from scratch).
+    pub fn forget_cursor(&mut self, subscription: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM cursors WHERE subscription = ?1")?
+            .execute(params![subscription])?;
+        Ok(())
+    }
+}
+
+fn seq_to_sql(seq: u64) -> i64 {
+    i64::from_ne_bytes(seq.to_ne_bytes())
+}
+
+fn seq_from_sql(v: i64) -> u64 {
+    u64::from_ne_bytes(v.to_ne_bytes())
+}

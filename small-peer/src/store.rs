@@ -1,0 +1,411 @@
+//! The embedded store: opening, local DQL, and the document reads and writes every other part
+//! uses.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use bigpeer_dql::exec::{self, DocWrite, DocumentStore, QueryResult};
+use bigpeer_dql::plan::{self, Plan, PlanOptions};
+use bigpeer_dql::settings::Settings;
+use bigpeer_schema::{Clock, Doc, DocId, SiteId, Stamp, Value, VersionVector};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::db;
+use crate::error::{PeerError, Result};
+use crate::observe::{Observer, Registry};
+
+/// The database file [`Store::open_dir`] uses inside a data directory.
+pub const FILE_NAME: &str = "smallpeer.sqlite3";
+
+/// A small peer's durable store. Every statement, merge and acknowledgement is one SQLite
+/// transaction (WAL, `synchronous = FULL`): after a crash the store holds exactly the committed
+/// ones.
+///
+/// `Store` is `Send` but not `Sync`: share it between tasks behind a mutex.
+pub struct Store {
+    pub(crate) conn: Connection,
+    pub(crate) clock: Clock,
+    pub(crate) observers: Registry,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("site", &self.clock.site())
+            .field("hlc", &self.clock.last())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating when missing) the store in a SQLite file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        Store::init(Connection::open(path)?)
+    }
+
+    /// Opens (creating when missing) the store [`FILE_NAME`] in a data directory.
+    pub fn open_dir(dir: impl AsRef<Path>) -> Result<Store> {
+        std::fs::create_dir_all(dir.as_ref())?;
+        Store::open(dir.as_ref().join(FILE_NAME))
+    }
+
+    /// A store that lives in memory only (tests, scratch work).
+    pub fn open_in_memory() -> Result<Store> {
+        Store::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Store> {
+        db::configure(&conn)?;
+        let (site, hlc) = db::migrate(&mut conn)?;
+        Ok(Store {
+            conn,
+            clock: Clock::resume(site, hlc),
+            observers: Registry::default(),
+        })
+    }
+
+    /// This store's site id: minted when the database was created, never reused.
+    pub fn site(&self) -> SiteId {
+        self.clock.site()
+    }
+
+    /// The clock's last value (every later local write is stamped above it).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Parses, checks and runs one statement, as the big peer would. Mutations are written in
+    /// one transaction; observers are told afterwards.
+    pub fn execute(&mut self, text: &str, args: &BTreeMap<String, Value>) -> Result<QueryResult> {
+        let plan = self.plan(text, args)?;
+        self.run(&plan)
+    }
+
+    /// [`Store::execute`] with the arguments as a JSON object (or `null` for none).
+    pub fn execute_json(&mut self, text: &str, args: &serde_json::Value) -> Result<QueryResult> {
+        let args = args_from_json(args)?;
+        self.execute(text, &args)
+    }
+
+    pub(crate) fn plan(&self, text: &str, args: &BTreeMap<String, Value>) -> Result<Plan> {
+        let stmt = bigpeer_dql::parse(text)?;
+        let settings = db::load_settings(&self.conn)?;
+        let opts = PlanOptions {
+            strict_mode: settings.strict_mode(),
+        };
+        Ok(plan::check_with(&stmt, args, &opts)?)
+    }
+
+    /// Runs a checked plan.
+    pub fn run(&mut self, plan: &Plan) -> Result<QueryResult> {
+        let writes = plan.is_mutation() || matches!(plan, Plan::AlterSystem { .. });
+        let behavior = if writes {
+            TransactionBehavior::Immediate
+        } else {
+            TransactionBehavior::Deferred
+        };
+        let tx = self.conn.transaction_with_behavior(behavior)?;
+        let mut local = Local::begin(&tx, &mut self.clock, writes)?;
+        let result = exec::run(&mut local, plan)?;
+        let touched = local.finish()?;
+        tx.commit()?;
+        self.notify(&touched);
+        Ok(result)
+    }
+
+    /// A live query: the observer holds the result now and gets it again each time it changes
+    /// after a local statement or a remote merge.
+    pub fn observe(&mut self, select: &str, args: &BTreeMap<String, Value>) -> Result<Observer> {
+        let plan = self.plan(select, args)?;
+        let Plan::Select(_) = &plan else {
+            return Err(PeerError::Dql(bigpeer_dql::DqlError::invalid(
+                "an observer needs a SELECT statement",
+                bigpeer_dql::ast::Span::NONE,
+            )));
+        };
+        let first = self.run(&plan)?;
+        Ok(self.observers.add(plan, first.items))
+    }
+
+    /// Re-evaluates the observers that read a touched collection.
+    pub(crate) fn notify(&mut self, touched: &BTreeSet<String>) {
+        if touched.is_empty() || self.observers.is_empty() {
+            return;
+        }
+        let Store {
+            conn,
+            clock,
+            observers,
+        } = self;
+        observers.notify(touched, |plan| {
+            let tx = conn.transaction()?;
+            let mut local = Local::begin(&tx, clock, false)?;
+            let r = exec::run(&mut local, plan)?;
+            tx.commit()?;
+            Ok(r.items)
+        });
+    }
+
+    /// The stored CRDT state of a document (live or deleted).
+    pub fn doc_state(&self, collection: &str, id: &DocId) -> Result<Option<Doc>> {
+        load_doc(&self.conn, collection, &id.key())
+    }
+
+    /// The live documents of a collection (with `_id`), in storage order.
+    pub fn documents(&self, collection: &str) -> Result<Vec<Value>> {
+        live_documents(&self.conn, collection)
+    }
+}
+
+/// Arguments from JSON: an object of values, or `null` for none.
+pub fn args_from_json(args: &serde_json::Value) -> Result<BTreeMap<String, Value>> {
+    match Value::from_json(args.clone()) {
+        Value::Object(o) => Ok(o),
+        Value::Null => Ok(BTreeMap::new()),
+        other => Err(PeerError::Args(format!(
+            "arguments must be a JSON object, not {}",
+            other.type_name()
+        ))),
+    }
+}
+
+/// One transaction's view of the store for the DQL executor.
+pub(crate) struct Local<'c> {
+    conn: &'c Connection,
+    clock: &'c mut Clock,
+    /// Last local change number used.
+    change: i64,
+    /// Collections written (for observers).
+    touched: BTreeSet<String>,
+    /// Whether this transaction may write (holds the write lock).
+    writes: bool,
+    dirty: bool,
+}
+
+impl<'c> Local<'c> {
+    /// Starts work inside a transaction. A writing transaction first catches the clock up with
+    /// the stored one, so that two processes sharing the file never issue the same stamp.
+    pub(crate) fn begin(conn: &'c Connection, clock: &'c mut Clock, writes: bool) -> Result<Self> {
+        let mut change = 0;
+        if writes {
+            let (hlc, c): (i64, i64) =
+                conn.query_row("SELECT hlc, change FROM peer WHERE one = 1", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+            let stored = db::hlc_from_sql(hlc);
+            if stored > clock.last() {
+                *clock = Clock::resume(clock.site(), stored);
+            }
+            change = c;
+        }
+        Ok(Local {
+            conn,
+            clock,
+            change,
+            touched: BTreeSet::new(),
+            writes,
+            dirty: false,
+        })
+    }
+
+    pub(crate) fn clock(&mut self) -> &mut Clock {
+        self.dirty = true;
+        self.clock
+    }
+
+    pub(crate) fn next_change(&mut self) -> i64 {
+        self.dirty = true;
+        self.change += 1;
+        self.change
+    }
+
+    pub(crate) fn touch(&mut self, collection: &str) {
+        if !self.touched.contains(collection) {
+            self.touched.insert(collection.to_owned());
+        }
+    }
+
+    pub(crate) fn conn(&self) -> &'c Connection {
+        self.conn
+    }
+
+    /// Stores the clock and the change counter; returns the collections written.
+    pub(crate) fn finish(self) -> Result<BTreeSet<String>> {
+        if self.writes && self.dirty {
+            self.conn.execute(
+                "UPDATE peer SET hlc = ?1, change = ?2 WHERE one = 1",
+                params![db::hlc_to_sql(self.clock.last()), self.change],
+            )?;
+        }
+        Ok(self.touched)
+    }
+
+    fn read_only(&self) -> Result<()> {
+        if self.writes {
+            Ok(())
+        } else {
+            Err(PeerError::Corrupt(
+                "a read-only statement tried to write".into(),
+            ))
+        }
+    }
+}
+
+impl DocumentStore for Local<'_> {
+    type Error = PeerError;
+
+    fn live_documents(&self, collection: &str) -> Result<Vec<Value>> {
+        live_documents(self.conn, collection)
+    }
+
+    fn live_collections(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT collection FROM documents WHERE value IS NOT NULL ORDER BY collection",
+        )?;
+        let names = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(names)
+    }
+
+    fn load(&self, collection: &str, key: &[u8]) -> Result<Option<Doc>> {
+        load_doc(self.conn, collection, key)
+    }
+
+    fn stamp(&mut self) -> Stamp {
+        self.clock().tick()
+    }
+
+    fn settings(&self) -> Result<Settings> {
+        db::load_settings(self.conn)
+    }
+
+    fn save_settings(&mut self, settings: &Settings) -> Result<()> {
+        self.read_only()?;
+        db::save_settings(self.conn, settings)
+    }
+
+    fn write(&mut self, collection: &str, writes: Vec<DocWrite>) -> Result<()> {
+        self.read_only()?;
+        for w in writes {
+            match w {
+                DocWrite::Put { id, doc } => {
+                    let change = self.next_change();
+                    put_doc(self.conn, collection, &id, &doc, change)?;
+                    self.conn
+                        .prepare_cached(
+                            "INSERT INTO outbox (collection, id, change, denied) \
+                             VALUES (?1, ?2, ?3, NULL) ON CONFLICT (collection, id) \
+                             DO UPDATE SET change = excluded.change, denied = NULL",
+                        )?
+                        .execute(params![collection, id.key(), change])?;
+                }
+                DocWrite::Evict { key } => {
+                    self.conn
+                        .prepare_cached("DELETE FROM documents WHERE collection = ?1 AND id = ?2")?
+                        .execute(params![collection, key])?;
+                    self.conn
+                        .prepare_cached("DELETE FROM outbox WHERE collection = ?1 AND id = ?2")?
+                        .execute(params![collection, key])?;
+                }
+            }
+            self.touch(collection);
+        }
+        Ok(())
+    }
+}
+
+/// The live documents of a collection (with `_id`), in storage-key order.
+pub(crate) fn live_documents(conn: &Connection, collection: &str) -> Result<Vec<Value>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, value, CASE WHEN value_exact THEN NULL ELSE crdt END \
+         FROM documents WHERE collection = ?1 AND value IS NOT NULL ORDER BY id",
+    )?;
+    let mut rows = stmt.query(params![collection])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let crdt: Option<Vec<u8>> = row.get(2)?;
+        let value = match crdt {
+            None => {
+                let text = row
+                    .get_ref(1)?
+                    .as_str()
+                    .map_err(|e| PeerError::Corrupt(format!("value: {e}")))?;
+                Value::parse_json(text).map_err(|e| PeerError::Corrupt(format!("value: {e}")))?
+            }
+            Some(bytes) => {
+                let key = row
+                    .get_ref(0)?
+                    .as_blob()
+                    .map_err(|e| PeerError::Corrupt(format!("id: {e}")))?;
+                let id = DocId::from_key(key)?;
+                match db::materialize(&id, &db::decode_doc(&bytes)?) {
+                    Some(v) => v,
+                    None => continue,
+                }
+            }
+        };
+        out.push(value);
+    }
+    Ok(out)
+}
+
+pub(crate) fn load_doc(conn: &Connection, collection: &str, key: &[u8]) -> Result<Option<Doc>> {
+    let bytes: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT crdt FROM documents WHERE collection = ?1 AND id = ?2")?
+        .query_row(params![collection, key], |r| r.get(0))
+        .optional()?;
+    bytes.map(|b| db::decode_doc(&b)).transpose()
+}
+
+/// A document's state and the version vector the big peer is known to have of it.
+pub(crate) fn load_with_server_vv(
+    conn: &Connection,
+    collection: &str,
+    key: &[u8],
+) -> Result<Option<(Doc, VersionVector)>> {
+    let row: Option<(Vec<u8>, Option<Vec<u8>>)> = conn
+        .prepare_cached("SELECT crdt, server_vv FROM documents WHERE collection = ?1 AND id = ?2")?
+        .query_row(params![collection, key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((crdt, vv)) = row else {
+        return Ok(None);
+    };
+    let vv = match vv {
+        Some(b) => db::decode_vv(&b)?,
+        None => VersionVector::new(),
+    };
+    Ok(Some((db::decode_doc(&crdt)?, vv)))
+}
+
+/// Writes a document's state and its materialised value (keeping what is known of the server).
+pub(crate) fn put_doc(
+    conn: &Connection,
+    collection: &str,
+    id: &DocId,
+    doc: &Doc,
+    change: i64,
+) -> Result<()> {
+    let (value, exact) = match db::materialize(id, doc) {
+        Some(v) => {
+            let (text, exact) = db::value_json(&v);
+            (Some(text), exact)
+        }
+        None => (None, true),
+    };
+    conn.prepare_cached(
+        "INSERT INTO documents (collection, id, crdt, value, value_exact, change, server_vv) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL) ON CONFLICT (collection, id) DO UPDATE SET \
+         crdt = excluded.crdt, value = excluded.value, value_exact = excluded.value_exact, \
+         change = excluded.change",
+    )?
+    .execute(params![
+        collection,
+        id.key(),
+        doc.encode(),
+        value,
+        exact,
+        change
+    ])?;
+    Ok(())
+}
