@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+#[path = "it/auth.rs"]
+mod auth;
 #[path = "it/store_execute.rs"]
 mod store_execute;
 

@@ -19,6 +19,12 @@ pub struct AppState {
     pub store: Store,
     /// Runs DQL statements (with group commit for writes).
     pub executor: crate::service::Executor,
+    /// API keys.
+    pub keys: crate::auth::KeyStore,
+    /// Every request gets every permission, without a key.
+    pub playground: bool,
+    /// Guards the key-management API; `None` turns it off.
+    pub admin_key: Option<crate::config::AdminKey>,
 }
 
 /// Why bigpeer could not start or run.
@@ -294,7 +300,15 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
             database.store.clone(),
             &crate::store::GroupCommitOptions::default(),
         ),
+        keys: crate::auth::KeyStore::new(database.store.pool().clone()),
+        playground: config.playground,
+        admin_key: config.admin_key.clone(),
     });
+    if config.playground {
+        tracing::warn!(
+            "PLAYGROUND MODE: every request may read and write everything without a key; never use this in production"
+        );
+    }
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())

@@ -35,6 +35,31 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Apply pending migrations when `serve` starts.
     pub migrate_on_start: bool,
+    /// Grant every permission to every request, without a key (development only).
+    pub playground: bool,
+    /// The key that may manage API keys over `/api/v4/admin/keys`; unset: no admin API.
+    pub admin_key: Option<AdminKey>,
+}
+
+/// The admin key: never shown in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminKey(String);
+
+impl AdminKey {
+    pub fn new(key: impl Into<String>) -> AdminKey {
+        AdminKey(key.into())
+    }
+
+    /// The key itself: compare it, never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminKey(***)")
+    }
 }
 
 impl Default for Config {
@@ -50,6 +75,8 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
             migrate_on_start: true,
+            playground: false,
+            admin_key: None,
         }
     }
 }
@@ -230,6 +257,20 @@ pub const SETTINGS: &[Setting] = &[
         default: "true",
         about: "apply pending database migrations when serve starts (the flag turns it off)",
     },
+    Setting {
+        key: "playground",
+        env: &["BIGPEER_PLAYGROUND"],
+        flag: "--playground",
+        default: "false",
+        about: "every request may read and write everything without a key: development only",
+    },
+    Setting {
+        key: "admin_key",
+        env: &["BIGPEER_ADMIN_KEY"],
+        flag: "--admin-key",
+        default: "(unset: no admin API)",
+        about: "secret for the key-management API /api/v4/admin/keys (at least 16 characters)",
+    },
 ];
 
 /// Environment variable naming the config file (like `--config`).
@@ -277,6 +318,8 @@ pub struct Flags {
     pub connect_timeout: Option<String>,
     pub shutdown_timeout: Option<String>,
     pub no_migrate: bool,
+    pub playground: bool,
+    pub admin_key: Option<String>,
 }
 
 /// A configuration problem. Messages are lowercase and name the setting and its origin; `hint`
@@ -360,10 +403,11 @@ impl Raw {
             Raw::Toml(toml::Value::String(s)) => format!("{s:?}"),
             Raw::Toml(v) => v.to_string(),
         };
-        if key == "database_url" {
-            mask_password(&text)
-        } else {
-            text
+        match key {
+            "database_url" => mask_password(&text),
+            // A secret is never echoed back, not even in an error about it.
+            "admin_key" => "\"***\"".to_owned(),
+            _ => text,
         }
     }
 }
@@ -431,7 +475,7 @@ impl Config {
             }
         }
 
-        let flag_values: [(&'static str, &Option<String>); 9] = [
+        let flag_values: [(&'static str, &Option<String>); 10] = [
             ("listen", &flags.listen),
             ("database_url", &flags.database_url),
             ("data_dir", &flags.data_dir),
@@ -441,11 +485,19 @@ impl Config {
             ("pool_size", &flags.pool_size),
             ("connect_timeout", &flags.connect_timeout),
             ("shutdown_timeout", &flags.shutdown_timeout),
+            ("admin_key", &flags.admin_key),
         ];
         for (key, value) in flag_values {
             if let Some(value) = value {
                 layers.set(key, Raw::Text(value.clone()), Origin::Flag(flag_name(key)));
             }
+        }
+        if flags.playground {
+            layers.set(
+                "playground",
+                Raw::Toml(toml::Value::Boolean(true)),
+                Origin::Flag("--playground"),
+            );
         }
         if flags.no_migrate {
             layers.set(
@@ -494,6 +546,11 @@ impl Config {
             quote(&format_duration(self.shutdown_timeout))
         ));
         out.push_str(&format!("migrate_on_start = {}\n", self.migrate_on_start));
+        out.push_str(&format!("playground = {}\n", self.playground));
+        match &self.admin_key {
+            Some(_) => out.push_str("admin_key = \"***\"\n"),
+            None => out.push_str("# admin_key: unset, no admin API\n"),
+        }
         out
     }
 
@@ -576,6 +633,22 @@ impl Config {
         }
         if let Some((raw, origin)) = layers.get("migrate_on_start") {
             config.migrate_on_start = boolean(raw, "migrate_on_start", origin)?;
+        }
+        if let Some((raw, origin)) = layers.get("playground") {
+            config.playground = boolean(raw, "playground", origin)?;
+        }
+        if let Some((raw, origin)) = layers.get("admin_key") {
+            let key = text(raw, "admin_key", origin)?;
+            if key.chars().count() < 16 {
+                return Err(invalid(
+                    "admin_key",
+                    raw,
+                    origin,
+                    "must be at least 16 characters".into(),
+                    "use a long random secret, e.g. the output of `openssl rand -hex 32`".into(),
+                ));
+            }
+            config.admin_key = Some(AdminKey(key));
         }
         Ok(config)
     }

@@ -86,6 +86,12 @@ struct ServeArgs {
     /// Do not apply pending migrations at start-up (run `bigpeer migrate` instead) [env: BIGPEER_MIGRATE_ON_START=false]
     #[arg(long)]
     no_migrate: bool,
+    /// Every request may read and write everything without a key: for development only [env: BIGPEER_PLAYGROUND]
+    #[arg(long)]
+    playground: bool,
+    /// Secret for the key-management API /api/v4/admin/keys [env: BIGPEER_ADMIN_KEY] [default: unset, no admin API]
+    #[arg(long, value_name = "SECRET")]
+    admin_key: Option<String>,
 }
 
 impl Cli {
@@ -106,6 +112,8 @@ impl Cli {
             flags.listen = s.listen.clone();
             flags.shutdown_timeout = s.shutdown_timeout.clone();
             flags.no_migrate = s.no_migrate;
+            flags.playground = s.playground;
+            flags.admin_key = s.admin_key.clone();
         }
         flags
     }

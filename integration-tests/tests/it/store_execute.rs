@@ -1,8 +1,13 @@
 //! `POST /api/v4/store/execute` over a real socket: Ditto's request and response shapes, every
 //! error status, read-your-writes with `X-DITTO-TXN-ID`.
 
-use integration_tests::TestApp;
+use integration_tests::{TestApp, TestDb};
 use serde_json::{json, Value};
+
+/// A server that grants every permission without a key (auth is tested in `auth.rs`).
+async fn playground() -> TestApp {
+    TestApp::spawn_with(TestDb::create().await, |c| c.playground = true).await
+}
 
 fn url(app: &TestApp, path: &str) -> String {
     format!("http://{}{path}", app.app.local_addr())
@@ -21,7 +26,7 @@ async fn execute(app: &TestApp, body: Value) -> (u16, Value) {
 
 #[tokio::test]
 async fn insert_then_select_with_dittos_envelope() {
-    let app = TestApp::spawn().await;
+    let app = playground().await;
     let (status, body) = execute(
         &app,
         json!({"statement": "INSERT INTO cars DOCUMENTS (:a), (:b)",
@@ -70,7 +75,7 @@ async fn insert_then_select_with_dittos_envelope() {
 
 #[tokio::test]
 async fn bad_input_gets_a_precise_4xx_and_writes_nothing() {
-    let app = TestApp::spawn().await;
+    let app = playground().await;
     let client = reqwest::Client::new();
     let post_raw = |body: &'static str, ctype: &'static str| {
         client
@@ -174,7 +179,7 @@ async fn bad_input_gets_a_precise_4xx_and_writes_nothing() {
 
 #[tokio::test]
 async fn txn_header_gives_read_your_writes_or_404() {
-    let app = TestApp::spawn().await;
+    let app = playground().await;
     let client = reqwest::Client::new();
     let (_, body) = execute(
         &app,

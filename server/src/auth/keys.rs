@@ -72,6 +72,14 @@ pub struct KeyStore {
     cache: moka::future::Cache<Hash, Option<Arc<ApiKey>>>,
 }
 
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("cached", &self.cache.entry_count())
+            .finish()
+    }
+}
+
 impl KeyStore {
     pub fn new(pool: PgPool) -> KeyStore {
         KeyStore {

@@ -1,6 +1,8 @@
 //! HTTP resources, one module each. Handlers are thin: they translate between the wire and the
 //! store (or `service`), nothing more.
 
+pub mod admin;
+pub mod auth;
 pub mod health;
 pub mod store;
 
@@ -11,4 +13,5 @@ use actix_web::web;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
     store::configure(cfg);
+    admin::configure(cfg);
 }

@@ -194,9 +194,13 @@ pub async fn execute(
             Err(e) => return error_response(&e),
         }
     }
+    let access = match super::auth::access(&req, &state).await {
+        Ok(a) => a,
+        Err(e) => return error_response(&e),
+    };
     let body = body.into_inner();
     let args = body.args.unwrap_or_default();
-    match executor.execute(&body.statement, &args).await {
+    match executor.execute_as(&body.statement, &args, &access).await {
         Ok(r) => HttpResponse::Ok().json(ExecuteResponse::ok(r)),
         Err(e) => error_response(&e),
     }
