@@ -409,3 +409,199 @@ pub(crate) fn put_doc(
     ])?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bigpeer_schema::Hlc;
+
+    fn run(store: &mut Store, text: &str) -> QueryResult {
+        store
+            .execute(text, &BTreeMap::new())
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn items(store: &mut Store, text: &str) -> String {
+        Value::Array(run(store, text).items).to_json_string()
+    }
+
+    fn max_stamp(store: &Store, collection: &str, id: &str) -> Stamp {
+        store
+            .doc_state(collection, &DocId::string(id))
+            .expect("read")
+            .and_then(|d| d.max_stamp())
+            .expect("document with a stamp")
+    }
+
+    #[test]
+    fn crash_without_close_keeps_commits_and_the_clock_resumes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.sqlite3");
+        let mut s = Store::open(&path).expect("open");
+        let site = s.site();
+        run(&mut s, "INSERT INTO c DOCUMENTS ({'_id': 'a', 'n': 1})");
+        run(&mut s, "UPDATE c SET n = 2 WHERE _id = 'a'");
+        let old = max_stamp(&s, "c", "a");
+        // A crash: the connection is never closed and the WAL never checkpointed.
+        std::mem::forget(s);
+
+        let mut s = Store::open(&path).expect("reopen");
+        assert_eq!(s.site(), site, "the identity survives");
+        assert!(s.clock().last() >= old.hlc);
+        assert_eq!(items(&mut s, "SELECT * FROM c"), r#"[{"_id":"a","n":2}]"#);
+        run(&mut s, "UPDATE c SET n = 3 WHERE _id = 'a'");
+        assert!(max_stamp(&s, "c", "a") > old);
+    }
+
+    #[test]
+    fn the_stored_clock_wins_over_a_wall_clock_behind_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.sqlite3");
+        drop(Store::open(&path).expect("create"));
+        // As if the previous run had a wall clock ten minutes ahead of this one.
+        let ahead = Hlc::new(bigpeer_schema::hlc::now_ms() + 600_000, 3);
+        Connection::open(&path)
+            .expect("raw")
+            .execute("UPDATE peer SET hlc = ?1", params![db::hlc_to_sql(ahead)])
+            .expect("set hlc");
+        let mut s = Store::open(&path).expect("reopen");
+        run(&mut s, "INSERT INTO c DOCUMENTS ({'_id': 'a'})");
+        assert!(max_stamp(&s, "c", "a").hlc > ahead);
+    }
+
+    #[test]
+    fn two_handles_on_one_file_never_reuse_a_stamp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.sqlite3");
+        let mut a = Store::open(&path).expect("a");
+        let mut b = Store::open(&path).expect("b");
+        assert_eq!(a.site(), b.site());
+        run(&mut a, "INSERT INTO c DOCUMENTS ({'_id': 'x', 'n': 0})");
+        let ahead = Hlc::new(bigpeer_schema::hlc::now_ms() + 600_000, 0);
+        a.clock = Clock::resume(a.site(), ahead);
+        run(&mut a, "UPDATE c SET n = 1 WHERE _id = 'x'");
+        // b's clock is behind a's last stamp; it must catch up from the file before writing.
+        run(&mut b, "UPDATE c SET n = 2 WHERE _id = 'x'");
+        assert!(max_stamp(&b, "c", "x").hlc > ahead);
+        assert_eq!(items(&mut a, "SELECT n FROM c"), r#"[{"n":2}]"#);
+    }
+
+    #[test]
+    fn settings_persist() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.sqlite3");
+        let mut s = Store::open(&path).expect("open");
+        run(&mut s, "ALTER SYSTEM SET DQL_STRICT_MODE = true");
+        run(&mut s, "ALTER SYSTEM SET TOMBSTONE_TTL_HOURS = 5");
+        drop(s);
+        let mut s = Store::open(&path).expect("reopen");
+        assert_eq!(
+            items(&mut s, "SHOW DQL_STRICT_MODE"),
+            r#"[{"dql_strict_mode":true}]"#
+        );
+        // Strict mode changes what the next statement does: objects are registers.
+        run(
+            &mut s,
+            "INSERT INTO p DOCUMENTS ({'_id': 'y', 'o': {'a': 1, 'b': 2}})",
+        );
+        run(
+            &mut s,
+            "INSERT INTO p DOCUMENTS ({'_id': 'y', 'o': {'a': 5}}) ON ID CONFLICT DO UPDATE",
+        );
+        assert_eq!(items(&mut s, "SELECT o FROM p"), r#"[{"o":{"a":5}}]"#);
+        run(&mut s, "ALTER SYSTEM RESET ALL");
+        drop(s);
+        let mut s = Store::open(&path).expect("reopen");
+        assert_eq!(
+            items(&mut s, "SHOW TOMBSTONE_TTL_HOURS"),
+            r#"[{"tombstone_ttl_hours":720}]"#
+        );
+    }
+
+    #[test]
+    fn binary_values_read_back_exactly() {
+        let mut s = Store::open_in_memory().expect("open");
+        let mut args = BTreeMap::new();
+        args.insert("b".to_owned(), Value::Binary(vec![0, 1, 255]));
+        s.execute(
+            "INSERT INTO c DOCUMENTS ({'_id': 'a', 'b': :b, 'n': 1.0})",
+            &args,
+        )
+        .expect("insert");
+        let r = run(&mut s, "SELECT b, n FROM c");
+        let Some(Value::Object(o)) = r.items.first() else {
+            panic!("one item: {:?}", r.items);
+        };
+        assert_eq!(o.get("b"), Some(&Value::Binary(vec![0, 1, 255])));
+        assert_eq!(o.get("n"), Some(&Value::Float(1.0)));
+        let exact: bool = s
+            .conn
+            .query_row("SELECT value_exact FROM documents", [], |r| r.get(0))
+            .expect("row");
+        assert!(!exact);
+    }
+
+    #[test]
+    fn failed_statements_write_nothing_and_reads_do_not_move_the_counter() {
+        let mut s = Store::open_in_memory().expect("open");
+        run(&mut s, "INSERT INTO c DOCUMENTS ({'_id': 'a'})");
+        let change = |s: &Store| -> i64 {
+            s.conn
+                .query_row("SELECT change FROM peer", [], |r| r.get(0))
+                .expect("peer")
+        };
+        let before = change(&s);
+        let err = s
+            .execute(
+                "INSERT INTO c DOCUMENTS ({'_id': 'b'}), ({'_id': 'a'})",
+                &BTreeMap::new(),
+            )
+            .expect_err("id conflict");
+        assert_eq!(err.code(), "query/evaluation");
+        assert_eq!(items(&mut s, "SELECT _id FROM c"), r#"[{"_id":"a"}]"#);
+        assert_eq!(change(&s), before);
+        assert_eq!(s.outbox().expect("outbox").len(), 1);
+    }
+
+    #[test]
+    fn evict_forgets_the_document_and_its_outbox_entry() {
+        let mut s = Store::open_in_memory().expect("open");
+        run(
+            &mut s,
+            "INSERT INTO c DOCUMENTS ({'_id': 'a'}), ({'_id': 'b'})",
+        );
+        run(&mut s, "DELETE FROM c WHERE _id = 'b'");
+        let r = run(&mut s, "EVICT FROM c WHERE true");
+        assert_eq!(Value::Array(r.mutated_ids).to_json_string(), r#"["a"]"#);
+        assert!(s
+            .doc_state("c", &DocId::string("a"))
+            .expect("read")
+            .is_none());
+        // The deleted document is still known (its tombstone must reach the big peer).
+        assert!(s
+            .doc_state("c", &DocId::string("b"))
+            .expect("read")
+            .is_some());
+        let outbox: Vec<String> = s
+            .outbox()
+            .expect("outbox")
+            .into_iter()
+            .map(|e| e.id.to_string())
+            .collect();
+        assert_eq!(outbox.len(), 1, "{outbox:?}");
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        let mut s = Store::open_in_memory().expect("open");
+        let err = s
+            .execute_json("SELECT 1", &serde_json::json!([1]))
+            .expect_err("array args");
+        assert_eq!(err.code(), "query/invalid");
+        assert!(err.is_user_error());
+        let err = s
+            .execute("SELECT * FROM c WHERE x = :missing", &BTreeMap::new())
+            .expect_err("missing arg");
+        assert_eq!(err.code(), "query/invalid");
+    }
+}
