@@ -53,6 +53,9 @@ pub enum AppError {
     },
     #[error("the HTTP server failed: {0}")]
     Server(std::io::Error),
+    /// A key-management command failed.
+    #[error("{0}")]
+    Auth(crate::auth::AuthError),
 }
 
 impl AppError {
@@ -64,6 +67,7 @@ impl AppError {
             AppError::Store { source, .. } | AppError::Connect { source, .. } => source.code(),
             AppError::Bind { .. } => "http/bind",
             AppError::Server(_) => "http/server",
+            AppError::Auth(e) => e.code(),
         }
     }
 
@@ -86,6 +90,7 @@ impl AppError {
                     .to_string(),
             }),
             AppError::Server(_) => None,
+            AppError::Auth(_) => None,
         }
     }
 

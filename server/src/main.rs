@@ -44,6 +44,38 @@ enum Command {
     Migrate,
     /// Print the effective configuration (TOML, passwords masked), then exit.
     Config(ServeArgs),
+    /// Manage HTTP API keys (create, list, revoke) directly in the database.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it as JSON; the secret ("key") is shown this once only.
+    Create {
+        /// A name to recognise the key by
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Expiry as an RFC 3339 time, e.g. 2027-01-31T00:00:00Z [default: never]
+        #[arg(long, value_name = "TIME")]
+        expires_at: Option<String>,
+        /// Permissions as JSON: {"read": {"everything": true}, "write": {"queriesByCollection": {"cars": ["true"]}}}
+        #[arg(
+            long,
+            value_name = "JSON",
+            default_value = r#"{"read":{"everything":true},"write":{"everything":true}}"#
+        )]
+        permissions: String,
+    },
+    /// List the keys as JSON (without their secrets).
+    List,
+    /// Revoke a key by id; it stops working within a second.
+    Revoke {
+        /// The key's id (key_...)
+        id: String,
+    },
 }
 
 /// Settings of every subcommand; accepted before or after the subcommand.
@@ -155,6 +187,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(_) => serve(config).await,
             Command::Migrate => migrate(config).await,
+            Command::Keys(ref k) => keys(config, k).await,
             Command::Config(_) => Ok(()),
         }
     });
@@ -198,6 +231,77 @@ async fn migrate(config: Config) -> Result<(), AppError> {
         migrations = bigpeer::store::MIGRATOR.iter().count(),
         "the database schema is up to date"
     );
+    Ok(())
+}
+
+async fn keys(config: Config, command: &KeysCommand) -> Result<(), AppError> {
+    let database = Database::open(&config).await?;
+    let result = keys_in(&database, &config, command).await;
+    database.close().await;
+    result
+}
+
+async fn keys_in(
+    database: &Database,
+    config: &Config,
+    command: &KeysCommand,
+) -> Result<(), AppError> {
+    use bigpeer::auth::{format_rfc3339, parse_rfc3339, AuthError, KeyStore, NewKey, Permissions};
+    if config.migrate_on_start {
+        database.migrate().await?;
+    }
+    let store = KeyStore::new(database.store.pool().clone());
+    let show = |k: &bigpeer::auth::ApiKey, secret: Option<&str>| {
+        let mut v = serde_json::json!({
+            "id": k.id, "name": k.name, "description": k.description, "prefix": k.prefix,
+            "permissions": k.permissions, "createdAt": format_rfc3339(k.created_at),
+            "expiresAt": k.expires_at.map(format_rfc3339), "revokedAt": k.revoked_at.map(format_rfc3339),
+        });
+        if let (Some(s), Some(o)) = (secret, v.as_object_mut()) {
+            o.insert("key".into(), serde_json::Value::String(s.to_owned()));
+        }
+        v
+    };
+    let bad = |message: String| AppError::Auth(AuthError::InvalidRequest(message));
+    match command {
+        KeysCommand::Create {
+            name,
+            description,
+            expires_at,
+            permissions,
+        } => {
+            let permissions: Permissions = serde_json::from_str(permissions)
+                .map_err(|e| bad(format!("--permissions is not valid: {e}")))?;
+            bigpeer::service::validate_permissions(&permissions).map_err(|e| bad(e.to_string()))?;
+            let expires_at = match expires_at {
+                None => None,
+                Some(t) => Some(parse_rfc3339(t).ok_or_else(|| {
+                    bad(format!(
+                        "--expires-at {t:?} is not an RFC 3339 time such as 2027-01-31T00:00:00Z"
+                    ))
+                })?),
+            };
+            let new = NewKey {
+                name: name.clone(),
+                description: description.clone(),
+                expires_at,
+                permissions,
+            };
+            let created = store.create(new).await.map_err(AppError::Auth)?;
+            println!("{}", show(&created.key, Some(&created.secret)));
+        }
+        KeysCommand::List => {
+            let keys = store.list().await.map_err(AppError::Auth)?;
+            let list: Vec<serde_json::Value> = keys.iter().map(|k| show(k, None)).collect();
+            println!("{}", serde_json::Value::Array(list));
+        }
+        KeysCommand::Revoke { id } => {
+            if !store.revoke(id).await.map_err(AppError::Auth)? {
+                return Err(bad(format!("there is no key {id:?}")));
+            }
+            println!("{}", serde_json::json!({ "revoked": id }));
+        }
+    }
     Ok(())
 }
 

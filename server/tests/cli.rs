@@ -663,3 +663,62 @@ fn help_documents_every_setting() {
     }
     assert!(help.contains("Examples:"), "{help}");
 }
+
+#[test]
+fn keys_command_creates_lists_and_revokes() {
+    let db = block_on(TestDb::create());
+    let dir = shared_tempdir();
+    let run = |args: &[&str]| {
+        let out = bigpeer(dir.path())
+            .args(args)
+            .args(["--database-url", db.url()])
+            .output()
+            .expect("run bigpeer keys");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&[
+        "keys",
+        "create",
+        "--name",
+        "ci",
+        "--expires-at",
+        "2099-01-01T00:00:00Z",
+        "--permissions",
+        r#"{"read":{"queriesByCollection":{"cars":["true"]}}}"#,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let created: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let secret = created["key"].as_str().expect("the secret is shown once");
+    assert!(secret.starts_with("bpk_"));
+    assert_eq!(created["expiresAt"], "2099-01-01T00:00:00Z");
+    let id = created["id"].as_str().expect("id").to_owned();
+
+    let (code, out, err) = run(&["keys", "list"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&id) && !out.contains(secret), "{out}");
+
+    let (code, out, err) = run(&["keys", "revoke", &id]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("revoked"));
+    let (_, out, _) = run(&["keys", "list"]);
+    let listed: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert!(listed[0]["revokedAt"].is_string(), "{listed}");
+
+    // Bad input: a precise error and a non-zero exit.
+    let (code, _, err) = run(&["keys", "revoke", "key_nope"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("auth/invalid-request") && err.contains("key_nope"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["keys", "create", "--name", "x", "--permissions", "{nope"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--permissions"), "{err}");
+    let (code, _, err) = run(&["keys", "create", "--name", "x", "--expires-at", "soon"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("RFC 3339"), "{err}");
+}
