@@ -27,7 +27,7 @@ pub struct QueryResult {
 #[derive(Debug, Clone, PartialEq)]
 pub enum DocWrite {
     /// The document's new CRDT state (created, updated or deleted: a delete is a tombstone).
-    Put { id: DocId, doc: Doc },
+    Put { id: DocId, doc: Box<Doc> },
     /// `EVICT`: forget the document locally (its storage key).
     Evict { key: Vec<u8> },
 }
@@ -131,7 +131,10 @@ impl Working {
         for (key, id) in self.written {
             ids.push(id.value().clone());
             if let Some(Some((_, doc))) = self.docs.remove(&key) {
-                writes.push(DocWrite::Put { id, doc });
+                writes.push(DocWrite::Put {
+                    id,
+                    doc: Box::new(doc),
+                });
             }
         }
         (ids, writes)
@@ -220,7 +223,7 @@ pub fn run<S: DocumentStore + ?Sized>(store: &mut S, plan: &Plan) -> Result<Quer
                             doc.apply(&[Op::Delete], stamp).map_err(crdt_error)?;
                             writes.push(DocWrite::Put {
                                 id: id.clone(),
-                                doc,
+                                doc: Box::new(doc),
                             });
                         }
                     }

@@ -108,7 +108,7 @@ impl DocumentStore for MemStore {
         for w in writes {
             match w {
                 DocWrite::Put { id, doc } => {
-                    coll.insert(id.key(), Entry { id, doc });
+                    coll.insert(id.key(), Entry { id, doc: *doc });
                 }
                 DocWrite::Evict { key } => {
                     coll.remove(&key);

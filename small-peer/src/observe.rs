@@ -115,3 +115,100 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bigpeer_schema::Value;
+
+    use super::*;
+    use crate::Store;
+
+    fn run(store: &mut Store, text: &str) {
+        store
+            .execute(text, &BTreeMap::new())
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+    }
+
+    fn text(s: Option<Snapshot>) -> Option<String> {
+        s.map(|s| match s {
+            Ok(items) => Value::Array(items.to_vec()).to_json_string(),
+            Err(e) => format!("error {}", e.code),
+        })
+    }
+
+    fn observe(store: &mut Store, q: &str) -> Observer {
+        store.observe(q, &BTreeMap::new()).expect("observe")
+    }
+
+    #[test]
+    fn fires_at_once_then_only_on_change() {
+        let mut s = Store::open_in_memory().expect("open");
+        run(
+            &mut s,
+            "INSERT INTO c DOCUMENTS ({'_id': 'a', 'n': 1, 'other': 0})",
+        );
+        let mut o = observe(&mut s, "SELECT n FROM c WHERE n > 0 ORDER BY n");
+        assert_eq!(text(o.try_next()).as_deref(), Some(r#"[{"n":1}]"#));
+        assert_eq!(text(o.try_next()), None);
+        run(&mut s, "INSERT INTO c DOCUMENTS ({'_id': 'b', 'n': 2})");
+        assert_eq!(text(o.try_next()).as_deref(), Some(r#"[{"n":1},{"n":2}]"#));
+        // Writes that leave the result as it was: another collection, a field not selected,
+        // a document the filter excludes.
+        run(&mut s, "INSERT INTO d DOCUMENTS ({'_id': 'a', 'n': 5})");
+        run(&mut s, "UPDATE c SET other = 1 WHERE _id = 'a'");
+        run(&mut s, "INSERT INTO c DOCUMENTS ({'_id': 'z', 'n': -1})");
+        assert_eq!(text(o.try_next()), None);
+        run(&mut s, "DELETE FROM c WHERE _id = 'a'");
+        assert_eq!(text(o.try_next()).as_deref(), Some(r#"[{"n":2}]"#));
+        assert_eq!(text(Some(o.current())).as_deref(), Some(r#"[{"n":2}]"#));
+    }
+
+    #[test]
+    fn remote_merges_fire_observers() {
+        let mut a = Store::open_in_memory().expect("a");
+        let mut b = Store::open_in_memory().expect("b");
+        let mut o = observe(&mut b, "SELECT * FROM c");
+        assert_eq!(text(o.try_next()).as_deref(), Some("[]"));
+        run(&mut a, "INSERT INTO c DOCUMENTS ({'_id': 'x', 'v': true})");
+        let changes = a.pending_push(10).expect("pending");
+        b.apply_remote(&changes, &[]).expect("apply");
+        assert_eq!(
+            text(o.try_next()).as_deref(),
+            Some(r#"[{"_id":"x","v":true}]"#)
+        );
+        // The same change again is unchanged: no event.
+        b.apply_remote(&changes, &[]).expect("apply");
+        assert_eq!(text(o.try_next()), None);
+    }
+
+    #[test]
+    fn system_collections_and_dropped_observers() {
+        let mut s = Store::open_in_memory().expect("open");
+        let mut o = observe(&mut s, "SELECT name FROM system:collections");
+        let dropped = observe(&mut s, "SELECT * FROM c");
+        assert_eq!(text(o.try_next()).as_deref(), Some("[]"));
+        drop(dropped);
+        run(&mut s, "INSERT INTO c DOCUMENTS ({'_id': 'x'})");
+        assert_eq!(text(o.try_next()).as_deref(), Some(r#"[{"name":"c"}]"#));
+        assert_eq!(s.observers.entries.len(), 1, "the dropped observer is gone");
+        let err = s
+            .observe("DELETE FROM c WHERE true", &BTreeMap::new())
+            .expect_err("not a select");
+        assert_eq!(err.code(), "query/invalid");
+    }
+
+    #[tokio::test]
+    async fn next_waits_for_a_change() {
+        let mut s = Store::open_in_memory().expect("open");
+        let mut o = observe(&mut s, "SELECT count(*) AS n FROM c");
+        assert_eq!(text(o.next().await).as_deref(), Some(r#"[{"n":0}]"#));
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), o.next()).await;
+        assert!(waiting.is_err(), "no change yet");
+        run(&mut s, "INSERT INTO c DOCUMENTS ({'_id': 'x'})");
+        assert_eq!(text(o.next().await).as_deref(), Some(r#"[{"n":1}]"#));
+        drop(s);
+        assert_eq!(text(o.next().await), None, "the store is gone");
+    }
+}

@@ -289,3 +289,270 @@ fn seq_to_sql(seq: u64) -> i64 {
 fn seq_from_sql(v: i64) -> u64 {
     u64::from_ne_bytes(v.to_ne_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bigpeer_schema::{Clock, Hlc};
+
+    use super::*;
+
+    fn run(store: &mut Store, text: &str) {
+        store
+            .execute(text, &BTreeMap::new())
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+    }
+
+    fn docs(store: &Store, collection: &str) -> String {
+        Value::Array(store.documents(collection).expect("documents")).to_json_string()
+    }
+
+    /// `from` pushes its outbox to `to` (standing in for the big peer) and records the answer.
+    fn push(from: &mut Store, to: &mut Store) -> Vec<MergeOutcome> {
+        let changes = from.pending_push(1000).expect("pending");
+        let outcomes = to.apply_remote(&changes, &[]).expect("apply");
+        let results: Vec<PushResult> = outcomes.iter().cloned().map(Into::into).collect();
+        from.ack_push(&changes, &results).expect("ack");
+        outcomes
+    }
+
+    fn state(store: &Store, collection: &str, id: &str) -> Doc {
+        store
+            .doc_state(collection, &DocId::string(id))
+            .expect("read")
+            .expect("known document")
+    }
+
+    #[test]
+    fn two_stores_exchanging_pushes_converge() {
+        let mut a = Store::open_in_memory().expect("a");
+        let mut b = Store::open_in_memory().expect("b");
+        run(
+            &mut a,
+            "INSERT INTO c DOCUMENTS ({'_id': 'x', 'n': 1}), ({'_id': 'y', 'k': 'a'})",
+        );
+        run(
+            &mut b,
+            "INSERT INTO c DOCUMENTS ({'_id': 'x', 'm': 2}), ({'_id': 'z'})",
+        );
+        run(
+            &mut a,
+            "UPDATE COLLECTION c (hits COUNTER) APPLY hits INCREMENT BY 2 WHERE _id = 'x'",
+        );
+        run(
+            &mut b,
+            "UPDATE COLLECTION c (hits COUNTER) APPLY hits INCREMENT BY 5 WHERE _id = 'x'",
+        );
+        assert_eq!(push(&mut a, &mut b), vec![MergeOutcome::Applied; 2]);
+        assert!(
+            a.outbox().expect("outbox").is_empty(),
+            "acknowledged pushes leave the outbox"
+        );
+        // b deletes y while a, concurrently, updates it: a's write survives (add wins).
+        run(&mut b, "DELETE FROM c WHERE _id = 'y'");
+        run(&mut a, "UPDATE c SET k = 'b', extra = true WHERE _id = 'y'");
+        push(&mut b, &mut a);
+        push(&mut a, &mut b);
+        assert!(a.outbox().expect("a").is_empty());
+        assert!(b.outbox().expect("b").is_empty());
+        let (da, db) = (docs(&a, "c"), docs(&b, "c"));
+        assert_eq!(da, db);
+        assert_eq!(
+            da,
+            r#"[{"_id":"x","hits":7,"m":2,"n":1},{"_id":"y","extra":true,"k":"b"},{"_id":"z"}]"#
+        );
+        for id in ["x", "y", "z"] {
+            assert_eq!(state(&a, "c", id).vv, state(&b, "c", id).vv, "{id}");
+        }
+        // Nothing left to say: pushing again changes nothing.
+        assert!(a.pending_push(10).expect("pending").is_empty());
+        let again = a.delta_since("c", &DocId::string("x"), &VersionVector::new());
+        let again = again.expect("read").expect("known");
+        assert_eq!(
+            b.apply_remote(&[again], &[]).expect("apply"),
+            vec![MergeOutcome::Unchanged]
+        );
+    }
+
+    #[test]
+    fn pushes_are_deltas_against_what_the_server_acknowledged() {
+        let mut a = Store::open_in_memory().expect("a");
+        let mut server = Store::open_in_memory().expect("server");
+        run(
+            &mut a,
+            "INSERT INTO c DOCUMENTS ({'_id': 'x', 'big': 'aaaaaaaaaaaaaaaaaaaa', 'n': 1})",
+        );
+        push(&mut a, &mut server);
+        run(&mut a, "UPDATE c SET n = 2 WHERE _id = 'x'");
+        let pending = a.pending_push(10).expect("pending");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].delta.base, state(&server, "c", "x").vv);
+        let text = pending[0]
+            .delta
+            .state
+            .materialize()
+            .map(|v| v.to_json_string());
+        assert_eq!(
+            text.as_deref(),
+            Some(r#"{"n":2}"#),
+            "only the new field travels"
+        );
+        // A write between the push and its acknowledgement stays in the outbox.
+        run(&mut a, "UPDATE c SET n = 3 WHERE _id = 'x'");
+        let outcomes = server.apply_remote(&pending, &[]).expect("apply");
+        let results: Vec<PushResult> = outcomes.into_iter().map(Into::into).collect();
+        a.ack_push(&pending, &results).expect("ack");
+        assert_eq!(a.outbox().expect("outbox").len(), 1);
+        push(&mut a, &mut server);
+        assert!(a.outbox().expect("outbox").is_empty());
+        assert_eq!(docs(&server, "c"), docs(&a, "c"));
+        let err = a.ack_push(&pending, &[]).expect_err("length mismatch");
+        assert_eq!(err.code(), "protocol/malformed");
+    }
+
+    #[test]
+    fn refused_pushes_are_resent_against_the_servers_vector() {
+        let mut a = Store::open_in_memory().expect("a");
+        let mut server = Store::open_in_memory().expect("server");
+        run(&mut a, "INSERT INTO c DOCUMENTS ({'_id': 'x', 'n': 1})");
+        push(&mut a, &mut server);
+        // The server lost the document (a restore): the next delta's base is not dominated.
+        let mut server = Store::open_in_memory().expect("restored server");
+        run(&mut a, "UPDATE c SET n = 2 WHERE _id = 'x'");
+        let outcomes = push(&mut a, &mut server);
+        assert_eq!(
+            outcomes,
+            vec![MergeOutcome::Refused {
+                have: VersionVector::new()
+            }]
+        );
+        assert_eq!(a.outbox().expect("outbox").len(), 1);
+        let pending = a.pending_push(10).expect("pending");
+        assert_eq!(
+            pending[0].delta.base,
+            VersionVector::new(),
+            "resent as a full state"
+        );
+        assert_eq!(push(&mut a, &mut server), vec![MergeOutcome::Applied]);
+        assert_eq!(docs(&server, "c"), r#"[{"_id":"x","n":2}]"#);
+        assert!(a.outbox().expect("outbox").is_empty());
+    }
+
+    #[test]
+    fn a_refused_remote_change_is_answered_by_a_delta_against_have() {
+        let mut a = Store::open_in_memory().expect("a");
+        let mut b = Store::open_in_memory().expect("b");
+        run(&mut a, "INSERT INTO c DOCUMENTS ({'_id': 'x', 'n': 1})");
+        let first = state(&a, "c", "x").vv;
+        run(&mut a, "UPDATE c SET n = 2 WHERE _id = 'x'");
+        let id = DocId::string("x");
+        let live = a
+            .delta_since("c", &id, &first)
+            .expect("read")
+            .expect("known");
+        let out = b.apply_remote(&[live], &[]).expect("apply");
+        assert_eq!(
+            out,
+            vec![MergeOutcome::Refused {
+                have: VersionVector::new()
+            }]
+        );
+        assert!(
+            b.doc_state("c", &id).expect("read").is_none(),
+            "nothing stored"
+        );
+        let MergeOutcome::Refused { have } = &out[0] else {
+            unreachable!("checked above")
+        };
+        let want = a.delta_since("c", &id, have).expect("read").expect("known");
+        assert_eq!(
+            b.apply_remote(&[want], &[]).expect("apply"),
+            vec![MergeOutcome::Applied]
+        );
+        assert_eq!(docs(&b, "c"), r#"[{"_id":"x","n":2}]"#);
+        assert!(
+            b.outbox().expect("outbox").is_empty(),
+            "remote changes are not pushed back"
+        );
+    }
+
+    #[test]
+    fn denied_changes_stay_but_are_not_pushed_until_written_again() {
+        let mut a = Store::open_in_memory().expect("a");
+        run(&mut a, "INSERT INTO c DOCUMENTS ({'_id': 'x', 'n': 1})");
+        let pending = a.pending_push(10).expect("pending");
+        a.ack_push(
+            &pending,
+            &[PushResult::Denied {
+                code: "auth/forbidden".into(),
+            }],
+        )
+        .expect("ack");
+        let outbox = a.outbox().expect("outbox");
+        assert_eq!(outbox.len(), 1);
+        assert_eq!(outbox[0].denied.as_deref(), Some("auth/forbidden"));
+        assert!(a.pending_push(10).expect("pending").is_empty());
+        run(&mut a, "UPDATE c SET n = 2 WHERE _id = 'x'");
+        assert_eq!(a.pending_push(10).expect("pending").len(), 1);
+    }
+
+    #[test]
+    fn the_servers_echo_of_a_local_write_clears_the_outbox() {
+        let mut a = Store::open_in_memory().expect("a");
+        let mut server = Store::open_in_memory().expect("server");
+        run(&mut a, "INSERT INTO c DOCUMENTS ({'_id': 'x', 'n': 1})");
+        let pending = a.pending_push(10).expect("pending");
+        server.apply_remote(&pending, &[]).expect("server merges");
+        // The acknowledgement is lost, but the server's live batch carries the document back.
+        let echo = server
+            .delta_since("c", &DocId::string("x"), &VersionVector::new())
+            .expect("read")
+            .expect("known");
+        assert_eq!(
+            a.apply_remote(&[echo], &[]).expect("apply"),
+            vec![MergeOutcome::Unchanged]
+        );
+        assert!(a.outbox().expect("outbox").is_empty());
+    }
+
+    #[test]
+    fn cursors_commit_with_the_changes_and_survive_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.sqlite3");
+        let mut a = Store::open_in_memory().expect("a");
+        run(&mut a, "INSERT INTO c DOCUMENTS ({'_id': 'x'})");
+        let changes = a.pending_push(10).expect("pending");
+        let key = subscription_key("SELECT * FROM c", &Value::Object(BTreeMap::new()));
+        let cursor = Cursor {
+            epoch: "e1".into(),
+            seq: u64::MAX - 1,
+        };
+        {
+            let mut b = Store::open(&path).expect("b");
+            assert_eq!(b.cursor(&key).expect("cursor"), None);
+            b.apply_remote(&changes, &[(key.clone(), cursor.clone())])
+                .expect("apply");
+        }
+        let mut b = Store::open(&path).expect("reopen");
+        assert_eq!(b.cursor(&key).expect("cursor"), Some(cursor));
+        assert_eq!(docs(&b, "c"), r#"[{"_id":"x"}]"#);
+        b.forget_cursor(&key).expect("forget");
+        assert_eq!(b.cursor(&key).expect("cursor"), None);
+    }
+
+    #[test]
+    fn the_clock_follows_remote_writes() {
+        let mut a = Store::open_in_memory().expect("a");
+        let mut b = Store::open_in_memory().expect("b");
+        let ahead = Hlc::new(bigpeer_schema::hlc::now_ms() + 600_000, 0);
+        a.clock = Clock::resume(a.site(), ahead);
+        run(&mut a, "INSERT INTO c DOCUMENTS ({'_id': 'x', 'n': 1})");
+        push(&mut a, &mut b);
+        // b's wall clock is ten minutes behind a's write, yet b's later write must win.
+        run(&mut b, "UPDATE c SET n = 2 WHERE _id = 'x'");
+        push(&mut b, &mut a);
+        assert_eq!(docs(&a, "c"), r#"[{"_id":"x","n":2}]"#);
+        assert_eq!(docs(&b, "c"), r#"[{"_id":"x","n":2}]"#);
+    }
+}

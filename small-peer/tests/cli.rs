@@ -1,0 +1,144 @@
+//! The `smallpeer` binary on a temporary data directory.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn smallpeer(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_smallpeer"))
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .expect("run smallpeer")
+}
+
+fn stdout_json(o: &Output) -> serde_json::Value {
+    assert!(
+        o.status.success(),
+        "status {:?}, stderr {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("stdout is JSON")
+}
+
+fn stderr_json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stderr).expect("stderr is JSON")
+}
+
+#[test]
+fn insert_select_and_persistence_across_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("peer");
+    let out = smallpeer(
+        &data,
+        &[
+            "exec",
+            "INSERT INTO cars DOCUMENTS (:a), ({'_id': 'b', 'color': 'red'})",
+            "--args",
+            r#"{"a": {"_id": "a", "color": "blue", "price": 1.5}}"#,
+        ],
+    );
+    assert_eq!(
+        stdout_json(&out),
+        serde_json::json!({"items": [], "mutatedDocumentIds": ["a", "b"]})
+    );
+    // A second process sees the first one's writes.
+    let out = smallpeer(
+        &data,
+        &[
+            "exec",
+            "SELECT * FROM cars WHERE color = :c",
+            "--args",
+            r#"{"c": "blue"}"#,
+        ],
+    );
+    assert_eq!(
+        stdout_json(&out),
+        serde_json::json!({
+            "items": [{"_id": "a", "color": "blue", "price": 1.5}],
+            "mutatedDocumentIds": []
+        })
+    );
+    let out = smallpeer(
+        &data,
+        &["exec", "UPDATE cars SET sold = true WHERE _id = 'b'"],
+    );
+    assert_eq!(
+        stdout_json(&out)["mutatedDocumentIds"],
+        serde_json::json!(["b"])
+    );
+    let out = smallpeer(&data, &["exec", "SELECT _id, sold FROM cars ORDER BY _id"]);
+    assert_eq!(
+        stdout_json(&out)["items"],
+        serde_json::json!([{"_id": "a"}, {"_id": "b", "sold": true}])
+    );
+}
+
+#[test]
+fn bad_statements_and_arguments_exit_2_with_a_json_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path();
+    for (args, code) in [
+        (vec!["exec", "SELEKT * FROM cars"], "query/invalid"),
+        (
+            vec!["exec", "SELECT * FROM cars WHERE x = :missing"],
+            "query/invalid",
+        ),
+        (
+            vec!["exec", "SELECT 1 FROM cars", "--args", "{not json"],
+            "query/invalid",
+        ),
+        (
+            vec!["exec", "SELECT 1 FROM cars", "--args", "[1, 2]"],
+            "query/invalid",
+        ),
+        (
+            vec!["exec", "SELECT * FROM a JOIN b ON a.x = b.x"],
+            "query/unsupported",
+        ),
+    ] {
+        let out = smallpeer(data, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let err = stderr_json(&out);
+        assert_eq!(err["code"], code, "{args:?}: {err}");
+        assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    smallpeer(data, &["exec", "INSERT INTO c DOCUMENTS ({'_id': 1})"]);
+    let out = smallpeer(data, &["exec", "INSERT INTO c DOCUMENTS ({'_id': 1})"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr_json(&out)["code"], "query/evaluation");
+}
+
+#[test]
+fn sync_commands_say_they_are_not_available_yet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path();
+    for args in [
+        vec![
+            "--connect",
+            "ws://127.0.0.1:1/api/v4/sync",
+            "exec",
+            "SELECT * FROM c",
+        ],
+        vec!["watch", "SELECT * FROM c"],
+        vec![
+            "--connect",
+            "ws://127.0.0.1:1/api/v4/sync",
+            "--token",
+            "t",
+            "sync",
+            "--subscribe",
+            "SELECT * FROM c",
+        ],
+    ] {
+        let out = smallpeer(data, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            stderr_json(&out)["message"],
+            "sync is not available yet",
+            "{args:?}"
+        );
+    }
+}
