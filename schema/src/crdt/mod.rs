@@ -303,7 +303,7 @@ impl Slot {
     /// Drops values of covered registers and empty entries. Idempotent; called after every join
     /// and write so that equal states have equal representations.
     fn normalize(&mut self, inherited: &VersionVector) {
-        let ctx = self.ctx(inherited).into_owned();
+        let ctx = self.ctx(inherited);
         for r in [&mut self.reg, &mut self.att].into_iter().flatten() {
             if ctx.covers(r.stamp) {
                 r.value = None;
