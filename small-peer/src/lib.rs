@@ -31,6 +31,7 @@
 
 pub mod db;
 pub mod error;
+pub mod lookup;
 pub mod observe;
 pub mod remote;
 pub mod store;

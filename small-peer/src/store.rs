@@ -105,7 +105,7 @@ impl Store {
             TransactionBehavior::Deferred
         };
         let tx = self.conn.transaction_with_behavior(behavior)?;
-        let mut local = Local::begin(&tx, &mut self.clock, writes)?;
+        let mut local = Local::begin(&tx, &mut self.clock, writes)?.with_lookup(plan);
         let result = exec::run(&mut local, plan)?;
         let touched = local.finish()?;
         tx.commit()?;
@@ -139,7 +139,7 @@ impl Store {
         } = self;
         observers.notify(touched, |plan| {
             let tx = conn.transaction()?;
-            let mut local = Local::begin(&tx, clock, false)?;
+            let mut local = Local::begin(&tx, clock, false)?.with_lookup(plan);
             let r = exec::run(&mut local, plan)?;
             tx.commit()?;
             Ok(r.items)
@@ -180,6 +180,9 @@ pub(crate) struct Local<'c> {
     /// Whether this transaction may write (holds the write lock).
     writes: bool,
     dirty: bool,
+    /// A point lookup ([`crate::lookup`]): the only documents of this collection the statement
+    /// can match.
+    lookup: Option<(String, Vec<Vec<u8>>)>,
 }
 
 impl<'c> Local<'c> {
@@ -205,7 +208,15 @@ impl<'c> Local<'c> {
             touched: BTreeSet::new(),
             writes,
             dirty: false,
+            lookup: None,
         })
+    }
+
+    /// Restricts reads of the plan's collection to the documents its filter can match.
+    pub(crate) fn with_lookup(mut self, plan: &Plan) -> Self {
+        self.lookup = crate::lookup::candidates(plan)
+            .map(|(c, ids)| (c.to_owned(), ids.iter().map(DocId::key).collect()));
+        self
     }
 
     pub(crate) fn clock(&mut self) -> &mut Clock {
@@ -254,8 +265,15 @@ impl<'c> Local<'c> {
 impl DocumentStore for Local<'_> {
     type Error = PeerError;
 
+    /// All live documents, or under a point lookup the live ones among the candidates (the
+    /// executor filters them again, so the answer is the same).
     fn live_documents(&self, collection: &str) -> Result<Vec<Value>> {
-        live_documents(self.conn, collection)
+        match &self.lookup {
+            Some((c, keys)) if c == collection => {
+                live_documents_by_key(self.conn, collection, keys)
+            }
+            _ => live_documents(self.conn, collection),
+        }
     }
 
     fn live_collections(&self) -> Result<Vec<String>> {
@@ -315,39 +333,62 @@ impl DocumentStore for Local<'_> {
     }
 }
 
+const LIVE_COLUMNS: &str = "SELECT id, value, CASE WHEN value_exact THEN NULL ELSE crdt END \
+     FROM documents WHERE collection = ?1 AND value IS NOT NULL";
+
 /// The live documents of a collection (with `_id`), in storage-key order.
 pub(crate) fn live_documents(conn: &Connection, collection: &str) -> Result<Vec<Value>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, value, CASE WHEN value_exact THEN NULL ELSE crdt END \
-         FROM documents WHERE collection = ?1 AND value IS NOT NULL ORDER BY id",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!("{LIVE_COLUMNS} ORDER BY id"))?;
     let mut rows = stmt.query(params![collection])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        let crdt: Option<Vec<u8>> = row.get(2)?;
-        let value = match crdt {
-            None => {
-                let text = row
-                    .get_ref(1)?
-                    .as_str()
-                    .map_err(|e| PeerError::Corrupt(format!("value: {e}")))?;
-                Value::parse_json(text).map_err(|e| PeerError::Corrupt(format!("value: {e}")))?
-            }
-            Some(bytes) => {
-                let key = row
-                    .get_ref(0)?
-                    .as_blob()
-                    .map_err(|e| PeerError::Corrupt(format!("id: {e}")))?;
-                let id = DocId::from_key(key)?;
-                match db::materialize(&id, &db::decode_doc(&bytes)?) {
-                    Some(v) => v,
-                    None => continue,
-                }
-            }
-        };
-        out.push(value);
+        out.extend(live_value(row)?);
     }
     Ok(out)
+}
+
+/// The live documents among the given storage keys, in storage-key order.
+pub(crate) fn live_documents_by_key(
+    conn: &Connection,
+    collection: &str,
+    keys: &[Vec<u8>],
+) -> Result<Vec<Value>> {
+    let mut keys = keys.to_vec();
+    keys.sort();
+    keys.dedup();
+    let mut stmt = conn.prepare_cached(&format!("{LIVE_COLUMNS} AND id = ?2"))?;
+    let mut out = Vec::new();
+    for key in &keys {
+        let mut rows = stmt.query(params![collection, key])?;
+        if let Some(row) = rows.next()? {
+            out.extend(live_value(row)?);
+        }
+    }
+    Ok(out)
+}
+
+/// A row of [`LIVE_COLUMNS`] as the document queries see.
+fn live_value(row: &rusqlite::Row<'_>) -> Result<Option<Value>> {
+    let crdt: Option<Vec<u8>> = row.get(2)?;
+    match crdt {
+        None => {
+            let text = row
+                .get_ref(1)?
+                .as_str()
+                .map_err(|e| PeerError::Corrupt(format!("value: {e}")))?;
+            Value::parse_json(text)
+                .map(Some)
+                .map_err(|e| PeerError::Corrupt(format!("value: {e}")))
+        }
+        Some(bytes) => {
+            let key = row
+                .get_ref(0)?
+                .as_blob()
+                .map_err(|e| PeerError::Corrupt(format!("id: {e}")))?;
+            let id = DocId::from_key(key)?;
+            Ok(db::materialize(&id, &db::decode_doc(&bytes)?))
+        }
+    }
 }
 
 pub(crate) fn load_doc(conn: &Connection, collection: &str, key: &[u8]) -> Result<Option<Doc>> {
