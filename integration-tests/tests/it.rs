@@ -6,6 +6,8 @@ use std::time::Duration;
 mod auth;
 #[path = "it/store_execute.rs"]
 mod store_execute;
+#[path = "it/sync.rs"]
+mod sync;
 
 use integration_tests::{http_get, request, test_config, TestApp, TestDb};
 use serde_json::json;

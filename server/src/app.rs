@@ -19,6 +19,8 @@ pub struct AppState {
     pub store: Store,
     /// Runs DQL statements (with group commit for writes).
     pub executor: crate::service::Executor,
+    /// Peer sync sessions (`GET /api/v4/sync`).
+    pub sync: crate::sync::SyncHub,
     /// API keys.
     pub keys: crate::auth::KeyStore,
     /// Every request gets every permission, without a key.
@@ -299,12 +301,21 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
         }
     }
 
+    let executor = crate::service::Executor::new(
+        database.store.clone(),
+        &crate::store::GroupCommitOptions::default(),
+    );
+    let sync = crate::sync::SyncHub::new(
+        database.store.clone(),
+        crate::sync::SyncOptions {
+            playground: config.playground,
+            ..crate::sync::SyncOptions::default()
+        },
+    );
     let state = web::Data::new(AppState {
         store: database.store.clone(),
-        executor: crate::service::Executor::new(
-            database.store.clone(),
-            &crate::store::GroupCommitOptions::default(),
-        ),
+        executor,
+        sync,
         keys: crate::auth::KeyStore::new(database.store.pool().clone()),
         playground: config.playground,
         admin_key: config.admin_key.clone(),

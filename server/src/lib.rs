@@ -12,6 +12,7 @@ pub mod logging;
 pub mod pg;
 pub mod service;
 pub mod store;
+pub mod sync;
 
 pub use app::{spawn_app, AppError, RunningApp};
 pub use config::{Config, ConfigError};

@@ -14,4 +14,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
     store::configure(cfg);
     admin::configure(cfg);
+    crate::sync::configure(cfg);
 }

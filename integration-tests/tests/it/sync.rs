@@ -1,0 +1,726 @@
+//! Peer sync over `GET /api/v4/sync` (`docs/sync-protocol.md`): a small test client speaking
+//! `bigpeer_schema::wire` over a real WebSocket against the server in-process.
+
+use std::time::Duration;
+
+use bigpeer::auth::{KeyStore, NewKey, Permissions};
+use bigpeer_schema::wire::{Cursor, DocChange, Msg, PushResult, SubStatus, SUBPROTOCOL};
+use bigpeer_schema::{Clock, Doc, DocId, ObjectMode, Op, SiteId, Value, VersionVector};
+use futures_util::{SinkExt as _, StreamExt as _};
+use integration_tests::TestApp;
+use serde_json::json;
+use tokio::io::AsyncWriteExt as _;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A minimal peer: frames in, frames out.
+struct Peer {
+    ws: Ws,
+    next_batch_seen: u64,
+}
+
+impl Peer {
+    async fn connect(app: &TestApp) -> Peer {
+        let url = format!("ws://{}/api/v4/sync", app.app.local_addr());
+        let mut req = url.into_client_request().expect("request");
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+        let (ws, resp) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("websocket upgrade");
+        assert_eq!(
+            resp.headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some(SUBPROTOCOL)
+        );
+        Peer {
+            ws,
+            next_batch_seen: 0,
+        }
+    }
+
+    /// Connects and says hello with `token`; returns the Welcome.
+    async fn open(app: &TestApp, token: &str) -> (Peer, Msg) {
+        let mut p = Peer::connect(app).await;
+        p.send(&Msg::Hello {
+            minor: 0,
+            site: SiteId::random(),
+            token: token.into(),
+            features: vec![],
+            last_sync_ms: 0,
+        })
+        .await;
+        let welcome = p.recv().await;
+        assert!(matches!(welcome, Msg::Welcome { .. }), "{welcome:?}");
+        (p, welcome)
+    }
+
+    async fn send(&mut self, m: &Msg) {
+        self.ws
+            .send(Message::Binary(m.encode()))
+            .await
+            .expect("send");
+    }
+
+    /// The next protocol message (pings answered, pongs skipped).
+    async fn recv(&mut self) -> Msg {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a message within the timeout")
+                .expect("the connection is open")
+                .expect("a frame");
+            match frame {
+                Message::Binary(b) => {
+                    let m = Msg::decode(&b).expect("a valid frame from the server");
+                    match m {
+                        Msg::Ping { nonce } => self.send(&Msg::Pong { nonce }).await,
+                        Msg::Batch { batch, .. } => {
+                            self.next_batch_seen = batch;
+                            return m;
+                        }
+                        other => return other,
+                    }
+                }
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// Receives messages until `SubState{caught up}` for `sub`, collecting batch changes.
+    async fn until_caught_up(&mut self, sub: u32) -> (Vec<DocChange>, Cursor) {
+        let mut changes = Vec::new();
+        loop {
+            match self.recv().await {
+                Msg::Batch { changes: c, .. } => {
+                    changes.extend(c);
+                    self.ack().await;
+                }
+                Msg::SubState {
+                    sub: s,
+                    status: SubStatus::CaughtUp { cursor },
+                } if s == sub => return (changes, cursor),
+                Msg::SubState {
+                    status: SubStatus::Active,
+                    ..
+                } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    async fn ack(&mut self) {
+        let batch = self.next_batch_seen;
+        self.send(&Msg::Ack { batch, credit: 8 }).await;
+    }
+
+    async fn subscribe(&mut self, sub: u32, query: &str, cursor: Option<Cursor>) {
+        self.send(&Msg::Subscribe {
+            sub,
+            query: query.into(),
+            args: Value::Object(Default::default()),
+            cursor,
+        })
+        .await;
+    }
+
+    /// The next batch (acknowledged).
+    async fn batch(&mut self) -> (Vec<u32>, Vec<DocChange>) {
+        match self.recv().await {
+            Msg::Batch { subs, changes, .. } => {
+                self.ack().await;
+                (subs, changes)
+            }
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+
+    /// Asserts that nothing arrives for `d` (pings aside).
+    async fn quiet_for(&mut self, d: Duration) {
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Binary(b)))) => {
+                    let m = Msg::decode(&b).expect("frame");
+                    assert!(matches!(m, Msg::Ping { .. }), "unexpected {m:?}");
+                }
+                Ok(other) => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// Expects a fatal `Error{code}` followed by a close.
+    async fn expect_fatal(&mut self, code: &str) {
+        match self.recv().await {
+            Msg::Error {
+                code: c,
+                fatal: true,
+                ..
+            } => assert_eq!(c, code),
+            other => panic!("expected error {code}, got {other:?}"),
+        }
+        let end = tokio::time::timeout(WAIT, self.ws.next())
+            .await
+            .expect("closed within the timeout");
+        assert!(
+            matches!(end, None | Some(Ok(Message::Close(_))) | Some(Err(_))),
+            "{end:?}"
+        );
+    }
+}
+
+fn ids(changes: &[DocChange]) -> Vec<String> {
+    let mut v: Vec<String> = changes.iter().map(|c| c.id.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// The JSON a change materialises to.
+fn value_of(c: &DocChange) -> Option<serde_json::Value> {
+    let mut d = Doc::new();
+    d.apply_delta(&c.delta)
+        .expect("a full state applies to nothing");
+    d.materialize()
+        .map(|v| serde_json::from_str(&v.to_json_string()).expect("json"))
+}
+
+/// `POST /api/v4/store/execute` with a key that may do everything.
+async fn execute(app: &TestApp, statement: &str) -> serde_json::Value {
+    let token = admin(app).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v4/store/execute", app.app.url()))
+        .header("Authorization", format!("Bearer {token}"))
+        .json(&json!({ "statement": statement }))
+        .send()
+        .await
+        .expect("execute");
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(status, 200, "{statement}: {body}");
+    body
+}
+
+async fn key(app: &TestApp, perms: Permissions) -> String {
+    KeyStore::new(app.app.store().pool().clone())
+        .create(NewKey {
+            name: "peer".into(),
+            permissions: perms,
+            ..NewKey::default()
+        })
+        .await
+        .expect("create key")
+        .secret
+}
+
+async fn admin(app: &TestApp) -> String {
+    key(app, Permissions::all()).await
+}
+
+/// A peer's own write: a full-state delta of a new document written by `site`.
+fn local_doc(site: u128, json: &str) -> Doc {
+    let mut d = Doc::new();
+    let v = Value::parse_json(json).expect("json");
+    let obj = v.as_object().cloned().expect("object");
+    d.apply(
+        &[Op::Merge {
+            path: vec![],
+            value: obj,
+            objects: ObjectMode::Map,
+        }],
+        Clock::new(SiteId(site)).tick(),
+    )
+    .expect("apply");
+    d
+}
+
+fn change(coll: &str, id: &str, delta: bigpeer_schema::Delta) -> DocChange {
+    DocChange {
+        collection: coll.into(),
+        id: DocId::string(id),
+        seq: 0,
+        delta,
+    }
+}
+
+#[tokio::test]
+async fn hello_subscribe_initial_sync_and_live_changes() {
+    let app = TestApp::spawn().await;
+    execute(
+        &app,
+        "INSERT INTO cars DOCUMENTS ({'_id': 'a', 'color': 'red'}), ({'_id': 'b', 'color': 'blue'}), ({'_id': 'c', 'color': 'red'})",
+    )
+    .await;
+    let token = admin(&app).await;
+    let (mut p, welcome) = Peer::open(&app, &token).await;
+    let Msg::Welcome {
+        max_frame, window, ..
+    } = welcome
+    else {
+        unreachable!()
+    };
+    assert_eq!(max_frame, 4 * 1024 * 1024);
+    assert!(window > 0);
+
+    p.subscribe(1, "SELECT * FROM cars WHERE color = 'red'", None)
+        .await;
+    assert_eq!(
+        p.recv().await,
+        Msg::SubState {
+            sub: 1,
+            status: SubStatus::Active
+        }
+    );
+    let (initial, cursor) = p.until_caught_up(1).await;
+    assert_eq!(ids(&initial), vec!["\"a\"", "\"c\""]);
+    assert_eq!(
+        value_of(&initial[0]).expect("live"),
+        json!({"color": "red"})
+    );
+    assert!(cursor.seq >= 3, "{cursor:?}");
+
+    // Live: an HTTP write that matches reaches the session; one that does not, does not.
+    execute(
+        &app,
+        "INSERT INTO cars DOCUMENTS ({'_id': 'x', 'color': 'green'})",
+    )
+    .await;
+    execute(
+        &app,
+        "INSERT INTO cars DOCUMENTS ({'_id': 'd', 'color': 'red'})",
+    )
+    .await;
+    let (subs, live) = p.batch().await;
+    assert_eq!(subs, vec![1]);
+    assert_eq!(ids(&live), vec!["\"d\""]);
+    assert!(live[0].seq > cursor.seq);
+    p.quiet_for(Duration::from_millis(300)).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn pushes_are_merged_and_visible_over_http() {
+    let app = TestApp::spawn().await;
+    let token = admin(&app).await;
+    let (mut p, _) = Peer::open(&app, &token).await;
+    let doc = local_doc(77, r#"{"make": "volvo", "n": 1}"#);
+    let push = Msg::Push {
+        push: 1,
+        changes: vec![change("cars", "p1", doc.delta(&VersionVector::new()))],
+    };
+    p.send(&push).await;
+    let Msg::PushAck {
+        push: 1,
+        txn,
+        results,
+    } = p.recv().await
+    else {
+        panic!("expected a push ack")
+    };
+    assert_eq!(results, vec![PushResult::Applied]);
+    assert!(txn > 0);
+    let body = execute(&app, "SELECT * FROM cars").await;
+    assert_eq!(
+        body["items"],
+        json!([{"_id": "p1", "make": "volvo", "n": 1}])
+    );
+
+    // The same push again changes nothing.
+    p.send(&push).await;
+    let Msg::PushAck { results, .. } = p.recv().await else {
+        panic!("expected a push ack")
+    };
+    assert_eq!(results, vec![PushResult::Unchanged]);
+
+    // A delta against a base the server lacks is refused with the server's version vector.
+    let mut later = doc.clone();
+    later
+        .apply(
+            &[Op::Set {
+                path: vec!["n".into()],
+                value: Value::Int(2),
+                objects: ObjectMode::Map,
+            }],
+            Clock::new(SiteId(78)).tick(),
+        )
+        .expect("apply");
+    let mut unknown_base = later.vv.clone();
+    unknown_base.observe(SiteId(99), bigpeer_schema::Hlc(5));
+    p.send(&Msg::Push {
+        push: 2,
+        changes: vec![change("cars", "p1", later.delta(&unknown_base))],
+    })
+    .await;
+    let Msg::PushAck { results, .. } = p.recv().await else {
+        panic!("expected a push ack")
+    };
+    assert_eq!(
+        results,
+        vec![PushResult::Refused {
+            have: doc.vv.clone()
+        }]
+    );
+    // Resent against what the server has, it applies.
+    p.send(&Msg::Push {
+        push: 3,
+        changes: vec![change("cars", "p1", later.delta(&doc.vv))],
+    })
+    .await;
+    let Msg::PushAck { results, .. } = p.recv().await else {
+        panic!("expected a push ack")
+    };
+    assert_eq!(results, vec![PushResult::Applied]);
+    let body = execute(&app, "SELECT n FROM cars WHERE _id = 'p1'").await;
+    assert_eq!(body["items"], json!([{"n": 2}]));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_push_reaches_another_subscribed_peer() {
+    let app = TestApp::spawn().await;
+    let token = admin(&app).await;
+    let (mut a, _) = Peer::open(&app, &token).await;
+    let (mut b, _) = Peer::open(&app, &token).await;
+    b.subscribe(1, "SELECT * FROM notes", None).await;
+    let (initial, _) = b.until_caught_up(1).await;
+    assert!(initial.is_empty());
+    let doc = local_doc(5, r#"{"text": "hi"}"#);
+    a.send(&Msg::Push {
+        push: 1,
+        changes: vec![change("notes", "n1", doc.delta(&VersionVector::new()))],
+    })
+    .await;
+    assert!(matches!(a.recv().await, Msg::PushAck { .. }));
+    let (_, live) = b.batch().await;
+    assert_eq!(ids(&live), vec!["\"n1\""]);
+    assert_eq!(value_of(&live[0]), Some(json!({"text": "hi"})));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn resume_with_a_cursor_sends_only_later_changes_and_tombstones() {
+    let app = TestApp::spawn().await;
+    execute(
+        &app,
+        "INSERT INTO t DOCUMENTS ({'_id': 'a', 'v': 1}), ({'_id': 'b', 'v': 2}), ({'_id': 'c', 'v': 3})",
+    )
+    .await;
+    let token = admin(&app).await;
+    let (mut p, _) = Peer::open(&app, &token).await;
+    p.subscribe(1, "SELECT * FROM t", None).await;
+    let (initial, cursor) = p.until_caught_up(1).await;
+    assert_eq!(ids(&initial), vec!["\"a\"", "\"b\"", "\"c\""]);
+    p.send(&Msg::Bye {
+        reason: "offline".into(),
+    })
+    .await;
+    drop(p);
+
+    // While the peer is away: one update, one delete, one insert.
+    execute(&app, "UPDATE t SET v = 20 WHERE _id = 'b'").await;
+    execute(&app, "DELETE FROM t WHERE _id = 'c'").await;
+    execute(&app, "INSERT INTO t DOCUMENTS ({'_id': 'd', 'v': 4})").await;
+
+    let (mut p, _) = Peer::open(&app, &token).await;
+    p.subscribe(1, "SELECT * FROM t", Some(cursor.clone()))
+        .await;
+    let (resumed, cursor2) = p.until_caught_up(1).await;
+    assert_eq!(ids(&resumed), vec!["\"b\"", "\"c\"", "\"d\""]);
+    let c = resumed
+        .iter()
+        .find(|c| c.id == DocId::string("c"))
+        .expect("c");
+    assert_eq!(value_of(c), None, "c is sent as a tombstone");
+    assert!(cursor2.seq > cursor.seq);
+
+    // A fresh subscription gets no tombstones; a live delete reaches a subscriber.
+    p.subscribe(2, "SELECT * FROM t", None).await;
+    let (fresh, _) = p.until_caught_up(2).await;
+    assert_eq!(ids(&fresh), vec!["\"a\"", "\"b\"", "\"d\""]);
+    execute(&app, "DELETE FROM t WHERE _id = 'a'").await;
+    let (subs, live) = p.batch().await;
+    assert_eq!(subs, vec![1, 2], "one change serves both subscriptions");
+    assert_eq!(ids(&live), vec!["\"a\""]);
+    assert_eq!(value_of(&live[0]), None);
+
+    // A cursor from another epoch is a full resend.
+    p.subscribe(
+        3,
+        "SELECT * FROM t",
+        Some(Cursor {
+            epoch: "another".into(),
+            seq: cursor2.seq,
+        }),
+    )
+    .await;
+    let (again, _) = p.until_caught_up(3).await;
+    assert_eq!(ids(&again), vec!["\"b\"", "\"d\""]);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn read_and_write_permissions_apply() {
+    let app = TestApp::spawn().await;
+    execute(
+        &app,
+        "INSERT INTO books DOCUMENTS ({'_id': 'mine', 'owner': 'ann'}), ({'_id': 'theirs', 'owner': 'bob'})",
+    )
+    .await;
+    let perms: Permissions = serde_json::from_value(json!({
+        "read": {"queriesByCollection": {"books": ["owner == 'ann'"]}},
+        "write": {"queriesByCollection": {"books": ["owner == 'ann'"]}},
+    }))
+    .expect("permissions");
+    let token = key(&app, perms).await;
+    let (mut p, _) = Peer::open(&app, &token).await;
+    p.subscribe(1, "SELECT * FROM books", None).await;
+    let (initial, _) = p.until_caught_up(1).await;
+    assert_eq!(ids(&initial), vec!["\"mine\""]);
+
+    // A document outside the read permission never arrives, live either.
+    execute(&app, "UPDATE books SET n = 1 WHERE _id = 'theirs'").await;
+    execute(&app, "UPDATE books SET n = 1 WHERE _id = 'mine'").await;
+    let (_, live) = p.batch().await;
+    assert_eq!(ids(&live), vec!["\"mine\""]);
+
+    // A collection without read permission fails the subscription.
+    p.subscribe(2, "SELECT * FROM other", None).await;
+    match p.recv().await {
+        Msg::SubState {
+            sub: 2,
+            status: SubStatus::Failed { code, .. },
+        } => assert_eq!(code, "auth/forbidden"),
+        other => panic!("{other:?}"),
+    }
+
+    // Writes outside the write permission are denied and not written; inside, applied.
+    let bad = local_doc(9, r#"{"owner": "bob", "title": "forged"}"#);
+    let good = local_doc(9, r#"{"owner": "ann", "title": "ok"}"#);
+    p.send(&Msg::Push {
+        push: 1,
+        changes: vec![
+            change("books", "forged", bad.delta(&VersionVector::new())),
+            change("books", "new", good.delta(&VersionVector::new())),
+            change("other", "x", good.delta(&VersionVector::new())),
+        ],
+    })
+    .await;
+    let Msg::PushAck { results, .. } = p.recv().await else {
+        panic!("expected a push ack")
+    };
+    assert_eq!(
+        results,
+        vec![
+            PushResult::Denied {
+                code: "auth/forbidden".into()
+            },
+            PushResult::Applied,
+            PushResult::Denied {
+                code: "auth/forbidden".into()
+            },
+        ]
+    );
+    let body = execute(&app, "SELECT _id FROM books ORDER BY _id").await;
+    assert_eq!(
+        body["items"],
+        json!([{"_id": "mine"}, {"_id": "new"}, {"_id": "theirs"}])
+    );
+    let body = execute(&app, "SELECT * FROM other").await;
+    assert_eq!(body["items"], json!([]));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_tokens_and_out_of_order_messages_are_fatal() {
+    let app = TestApp::spawn().await;
+    // An unknown token.
+    let mut p = Peer::connect(&app).await;
+    p.send(&Msg::Hello {
+        minor: 0,
+        site: SiteId(1),
+        token: "bpk_nope".into(),
+        features: vec![],
+        last_sync_ms: 0,
+    })
+    .await;
+    p.expect_fatal("auth/invalid-token").await;
+
+    // Anything before hello.
+    for early in [
+        Msg::Ping { nonce: 1 },
+        Msg::Subscribe {
+            sub: 1,
+            query: "SELECT * FROM t".into(),
+            args: Value::Null,
+            cursor: None,
+        },
+    ] {
+        let mut p = Peer::connect(&app).await;
+        p.send(&early).await;
+        p.expect_fatal("protocol/unexpected-message").await;
+    }
+
+    // A second hello.
+    let token = admin(&app).await;
+    let (mut p, _) = Peer::open(&app, &token).await;
+    p.send(&Msg::Hello {
+        minor: 0,
+        site: SiteId(1),
+        token: token.clone(),
+        features: vec![],
+        last_sync_ms: 0,
+    })
+    .await;
+    p.expect_fatal("protocol/unexpected-message").await;
+
+    // A duplicate subscription id is an error, not fatal; a bad query fails the subscription.
+    let (mut p, _) = Peer::open(&app, &token).await;
+    p.subscribe(1, "SELECT * FROM t", None).await;
+    p.until_caught_up(1).await;
+    p.subscribe(1, "SELECT * FROM t", None).await;
+    match p.recv().await {
+        Msg::Error { code, fatal, .. } => {
+            assert_eq!(
+                (code.as_str(), fatal),
+                ("protocol/duplicate-subscription", false)
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    p.subscribe(2, "DELETE FROM t", None).await;
+    match p.recv().await {
+        Msg::SubState {
+            sub: 2,
+            status: SubStatus::Failed { code, .. },
+        } => assert_eq!(code, "query/unsupported"),
+        other => panic!("{other:?}"),
+    }
+    p.subscribe(3, "SELEC * FROM", None).await;
+    match p.recv().await {
+        Msg::SubState {
+            sub: 3,
+            status: SubStatus::Failed { code, .. },
+        } => assert_eq!(code, "query/invalid"),
+        other => panic!("{other:?}"),
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_text_and_oversized_frames_close_only_their_session() {
+    let app = TestApp::spawn().await;
+    let token = admin(&app).await;
+    let (mut healthy, _) = Peer::open(&app, &token).await;
+    healthy.subscribe(1, "SELECT * FROM t", None).await;
+    healthy.until_caught_up(1).await;
+
+    // A frame that does not decode.
+    let (mut p, _) = Peer::open(&app, &token).await;
+    p.ws.send(Message::Binary(vec![0x7f, 1, 2]))
+        .await
+        .expect("send");
+    p.expect_fatal("protocol/malformed").await;
+
+    // A text frame.
+    let (mut p, _) = Peer::open(&app, &token).await;
+    p.ws.send(Message::Text("hello".into()))
+        .await
+        .expect("send");
+    p.expect_fatal("protocol/malformed").await;
+
+    // A frame over max_frame: announce 4 MiB + 1 bytes in a raw frame header, send a little.
+    let (mut p, _) = Peer::open(&app, &token).await;
+    let len: u64 = 4 * 1024 * 1024 + 1;
+    let mut raw = vec![0x82, 0x80 | 127];
+    raw.extend_from_slice(&len.to_be_bytes());
+    raw.extend_from_slice(&[0, 0, 0, 0]); // mask key
+    raw.extend_from_slice(&[0u8; 1024]);
+    match p.ws.get_mut() {
+        tokio_tungstenite::MaybeTlsStream::Plain(s) => s.write_all(&raw).await.expect("write"),
+        _ => unreachable!("plain ws"),
+    }
+    p.expect_fatal("protocol/frame-too-large").await;
+
+    // The first session still works.
+    execute(&app, "INSERT INTO t DOCUMENTS ({'_id': 'ok'})").await;
+    let (_, live) = healthy.batch().await;
+    assert_eq!(ids(&live), vec!["\"ok\""]);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn credit_limits_batches_in_flight() {
+    let app = TestApp::spawn().await;
+    let token = admin(&app).await;
+    let (mut p, welcome) = Peer::open(&app, &token).await;
+    let Msg::Welcome { window, .. } = welcome else {
+        unreachable!()
+    };
+    p.subscribe(1, "SELECT * FROM t", None).await;
+    p.until_caught_up(1).await;
+    // Without acks, at most `window` batches arrive.
+    let n = window as usize + 3;
+    for i in 0..n {
+        execute(
+            &app,
+            &format!("INSERT INTO t DOCUMENTS ({{'_id': 'd{i}'}})"),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let mut got = Vec::new();
+    let mut batches = 0;
+    while got.len() < n && batches < window {
+        match p.recv().await {
+            Msg::Batch { changes, .. } => {
+                batches += 1;
+                got.extend(changes);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    if got.len() < n {
+        assert_eq!(batches, window);
+        p.quiet_for(Duration::from_millis(700)).await;
+        // Credit brings the rest, coalesced.
+        p.ack().await;
+        while got.len() < n {
+            let (_, c) = p.batch().await;
+            got.extend(c);
+        }
+    }
+    assert_eq!(got.len(), n);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unknown_subprotocol_is_refused() {
+    let app = TestApp::spawn().await;
+    let url = format!("ws://{}/api/v4/sync", app.app.local_addr());
+    let mut req = url.into_client_request().expect("request");
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("other-sync.9"),
+    );
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 400);
+            let body: serde_json::Value =
+                serde_json::from_slice(resp.body().as_deref().unwrap_or_default())
+                    .expect("json body");
+            assert_eq!(body["code"], "sync/unsupported-protocol");
+        }
+        other => panic!("expected a 400, got {other:?}"),
+    }
+    app.shutdown().await;
+}

@@ -1,0 +1,153 @@
+//! Peer sync: the WebSocket endpoint `GET /api/v4/sync` and the protocols spoken over it.
+//!
+//! The endpoint ([`ws`]) negotiates a subprotocol, turns the socket into a [`Link`] (a bounded
+//! queue of inbound frames and a bounded queue of outbound frames) and hands it to the chosen
+//! [`SyncProtocol`]. The native protocol, `bigpeer-sync.1` ([`native`]), is specified in
+//! `docs/sync-protocol.md`. A protocol never sees actix: it can be driven by any transport (or
+//! by a test) that fills a `Link`.
+//!
+//! Every session follows the process's single [`ChangeFeed`] and matches each change against its
+//! subscriptions in memory; Postgres is read once per change, not once per peer.
+
+pub mod native;
+mod scan;
+mod ws;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::LocalBoxFuture;
+use tokio::sync::{mpsc, OnceCell};
+
+use crate::auth::KeyStore;
+use crate::store::{ChangeFeed, FeedOptions, GroupCommit, GroupCommitOptions, Store, StoreError};
+
+pub use ws::configure;
+
+/// One frame (or transport event) received from the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// A binary message: one protocol message.
+    Binary(Vec<u8>),
+    /// A text message (not allowed by the native protocol).
+    Text,
+    /// A frame larger than the session's `max_frame`; the transport reads nothing after it.
+    TooLarge,
+    /// The transport broke (a WebSocket protocol violation); nothing more will come.
+    Broken(String),
+    /// The peer closed the connection.
+    Closed,
+}
+
+/// A frame to send to the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    Binary(Vec<u8>),
+    /// Close the connection with a WebSocket close code and reason; nothing is sent after it.
+    Close {
+        code: u16,
+        reason: String,
+    },
+}
+
+/// A session's connection to its peer: bounded queues both ways. A transport that cannot deliver
+/// an outbound frame fast enough makes `outbound` fill up, which the protocol notices (a slow
+/// peer slows or loses only its own session).
+pub struct Link {
+    pub inbound: mpsc::Receiver<Inbound>,
+    pub outbound: mpsc::Sender<Outbound>,
+}
+
+/// A sync protocol: a subprotocol name and a session loop over a [`Link`].
+pub trait SyncProtocol: Send + Sync {
+    /// The WebSocket subprotocol (`Sec-WebSocket-Protocol`) this protocol answers to.
+    fn subprotocol(&self) -> &'static str;
+
+    /// Runs one session until it ends. Must not panic on any input.
+    fn run(&self, hub: SyncHub, link: Link) -> LocalBoxFuture<'static, ()>;
+}
+
+/// The protocols this server speaks, in order of preference.
+pub fn protocols() -> &'static [&'static dyn SyncProtocol] {
+    &[&native::Native]
+}
+
+/// Sync settings.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Largest frame either side may send (announced in `Welcome`).
+    pub max_frame: usize,
+    /// Unacknowledged batches the server keeps in flight at first.
+    pub window: u32,
+    /// The liveness interval: pings after `heartbeat / 2` of silence, closes after `2 ×
+    /// heartbeat` without anything received.
+    pub heartbeat: Duration,
+    /// Outbound frames queued per session before the session waits for its peer.
+    pub send_queue: usize,
+    /// Live changes held for a peer without credit before it is dropped as a slow consumer.
+    pub max_pending: usize,
+    /// Accept any token with every permission (development only).
+    pub playground: bool,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            max_frame: 4 * 1024 * 1024,
+            window: 8,
+            heartbeat: Duration::from_secs(30),
+            send_queue: 64,
+            max_pending: 10_000,
+            playground: false,
+        }
+    }
+}
+
+/// What sync sessions share: the store, the change feed (started by the first session), API
+/// keys, group commit and the settings. Cheap to clone.
+#[derive(Clone)]
+pub struct SyncHub {
+    pub store: Store,
+    pub keys: KeyStore,
+    pub group: GroupCommit,
+    pub options: SyncOptions,
+    feed: Arc<OnceCell<ChangeFeed>>,
+}
+
+impl std::fmt::Debug for SyncHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncHub")
+            .field("options", &self.options)
+            .field("feed_started", &self.feed.initialized())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncHub {
+    /// A hub over `store`, with its own group-commit tasks for pushes (started on the current
+    /// runtime). The change feed starts with the first session, so a server whose database is
+    /// not migrated yet still starts.
+    pub fn new(store: Store, options: SyncOptions) -> SyncHub {
+        let group = GroupCommit::start(
+            store.clone(),
+            &GroupCommitOptions {
+                workers: 2,
+                ..GroupCommitOptions::default()
+            },
+        );
+        SyncHub {
+            keys: KeyStore::new(store.pool().clone()),
+            store,
+            group,
+            options,
+            feed: Arc::new(OnceCell::new()),
+        }
+    }
+
+    /// The process's change feed, started on first use.
+    pub async fn feed(&self) -> Result<&ChangeFeed, StoreError> {
+        self.feed
+            .get_or_try_init(|| ChangeFeed::start(self.store.clone(), FeedOptions::default()))
+            .await
+    }
+}

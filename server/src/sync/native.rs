@@ -1,0 +1,975 @@
+//! The native sync protocol, `bigpeer-sync.1` (`docs/sync-protocol.md`): the server side of one
+//! session.
+//!
+//! One task per session runs [`Session::run`]: it reads the peer's frames, the process's change
+//! feed and its timers, and sends batches while the peer has credit. Subscriptions are matched in
+//! memory: an initial (or resumed) sync pages through the collection in sequence order and filters
+//! each document with the subscription's filter AND the read permission; afterwards every change
+//! of the feed is matched the same way. Live changes wait in a per-session map (newest state per
+//! document) while the peer has no credit.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bigpeer_dql::eval;
+use bigpeer_dql::plan::{self, PExpr, Plan, Source};
+use bigpeer_schema::wire::{self, Cursor, DocChange, Msg, PushResult, SubStatus};
+use bigpeer_schema::{DocId, SchemaError, Value, VersionVector};
+use futures_util::future::LocalBoxFuture;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+
+use super::{scan, Inbound, Link, Outbound, SyncHub, SyncProtocol};
+use crate::auth::{now_secs, Permissions};
+use crate::service::{Access, Allowed};
+use crate::store::{materialize_with_id, Outcome, StoreError, StoredDoc, Working};
+
+/// `bigpeer-sync.1`.
+pub struct Native;
+
+impl SyncProtocol for Native {
+    fn subprotocol(&self) -> &'static str {
+        wire::SUBPROTOCOL
+    }
+
+    fn run(&self, hub: SyncHub, link: Link) -> LocalBoxFuture<'static, ()> {
+        Box::pin(Session::new(hub, link).run())
+    }
+}
+
+/// Documents read per page of an initial sync.
+const PAGE: i64 = 256;
+/// Bytes of deltas per batch (well under `max_frame`).
+const BATCH_BYTES: usize = 1024 * 1024;
+/// Changes read per query when catching up with the feed after lagging.
+const LAG_PAGE: i64 = 1_000;
+
+// WebSocket close codes.
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_PROTOCOL: u16 = 1002;
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TOO_BIG: u16 = 1009;
+const CLOSE_INTERNAL: u16 = 1011;
+
+/// Why a session ends.
+#[derive(Debug)]
+enum Stop {
+    /// Send `Error{code, message, fatal}` and close with `close`.
+    Fatal {
+        code: String,
+        message: String,
+        close: u16,
+    },
+    /// Close without an error (the peer said `Bye` or closed).
+    Quiet(u16),
+}
+
+fn fatal(code: &str, message: impl Into<String>, close: u16) -> Stop {
+    Stop::Fatal {
+        code: code.to_owned(),
+        message: message.into(),
+        close,
+    }
+}
+
+fn unexpected(what: &str) -> Stop {
+    fatal(
+        "protocol/unexpected-message",
+        format!("{what} is not allowed here"),
+        CLOSE_PROTOCOL,
+    )
+}
+
+fn store_failure(e: &StoreError) -> Stop {
+    let code = e.code();
+    tracing::error!(code, error = %e, "sync session: store error");
+    let close = if code.starts_with("crdt/") {
+        CLOSE_PROTOCOL
+    } else {
+        CLOSE_INTERNAL
+    };
+    fatal(code, e.to_string(), close)
+}
+
+/// One subscription of the session.
+struct Sub {
+    collection: String,
+    /// The subscription's WHERE.
+    filter: Option<PExpr>,
+    /// The read permission on the collection (`None`: everything).
+    read: Option<PExpr>,
+    phase: Phase,
+}
+
+enum Phase {
+    /// Paging through the collection after `after`.
+    CatchingUp { after: i64, tombstones: bool },
+    /// Caught up to `since`: feed changes after it are matched live.
+    Live { since: i64 },
+}
+
+impl Sub {
+    /// Whether the peer gets this version of a document: live documents that match the filter
+    /// and the read permission; tombstones (no value) when the read permission admits their id.
+    fn wants(&self, id: &DocId, value: Option<&Value>) -> bool {
+        let ok = |f: Option<&PExpr>, v: &Value| eval::matches(f, v).unwrap_or(false);
+        match value {
+            Some(v) => ok(self.filter.as_ref(), v) && ok(self.read.as_ref(), v),
+            None => {
+                let only_id = Value::Object(
+                    [("_id".to_owned(), id.value().clone())]
+                        .into_iter()
+                        .collect(),
+                );
+                ok(self.read.as_ref(), &only_id)
+            }
+        }
+    }
+}
+
+/// A live change waiting for credit.
+struct PendingDoc {
+    doc: Arc<StoredDoc>,
+    subs: BTreeSet<u32>,
+}
+
+/// Live changes waiting for credit, newest state per document, in sequence order.
+#[derive(Default)]
+struct Pending {
+    by_seq: BTreeMap<i64, PendingDoc>,
+    seq_of: BTreeMap<(String, Vec<u8>), i64>,
+}
+
+impl Pending {
+    fn add(&mut self, doc: Arc<StoredDoc>, subs: BTreeSet<u32>) {
+        let key = (doc.collection.clone(), doc.id.key());
+        let mut all = subs;
+        if let Some(old) = self.seq_of.remove(&key) {
+            if let Some(p) = self.by_seq.remove(&old) {
+                all.extend(p.subs);
+            }
+        }
+        self.seq_of.insert(key, doc.seq);
+        self.by_seq.insert(doc.seq, PendingDoc { doc, subs: all });
+    }
+
+    fn pop(&mut self) -> Option<PendingDoc> {
+        let (_, p) = self.by_seq.pop_first()?;
+        self.seq_of
+            .remove(&(p.doc.collection.clone(), p.doc.id.key()));
+        Some(p)
+    }
+
+    fn first_seq(&self) -> Option<i64> {
+        self.by_seq.keys().next().copied()
+    }
+
+    fn len(&self) -> usize {
+        self.by_seq.len()
+    }
+}
+
+enum State {
+    AwaitingHello,
+    Open(Box<Open>),
+}
+
+/// The state of an authenticated session.
+struct Open {
+    access: Access,
+    expires_at: Option<i64>,
+    epoch: String,
+    subs: BTreeMap<u32, Sub>,
+    feed: broadcast::Receiver<Arc<StoredDoc>>,
+    /// The newest feed sequence number processed.
+    feed_seq: i64,
+    pending: Pending,
+    /// The last batch number sent, the last acknowledged, and the last the credit allows.
+    sent: u64,
+    acked: u64,
+    limit: u64,
+    /// Alternates batches between live changes and initial syncs.
+    live_turn: bool,
+}
+
+struct Session {
+    hub: SyncHub,
+    inbound: mpsc::Receiver<Inbound>,
+    outbound: mpsc::Sender<Outbound>,
+    state: State,
+    last_sent: Instant,
+    last_received: Instant,
+    nonce: u64,
+}
+
+impl Session {
+    fn new(hub: SyncHub, link: Link) -> Session {
+        let now = Instant::now();
+        Session {
+            hub,
+            inbound: link.inbound,
+            outbound: link.outbound,
+            state: State::AwaitingHello,
+            last_sent: now,
+            last_received: now,
+            nonce: 0,
+        }
+    }
+
+    async fn run(mut self) {
+        let stop = match self.run_inner().await {
+            Ok(()) => Stop::Quiet(CLOSE_NORMAL),
+            Err(s) => s,
+        };
+        let close = match stop {
+            Stop::Fatal {
+                code,
+                message,
+                close,
+            } => {
+                tracing::debug!(%code, %message, "sync session ends with an error");
+                let frame = Msg::Error {
+                    code,
+                    message,
+                    fatal: true,
+                }
+                .encode();
+                // Best effort: a peer that does not read gets no error, only the close.
+                let _ = self.outbound.try_send(Outbound::Binary(frame));
+                close
+            }
+            Stop::Quiet(close) => close,
+        };
+        let _ = self.outbound.try_send(Outbound::Close {
+            code: close,
+            reason: String::new(),
+        });
+    }
+
+    fn heartbeat(&self) -> Duration {
+        self.hub.options.heartbeat
+    }
+
+    async fn run_inner(&mut self) -> Result<(), Stop> {
+        loop {
+            let deadline = self.next_deadline();
+            let can_pump = self.can_pump();
+            let feed = match &mut self.state {
+                State::Open(o) => Some(&mut o.feed),
+                State::AwaitingHello => None,
+            };
+            tokio::select! {
+                biased;
+                frame = self.inbound.recv() => {
+                    self.last_received = Instant::now();
+                    match frame {
+                        None | Some(Inbound::Closed) => return Ok(()),
+                        Some(f) => self.on_frame(f).await?,
+                    }
+                }
+                ev = recv_feed(feed) => self.on_feed(ev).await?,
+                () = tokio::time::sleep_until(deadline) => self.on_timer().await?,
+                () = std::future::ready(()), if can_pump => self.pump().await?,
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let hb = self.heartbeat();
+        let mut d = (self.last_received + hb * 2).min(self.last_sent + hb / 2);
+        if let State::Open(o) = &self.state {
+            if let Some(t) = o.expires_at {
+                let left = Duration::from_secs(u64::try_from(t - now_secs()).unwrap_or(0));
+                d = d.min(Instant::now() + left);
+            }
+        }
+        d
+    }
+
+    async fn on_timer(&mut self) -> Result<(), Stop> {
+        let now = Instant::now();
+        let hb = self.heartbeat();
+        if now >= self.last_received + hb * 2 {
+            return Err(fatal(
+                "sync/timeout",
+                format!("nothing received for {} ms", (hb * 2).as_millis()),
+                CLOSE_POLICY,
+            ));
+        }
+        if let State::Open(o) = &self.state {
+            if o.expires_at.is_some_and(|t| t <= now_secs()) {
+                return Err(fatal(
+                    "auth/expired",
+                    "the credentials expired",
+                    CLOSE_POLICY,
+                ));
+            }
+        }
+        if now >= self.last_sent + hb / 2 {
+            self.nonce += 1;
+            self.send(Msg::Ping { nonce: self.nonce }).await?;
+        }
+        Ok(())
+    }
+
+    /// Queues one frame; a peer whose queue stays full for a heartbeat is a slow consumer.
+    async fn send(&mut self, msg: Msg) -> Result<(), Stop> {
+        let frame = msg.encode();
+        let wait = self.heartbeat();
+        match tokio::time::timeout(wait, self.outbound.send(Outbound::Binary(frame))).await {
+            Ok(Ok(())) => {
+                self.last_sent = Instant::now();
+                Ok(())
+            }
+            Ok(Err(_)) => Err(Stop::Quiet(CLOSE_NORMAL)),
+            Err(_) => Err(fatal(
+                "sync/slow-consumer",
+                "the peer does not read what it is sent",
+                CLOSE_POLICY,
+            )),
+        }
+    }
+
+    async fn on_frame(&mut self, frame: Inbound) -> Result<(), Stop> {
+        let bytes = match frame {
+            Inbound::Binary(b) => b,
+            Inbound::Text => {
+                return Err(fatal(
+                    "protocol/malformed",
+                    "text messages are not part of the protocol: send binary messages",
+                    CLOSE_PROTOCOL,
+                ))
+            }
+            Inbound::TooLarge => {
+                return Err(fatal(
+                    "protocol/frame-too-large",
+                    format!(
+                        "a frame is larger than {} bytes",
+                        self.hub.options.max_frame
+                    ),
+                    CLOSE_TOO_BIG,
+                ))
+            }
+            Inbound::Broken(m) => return Err(fatal("protocol/malformed", m, CLOSE_PROTOCOL)),
+            Inbound::Closed => return Err(Stop::Quiet(CLOSE_NORMAL)),
+        };
+        let msg = Msg::decode(&bytes).map_err(|e| {
+            let code = match &e {
+                SchemaError::UnsupportedVersion(_) => "crdt/unsupported-version",
+                _ => "protocol/malformed",
+            };
+            fatal(code, e.to_string(), CLOSE_PROTOCOL)
+        })?;
+        match (&self.state, msg) {
+            (State::AwaitingHello, Msg::Hello { minor, token, .. }) => {
+                self.hello(minor, &token).await
+            }
+            (State::AwaitingHello, m) => Err(fatal(
+                "protocol/unexpected-message",
+                format!("the first message must be hello, not {}", m.name()),
+                CLOSE_PROTOCOL,
+            )),
+            (State::Open(_), Msg::Hello { .. }) => Err(unexpected("a second hello")),
+            (
+                State::Open(_),
+                Msg::Subscribe {
+                    sub,
+                    query,
+                    args,
+                    cursor,
+                },
+            ) => self.subscribe(sub, &query, args, cursor).await,
+            (State::Open(_), Msg::Unsubscribe { sub }) => {
+                if let State::Open(o) = &mut self.state {
+                    o.subs.remove(&sub);
+                }
+                Ok(())
+            }
+            (State::Open(_), Msg::Ack { batch, credit }) => {
+                if let State::Open(o) = &mut self.state {
+                    o.acked = o.acked.max(batch.min(o.sent));
+                    o.limit = o.acked + u64::from(credit);
+                }
+                Ok(())
+            }
+            (State::Open(_), Msg::Push { push, changes }) => self.push(push, changes).await,
+            (
+                State::Open(_),
+                Msg::Want {
+                    collection,
+                    id,
+                    have,
+                },
+            ) => self.want(collection, id, have).await,
+            (_, Msg::Ping { nonce }) => self.send(Msg::Pong { nonce }).await,
+            (_, Msg::Pong { .. }) | (_, Msg::Unknown { .. }) => Ok(()),
+            (_, Msg::Bye { .. }) => Err(Stop::Quiet(CLOSE_NORMAL)),
+            (
+                _,
+                Msg::Error {
+                    code,
+                    message,
+                    fatal,
+                },
+            ) => {
+                tracing::debug!(%code, %message, fatal, "sync peer reported an error");
+                if fatal {
+                    Err(Stop::Quiet(CLOSE_NORMAL))
+                } else {
+                    Ok(())
+                }
+            }
+            (State::Open(_), m) => Err(fatal(
+                "protocol/unexpected-message",
+                format!("{} is sent by the server only", m.name()),
+                CLOSE_PROTOCOL,
+            )),
+        }
+    }
+
+    async fn hello(&mut self, minor: u16, token: &str) -> Result<(), Stop> {
+        let (perms, user, expires_at) = if self.hub.options.playground {
+            (Permissions::all(), "playground".to_owned(), None)
+        } else {
+            match self.hub.keys.authenticate(token).await {
+                Ok(key) => (key.permissions.clone(), key.id.clone(), key.expires_at),
+                Err(crate::auth::AuthError::Backend(m)) => {
+                    return Err(fatal("internal", m, CLOSE_INTERNAL))
+                }
+                Err(e) => return Err(fatal("auth/invalid-token", e.to_string(), CLOSE_POLICY)),
+            }
+        };
+        let feed = self.hub.feed().await.map_err(|e| store_failure(&e))?;
+        // Subscribe before reading the position: nothing after it can be missed.
+        let rx = feed.subscribe();
+        let feed_seq = feed.position();
+        let epoch = scan::epoch(&self.hub.store)
+            .await
+            .map_err(|e| store_failure(&e))?;
+        let window = self.hub.options.window;
+        self.state = State::Open(Box::new(Open {
+            access: Access::new(perms),
+            expires_at,
+            epoch,
+            subs: BTreeMap::new(),
+            feed: rx,
+            feed_seq,
+            pending: Pending::default(),
+            sent: 0,
+            acked: 0,
+            limit: u64::from(window),
+            live_turn: false,
+        }));
+        let expires_in =
+            expires_at.map_or(0, |t| u64::try_from(t - now_secs()).unwrap_or(0).max(1));
+        self.send(Msg::Welcome {
+            minor: minor.min(wire::MINOR),
+            site: self.hub.store.site(),
+            session: format!("{:016x}", rand::random::<u64>()),
+            max_frame: self.hub.options.max_frame as u64,
+            window,
+            heartbeat_ms: self.heartbeat().as_millis() as u64,
+            expires_in,
+            user,
+        })
+        .await
+    }
+
+    fn open(&mut self) -> Result<&mut Open, Stop> {
+        match &mut self.state {
+            State::Open(o) => Ok(o),
+            State::AwaitingHello => Err(unexpected("this message before hello")),
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        sub: u32,
+        query: &str,
+        args: Value,
+        cursor: Option<Cursor>,
+    ) -> Result<(), Stop> {
+        let o = self.open()?;
+        if o.subs.contains_key(&sub) {
+            return self
+                .send(Msg::Error {
+                    code: "protocol/duplicate-subscription".into(),
+                    message: format!("subscription {sub} is already in use"),
+                    fatal: false,
+                })
+                .await;
+        }
+        let status = match check_subscription(&o.access, query, args) {
+            Err((code, message)) => SubStatus::Failed { code, message },
+            Ok((collection, filter, read)) => {
+                let (after, tombstones) = match cursor {
+                    Some(c) if c.epoch == o.epoch => {
+                        (i64::try_from(c.seq).unwrap_or(i64::MAX), true)
+                    }
+                    _ => (0, false),
+                };
+                o.subs.insert(
+                    sub,
+                    Sub {
+                        collection,
+                        filter,
+                        read,
+                        phase: Phase::CatchingUp { after, tombstones },
+                    },
+                );
+                SubStatus::Active
+            }
+        };
+        self.send(Msg::SubState { sub, status }).await
+    }
+
+    fn can_pump(&self) -> bool {
+        match &self.state {
+            State::Open(o) => {
+                o.sent < o.limit
+                    && (o.pending.len() > 0
+                        || o.subs
+                            .values()
+                            .any(|s| matches!(s.phase, Phase::CatchingUp { .. })))
+            }
+            State::AwaitingHello => false,
+        }
+    }
+
+    /// Sends one batch: live changes or a page of an initial sync, taking turns.
+    async fn pump(&mut self) -> Result<(), Stop> {
+        let o = self.open()?;
+        let catching_up = o
+            .subs
+            .iter()
+            .find(|(_, s)| matches!(s.phase, Phase::CatchingUp { .. }))
+            .map(|(id, _)| *id);
+        o.live_turn = !o.live_turn;
+        match catching_up {
+            Some(sub) if !(o.live_turn && o.pending.len() > 0) => self.catch_up(sub).await,
+            _ => self.send_live().await,
+        }
+    }
+
+    async fn send_live(&mut self) -> Result<(), Stop> {
+        let o = self.open()?;
+        let mut changes = Vec::new();
+        let mut subs = BTreeSet::new();
+        let mut bytes = 0;
+        while let Some(seq) = o.pending.first_seq() {
+            if bytes > 0 && bytes >= BATCH_BYTES {
+                break;
+            }
+            let Some(p) = o.pending.pop() else { break };
+            let live: Vec<u32> = p
+                .subs
+                .iter()
+                .copied()
+                .filter(|s| o.subs.contains_key(s))
+                .collect();
+            if live.is_empty() {
+                continue;
+            }
+            let change = full_state(&p.doc.collection, &p.doc.id, seq, &p.doc.state);
+            bytes += change.delta.encode().len() + 64;
+            subs.extend(live);
+            changes.push(change);
+        }
+        let cursor_seq = match o.pending.first_seq() {
+            Some(s) => s - 1,
+            None => o.feed_seq,
+        };
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let cursor = Some(Cursor {
+            epoch: o.epoch.clone(),
+            seq: u64::try_from(cursor_seq).unwrap_or(0),
+        });
+        self.send_batch(subs.into_iter().collect(), changes, cursor)
+            .await
+    }
+
+    async fn send_batch(
+        &mut self,
+        subs: Vec<u32>,
+        changes: Vec<DocChange>,
+        cursor: Option<Cursor>,
+    ) -> Result<(), Stop> {
+        let o = self.open()?;
+        o.sent += 1;
+        let batch = o.sent;
+        self.send(Msg::Batch {
+            batch,
+            subs,
+            changes,
+            cursor,
+        })
+        .await
+    }
+
+    /// One page of a subscription's initial sync; at its end, `SubState{caught up}`.
+    async fn catch_up(&mut self, sub: u32) -> Result<(), Stop> {
+        let (collection, after, tombstones) = {
+            let o = self.open()?;
+            match o.subs.get(&sub).map(|s| (&s.collection, &s.phase)) {
+                Some((c, Phase::CatchingUp { after, tombstones })) => {
+                    (c.clone(), *after, *tombstones)
+                }
+                _ => return Ok(()),
+            }
+        };
+        let page = scan::page(&self.hub.store, &collection, after, tombstones, PAGE)
+            .await
+            .map_err(|e| store_failure(&e))?;
+        let o = self.open()?;
+        let Some(s) = o.subs.get_mut(&sub) else {
+            return Ok(());
+        };
+        let full = page.rows.len() as i64 >= PAGE;
+        let mut changes = Vec::new();
+        let mut bytes = 0;
+        let mut last = after;
+        let mut stopped_early = false;
+        for row in &page.rows {
+            if bytes > 0 && bytes >= BATCH_BYTES {
+                stopped_early = true;
+                break;
+            }
+            last = row.seq;
+            let value = if row.deleted {
+                None
+            } else {
+                materialize_with_id(&row.state, &row.id)
+            };
+            if !s.wants(&row.id, value.as_ref()) {
+                continue;
+            }
+            let change = full_state(&collection, &row.id, row.seq, &row.state);
+            bytes += change.delta.encode().len() + 64;
+            changes.push(change);
+        }
+        let done = !full && !stopped_early;
+        s.phase = if done {
+            Phase::Live {
+                since: page.head.max(last),
+            }
+        } else {
+            // After the first page, later tombstones may be of documents already sent.
+            Phase::CatchingUp {
+                after: last,
+                tombstones: true,
+            }
+        };
+        let epoch = o.epoch.clone();
+        if !changes.is_empty() {
+            let cursor = Some(Cursor {
+                epoch: epoch.clone(),
+                seq: u64::try_from(last).unwrap_or(0),
+            });
+            self.send_batch(vec![sub], changes, cursor).await?;
+        }
+        if done {
+            self.send(Msg::SubState {
+                sub,
+                status: SubStatus::CaughtUp {
+                    cursor: Cursor {
+                        epoch,
+                        seq: u64::try_from(page.head.max(last)).unwrap_or(0),
+                    },
+                },
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn on_feed(&mut self, ev: Result<Arc<StoredDoc>, RecvError>) -> Result<(), Stop> {
+        match ev {
+            Ok(doc) => self.live(doc),
+            Err(RecvError::Lagged(_)) => {
+                // Resume from our own cursor; later broadcasts at or below it are skipped.
+                loop {
+                    let from = self.open()?.feed_seq;
+                    let rows = self
+                        .hub
+                        .store
+                        .changes_since(from, LAG_PAGE)
+                        .await
+                        .map_err(|e| store_failure(&e))?;
+                    let n = rows.len() as i64;
+                    for doc in rows {
+                        self.live(Arc::new(doc))?;
+                    }
+                    if n < LAG_PAGE {
+                        return Ok(());
+                    }
+                }
+            }
+            Err(RecvError::Closed) => {
+                Err(fatal("internal", "the change feed stopped", CLOSE_INTERNAL))
+            }
+        }
+    }
+
+    /// Matches one feed change against the live subscriptions.
+    fn live(&mut self, doc: Arc<StoredDoc>) -> Result<(), Stop> {
+        let max_pending = self.hub.options.max_pending;
+        let o = self.open()?;
+        if doc.seq <= o.feed_seq {
+            return Ok(());
+        }
+        o.feed_seq = doc.seq;
+        let subs: BTreeSet<u32> = o
+            .subs
+            .iter()
+            .filter(|(_, s)| {
+                s.collection == doc.collection
+                    && matches!(s.phase, Phase::Live { since } if doc.seq > since)
+                    && s.wants(&doc.id, doc.value.as_ref())
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if subs.is_empty() {
+            return Ok(());
+        }
+        o.pending.add(doc, subs);
+        if o.pending.len() > max_pending {
+            return Err(fatal(
+                "sync/slow-consumer",
+                format!("more than {max_pending} changes wait for the peer's credit"),
+                CLOSE_POLICY,
+            ));
+        }
+        Ok(())
+    }
+
+    async fn want(
+        &mut self,
+        collection: String,
+        id: DocId,
+        have: VersionVector,
+    ) -> Result<(), Stop> {
+        let read = {
+            let o = self.open()?;
+            match o.access.read(&collection) {
+                Ok(Allowed::All) => None,
+                Ok(Allowed::Matching(p)) => Some(p),
+                Ok(Allowed::Nothing) | Err(_) => return Ok(()),
+            }
+        };
+        let Some(doc) = self
+            .hub
+            .store
+            .get(&collection, &id)
+            .await
+            .map_err(|e| store_failure(&e))?
+        else {
+            return Ok(());
+        };
+        let probe = Sub {
+            collection: collection.clone(),
+            filter: None,
+            read,
+            phase: Phase::Live { since: 0 },
+        };
+        if !probe.wants(&id, doc.value.as_ref()) {
+            return Ok(());
+        }
+        let change = DocChange {
+            collection,
+            id,
+            seq: u64::try_from(doc.seq).unwrap_or(0),
+            delta: doc.state.delta(&have),
+        };
+        self.send_batch(Vec::new(), vec![change], None).await
+    }
+
+    async fn push(&mut self, push: u64, changes: Vec<DocChange>) -> Result<(), Stop> {
+        let o = self.open()?;
+        let mut results: Vec<Option<PushResult>> = vec![None; changes.len()];
+        let mut work = Vec::new();
+        for (i, c) in changes.into_iter().enumerate() {
+            if !valid_collection(&c.collection) {
+                results[i] = Some(PushResult::Denied {
+                    code: "query/invalid".into(),
+                });
+                continue;
+            }
+            match o.access.write(&c.collection) {
+                Ok(Allowed::All) => work.push((i, c, None)),
+                Ok(Allowed::Matching(p)) => work.push((i, c, Some(p))),
+                Ok(Allowed::Nothing) => {
+                    results[i] = Some(PushResult::Denied {
+                        code: "auth/forbidden".into(),
+                    })
+                }
+                Err(e) => {
+                    results[i] = Some(PushResult::Denied {
+                        code: e.code().into(),
+                    })
+                }
+            }
+        }
+        let txn = if work.is_empty() {
+            self.hub
+                .store
+                .known_txn()
+                .await
+                .map_err(|e| store_failure(&e))?
+        } else {
+            let targets = work
+                .iter()
+                .map(|(_, c, _)| (c.collection.clone(), c.id.clone()))
+                .collect();
+            let job = move |w: &mut Working<'_>| -> Result<Vec<(usize, PushResult)>, StoreError> {
+                work.iter()
+                    .map(|(i, c, allowed)| Ok((*i, merge_one(w, c, allowed.as_ref())?)))
+                    .collect()
+            };
+            let (done, info) = self
+                .hub
+                .group
+                .transact(targets, job)
+                .await
+                .map_err(|e| store_failure(&e))?;
+            for (i, r) in done {
+                results[i] = Some(r);
+            }
+            info.txn
+        };
+        let results = results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or(PushResult::Denied {
+                    code: "internal".into(),
+                })
+            })
+            .collect();
+        self.send(Msg::PushAck {
+            push,
+            txn: u64::try_from(txn).unwrap_or(0),
+            results,
+        })
+        .await
+    }
+}
+
+async fn recv_feed(
+    feed: Option<&mut broadcast::Receiver<Arc<StoredDoc>>>,
+) -> Result<Arc<StoredDoc>, RecvError> {
+    match feed {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A document's full state as a change (delta from the empty version vector).
+fn full_state(collection: &str, id: &DocId, seq: i64, state: &bigpeer_schema::Doc) -> DocChange {
+    DocChange {
+        collection: collection.to_owned(),
+        id: id.clone(),
+        seq: u64::try_from(seq).unwrap_or(0),
+        delta: state.delta(&VersionVector::new()),
+    }
+}
+
+/// Collection names a peer may write: what DQL can name afterwards.
+fn valid_collection(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 256 && !name.chars().any(char::is_control)
+}
+
+/// Merges one pushed change inside the write job. Within a write permission that is a filter,
+/// the document before and the merged document must both match it (as for DQL writes).
+fn merge_one(
+    w: &mut Working<'_>,
+    c: &DocChange,
+    allowed: Option<&PExpr>,
+) -> Result<PushResult, StoreError> {
+    if let Some(p) = allowed {
+        let current = w.state(&c.collection, &c.id)?.clone();
+        let before = materialize_with_id(&current, &c.id);
+        let mut merged = current.clone();
+        match merged.apply_delta(&c.delta) {
+            Ok(()) => {}
+            Err(SchemaError::BaseNotDominated) => {
+                return Ok(PushResult::Refused { have: current.vv })
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let after = materialize_with_id(&merged, &c.id);
+        let permitted = [before, after]
+            .iter()
+            .flatten()
+            .all(|v| eval::matches(Some(p), v).unwrap_or(false));
+        if !permitted {
+            return Ok(PushResult::Denied {
+                code: "auth/forbidden".into(),
+            });
+        }
+    }
+    Ok(match w.apply_delta(&c.collection, &c.id, &c.delta)? {
+        Outcome::Changed { .. } => PushResult::Applied,
+        Outcome::Unchanged => PushResult::Unchanged,
+        Outcome::Refused => PushResult::Refused {
+            have: w.state(&c.collection, &c.id)?.vv.clone(),
+        },
+    })
+}
+
+/// Checks a subscription: a SELECT on a collection the peer may read. Returns the collection,
+/// the filter and the read restriction, or a `SubState::Failed` code and message.
+#[allow(clippy::type_complexity)]
+fn check_subscription(
+    access: &Access,
+    query: &str,
+    args: Value,
+) -> Result<(String, Option<PExpr>, Option<PExpr>), (String, String)> {
+    let dql = |e: bigpeer_dql::DqlError| (e.code.as_str().to_owned(), e.message);
+    let args = match args {
+        Value::Object(o) => o,
+        Value::Null => BTreeMap::new(),
+        _ => {
+            return Err((
+                "query/invalid".into(),
+                "subscription arguments must be an object".into(),
+            ))
+        }
+    };
+    let stmt = bigpeer_dql::parse(query).map_err(dql)?;
+    let select = match plan::check(&stmt, &args).map_err(dql)? {
+        Plan::Select(s) => s,
+        _ => {
+            return Err((
+                "query/unsupported".into(),
+                "a subscription must be a SELECT".into(),
+            ))
+        }
+    };
+    let Source::Collection(collection) = select.source else {
+        return Err((
+            "query/unsupported".into(),
+            "a subscription must select from a collection".into(),
+        ));
+    };
+    if select.grouping.is_some() || select.limit.is_some() || select.offset.is_some() {
+        return Err((
+            "query/unsupported".into(),
+            "a subscription cannot aggregate or use LIMIT/OFFSET".into(),
+        ));
+    }
+    let read = match access.read(&collection) {
+        Ok(Allowed::All) => None,
+        Ok(Allowed::Matching(p)) => Some(p),
+        Ok(Allowed::Nothing) => {
+            return Err((
+                "auth/forbidden".into(),
+                format!("no permission to read collection \"{collection}\""),
+            ))
+        }
+        Err(e) => return Err((e.code().to_owned(), e.to_string())),
+    };
+    Ok((collection, select.filter, read))
+}

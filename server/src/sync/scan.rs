@@ -1,0 +1,80 @@
+//! The two reads sync needs beyond the store's API: the feed's epoch, and one page of a
+//! collection in change-sequence order together with the head of the sequence in the same
+//! snapshot (so that "everything up to the head" is exactly what the pages covered).
+
+use bigpeer_schema::{Doc, DocId};
+use sqlx::Row;
+
+use crate::store::{Store, StoreError};
+
+/// One document of a page.
+pub struct ScanRow {
+    pub id: DocId,
+    pub state: Doc,
+    pub seq: i64,
+    pub deleted: bool,
+}
+
+/// A page of a collection after a sequence number.
+pub struct Page {
+    pub rows: Vec<ScanRow>,
+    /// The newest committed sequence number in the page's snapshot.
+    pub head: i64,
+    pub epoch: String,
+}
+
+/// The current epoch of the sequence space.
+pub async fn epoch(store: &Store) -> Result<String, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT epoch FROM seq_counter WHERE id = 0")
+            .fetch_one(store.pool())
+            .await?,
+    )
+}
+
+/// Documents of `collection` with `seq > after`, in sequence order, at most `limit`; tombstones
+/// only when `tombstones`.
+pub async fn page(
+    store: &Store,
+    collection: &str,
+    after: i64,
+    tombstones: bool,
+    limit: i64,
+) -> Result<Page, StoreError> {
+    let rows = sqlx::query(
+        "SELECT c.v, c.epoch, d.id, d.meta, d.seq, d.deleted FROM seq_counter c \
+         LEFT JOIN LATERAL ( \
+           SELECT id, meta, seq, deleted FROM documents \
+           WHERE collection = $1 AND seq > $2 AND ($3 OR NOT deleted) \
+           ORDER BY seq LIMIT $4) d ON true \
+         WHERE c.id = 0 ORDER BY d.seq",
+    )
+    .bind(collection)
+    .bind(after)
+    .bind(tombstones)
+    .bind(limit.max(1))
+    .fetch_all(store.pool())
+    .await?;
+    let mut page = Page {
+        rows: Vec::with_capacity(rows.len()),
+        head: 0,
+        epoch: String::new(),
+    };
+    for r in &rows {
+        page.head = r.try_get(0)?;
+        page.epoch = r.try_get(1)?;
+        let Some(key) = r.try_get::<Option<Vec<u8>>, _>(2)? else {
+            continue;
+        };
+        let id = DocId::from_key(&key)?;
+        let meta: Vec<u8> = r.try_get(3)?;
+        let state = Doc::decode(&meta)?;
+        page.rows.push(ScanRow {
+            id,
+            state,
+            seq: r.try_get(4)?,
+            deleted: r.try_get(5)?,
+        });
+    }
+    Ok(page)
+}
