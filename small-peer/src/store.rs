@@ -251,7 +251,7 @@ impl<'c> Local<'c> {
         Ok(self.touched)
     }
 
-    fn read_only(&self) -> Result<()> {
+    fn ensure_writable(&self) -> Result<()> {
         if self.writes {
             Ok(())
         } else {
@@ -299,12 +299,12 @@ impl DocumentStore for Local<'_> {
     }
 
     fn save_settings(&mut self, settings: &Settings) -> Result<()> {
-        self.read_only()?;
+        self.ensure_writable()?;
         db::save_settings(self.conn, settings)
     }
 
     fn write(&mut self, collection: &str, writes: Vec<DocWrite>) -> Result<()> {
-        self.read_only()?;
+        self.ensure_writable()?;
         for w in writes {
             match w {
                 DocWrite::Put { id, doc } => {
