@@ -8,7 +8,7 @@
 //! every local write (its `server_vv` entry for this site reaches the document's).
 
 use bigpeer_schema::wire::{Cursor, DocChange, PushResult};
-use bigpeer_schema::{Doc, DocId, SiteId, Value, VersionVector};
+use bigpeer_schema::{Clock, Doc, DocId, SiteId, Value, VersionVector};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::db;
@@ -105,6 +105,13 @@ impl Store {
             doc.apply_delta(&c.delta)?;
             // The clock follows remote writes (unless they are implausibly far ahead).
             let _ = local.clock().observe(c.delta.state.vv.max_hlc());
+            // Our own earlier writes coming back (for example after this database was restored
+            // from a backup): the clock must pass them whatever the drift, or the next local
+            // write to this document would be refused.
+            let mine = doc.vv.get(site);
+            if mine > local.clock().last() {
+                *local.clock() = Clock::resume(site, mine);
+            }
             let changed = doc != before;
             if changed || !existed {
                 let change = local.next_change();
@@ -294,7 +301,7 @@ fn seq_from_sql(v: i64) -> u64 {
 mod tests {
     use std::collections::BTreeMap;
 
-    use bigpeer_schema::{Clock, Hlc};
+    use bigpeer_schema::Hlc;
 
     use super::*;
 
@@ -539,6 +546,33 @@ mod tests {
         assert_eq!(docs(&b, "c"), r#"[{"_id":"x"}]"#);
         b.forget_cursor(&key).expect("forget");
         assert_eq!(b.cursor(&key).expect("cursor"), None);
+    }
+
+    #[test]
+    fn a_restored_store_passes_its_own_returning_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, backup) = (dir.path().join("p.sqlite3"), dir.path().join("b.sqlite3"));
+        let mut server = Store::open_in_memory().expect("server");
+        {
+            let mut a = Store::open(&path).expect("a");
+            run(&mut a, "INSERT INTO c DOCUMENTS ({'_id': 'x', 'n': 0})");
+            a.conn
+                .execute_batch(&format!("VACUUM INTO '{}'", backup.display()))
+                .expect("backup");
+            // Later writes, stamped two hours ahead (more than the clock follows from others).
+            let ahead = Hlc::new(bigpeer_schema::hlc::now_ms() + 7_200_000, 0);
+            a.clock = Clock::resume(a.site(), ahead);
+            run(&mut a, "UPDATE c SET n = 1 WHERE _id = 'x'");
+            push(&mut a, &mut server);
+        }
+        let mut restored = Store::open(&backup).expect("restored");
+        let back = server
+            .delta_since("c", &DocId::string("x"), &VersionVector::new())
+            .expect("read")
+            .expect("known");
+        restored.apply_remote(&[back], &[]).expect("apply");
+        run(&mut restored, "UPDATE c SET n = 2 WHERE _id = 'x'");
+        assert_eq!(docs(&restored, "c"), r#"[{"_id":"x","n":2}]"#);
     }
 
     #[test]
