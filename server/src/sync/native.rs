@@ -429,6 +429,8 @@ impl Session {
         }
     }
 
+    // `min(client, server)`: a no-op while the server speaks minor 0.
+    #[allow(clippy::unnecessary_min_or_max)]
     async fn hello(&mut self, minor: u16, token: &str) -> Result<(), Stop> {
         let (perms, user, expires_at) = if self.hub.options.playground {
             (Permissions::all(), "playground".to_owned(), None)
@@ -559,7 +561,7 @@ impl Session {
         let mut subs = BTreeSet::new();
         let mut bytes = 0;
         while let Some(seq) = o.pending.first_seq() {
-            if bytes > 0 && bytes >= BATCH_BYTES {
+            if bytes >= BATCH_BYTES {
                 break;
             }
             let Some(p) = o.pending.pop() else { break };
@@ -634,7 +636,7 @@ impl Session {
         let mut last = after;
         let mut stopped_early = false;
         for row in &page.rows {
-            if bytes > 0 && bytes >= BATCH_BYTES {
+            if bytes >= BATCH_BYTES {
                 stopped_early = true;
                 break;
             }
