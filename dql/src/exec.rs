@@ -83,7 +83,7 @@ pub fn execute<S: DocumentStore + ?Sized>(
 /// The documents a statement has read or written so far, by storage key (`None`: absent).
 struct Working {
     collection: String,
-    docs: BTreeMap<Vec<u8>, Option<(DocId, Doc)>>,
+    docs: BTreeMap<Vec<u8>, Option<Doc>>,
     written: BTreeMap<Vec<u8>, DocId>,
 }
 
@@ -100,25 +100,19 @@ impl Working {
     fn get<S: DocumentStore + ?Sized>(
         &mut self,
         store: &S,
-        id: &DocId,
         key: &[u8],
-    ) -> Result<Option<&mut Doc>, S::Error> {
+    ) -> Result<Option<&Doc>, S::Error> {
         if !self.docs.contains_key(key) {
             let loaded = store.load(&self.collection, key)?;
-            self.docs
-                .insert(key.to_vec(), loaded.map(|d| (id.clone(), d)));
+            self.docs.insert(key.to_vec(), loaded);
         }
-        Ok(self
-            .docs
-            .get_mut(key)
-            .and_then(Option::as_mut)
-            .map(|(_, d)| d))
+        Ok(self.docs.get(key).and_then(Option::as_ref))
     }
 
     /// Applies one write to the document with this key (creating it when absent).
     fn apply(&mut self, id: &DocId, key: &[u8], ops: &[Op], stamp: Stamp) -> Result<(), DqlError> {
         let slot = self.docs.entry(key.to_vec()).or_insert(None);
-        let (_, doc) = slot.get_or_insert_with(|| (id.clone(), Doc::new()));
+        let doc = slot.get_or_insert_with(Doc::new);
         doc.apply(ops, stamp).map_err(crdt_error)?;
         self.written.insert(key.to_vec(), id.clone());
         Ok(())
@@ -130,7 +124,7 @@ impl Working {
         let mut writes = Vec::with_capacity(self.written.len());
         for (key, id) in self.written {
             ids.push(id.value().clone());
-            if let Some(Some((_, doc))) = self.docs.remove(&key) {
+            if let Some(Some(doc)) = self.docs.remove(&key) {
                 writes.push(DocWrite::Put {
                     id,
                     doc: Box::new(doc),
@@ -166,9 +160,7 @@ pub fn run<S: DocumentStore + ?Sized>(store: &mut S, plan: &Plan) -> Result<Quer
             let mut work = Working::new(&i.collection);
             for d in &i.documents {
                 let key = d.id.key();
-                let existing = work
-                    .get(store, &d.id, &key)?
-                    .and_then(|doc| doc.materialize());
+                let existing = work.get(store, &key)?.and_then(|doc| doc.materialize());
                 match eval::insert_ops(i, d, existing.as_ref())? {
                     InsertOutcome::Skip => {}
                     InsertOutcome::Write(ops) => {
@@ -193,7 +185,7 @@ pub fn run<S: DocumentStore + ?Sized>(store: &mut S, plan: &Plan) -> Result<Quer
                 let ops = eval::update_ops(u, t)?;
                 let Some(id) = target_id(t) else { continue };
                 let key = id.key();
-                if work.get(store, &id, &key)?.is_some() {
+                if work.get(store, &key)?.is_some() {
                     let stamp = store.stamp();
                     work.apply(&id, &key, &ops, stamp)?;
                 }
