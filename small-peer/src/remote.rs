@@ -49,9 +49,10 @@ pub struct OutboxEntry {
     pub denied: Option<String>,
 }
 
-/// A stable key for a subscription's durable cursor: the query text and its arguments.
+/// A stable key for a subscription's durable cursor: the query text (length-prefixed) and its
+/// arguments as JSON (objects keep their keys sorted, so equal arguments give equal keys).
 pub fn subscription_key(query: &str, args: &Value) -> String {
-    format!("{query}\u{0}{}", args.to_json_string())
+    format!("{}:{query}{}", query.len(), args.to_json_string())
 }
 
 /// Whether the big peer (at `server`) holds every local write of `site` in `doc`.
@@ -531,6 +532,12 @@ mod tests {
         run(&mut a, "INSERT INTO c DOCUMENTS ({'_id': 'x'})");
         let changes = a.pending_push(10).expect("pending");
         let key = subscription_key("SELECT * FROM c", &Value::Object(BTreeMap::new()));
+        let other = Value::parse_json(r#"{"x": 1}"#).expect("json");
+        assert_ne!(key, subscription_key("SELECT * FROM c", &other));
+        assert_ne!(
+            subscription_key("a", &Value::String("b".into())),
+            subscription_key("a\"b", &Value::Null)
+        );
         let cursor = Cursor {
             epoch: "e1".into(),
             seq: u64::MAX - 1,
