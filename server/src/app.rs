@@ -276,6 +276,7 @@ pub struct RunningApp {
     handle: ServerHandle,
     server: JoinHandle<std::io::Result<()>>,
     database: Database,
+    sync: crate::sync::SyncHub,
 }
 
 /// Starts everything `config` asks for: the embedded Postgres (without a database URL), the
@@ -312,6 +313,7 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
             ..crate::sync::SyncOptions::default()
         },
     );
+    let sync_sessions = sync.clone();
     let state = web::Data::new(AppState {
         store: database.store.clone(),
         executor,
@@ -369,6 +371,7 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
         handle,
         server,
         database,
+        sync: sync_sessions,
     })
 }
 
@@ -418,6 +421,7 @@ impl RunningApp {
     /// shutdown timeout), close the pool, stop the embedded Postgres.
     pub async fn shutdown(self) -> Result<(), AppError> {
         tracing::info!("shutting down: no new connections, finishing requests in flight");
+        self.sync.close_sessions();
         self.handle.stop(true).await;
         let result = match self.server.await {
             Ok(Ok(())) => Ok(()),

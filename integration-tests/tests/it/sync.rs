@@ -716,3 +716,21 @@ async fn an_unknown_subprotocol_is_refused() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn shutdown_says_bye_to_connected_peers() {
+    let app = TestApp::spawn().await;
+    let token = admin(&app).await;
+    let (mut p, _) = Peer::open(&app, &token).await;
+    let started = std::time::Instant::now();
+    app.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "shutdown waited for the session: {:?}",
+        started.elapsed()
+    );
+    match p.recv().await {
+        Msg::Bye { reason } => assert!(reason.contains("shutting down"), "{reason}"),
+        other => panic!("expected bye, got {other:?}"),
+    }
+}

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::LocalBoxFuture;
-use tokio::sync::{mpsc, OnceCell};
+use tokio::sync::{mpsc, watch, OnceCell};
 
 use crate::auth::KeyStore;
 use crate::store::{ChangeFeed, FeedOptions, GroupCommit, GroupCommitOptions, Store, StoreError};
@@ -112,6 +112,7 @@ pub struct SyncHub {
     pub group: GroupCommit,
     pub options: SyncOptions,
     feed: Arc<OnceCell<ChangeFeed>>,
+    closing: Arc<watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for SyncHub {
@@ -141,7 +142,18 @@ impl SyncHub {
             group,
             options,
             feed: Arc::new(OnceCell::new()),
+            closing: Arc::new(watch::channel(false).0),
         }
+    }
+
+    /// Ends every session (`Bye` and a close): the server is shutting down.
+    pub fn close_sessions(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Tells a session when the server shuts down.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// The process's change feed, started on first use.

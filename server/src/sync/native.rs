@@ -48,6 +48,7 @@ const LAG_PAGE: i64 = 1_000;
 
 // WebSocket close codes.
 const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_PROTOCOL: u16 = 1002;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
@@ -64,6 +65,8 @@ enum Stop {
     },
     /// Close without an error (the peer said `Bye` or closed).
     Quiet(u16),
+    /// The server shuts down: `Bye` and close (going away).
+    Shutdown,
 }
 
 fn fatal(code: &str, message: impl Into<String>, close: u16) -> Stop {
@@ -241,6 +244,14 @@ impl Session {
                 close
             }
             Stop::Quiet(close) => close,
+            Stop::Shutdown => {
+                let frame = Msg::Bye {
+                    reason: "the server is shutting down".into(),
+                }
+                .encode();
+                let _ = self.outbound.try_send(Outbound::Binary(frame));
+                CLOSE_GOING_AWAY
+            }
         };
         let _ = self.outbound.try_send(Outbound::Close {
             code: close,
@@ -253,6 +264,10 @@ impl Session {
     }
 
     async fn run_inner(&mut self) -> Result<(), Stop> {
+        let mut closing = self.hub.closing();
+        if *closing.borrow_and_update() {
+            return Err(Stop::Shutdown);
+        }
         loop {
             let deadline = self.next_deadline();
             let can_pump = self.can_pump();
@@ -269,6 +284,7 @@ impl Session {
                         Some(f) => self.on_frame(f).await?,
                     }
                 }
+                _ = closing.changed() => return Err(Stop::Shutdown),
                 ev = recv_feed(feed) => self.on_feed(ev).await?,
                 () = tokio::time::sleep_until(deadline) => self.on_timer().await?,
                 () = std::future::ready(()), if can_pump => self.pump().await?,
