@@ -39,9 +39,9 @@ raw() { # name script
   (cd "$work" && PGDATABASE=$raw_db DURATION=$SECONDS_EACH QUIET_WAIT=${QUIET_WAIT:-10} RESULTS="$work/results" \
      bash "$PG_BENCH_DIR/run_pgbench.sh" "$1" "$PG_BENCH_DIR/$2" "$CONNECTIONS" 2>/dev/null | tail -1 | awk '{print $3}')
 }
-load() { # scenario
+load() { # scenario [flags]
   "$bin/bigpeer-load" --url "http://127.0.0.1:$port" --connections "$CONNECTIONS" --seconds "$SECONDS_EACH" \
-    --scenario "$1" --docs "$DOCS" | tee -a "$work/load.txt" | tail -1
+    --scenario "$@" --docs "$DOCS" | tee -a "$work/load.txt" | tail -1
 }
 
 raw_upsert=$(raw a_upsert1 pg_a_upsert1.sql); echo "raw (a) 1-doc upsert + change row: $raw_upsert tx/s"
@@ -50,7 +50,7 @@ raw_get=$(raw c_get pg_c_get.sql); echo "raw (c) primary-key read: $raw_get read
 get=$(load get); echo "$get"
 # As the raw baseline does after its COPY: settle the GIN index's pending list and the statistics.
 PGDATABASE=$bp_db psql -X -q -c "VACUUM ANALYZE documents"
-filter=$(load filter); echo "$filter"
+filter=$(load filter --skip-load); echo "$filter"
 raw_upsert2=$(raw a_upsert1 pg_a_upsert1.sql); echo "raw (a) again: $raw_upsert2 tx/s"
 
 rps() { sed -n 's/.*req\/s=\([0-9]*\).*/\1/p' <<<"$1"; }

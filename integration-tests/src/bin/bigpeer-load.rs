@@ -7,7 +7,8 @@
 //! documents loaded first), `filter` (a selective SELECT with a WHERE on a field over
 //! `--docs` documents, loaded first). Each connection is a kept-alive HTTP/1.1 socket sending one
 //! request at a time. Prints requests/s, p50/p99 latency and the error count; exits non-zero on any
-//! error. Traffic goes only to the given URL (use loopback).
+//! error. Traffic goes only to the given URL (use loopback). `--skip-load` reuses documents an
+//! earlier run loaded (the `filter` scenario looks documents up by `vin`, the same in every run).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +25,7 @@ struct Args {
     scenario: String,
     docs: usize,
     token: Option<String>,
+    skip_load: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -34,6 +36,7 @@ fn parse_args() -> Result<Args, String> {
         scenario: "insert".into(),
         docs: 100_000,
         token: None,
+        skip_load: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -55,8 +58,9 @@ fn parse_args() -> Result<Args, String> {
             "--scenario" => a.scenario = value()?,
             "--docs" => a.docs = value()?.parse().map_err(|e| format!("--docs: {e}"))?,
             "--token" => a.token = Some(value()?),
+            "--skip-load" => a.skip_load = true,
             "--help" | "-h" => {
-                println!("bigpeer-load --url http://IP:PORT [--connections N] [--seconds S] [--scenario insert|get|filter] [--docs N] [--token KEY]");
+                println!("bigpeer-load --url http://IP:PORT [--connections N] [--seconds S] [--scenario insert|get|filter] [--docs N] [--token KEY] [--skip-load]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown flag {other}")),
@@ -194,7 +198,7 @@ async fn main() {
         }
     };
     let run: u64 = rand::random::<u32>().into();
-    if args.scenario == "get" || args.scenario == "filter" {
+    if (args.scenario == "get" || args.scenario == "filter") && !args.skip_load {
         if let Err(e) = load(&args, run).await {
             eprintln!("error: {e}");
             std::process::exit(1);
