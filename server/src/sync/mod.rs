@@ -163,3 +163,6 @@ impl SyncHub {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests;

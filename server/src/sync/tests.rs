@@ -1,0 +1,160 @@
+//! The native protocol over a [`Link`] without a socket: liveness and slow consumers, with
+//! short intervals.
+
+use std::time::Duration;
+
+use bigpeer_schema::wire::Msg;
+use bigpeer_schema::SiteId;
+use tokio::sync::mpsc;
+use tokio::task::LocalSet;
+
+use super::{protocols, Inbound, Link, Outbound, SyncHub, SyncOptions};
+use crate::testdb::TestDb;
+
+fn hello() -> Inbound {
+    Inbound::Binary(
+        Msg::Hello {
+            minor: 0,
+            site: SiteId(1),
+            token: "anything".into(),
+            features: vec![],
+            last_sync_ms: 0,
+        }
+        .encode(),
+    )
+}
+
+/// Starts a native session on `db` with `options` (playground); returns its queues and task.
+fn start(
+    db: &TestDb,
+    options: SyncOptions,
+) -> (
+    mpsc::Sender<Inbound>,
+    mpsc::Receiver<Outbound>,
+    tokio::task::JoinHandle<()>,
+) {
+    let hub = SyncHub::new(db.store.clone(), options);
+    let (in_tx, in_rx) = mpsc::channel(8);
+    let (out_tx, out_rx) = mpsc::channel(hub.options.send_queue);
+    let link = Link {
+        inbound: in_rx,
+        outbound: out_tx,
+    };
+    let task = tokio::task::spawn_local(protocols()[0].run(hub, link));
+    (in_tx, out_rx, task)
+}
+
+async fn next(rx: &mut mpsc::Receiver<Outbound>) -> Option<Outbound> {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("the session answers")
+}
+
+fn decode(o: Option<Outbound>) -> Msg {
+    match o {
+        Some(Outbound::Binary(b)) => Msg::decode(&b).expect("valid frame"),
+        other => panic!("expected a frame, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn pings_when_idle_and_times_out_when_silent() {
+    let db = TestDb::new().await;
+    LocalSet::new()
+        .run_until(async {
+            let options = SyncOptions {
+                heartbeat: Duration::from_millis(300),
+                playground: true,
+                ..SyncOptions::default()
+            };
+            let (tx, mut rx, task) = start(&db, options);
+            tx.send(hello()).await.expect("send");
+            match decode(next(&mut rx).await) {
+                Msg::Welcome { heartbeat_ms, .. } => assert_eq!(heartbeat_ms, 300),
+                other => panic!("{other:?}"),
+            }
+            // Idle: the server pings; the peer stays silent and is dropped.
+            assert!(matches!(decode(next(&mut rx).await), Msg::Ping { .. }));
+            let mut saw_timeout = false;
+            loop {
+                match next(&mut rx).await {
+                    Some(Outbound::Binary(b)) => match Msg::decode(&b).expect("frame") {
+                        Msg::Ping { .. } => {}
+                        Msg::Error { code, fatal, .. } => {
+                            assert_eq!((code.as_str(), fatal), ("sync/timeout", true));
+                            saw_timeout = true;
+                        }
+                        other => panic!("{other:?}"),
+                    },
+                    Some(Outbound::Close { code, .. }) => {
+                        assert_eq!(code, 1008);
+                        break;
+                    }
+                    None => panic!("closed without a close frame"),
+                }
+            }
+            assert!(saw_timeout);
+            task.await.expect("the session ends");
+        })
+        .await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_does_not_read_is_dropped() {
+    let db = TestDb::new().await;
+    LocalSet::new()
+        .run_until(async {
+            let options = SyncOptions {
+                heartbeat: Duration::from_millis(300),
+                send_queue: 1,
+                playground: true,
+                ..SyncOptions::default()
+            };
+            let (tx, mut rx, task) = start(&db, options);
+            tx.send(hello()).await.expect("send");
+            // The Welcome fills the queue; the Pong cannot be queued and nobody reads.
+            tx.send(Inbound::Binary(Msg::Ping { nonce: 7 }.encode()))
+                .await
+                .expect("send");
+            tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .expect("the session gives up on its peer")
+                .expect("no panic");
+            assert!(matches!(decode(rx.recv().await), Msg::Welcome { .. }));
+            assert_eq!(rx.recv().await, None, "nothing else was queued");
+        })
+        .await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn any_input_before_hello_is_fatal_and_never_panics() {
+    let db = TestDb::new().await;
+    LocalSet::new()
+        .run_until(async {
+            for frame in [
+                Inbound::Binary(vec![]),
+                Inbound::Binary(vec![0x01]),
+                Inbound::Binary(vec![0x06, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+                Inbound::Text,
+                Inbound::TooLarge,
+                Inbound::Broken("bad".into()),
+            ] {
+                let options = SyncOptions {
+                    playground: true,
+                    ..SyncOptions::default()
+                };
+                let (tx, mut rx, task) = start(&db, options);
+                tx.send(frame.clone()).await.expect("send");
+                match decode(next(&mut rx).await) {
+                    Msg::Error { fatal, .. } => assert!(fatal, "{frame:?}"),
+                    other => panic!("{frame:?}: {other:?}"),
+                }
+                assert!(matches!(next(&mut rx).await, Some(Outbound::Close { .. })));
+                task.await.expect("no panic");
+            }
+        })
+        .await;
+    db.drop_db().await;
+}
