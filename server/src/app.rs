@@ -116,6 +116,7 @@ impl Database {
         let options = StoreOptions {
             max_connections: config.pool_size,
             connect_timeout: config.connect_timeout,
+            ..StoreOptions::default()
         };
         match &config.database_url {
             Some(url) => {

@@ -109,7 +109,9 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
             crate::auth::AuthError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             crate::auth::AuthError::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
         },
+        ServiceError::ResultTooLarge { .. } => StatusCode::BAD_REQUEST,
         ServiceError::Store(s) => match s.code() {
+            "store/timeout" => StatusCode::REQUEST_TIMEOUT,
             "store/unavailable" | "store/backend" => StatusCode::SERVICE_UNAVAILABLE,
             c if c.starts_with("query/") => StatusCode::BAD_REQUEST,
             c if c.starts_with("crdt/") || c.starts_with("document/") => StatusCode::BAD_REQUEST,

@@ -15,6 +15,11 @@ pub enum ServiceError {
     Store(StoreError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A SELECT whose result has more items than the server returns at once.
+    #[error(
+        "the result has more than {limit} items: narrow the query or page it with LIMIT and OFFSET"
+    )]
+    ResultTooLarge { limit: usize },
 }
 
 impl From<DqlError> for ServiceError {
@@ -40,6 +45,7 @@ impl ServiceError {
             ServiceError::Dql(e) => e.code.as_str(),
             ServiceError::Store(e) => e.code(),
             ServiceError::Auth(e) => e.code(),
+            ServiceError::ResultTooLarge { .. } => "query/result-too-large",
         }
     }
 }

@@ -60,7 +60,14 @@ pub struct Executor {
     store: Store,
     group: GroupCommit,
     settings: Arc<RwLock<Settings>>,
+    /// Parsed statements by text (parsing does not depend on arguments or settings).
+    parsed: moka::sync::Cache<String, Arc<bigpeer_dql::ast::Statement>>,
+    /// Most items a SELECT returns at once.
+    max_items: usize,
 }
+
+/// Most items one SELECT returns; more is a `query/result-too-large` error.
+pub const MAX_RESULT_ITEMS: usize = 100_000;
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -77,7 +84,18 @@ impl Executor {
             group: GroupCommit::start(store.clone(), group),
             store,
             settings: Arc::new(RwLock::new(Settings::default())),
+            parsed: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(std::time::Duration::from_secs(3600))
+                .build(),
+            max_items: MAX_RESULT_ITEMS,
         }
+    }
+
+    /// The same executor with another result size cap.
+    pub fn with_max_items(mut self, max_items: usize) -> Executor {
+        self.max_items = max_items.max(1);
+        self
     }
 
     fn settings(&self) -> Settings {
@@ -105,7 +123,16 @@ impl Executor {
         args: &BTreeMap<String, Value>,
         access: &Access,
     ) -> Result<ExecuteResult, ServiceError> {
-        let stmt = bigpeer_dql::parse(statement)?;
+        let stmt = match self.parsed.get(statement) {
+            Some(s) => s,
+            None => {
+                let s = Arc::new(bigpeer_dql::parse(statement)?);
+                if statement.len() <= 16 * 1024 {
+                    self.parsed.insert(statement.to_owned(), s.clone());
+                }
+                s
+            }
+        };
         let opts = PlanOptions {
             strict_mode: self.settings().strict_mode(),
         };
@@ -201,17 +228,22 @@ impl Executor {
         })
     }
 
-    async fn query_items(&self, c: &Compiled) -> Result<Vec<Value>, StoreError> {
-        let rows = bind(sqlx::query(&c.sql), &c.params)
-            .fetch_all(self.store.pool())
-            .await?;
-        rows.iter()
-            .map(|r| {
-                r.try_get::<sqlx::types::Json<Value>, _>(0)
-                    .map(|j| j.0)
-                    .map_err(StoreError::from)
-            })
-            .collect()
+    async fn query_items(&self, c: &Compiled) -> Result<Vec<Value>, ServiceError> {
+        use futures_util::TryStreamExt as _;
+        let mut rows = bind(sqlx::query(&c.sql), &c.params).fetch(self.store.pool());
+        let mut items = Vec::new();
+        while let Some(r) = rows.try_next().await.map_err(StoreError::from)? {
+            if items.len() >= self.max_items {
+                return Err(ServiceError::ResultTooLarge {
+                    limit: self.max_items,
+                });
+            }
+            let item = r
+                .try_get::<sqlx::types::Json<Value>, _>(0)
+                .map_err(StoreError::from)?;
+            items.push(item.0);
+        }
+        Ok(items)
     }
 
     async fn insert(

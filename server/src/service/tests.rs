@@ -380,3 +380,50 @@ async fn permissions_filter_reads_and_refuse_writes_whole() {
     assert_eq!(err.code(), "auth/forbidden");
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn big_results_and_slow_statements_get_clear_errors() {
+    let db = TestDb::new().await;
+    let exec = Executor::new(db.store.clone(), &GroupCommitOptions::default()).with_max_items(3);
+    let none = BTreeMap::new();
+    exec.execute(
+        "INSERT INTO c DOCUMENTS ({'_id': 1}), ({'_id': 2}), ({'_id': 3}), ({'_id': 4})",
+        &none,
+    )
+    .await
+    .expect("insert");
+    let err = exec
+        .execute("SELECT * FROM c", &none)
+        .await
+        .expect_err("too many items");
+    assert_eq!(err.code(), "query/result-too-large");
+    assert!(err.to_string().contains("LIMIT"), "{err}");
+    let page = exec
+        .execute("SELECT * FROM c LIMIT 3", &none)
+        .await
+        .expect("a page fits");
+    assert_eq!(page.items.len(), 3);
+
+    // Postgres cancels statements over the store's statement timeout: a precise error code.
+    let quick = crate::store::Store::connect(
+        &db.url(),
+        &crate::store::StoreOptions {
+            statement_timeout: std::time::Duration::from_millis(50),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect");
+    let err = sqlx::query("SELECT pg_sleep(2)")
+        .execute(quick.pool())
+        .await
+        .expect_err("cancelled");
+    let err = crate::store::StoreError::from(err);
+    assert_eq!(err.code(), "store/timeout");
+    assert_eq!(
+        crate::http::store::status_of(&super::ServiceError::Store(err)),
+        actix_web::http::StatusCode::REQUEST_TIMEOUT
+    );
+    quick.close().await;
+    db.drop_db().await;
+}

@@ -41,6 +41,12 @@ impl StoreError {
         match self {
             StoreError::Connect(_) => "store/unavailable",
             StoreError::Migrate(_) => "store/migration",
+            StoreError::Database(sqlx::Error::Database(d))
+                if d.code().as_deref() == Some("57014") =>
+            {
+                "store/timeout"
+            }
+            StoreError::Database(sqlx::Error::PoolTimedOut) => "store/unavailable",
             StoreError::Database(_) => "store/backend",
             StoreError::Schema(e) => e.code(),
             StoreError::BaseNotDominated { .. } => "crdt/base-not-dominated",

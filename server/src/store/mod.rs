@@ -29,6 +29,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../sql");
 pub struct StoreOptions {
     pub max_connections: u32,
     pub connect_timeout: Duration,
+    /// Postgres cancels any statement running longer (`statement_timeout`); zero: no limit.
+    pub statement_timeout: Duration,
 }
 
 impl Default for StoreOptions {
@@ -36,6 +38,7 @@ impl Default for StoreOptions {
         StoreOptions {
             max_connections: 16,
             connect_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -57,6 +60,8 @@ impl Store {
     /// it answers.
     pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Store, StoreError> {
         let connect: PgConnectOptions = url.parse().map_err(StoreError::Connect)?;
+        let timeout_ms = opts.statement_timeout.as_millis().to_string();
+        let connect = connect.options([("statement_timeout", timeout_ms.as_str())]);
         let pool = PgPoolOptions::new()
             .max_connections(opts.max_connections)
             .acquire_timeout(opts.connect_timeout)
