@@ -734,3 +734,53 @@ async fn shutdown_says_bye_to_connected_peers() {
         other => panic!("expected bye, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn want_is_answered_with_a_delta_against_what_the_peer_has() {
+    let app = TestApp::spawn().await;
+    let token = admin(&app).await;
+    let (mut p, _) = Peer::open(&app, &token).await;
+    let doc = local_doc(11, r#"{"a": 1}"#);
+    p.send(&Msg::Push {
+        push: 1,
+        changes: vec![change("w", "d", doc.delta(&VersionVector::new()))],
+    })
+    .await;
+    assert!(matches!(p.recv().await, Msg::PushAck { .. }));
+    execute(&app, "UPDATE w SET b = 2 WHERE _id = 'd'").await;
+
+    p.send(&Msg::Want {
+        collection: "w".into(),
+        id: DocId::string("d"),
+        have: doc.vv.clone(),
+    })
+    .await;
+    let Msg::Batch {
+        subs,
+        changes,
+        cursor,
+        ..
+    } = p.recv().await
+    else {
+        panic!("expected a batch")
+    };
+    assert!(subs.is_empty() && cursor.is_none());
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].delta.base, doc.vv);
+    let mut mine = doc.clone();
+    mine.apply_delta(&changes[0].delta)
+        .expect("the delta applies");
+    let json: serde_json::Value =
+        serde_json::from_str(&mine.materialize().expect("live").to_json_string()).expect("json");
+    assert_eq!(json, json!({"a": 1, "b": 2}));
+
+    // A document that does not exist gets no answer.
+    p.send(&Msg::Want {
+        collection: "w".into(),
+        id: DocId::string("nope"),
+        have: VersionVector::new(),
+    })
+    .await;
+    p.quiet_for(Duration::from_millis(300)).await;
+    app.shutdown().await;
+}

@@ -88,6 +88,9 @@ pub struct SyncOptions {
     pub max_pending: usize,
     /// Accept any token with every permission (development only).
     pub playground: bool,
+    /// The change feed's settings (its buffer is how far a session may fall behind before it
+    /// re-reads the database).
+    pub feed: FeedOptions,
 }
 
 impl Default for SyncOptions {
@@ -99,6 +102,7 @@ impl Default for SyncOptions {
             send_queue: 64,
             max_pending: 10_000,
             playground: false,
+            feed: FeedOptions::default(),
         }
     }
 }
@@ -159,7 +163,7 @@ impl SyncHub {
     /// The process's change feed, started on first use.
     pub async fn feed(&self) -> Result<&ChangeFeed, StoreError> {
         self.feed
-            .get_or_try_init(|| ChangeFeed::start(self.store.clone(), FeedOptions::default()))
+            .get_or_try_init(|| ChangeFeed::start(self.store.clone(), self.options.feed.clone()))
             .await
     }
 }

@@ -707,7 +707,11 @@ impl Session {
     async fn on_feed(&mut self, ev: Result<Arc<StoredDoc>, RecvError>) -> Result<(), Stop> {
         match ev {
             Ok(doc) => self.live(doc),
-            Err(RecvError::Lagged(_)) => {
+            Err(RecvError::Lagged(missed)) => {
+                tracing::debug!(
+                    missed,
+                    "sync session fell behind the change feed; reading the database"
+                );
                 // Resume from our own cursor; later broadcasts at or below it are skipped.
                 loop {
                     let from = self.open()?.feed_seq;

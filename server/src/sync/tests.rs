@@ -158,3 +158,78 @@ async fn any_input_before_hello_is_fatal_and_never_panics() {
         .await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn a_session_that_lags_behind_the_feed_rereads_the_database() {
+    let db = TestDb::new().await;
+    let exec = crate::service::Executor::new(
+        db.store.clone(),
+        &crate::store::GroupCommitOptions::default(),
+    );
+    let write = |i: usize| {
+        let exec = exec.clone();
+        async move {
+            exec.execute(
+                &format!("INSERT INTO t DOCUMENTS ({{'_id': 'd{i}'}})"),
+                &Default::default(),
+            )
+            .await
+            .expect("insert");
+        }
+    };
+    LocalSet::new()
+        .run_until(async {
+            let options = SyncOptions {
+                heartbeat: Duration::from_secs(20),
+                send_queue: 1,
+                playground: true,
+                feed: crate::store::FeedOptions {
+                    capacity: 2,
+                    poll_interval: Duration::from_millis(50),
+                    ..crate::store::FeedOptions::default()
+                },
+                ..SyncOptions::default()
+            };
+            let (tx, mut rx, task) = start(&db, options);
+            tx.send(hello()).await.expect("send");
+            assert!(matches!(decode(next(&mut rx).await), Msg::Welcome { .. }));
+            tx.send(Inbound::Binary(
+                Msg::Subscribe {
+                    sub: 1,
+                    query: "SELECT * FROM t".into(),
+                    args: bigpeer_schema::Value::Null,
+                    cursor: None,
+                }
+                .encode(),
+            ))
+            .await
+            .expect("send");
+            assert!(matches!(decode(next(&mut rx).await), Msg::SubState { .. }));
+            assert!(matches!(decode(next(&mut rx).await), Msg::SubState { .. }));
+            // Nobody reads for a while: the session blocks on its full queue and its feed
+            // receiver (2 changes of buffer) falls behind.
+            let n = 30;
+            for i in 0..n {
+                write(i).await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut seen = std::collections::BTreeSet::new();
+            while seen.len() < n {
+                match decode(next(&mut rx).await) {
+                    Msg::Batch { batch, changes, .. } => {
+                        seen.extend(changes.into_iter().map(|c| c.id.to_string()));
+                        tx.send(Inbound::Binary(Msg::Ack { batch, credit: 8 }.encode()))
+                            .await
+                            .expect("ack");
+                    }
+                    Msg::Ping { .. } => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(seen.len(), n);
+            drop(tx);
+            task.await.expect("no panic");
+        })
+        .await;
+    db.drop_db().await;
+}
