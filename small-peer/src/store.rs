@@ -191,10 +191,9 @@ impl<'c> Local<'c> {
     pub(crate) fn begin(conn: &'c Connection, clock: &'c mut Clock, writes: bool) -> Result<Self> {
         let mut change = 0;
         if writes {
-            let (hlc, c): (i64, i64) =
-                conn.query_row("SELECT hlc, change FROM peer WHERE one = 1", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
+            let (hlc, c): (i64, i64) = conn
+                .prepare_cached("SELECT hlc, change FROM peer WHERE one = 1")?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             let stored = db::hlc_from_sql(hlc);
             if stored > clock.last() {
                 *clock = Clock::resume(clock.site(), stored);
@@ -243,10 +242,9 @@ impl<'c> Local<'c> {
     /// Stores the clock and the change counter; returns the collections written.
     pub(crate) fn finish(self) -> Result<BTreeSet<String>> {
         if self.writes && self.dirty {
-            self.conn.execute(
-                "UPDATE peer SET hlc = ?1, change = ?2 WHERE one = 1",
-                params![db::hlc_to_sql(self.clock.last()), self.change],
-            )?;
+            self.conn
+                .prepare_cached("UPDATE peer SET hlc = ?1, change = ?2 WHERE one = 1")?
+                .execute(params![db::hlc_to_sql(self.clock.last()), self.change])?;
         }
         Ok(self.touched)
     }
