@@ -28,6 +28,13 @@ pub struct Store {
     pub(crate) observers: Registry,
 }
 
+// The sync client moves the store into its task (behind a mutex): it must stay `Send`.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<Store>();
+    send::<Observer>();
+};
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
