@@ -142,3 +142,22 @@ fn sync_commands_say_they_are_not_available_yet() {
         );
     }
 }
+
+#[test]
+fn unusable_data_directories_exit_1_with_a_json_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").expect("write");
+    let damaged = dir.path().join("damaged");
+    std::fs::create_dir(&damaged).expect("mkdir");
+    std::fs::write(
+        damaged.join(smallpeer::FILE_NAME),
+        "this is not an SQLite database, just text long enough to be read as a header".repeat(2),
+    )
+    .expect("write");
+    for data in [&file, &damaged] {
+        let out = smallpeer(data, &["exec", "SELECT * FROM c"]);
+        assert_eq!(out.status.code(), Some(1), "{}", data.display());
+        assert_eq!(stderr_json(&out)["code"], "store/io");
+    }
+}
