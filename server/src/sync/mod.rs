@@ -86,6 +86,8 @@ pub struct SyncOptions {
     pub send_queue: usize,
     /// Live changes held for a peer without credit before it is dropped as a slow consumer.
     pub max_pending: usize,
+    /// Subscriptions one session may hold at once.
+    pub max_subscriptions: usize,
     /// Accept any token with every permission (development only).
     pub playground: bool,
     /// The change feed's settings (its buffer is how far a session may fall behind before it
@@ -101,6 +103,7 @@ impl Default for SyncOptions {
             heartbeat: Duration::from_secs(30),
             send_queue: 64,
             max_pending: 10_000,
+            max_subscriptions: 256,
             playground: false,
             feed: FeedOptions::default(),
         }

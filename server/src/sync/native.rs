@@ -509,6 +509,7 @@ impl Session {
         args: Value,
         cursor: Option<Cursor>,
     ) -> Result<(), Stop> {
+        let max_subscriptions = self.hub.options.max_subscriptions;
         let o = self.open()?;
         if o.subs.contains_key(&sub) {
             return self
@@ -521,6 +522,10 @@ impl Session {
         }
         let status = match check_subscription(&o.access, query, args) {
             Err((code, message)) => SubStatus::Failed { code, message },
+            Ok(_) if o.subs.len() >= max_subscriptions => SubStatus::Failed {
+                code: "sync/too-many-subscriptions".into(),
+                message: format!("a session may hold at most {max_subscriptions} subscriptions"),
+            },
             Ok((collection, filter, read)) => {
                 let (after, tombstones) = match cursor {
                     Some(c) if c.epoch == o.epoch => {

@@ -233,3 +233,45 @@ async fn a_session_that_lags_behind_the_feed_rereads_the_database() {
         .await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn subscriptions_per_session_are_bounded() {
+    let db = TestDb::new().await;
+    LocalSet::new()
+        .run_until(async {
+            let options = SyncOptions {
+                max_subscriptions: 1,
+                playground: true,
+                ..SyncOptions::default()
+            };
+            let (tx, mut rx, task) = start(&db, options);
+            tx.send(hello()).await.expect("send");
+            assert!(matches!(decode(next(&mut rx).await), Msg::Welcome { .. }));
+            let mut states = Vec::new();
+            for sub in [1, 2] {
+                let m = Msg::Subscribe {
+                    sub,
+                    query: "SELECT * FROM t".into(),
+                    args: bigpeer_schema::Value::Null,
+                    cursor: None,
+                };
+                tx.send(Inbound::Binary(m.encode())).await.expect("send");
+            }
+            while states.len() < 3 {
+                if let Msg::SubState { sub, status } = decode(next(&mut rx).await) {
+                    states.push((sub, status));
+                }
+            }
+            use bigpeer_schema::wire::SubStatus;
+            assert_eq!(states[0], (1, SubStatus::Active));
+            let failed = states.iter().find(|(s, _)| *s == 2).expect("sub 2");
+            assert!(
+                matches!(&failed.1, SubStatus::Failed { code, .. } if code == "sync/too-many-subscriptions"),
+                "{states:?}"
+            );
+            drop(tx);
+            task.await.expect("no panic");
+        })
+        .await;
+    db.drop_db().await;
+}
