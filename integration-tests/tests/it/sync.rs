@@ -784,3 +784,26 @@ async fn want_is_answered_with_a_delta_against_what_the_peer_has() {
     p.quiet_for(Duration::from_millis(300)).await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_session_ends_when_its_key_expires() {
+    let app = TestApp::spawn().await;
+    let expires_at = bigpeer::auth::now_secs() + 2;
+    let token = KeyStore::new(app.app.store().pool().clone())
+        .create(NewKey {
+            name: "short".into(),
+            permissions: Permissions::all(),
+            expires_at: Some(expires_at),
+            ..NewKey::default()
+        })
+        .await
+        .expect("create key")
+        .secret;
+    let (mut p, welcome) = Peer::open(&app, &token).await;
+    let Msg::Welcome { expires_in, .. } = welcome else {
+        unreachable!()
+    };
+    assert!((1..=2).contains(&expires_in), "{expires_in}");
+    p.expect_fatal("auth/expired").await;
+    app.shutdown().await;
+}
