@@ -27,6 +27,8 @@ pub struct AppState {
     pub playground: bool,
     /// Guards the key-management API; `None` turns it off.
     pub admin_key: Option<crate::config::AdminKey>,
+    /// Rate limits per key and per client address.
+    pub limits: crate::http::limits::RateLimits,
 }
 
 /// Why bigpeer could not start or run.
@@ -322,7 +324,22 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
         keys: crate::auth::KeyStore::new(database.store.pool().clone()),
         playground: config.playground,
         admin_key: config.admin_key.clone(),
+        limits: crate::http::limits::RateLimits::new(
+            config.rate_limit_per_key,
+            config.rate_limit_per_ip,
+        ),
     });
+    {
+        // Forget idle rate-limit keys now and then, so that memory stays bounded.
+        let limits = state.limits.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                limits.shrink();
+            }
+        });
+    }
     if config.playground {
         tracing::warn!(
             "PLAYGROUND MODE: every request may read and write everything without a key; never use this in production"

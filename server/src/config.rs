@@ -39,6 +39,10 @@ pub struct Config {
     pub playground: bool,
     /// The key that may manage API keys over `/api/v4/admin/keys`; unset: no admin API.
     pub admin_key: Option<AdminKey>,
+    /// Requests per second one API key may make (bursts of twice that); 0: unlimited.
+    pub rate_limit_per_key: u32,
+    /// Requests per second one client IP address may make (bursts of twice that); 0: unlimited.
+    pub rate_limit_per_ip: u32,
 }
 
 /// The admin key: never shown in logs or `Debug` output.
@@ -77,6 +81,8 @@ impl Default for Config {
             migrate_on_start: true,
             playground: false,
             admin_key: None,
+            rate_limit_per_key: 0,
+            rate_limit_per_ip: 0,
         }
     }
 }
@@ -271,6 +277,20 @@ pub const SETTINGS: &[Setting] = &[
         default: "(unset: no admin API)",
         about: "secret for the key-management API /api/v4/admin/keys (at least 16 characters)",
     },
+    Setting {
+        key: "rate_limit_per_key",
+        env: &["BIGPEER_RATE_LIMIT_PER_KEY"],
+        flag: "--rate-limit-per-key",
+        default: "0",
+        about: "requests per second one API key may make, bursts of twice that (0: unlimited); over it: 429 with Retry-After",
+    },
+    Setting {
+        key: "rate_limit_per_ip",
+        env: &["BIGPEER_RATE_LIMIT_PER_IP"],
+        flag: "--rate-limit-per-ip",
+        default: "0",
+        about: "requests per second one client IP address may make, bursts of twice that (0: unlimited)",
+    },
 ];
 
 /// Environment variable naming the config file (like `--config`).
@@ -320,6 +340,8 @@ pub struct Flags {
     pub no_migrate: bool,
     pub playground: bool,
     pub admin_key: Option<String>,
+    pub rate_limit_per_key: Option<String>,
+    pub rate_limit_per_ip: Option<String>,
 }
 
 /// A configuration problem. Messages are lowercase and name the setting and its origin; `hint`
@@ -475,7 +497,7 @@ impl Config {
             }
         }
 
-        let flag_values: [(&'static str, &Option<String>); 10] = [
+        let flag_values: [(&'static str, &Option<String>); 12] = [
             ("listen", &flags.listen),
             ("database_url", &flags.database_url),
             ("data_dir", &flags.data_dir),
@@ -486,6 +508,8 @@ impl Config {
             ("connect_timeout", &flags.connect_timeout),
             ("shutdown_timeout", &flags.shutdown_timeout),
             ("admin_key", &flags.admin_key),
+            ("rate_limit_per_key", &flags.rate_limit_per_key),
+            ("rate_limit_per_ip", &flags.rate_limit_per_ip),
         ];
         for (key, value) in flag_values {
             if let Some(value) = value {
@@ -551,6 +575,11 @@ impl Config {
             Some(_) => out.push_str("admin_key = \"***\"\n"),
             None => out.push_str("# admin_key: unset, no admin API\n"),
         }
+        out.push_str(&format!(
+            "rate_limit_per_key = {}\n",
+            self.rate_limit_per_key
+        ));
+        out.push_str(&format!("rate_limit_per_ip = {}\n", self.rate_limit_per_ip));
         out
     }
 
@@ -649,6 +678,25 @@ impl Config {
                 ));
             }
             config.admin_key = Some(AdminKey(key));
+        }
+        for key in ["rate_limit_per_key", "rate_limit_per_ip"] {
+            if let Some((raw, origin)) = layers.get(key) {
+                let n = integer(raw, key, origin)?;
+                if !(0..=1_000_000).contains(&n) {
+                    return Err(invalid(
+                        key,
+                        raw,
+                        origin,
+                        "must be between 0 and 1000000".into(),
+                        "give requests per second, or 0 for no limit".into(),
+                    ));
+                }
+                if key == "rate_limit_per_key" {
+                    config.rate_limit_per_key = n as u32;
+                } else {
+                    config.rate_limit_per_ip = n as u32;
+                }
+            }
         }
         Ok(config)
     }

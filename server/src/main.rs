@@ -124,6 +124,12 @@ struct ServeArgs {
     /// Secret for the key-management API /api/v4/admin/keys [env: BIGPEER_ADMIN_KEY] [default: unset, no admin API]
     #[arg(long, value_name = "SECRET")]
     admin_key: Option<String>,
+    /// Requests per second one API key may make, bursts of twice that; over it: 429 with Retry-After [env: BIGPEER_RATE_LIMIT_PER_KEY] [default: 0, unlimited]
+    #[arg(long, value_name = "N")]
+    rate_limit_per_key: Option<String>,
+    /// Requests per second one client IP address may make, bursts of twice that [env: BIGPEER_RATE_LIMIT_PER_IP] [default: 0, unlimited]
+    #[arg(long, value_name = "N")]
+    rate_limit_per_ip: Option<String>,
 }
 
 impl Cli {
@@ -146,6 +152,8 @@ impl Cli {
             flags.no_migrate = s.no_migrate;
             flags.playground = s.playground;
             flags.admin_key = s.admin_key.clone();
+            flags.rate_limit_per_key = s.rate_limit_per_key.clone();
+            flags.rate_limit_per_ip = s.rate_limit_per_ip.clone();
         }
         flags
     }

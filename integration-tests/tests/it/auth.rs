@@ -199,3 +199,67 @@ async fn admin_api_is_guarded_and_validates() {
     assert_eq!(r.status().as_u16(), 404);
     plain.shutdown().await;
 }
+
+#[tokio::test]
+async fn rate_limits_per_key_and_per_ip_answer_429_with_retry_after() {
+    let app = TestApp::spawn_with(TestDb::create().await, |c| {
+        c.admin_key = Some(bigpeer::config::AdminKey::new(ADMIN));
+        c.rate_limit_per_key = 2;
+    })
+    .await;
+    let (_, a) = create_key(
+        &app,
+        json!({"name": "a", "permissions": {"read": {"everything": true}}}),
+    )
+    .await;
+    let (_, b) = create_key(
+        &app,
+        json!({"name": "b", "permissions": {"read": {"everything": true}}}),
+    )
+    .await;
+    let (a, b) = (
+        a["key"].as_str().expect("a").to_owned(),
+        b["key"].as_str().expect("b").to_owned(),
+    );
+    let client = reqwest::Client::new();
+    let mut limited = None;
+    for _ in 0..12 {
+        let r = client
+            .post(url(&app, "/api/v4/store/execute"))
+            .bearer_auth(&a)
+            .json(&json!({"statement": "SELECT * FROM c"}))
+            .send()
+            .await
+            .expect("request");
+        if r.status().as_u16() == 429 {
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            limited = Some((retry, r.json::<Value>().await.expect("json")));
+            break;
+        }
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let (retry, body) = limited.expect("key a was limited after its burst");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert_eq!(body["error"]["code"], "request/rate-limited");
+    // Another key is not affected.
+    let (status, _) = execute(&app, Some(&b), "SELECT * FROM c").await;
+    assert_eq!(status, 200);
+    app.shutdown().await;
+
+    let app = TestApp::spawn_with(TestDb::create().await, |c| {
+        c.playground = true;
+        c.rate_limit_per_ip = 1;
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(execute(&app, None, "SELECT * FROM c").await.0);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(statuses[0], 200);
+    app.shutdown().await;
+}

@@ -6,8 +6,25 @@ use crate::app::AppState;
 use crate::auth::{bearer, AuthError};
 use crate::service::{Access, ServiceError};
 
-/// The permissions of a request: everything in playground mode, else the API key's.
-pub async fn access(req: &HttpRequest, state: &AppState) -> Result<Access, ServiceError> {
+/// Why a request may not go on.
+#[derive(Debug)]
+pub enum Refusal {
+    Error(ServiceError),
+    /// Over a rate limit: retry after this many seconds.
+    RateLimited(u64),
+}
+
+impl From<ServiceError> for Refusal {
+    fn from(e: ServiceError) -> Self {
+        Refusal::Error(e)
+    }
+}
+
+/// Applies the rate limits, then authenticates: the permissions of the request.
+pub async fn admit(req: &HttpRequest, state: &AppState) -> Result<Access, Refusal> {
+    if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
+        state.limits.check_ip(ip).map_err(Refusal::RateLimited)?;
+    }
     if state.playground {
         return Ok(Access::all());
     }
@@ -17,7 +34,15 @@ pub async fn access(req: &HttpRequest, state: &AppState) -> Result<Access, Servi
         .and_then(|v| v.to_str().ok())
         .ok_or(ServiceError::Auth(AuthError::MissingCredentials))?;
     let secret = bearer(header).ok_or(ServiceError::Auth(AuthError::MissingCredentials))?;
-    let key = state.keys.authenticate(secret).await?;
+    let key = state
+        .keys
+        .authenticate(secret)
+        .await
+        .map_err(ServiceError::Auth)?;
+    state
+        .limits
+        .check_key(&key.id)
+        .map_err(Refusal::RateLimited)?;
     Ok(Access::new(key.permissions.clone()))
 }
 

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod health;
+pub mod limits;
 pub mod store;
 
 use actix_web::web;

@@ -176,6 +176,19 @@ pub async fn execute(
     body: web::Json<ExecuteRequest>,
 ) -> HttpResponse {
     let (store, executor) = (&state.store, &state.executor);
+    let access = match super::auth::admit(&req, &state).await {
+        Ok(a) => a,
+        Err(super::auth::Refusal::Error(e)) => return error_response(&e),
+        Err(super::auth::Refusal::RateLimited(secs)) => {
+            return HttpResponse::TooManyRequests()
+                .insert_header(("Retry-After", secs.to_string()))
+                .json(ExecuteResponse::error(
+                    "request/rate-limited",
+                    format!("too many requests: retry in {secs} s"),
+                    None,
+                ))
+        }
+    };
     let Ok(txn) = txn_header(&req) else {
         return HttpResponse::BadRequest().json(ExecuteResponse::error(
             "request/invalid-header",
@@ -196,10 +209,6 @@ pub async fn execute(
             Err(e) => return error_response(&e),
         }
     }
-    let access = match super::auth::access(&req, &state).await {
-        Ok(a) => a,
-        Err(e) => return error_response(&e),
-    };
     let body = body.into_inner();
     let args = body.args.unwrap_or_default();
     match executor.execute_as(&body.statement, &args, &access).await {
