@@ -8,6 +8,8 @@ mod auth;
 mod store_execute;
 #[path = "it/sync.rs"]
 mod sync;
+#[path = "it/tls.rs"]
+mod tls;
 
 use integration_tests::{http_get, request, test_config, TestApp, TestDb};
 use serde_json::json;

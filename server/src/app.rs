@@ -57,6 +57,8 @@ pub enum AppError {
     },
     #[error("the HTTP server failed: {0}")]
     Server(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// A key-management command failed.
     #[error("{0}")]
     Auth(crate::auth::AuthError),
@@ -71,6 +73,7 @@ impl AppError {
             AppError::Store { source, .. } | AppError::Connect { source, .. } => source.code(),
             AppError::Bind { .. } => "http/bind",
             AppError::Server(_) => "http/server",
+            AppError::Tls(_) => "tls/invalid",
             AppError::Auth(e) => e.code(),
         }
     }
@@ -94,6 +97,10 @@ impl AppError {
                     .to_string(),
             }),
             AppError::Server(_) => None,
+            AppError::Tls(_) => Some(
+                "give a PEM certificate chain (--tls-cert) and its PEM private key (--tls-key)"
+                    .to_string(),
+            ),
             AppError::Auth(_) => None,
         }
     }
@@ -276,6 +283,8 @@ pub fn configure_app(cfg: &mut web::ServiceConfig) {
 #[derive(Debug)]
 pub struct RunningApp {
     addr: SocketAddr,
+    /// `http` or `https`.
+    scheme: &'static str,
     handle: ServerHandle,
     server: JoinHandle<std::io::Result<()>>,
     database: Database,
@@ -296,6 +305,12 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
         addr: config.listen,
         source,
     })?;
+
+    // A bad certificate fails before Postgres is started, too.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        _ => None,
+    };
 
     let database = Database::open(&config).await?;
     if config.migrate_on_start {
@@ -372,8 +387,12 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
     })
     // Signals are the binary's business (see `RunningApp::run_until`); tests send none.
     .disable_signals()
-    .shutdown_timeout(config.shutdown_timeout.as_secs())
-    .listen(listener);
+    .shutdown_timeout(config.shutdown_timeout.as_secs());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls),
+        None => server.listen(listener),
+    };
     let server = match server {
         Ok(server) => server.run(),
         Err(source) => {
@@ -383,9 +402,10 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
     };
     let handle = server.handle();
     let server = tokio::spawn(server);
-    tracing::info!(address = %addr, "listening for HTTP");
+    tracing::info!(address = %addr, scheme, "listening");
     Ok(RunningApp {
         addr,
+        scheme,
         handle,
         server,
         database,
@@ -399,9 +419,9 @@ impl RunningApp {
         self.addr
     }
 
-    /// `http://IP:PORT`, to build request URLs in tests.
+    /// `http://IP:PORT` (or `https://` with TLS), to build request URLs.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// The store the handlers use.

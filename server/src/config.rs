@@ -43,6 +43,10 @@ pub struct Config {
     pub rate_limit_per_key: u32,
     /// Requests per second one client IP address may make (bursts of twice that); 0: unlimited.
     pub rate_limit_per_ip: u32,
+    /// PEM certificate chain: with `tls_key`, the server speaks HTTPS (and `wss://`) only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The admin key: never shown in logs or `Debug` output.
@@ -83,6 +87,8 @@ impl Default for Config {
             admin_key: None,
             rate_limit_per_key: 0,
             rate_limit_per_ip: 0,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -291,6 +297,20 @@ pub const SETTINGS: &[Setting] = &[
         default: "0",
         about: "requests per second one client IP address may make, bursts of twice that (0: unlimited)",
     },
+    Setting {
+        key: "tls_cert",
+        env: &["BIGPEER_TLS_CERT"],
+        flag: "--tls-cert",
+        default: "(unset: plain HTTP)",
+        about: "PEM certificate chain; with tls_key the API is served over HTTPS (HTTP/1.1 and HTTP/2) and sync over wss://",
+    },
+    Setting {
+        key: "tls_key",
+        env: &["BIGPEER_TLS_KEY"],
+        flag: "--tls-key",
+        default: "(unset)",
+        about: "PEM private key (PKCS#8, PKCS#1 or SEC1) of tls_cert",
+    },
 ];
 
 /// Environment variable naming the config file (like `--config`).
@@ -342,6 +362,8 @@ pub struct Flags {
     pub admin_key: Option<String>,
     pub rate_limit_per_key: Option<String>,
     pub rate_limit_per_ip: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
 }
 
 /// A configuration problem. Messages are lowercase and name the setting and its origin; `hint`
@@ -497,7 +519,7 @@ impl Config {
             }
         }
 
-        let flag_values: [(&'static str, &Option<String>); 12] = [
+        let flag_values: [(&'static str, &Option<String>); 14] = [
             ("listen", &flags.listen),
             ("database_url", &flags.database_url),
             ("data_dir", &flags.data_dir),
@@ -510,6 +532,8 @@ impl Config {
             ("admin_key", &flags.admin_key),
             ("rate_limit_per_key", &flags.rate_limit_per_key),
             ("rate_limit_per_ip", &flags.rate_limit_per_ip),
+            ("tls_cert", &flags.tls_cert),
+            ("tls_key", &flags.tls_key),
         ];
         for (key, value) in flag_values {
             if let Some(value) = value {
@@ -580,6 +604,12 @@ impl Config {
             self.rate_limit_per_key
         ));
         out.push_str(&format!("rate_limit_per_ip = {}\n", self.rate_limit_per_ip));
+        for (key, value) in [("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)] {
+            match value {
+                Some(p) => out.push_str(&format!("{key} = {}\n", quote(&p.to_string_lossy()))),
+                None => out.push_str(&format!("# {key}: unset\n")),
+            }
+        }
         out
     }
 
@@ -678,6 +708,28 @@ impl Config {
                 ));
             }
             config.admin_key = Some(AdminKey(key));
+        }
+        if let Some((raw, origin)) = layers.get("tls_cert") {
+            config.tls_cert = Some(non_empty_path(raw, "tls_cert", origin)?);
+        }
+        if let Some((raw, origin)) = layers.get("tls_key") {
+            config.tls_key = Some(non_empty_path(raw, "tls_key", origin)?);
+        }
+        if config.tls_cert.is_some() != config.tls_key.is_some() {
+            let (key, other) = if config.tls_cert.is_some() {
+                ("tls_cert", "tls_key")
+            } else {
+                ("tls_key", "tls_cert")
+            };
+            if let Some((raw, origin)) = layers.get(key) {
+                return Err(invalid(
+                    key,
+                    raw,
+                    origin,
+                    format!("is set but {other} is not"),
+                    "give both the certificate (--tls-cert) and its private key (--tls-key)".into(),
+                ));
+            }
         }
         for key in ["rate_limit_per_key", "rate_limit_per_ip"] {
             if let Some((raw, origin)) = layers.get(key) {

@@ -13,6 +13,7 @@ pub mod pg;
 pub mod service;
 pub mod store;
 pub mod sync;
+pub mod tls;
 
 pub use app::{spawn_app, AppError, RunningApp};
 pub use config::{Config, ConfigError};

@@ -130,6 +130,12 @@ struct ServeArgs {
     /// Requests per second one client IP address may make, bursts of twice that [env: BIGPEER_RATE_LIMIT_PER_IP] [default: 0, unlimited]
     #[arg(long, value_name = "N")]
     rate_limit_per_ip: Option<String>,
+    /// PEM certificate chain; with --tls-key the API is served over HTTPS and sync over wss:// [env: BIGPEER_TLS_CERT] [default: unset, plain HTTP]
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<String>,
+    /// PEM private key of --tls-cert [env: BIGPEER_TLS_KEY]
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<String>,
 }
 
 impl Cli {
@@ -154,6 +160,8 @@ impl Cli {
             flags.admin_key = s.admin_key.clone();
             flags.rate_limit_per_key = s.rate_limit_per_key.clone();
             flags.rate_limit_per_ip = s.rate_limit_per_ip.clone();
+            flags.tls_cert = s.tls_cert.clone();
+            flags.tls_key = s.tls_key.clone();
         }
         flags
     }
