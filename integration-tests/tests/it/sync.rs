@@ -22,6 +22,9 @@ const WAIT: Duration = Duration::from_secs(10);
 struct Peer {
     ws: Ws,
     next_batch_seen: u64,
+    /// The peer's documents: every batch received is applied here (which also checks that each
+    /// delta applies to what the peer has).
+    docs: std::collections::BTreeMap<(String, DocId), Doc>,
 }
 
 impl Peer {
@@ -44,6 +47,7 @@ impl Peer {
         Peer {
             ws,
             next_batch_seen: 0,
+            docs: Default::default(),
         }
     }
 
@@ -64,6 +68,16 @@ impl Peer {
     }
 
     async fn send(&mut self, m: &Msg) {
+        if let Msg::Push { changes, .. } = m {
+            // The peer holds what it pushes (a delta whose base it lacks is a test's doing).
+            for c in changes {
+                let _ = self
+                    .docs
+                    .entry((c.collection.clone(), c.id.clone()))
+                    .or_default()
+                    .apply_delta(&c.delta);
+            }
+        }
         self.ws
             .send(Message::Binary(m.encode()))
             .await
@@ -83,8 +97,17 @@ impl Peer {
                     let m = Msg::decode(&b).expect("a valid frame from the server");
                     match m {
                         Msg::Ping { nonce } => self.send(&Msg::Pong { nonce }).await,
-                        Msg::Batch { batch, .. } => {
+                        Msg::Batch {
+                            batch, ref changes, ..
+                        } => {
                             self.next_batch_seen = batch;
+                            for c in changes {
+                                self.docs
+                                    .entry((c.collection.clone(), c.id.clone()))
+                                    .or_default()
+                                    .apply_delta(&c.delta)
+                                    .expect("the peer has the delta's base");
+                            }
                             return m;
                         }
                         other => return other,
@@ -179,19 +202,20 @@ impl Peer {
     }
 }
 
+impl Peer {
+    /// The JSON of a document the peer holds (`None`: deleted or unknown).
+    fn json(&self, coll: &str, id: &str) -> Option<serde_json::Value> {
+        self.docs
+            .get(&(coll.to_owned(), DocId::string(id)))
+            .and_then(Doc::materialize)
+            .map(|v| serde_json::from_str(&v.to_json_string()).expect("json"))
+    }
+}
+
 fn ids(changes: &[DocChange]) -> Vec<String> {
     let mut v: Vec<String> = changes.iter().map(|c| c.id.to_string()).collect();
     v.sort();
     v
-}
-
-/// The JSON a change materialises to.
-fn value_of(c: &DocChange) -> Option<serde_json::Value> {
-    let mut d = Doc::new();
-    d.apply_delta(&c.delta)
-        .expect("a full state applies to nothing");
-    d.materialize()
-        .map(|v| serde_json::from_str(&v.to_json_string()).expect("json"))
 }
 
 /// `POST /api/v4/store/execute` with a key that may do everything.
@@ -282,10 +306,7 @@ async fn hello_subscribe_initial_sync_and_live_changes() {
     );
     let (initial, cursor) = p.until_caught_up(1).await;
     assert_eq!(ids(&initial), vec!["\"a\"", "\"c\""]);
-    assert_eq!(
-        value_of(&initial[0]).expect("live"),
-        json!({"color": "red"})
-    );
+    assert_eq!(p.json("cars", "a").expect("live"), json!({"color": "red"}));
     assert!(cursor.seq >= 3, "{cursor:?}");
 
     // Live: an HTTP write that matches reaches the session; one that does not, does not.
@@ -304,6 +325,13 @@ async fn hello_subscribe_initial_sync_and_live_changes() {
     assert_eq!(ids(&live), vec!["\"d\""]);
     assert!(live[0].seq > cursor.seq);
     p.quiet_for(Duration::from_millis(300)).await;
+
+    // A later change to a document the peer has comes as a delta against what it was sent.
+    execute(&app, "UPDATE cars SET n = 1 WHERE _id = 'a'").await;
+    let (_, live) = p.batch().await;
+    assert_eq!(ids(&live), vec!["\"a\""]);
+    assert!(!live[0].delta.base.is_empty());
+    assert_eq!(p.json("cars", "a"), Some(json!({"color": "red", "n": 1})));
     app.shutdown().await;
 }
 
@@ -402,7 +430,35 @@ async fn a_push_reaches_another_subscribed_peer() {
     assert!(matches!(a.recv().await, Msg::PushAck { .. }));
     let (_, live) = b.batch().await;
     assert_eq!(ids(&live), vec!["\"n1\""]);
-    assert_eq!(value_of(&live[0]), Some(json!({"text": "hi"})));
+    assert_eq!(b.json("notes", "n1"), Some(json!({"text": "hi"})));
+
+    // B edits the note: A's subscription gets the change; B's own push does not come back.
+    a.subscribe(1, "SELECT * FROM notes", None).await;
+    a.until_caught_up(1).await;
+    let mut edited = b.docs[&("notes".to_owned(), DocId::string("n1"))].clone();
+    let base = edited.vv.clone();
+    edited
+        .apply(
+            &[Op::Set {
+                path: vec!["text".into()],
+                value: Value::String("hello".into()),
+                objects: ObjectMode::Map,
+            }],
+            Clock::new(SiteId(6)).tick(),
+        )
+        .expect("apply");
+    b.send(&Msg::Push {
+        push: 1,
+        changes: vec![change("notes", "n1", edited.delta(&base))],
+    })
+    .await;
+    let Msg::PushAck { results, .. } = b.recv().await else {
+        panic!("expected a push ack")
+    };
+    assert_eq!(results, vec![PushResult::Applied]);
+    a.batch().await;
+    assert_eq!(a.json("notes", "n1"), Some(json!({"text": "hello"})));
+    b.quiet_for(Duration::from_millis(300)).await;
     app.shutdown().await;
 }
 
@@ -439,7 +495,11 @@ async fn resume_with_a_cursor_sends_only_later_changes_and_tombstones() {
         .iter()
         .find(|c| c.id == DocId::string("c"))
         .expect("c");
-    assert_eq!(value_of(c), None, "c is sent as a tombstone");
+    assert_eq!(p.json("t", "c"), None, "c is sent as a tombstone");
+    assert!(
+        c.delta.base.is_empty(),
+        "the first time in a session: a full state"
+    );
     assert!(cursor2.seq > cursor.seq);
 
     // A fresh subscription gets no tombstones; a live delete reaches a subscriber.
@@ -450,7 +510,11 @@ async fn resume_with_a_cursor_sends_only_later_changes_and_tombstones() {
     let (subs, live) = p.batch().await;
     assert_eq!(subs, vec![1, 2], "one change serves both subscriptions");
     assert_eq!(ids(&live), vec!["\"a\""]);
-    assert_eq!(value_of(&live[0]), None);
+    assert_eq!(p.json("t", "a"), None);
+    assert!(
+        !live[0].delta.base.is_empty(),
+        "a delta against what the peer has"
+    );
 
     // A cursor from another epoch is a full resend.
     p.subscribe(

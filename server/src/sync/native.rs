@@ -189,6 +189,7 @@ struct Open {
     /// The newest feed sequence number processed.
     feed_seq: i64,
     pending: Pending,
+    known: Known,
     /// The last batch number sent, the last acknowledged, and the last the credit allows.
     sent: u64,
     acked: u64,
@@ -475,6 +476,7 @@ impl Session {
             feed: rx,
             feed_seq,
             pending: Pending::default(),
+            known: Known::new(),
             sent: 0,
             acked: 0,
             limit: u64::from(window),
@@ -595,7 +597,15 @@ impl Session {
             if live.is_empty() {
                 continue;
             }
-            let change = full_state(&p.doc.collection, &p.doc.id, seq, &p.doc.state);
+            let Some(change) = change_for(
+                &mut o.known,
+                &p.doc.collection,
+                &p.doc.id,
+                seq,
+                &p.doc.state,
+            ) else {
+                continue;
+            };
             bytes += change.delta.encode().len() + 64;
             subs.extend(live);
             changes.push(change);
@@ -648,7 +658,8 @@ impl Session {
             .await
             .map_err(|e| store_failure(&e))?;
         let o = self.open()?;
-        let Some(s) = o.subs.get_mut(&sub) else {
+        let Open { subs, known, .. } = o;
+        let Some(s) = subs.get_mut(&sub) else {
             return Ok(());
         };
         let full = page.rows.len() as i64 >= PAGE;
@@ -670,7 +681,11 @@ impl Session {
             if !s.wants(&row.id, value.as_ref()) {
                 continue;
             }
-            let change = full_state(&collection, &row.id, row.seq, &row.state);
+            // Initial and resumed syncs send full states: the peer may have evicted what this
+            // session sent it before.
+            let change = change_for(&mut Known::new(), &collection, &row.id, row.seq, &row.state);
+            let Some(change) = change else { continue };
+            remember(known, (collection.clone(), row.id.key()), &row.state.vv);
             bytes += change.delta.encode().len() + 64;
             changes.push(change);
         }
@@ -805,6 +820,13 @@ impl Session {
         if !probe.wants(&id, doc.value.as_ref()) {
             return Ok(());
         }
+        let mut after = have.clone();
+        after.join(&doc.state.vv);
+        remember(
+            &mut self.open()?.known,
+            (collection.clone(), id.key()),
+            &after,
+        );
         let change = DocChange {
             collection,
             id,
@@ -851,6 +873,16 @@ impl Session {
                 .iter()
                 .map(|(_, c, _)| (c.collection.clone(), c.id.clone()))
                 .collect();
+            let pushed: Vec<(usize, (String, Vec<u8>), VersionVector)> = work
+                .iter()
+                .map(|(i, c, _)| {
+                    (
+                        *i,
+                        (c.collection.clone(), c.id.key()),
+                        c.delta.state.vv.clone(),
+                    )
+                })
+                .collect();
             let job = move |w: &mut Working<'_>| -> Result<Vec<(usize, PushResult)>, StoreError> {
                 work.iter()
                     .map(|(i, c, allowed)| Ok((*i, merge_one(w, c, allowed.as_ref())?)))
@@ -864,6 +896,16 @@ impl Session {
                 .map_err(|e| store_failure(&e))?;
             for (i, r) in done {
                 results[i] = Some(r);
+            }
+            // The peer has what it pushed: later changes to these documents reach it as deltas.
+            let known = &mut self.open()?.known;
+            for (i, key, vv) in pushed {
+                if matches!(
+                    results[i],
+                    Some(PushResult::Applied | PushResult::Unchanged)
+                ) {
+                    remember(known, key, &vv);
+                }
             }
             info.txn
         };
@@ -893,14 +935,44 @@ async fn recv_feed(
     }
 }
 
-/// A document's full state as a change (delta from the empty version vector).
-fn full_state(collection: &str, id: &DocId, seq: i64, state: &bigpeer_schema::Doc) -> DocChange {
-    DocChange {
+/// What the peer is known to have, per document: the version vectors of the states this session
+/// sent it and of the changes it pushed. A lower bound (the peer may hold more), so a delta
+/// against it is always applicable by a peer that applies batches in order.
+type Known = BTreeMap<(String, Vec<u8>), VersionVector>;
+
+/// Documents remembered per session; past it the memory starts afresh (full states again).
+const MAX_KNOWN: usize = 100_000;
+
+fn remember(known: &mut Known, key: (String, Vec<u8>), vv: &VersionVector) {
+    if known.len() >= MAX_KNOWN && !known.contains_key(&key) {
+        known.clear();
+    }
+    known.entry(key).or_default().join(vv);
+}
+
+/// A document as a change for the peer: the delta against what it is known to have (its full
+/// state the first time in this session); `None` when the peer has it all already (the echo of
+/// its own push, say).
+fn change_for(
+    known: &mut Known,
+    collection: &str,
+    id: &DocId,
+    seq: i64,
+    state: &bigpeer_schema::Doc,
+) -> Option<DocChange> {
+    let key = (collection.to_owned(), id.key());
+    let base = known.get(&key).cloned().unwrap_or_default();
+    let delta = state.delta(&base);
+    if delta.is_empty() {
+        return None;
+    }
+    remember(known, key, &state.vv);
+    Some(DocChange {
         collection: collection.to_owned(),
         id: id.clone(),
         seq: u64::try_from(seq).unwrap_or(0),
-        delta: state.delta(&VersionVector::new()),
-    }
+        delta,
+    })
 }
 
 /// Collection names a peer may write: what DQL can name afterwards.
