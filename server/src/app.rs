@@ -29,6 +29,8 @@ pub struct AppState {
     pub admin_key: Option<crate::config::AdminKey>,
     /// Rate limits per key and per client address.
     pub limits: crate::http::limits::RateLimits,
+    /// Request counts and latencies for `/metrics`.
+    pub metrics: std::sync::Arc<crate::http::metrics::Metrics>,
 }
 
 /// Why bigpeer could not start or run.
@@ -343,6 +345,7 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
             config.rate_limit_per_key,
             config.rate_limit_per_ip,
         ),
+        metrics: Default::default(),
     });
     {
         // Forget idle rate-limit keys now and then, so that memory stays bounded.
@@ -361,12 +364,14 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
         );
     }
     let server = HttpServer::new(move || {
+        let metrics = state.metrics.clone();
         App::new()
             .app_data(state.clone())
             .app_data(crate::http::store::json_config(
                 crate::http::store::MAX_BODY_BYTES,
             ))
-            .wrap_fn(|req, srv| {
+            .wrap_fn(move |req, srv| {
+                let metrics = metrics.clone();
                 let started = Instant::now();
                 let method = req.method().clone();
                 let path = req.path().to_string();
@@ -374,7 +379,13 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
                 async move {
                     let res = fut.await?;
                     let status = res.status().as_u16();
-                    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+                    let elapsed = started.elapsed();
+                    let route = res
+                        .request()
+                        .match_pattern()
+                        .unwrap_or_else(|| "unmatched".to_owned());
+                    metrics.record(&route, method.as_str(), status, elapsed);
+                    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
                     if path == "/healthz" || path == "/readyz" {
                         tracing::debug!(%method, %path, status, elapsed_ms, "request");
                     } else {

@@ -214,3 +214,31 @@ async fn txn_header_gives_read_your_writes_or_404() {
     assert_eq!(r.status().as_u16(), 400);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn metrics_count_requests_latencies_errors_and_the_pool() {
+    let app = playground().await;
+    execute(
+        &app,
+        json!({"statement": "INSERT INTO c DOCUMENTS ({'_id': 'm'})"}),
+    )
+    .await;
+    execute(&app, json!({"statement": "SELEC"})).await;
+    let text = reqwest::get(url(&app, "/metrics"))
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("text");
+    for needle in [
+        r#"bigpeer_http_requests_total{route="/api/v4/store/execute",method="POST",status="200"} 1"#,
+        r#"bigpeer_http_requests_total{route="/api/v4/store/execute",method="POST",status="400"} 1"#,
+        r#"bigpeer_http_request_duration_seconds_count{route="/api/v4/store/execute"} 2"#,
+        r#"bigpeer_errors_total{code="query/invalid"} 1"#,
+        r#"bigpeer_db_pool_connections{state="idle"}"#,
+        "bigpeer_committed_transaction_id ",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+    app.shutdown().await;
+}

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod health;
 pub mod limits;
+pub mod metrics;
 pub mod store;
 
 use actix_web::web;
@@ -15,5 +16,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
     store::configure(cfg);
     admin::configure(cfg);
+    metrics::configure(cfg);
     crate::sync::configure(cfg);
 }

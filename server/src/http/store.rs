@@ -178,15 +178,19 @@ pub async fn execute(
     let (store, executor) = (&state.store, &state.executor);
     let access = match super::auth::admit(&req, &state).await {
         Ok(a) => a,
-        Err(super::auth::Refusal::Error(e)) => return error_response(&e),
+        Err(super::auth::Refusal::Error(e)) => {
+            state.metrics.error(e.code());
+            return error_response(&e);
+        }
         Err(super::auth::Refusal::RateLimited(secs)) => {
+            state.metrics.error("request/rate-limited");
             return HttpResponse::TooManyRequests()
                 .insert_header(("Retry-After", secs.to_string()))
                 .json(ExecuteResponse::error(
                     "request/rate-limited",
                     format!("too many requests: retry in {secs} s"),
                     None,
-                ))
+                ));
         }
     };
     let Ok(txn) = txn_header(&req) else {
@@ -213,7 +217,10 @@ pub async fn execute(
     let args = body.args.unwrap_or_default();
     match executor.execute_as(&body.statement, &args, &access).await {
         Ok(r) => HttpResponse::Ok().json(ExecuteResponse::ok(r)),
-        Err(e) => error_response(&e),
+        Err(e) => {
+            state.metrics.error(e.code());
+            error_response(&e)
+        }
     }
 }
 
