@@ -4,6 +4,8 @@ use std::time::Duration;
 
 #[path = "it/auth.rs"]
 mod auth;
+#[path = "it/legacy.rs"]
+mod legacy;
 #[path = "it/store_execute.rs"]
 mod store_execute;
 #[path = "it/sync.rs"]

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod health;
+pub mod legacy;
 pub mod limits;
 pub mod metrics;
 pub mod store;
@@ -15,6 +16,7 @@ use actix_web::web;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
     store::configure(cfg);
+    legacy::configure(cfg);
     admin::configure(cfg);
     metrics::configure(cfg);
     crate::sync::configure(cfg);
