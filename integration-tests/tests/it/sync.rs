@@ -778,6 +778,14 @@ async fn an_unknown_subprotocol_is_refused() {
         }
         other => panic!("expected a 400, got {other:?}"),
     }
+    // No subprotocol offered at all.
+    let url = format!("ws://{}/api/v4/sync", app.app.local_addr());
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 400)
+        }
+        other => panic!("expected a 400, got {other:?}"),
+    }
     app.shutdown().await;
 }
 
