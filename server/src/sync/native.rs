@@ -206,6 +206,8 @@ struct Session {
     last_sent: Instant,
     last_received: Instant,
     nonce: u64,
+    /// The session id sent in `Welcome` (empty before).
+    session: String,
 }
 
 impl Session {
@@ -219,6 +221,7 @@ impl Session {
             last_sent: now,
             last_received: now,
             nonce: 0,
+            session: String::new(),
         }
     }
 
@@ -233,7 +236,7 @@ impl Session {
                 message,
                 close,
             } => {
-                tracing::debug!(%code, %message, "sync session ends with an error");
+                tracing::info!(session = %self.session, %code, %message, "sync session ends with an error");
                 let frame = Msg::Error {
                     code,
                     message,
@@ -254,6 +257,7 @@ impl Session {
                 CLOSE_GOING_AWAY
             }
         };
+        tracing::debug!(session = %self.session, close, "sync session closed");
         let _ = self.outbound.try_send(Outbound::Close {
             code: close,
             reason: String::new(),
@@ -484,10 +488,13 @@ impl Session {
         }));
         let expires_in =
             expires_at.map_or(0, |t| u64::try_from(t - now_secs()).unwrap_or(0).max(1));
+        let session = format!("{:016x}", rand::random::<u64>());
+        tracing::info!(%session, %user, "sync session open");
+        self.session = session.clone();
         self.send(Msg::Welcome {
             minor: minor.min(wire::MINOR),
             site: self.hub.store.site(),
-            session: format!("{:016x}", rand::random::<u64>()),
+            session,
             max_frame: self.hub.options.max_frame as u64,
             window,
             heartbeat_ms: self.heartbeat().as_millis() as u64,
