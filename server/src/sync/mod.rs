@@ -9,7 +9,9 @@
 //! Every session follows the process's single [`ChangeFeed`] and matches each change against its
 //! subscriptions in memory; Postgres is read once per change, not once per peer.
 
+mod checks;
 pub mod native;
+mod outbox;
 mod scan;
 mod ws;
 

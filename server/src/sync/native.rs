@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bigpeer_dql::eval;
-use bigpeer_dql::plan::{self, PExpr, Plan, Source};
+use bigpeer_dql::plan::PExpr;
 use bigpeer_schema::wire::{self, Cursor, DocChange, Msg, PushResult, SubStatus};
 use bigpeer_schema::{DocId, SchemaError, Value, VersionVector};
 use futures_util::future::LocalBoxFuture;
@@ -21,10 +21,12 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
+use super::checks::{check_subscription, merge_one, valid_collection};
+use super::outbox::{change_for, remember, Known, Pending};
 use super::{scan, Inbound, Link, Outbound, SyncHub, SyncProtocol};
 use crate::auth::{now_secs, Permissions};
 use crate::service::{Access, Allowed};
-use crate::store::{materialize_with_id, Outcome, StoreError, StoredDoc, Working};
+use crate::store::{materialize_with_id, StoreError, StoredDoc, Working};
 
 /// `bigpeer-sync.1`.
 pub struct Native;
@@ -129,48 +131,6 @@ impl Sub {
                 ok(self.read.as_ref(), &only_id)
             }
         }
-    }
-}
-
-/// A live change waiting for credit.
-struct PendingDoc {
-    doc: Arc<StoredDoc>,
-    subs: BTreeSet<u32>,
-}
-
-/// Live changes waiting for credit, newest state per document, in sequence order.
-#[derive(Default)]
-struct Pending {
-    by_seq: BTreeMap<i64, PendingDoc>,
-    seq_of: BTreeMap<(String, Vec<u8>), i64>,
-}
-
-impl Pending {
-    fn add(&mut self, doc: Arc<StoredDoc>, subs: BTreeSet<u32>) {
-        let key = (doc.collection.clone(), doc.id.key());
-        let mut all = subs;
-        if let Some(old) = self.seq_of.remove(&key) {
-            if let Some(p) = self.by_seq.remove(&old) {
-                all.extend(p.subs);
-            }
-        }
-        self.seq_of.insert(key, doc.seq);
-        self.by_seq.insert(doc.seq, PendingDoc { doc, subs: all });
-    }
-
-    fn pop(&mut self) -> Option<PendingDoc> {
-        let (_, p) = self.by_seq.pop_first()?;
-        self.seq_of
-            .remove(&(p.doc.collection.clone(), p.doc.id.key()));
-        Some(p)
-    }
-
-    fn first_seq(&self) -> Option<i64> {
-        self.by_seq.keys().next().copied()
-    }
-
-    fn len(&self) -> usize {
-        self.by_seq.len()
     }
 }
 
@@ -940,142 +900,4 @@ async fn recv_feed(
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// What the peer is known to have, per document: the version vectors of the states this session
-/// sent it and of the changes it pushed. A lower bound (the peer may hold more), so a delta
-/// against it is always applicable by a peer that applies batches in order.
-type Known = BTreeMap<(String, Vec<u8>), VersionVector>;
-
-/// Documents remembered per session; past it the memory starts afresh (full states again).
-const MAX_KNOWN: usize = 100_000;
-
-fn remember(known: &mut Known, key: (String, Vec<u8>), vv: &VersionVector) {
-    if known.len() >= MAX_KNOWN && !known.contains_key(&key) {
-        known.clear();
-    }
-    known.entry(key).or_default().join(vv);
-}
-
-/// A document as a change for the peer: the delta against what it is known to have (its full
-/// state the first time in this session); `None` when the peer has it all already (the echo of
-/// its own push, say).
-fn change_for(
-    known: &mut Known,
-    collection: &str,
-    id: &DocId,
-    seq: i64,
-    state: &bigpeer_schema::Doc,
-) -> Option<DocChange> {
-    let key = (collection.to_owned(), id.key());
-    let base = known.get(&key).cloned().unwrap_or_default();
-    let delta = state.delta(&base);
-    if delta.is_empty() {
-        return None;
-    }
-    remember(known, key, &state.vv);
-    Some(DocChange {
-        collection: collection.to_owned(),
-        id: id.clone(),
-        seq: u64::try_from(seq).unwrap_or(0),
-        delta,
-    })
-}
-
-/// Collection names a peer may write: what DQL can name afterwards.
-fn valid_collection(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 256 && !name.chars().any(char::is_control)
-}
-
-/// Merges one pushed change inside the write job. Within a write permission that is a filter,
-/// the document before and the merged document must both match it (as for DQL writes).
-fn merge_one(
-    w: &mut Working<'_>,
-    c: &DocChange,
-    allowed: Option<&PExpr>,
-) -> Result<PushResult, StoreError> {
-    if let Some(p) = allowed {
-        let current = w.state(&c.collection, &c.id)?.clone();
-        let before = materialize_with_id(&current, &c.id);
-        let mut merged = current.clone();
-        match merged.apply_delta(&c.delta) {
-            Ok(()) => {}
-            Err(SchemaError::BaseNotDominated) => {
-                return Ok(PushResult::Refused { have: current.vv })
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let after = materialize_with_id(&merged, &c.id);
-        let permitted = [before, after]
-            .iter()
-            .flatten()
-            .all(|v| eval::matches(Some(p), v).unwrap_or(false));
-        if !permitted {
-            return Ok(PushResult::Denied {
-                code: "auth/forbidden".into(),
-            });
-        }
-    }
-    Ok(match w.apply_delta(&c.collection, &c.id, &c.delta)? {
-        Outcome::Changed { .. } => PushResult::Applied,
-        Outcome::Unchanged => PushResult::Unchanged,
-        Outcome::Refused => PushResult::Refused {
-            have: w.state(&c.collection, &c.id)?.vv.clone(),
-        },
-    })
-}
-
-/// Checks a subscription: a SELECT on a collection the peer may read. Returns the collection,
-/// the filter and the read restriction, or a `SubState::Failed` code and message.
-#[allow(clippy::type_complexity)]
-fn check_subscription(
-    access: &Access,
-    query: &str,
-    args: Value,
-) -> Result<(String, Option<PExpr>, Option<PExpr>), (String, String)> {
-    let dql = |e: bigpeer_dql::DqlError| (e.code.as_str().to_owned(), e.message);
-    let args = match args {
-        Value::Object(o) => o,
-        Value::Null => BTreeMap::new(),
-        _ => {
-            return Err((
-                "query/invalid".into(),
-                "subscription arguments must be an object".into(),
-            ))
-        }
-    };
-    let stmt = bigpeer_dql::parse(query).map_err(dql)?;
-    let select = match plan::check(&stmt, &args).map_err(dql)? {
-        Plan::Select(s) => s,
-        _ => {
-            return Err((
-                "query/unsupported".into(),
-                "a subscription must be a SELECT".into(),
-            ))
-        }
-    };
-    let Source::Collection(collection) = select.source else {
-        return Err((
-            "query/unsupported".into(),
-            "a subscription must select from a collection".into(),
-        ));
-    };
-    if select.grouping.is_some() || select.limit.is_some() || select.offset.is_some() {
-        return Err((
-            "query/unsupported".into(),
-            "a subscription cannot aggregate or use LIMIT/OFFSET".into(),
-        ));
-    }
-    let read = match access.read(&collection) {
-        Ok(Allowed::All) => None,
-        Ok(Allowed::Matching(p)) => Some(p),
-        Ok(Allowed::Nothing) => {
-            return Err((
-                "auth/forbidden".into(),
-                format!("no permission to read collection \"{collection}\""),
-            ))
-        }
-        Err(e) => return Err((e.code().to_owned(), e.to_string())),
-    };
-    Ok((collection, select.filter, read))
 }

@@ -1,0 +1,110 @@
+//! What a peer may subscribe to and write: subscription queries, pushed collection names, and
+//! the write permission on a merged document.
+
+use std::collections::BTreeMap;
+
+use bigpeer_dql::eval;
+use bigpeer_dql::plan::{self, PExpr, Plan, Source};
+use bigpeer_schema::wire::{DocChange, PushResult};
+use bigpeer_schema::{SchemaError, Value};
+
+use crate::service::{Access, Allowed};
+use crate::store::{materialize_with_id, Outcome, StoreError, Working};
+
+/// Collection names a peer may write: what DQL can name afterwards.
+pub(super) fn valid_collection(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 256 && !name.chars().any(char::is_control)
+}
+
+/// Merges one pushed change inside the write job. Within a write permission that is a filter,
+/// the document before and the merged document must both match it (as for DQL writes).
+pub(super) fn merge_one(
+    w: &mut Working<'_>,
+    c: &DocChange,
+    allowed: Option<&PExpr>,
+) -> Result<PushResult, StoreError> {
+    if let Some(p) = allowed {
+        let current = w.state(&c.collection, &c.id)?.clone();
+        let before = materialize_with_id(&current, &c.id);
+        let mut merged = current.clone();
+        match merged.apply_delta(&c.delta) {
+            Ok(()) => {}
+            Err(SchemaError::BaseNotDominated) => {
+                return Ok(PushResult::Refused { have: current.vv })
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let after = materialize_with_id(&merged, &c.id);
+        let permitted = [before, after]
+            .iter()
+            .flatten()
+            .all(|v| eval::matches(Some(p), v).unwrap_or(false));
+        if !permitted {
+            return Ok(PushResult::Denied {
+                code: "auth/forbidden".into(),
+            });
+        }
+    }
+    Ok(match w.apply_delta(&c.collection, &c.id, &c.delta)? {
+        Outcome::Changed { .. } => PushResult::Applied,
+        Outcome::Unchanged => PushResult::Unchanged,
+        Outcome::Refused => PushResult::Refused {
+            have: w.state(&c.collection, &c.id)?.vv.clone(),
+        },
+    })
+}
+
+/// Checks a subscription: a SELECT on a collection the peer may read. Returns the collection,
+/// the filter and the read restriction, or a `SubState::Failed` code and message.
+#[allow(clippy::type_complexity)]
+pub(super) fn check_subscription(
+    access: &Access,
+    query: &str,
+    args: Value,
+) -> Result<(String, Option<PExpr>, Option<PExpr>), (String, String)> {
+    let dql = |e: bigpeer_dql::DqlError| (e.code.as_str().to_owned(), e.message);
+    let args = match args {
+        Value::Object(o) => o,
+        Value::Null => BTreeMap::new(),
+        _ => {
+            return Err((
+                "query/invalid".into(),
+                "subscription arguments must be an object".into(),
+            ))
+        }
+    };
+    let stmt = bigpeer_dql::parse(query).map_err(dql)?;
+    let select = match plan::check(&stmt, &args).map_err(dql)? {
+        Plan::Select(s) => s,
+        _ => {
+            return Err((
+                "query/unsupported".into(),
+                "a subscription must be a SELECT".into(),
+            ))
+        }
+    };
+    let Source::Collection(collection) = select.source else {
+        return Err((
+            "query/unsupported".into(),
+            "a subscription must select from a collection".into(),
+        ));
+    };
+    if select.grouping.is_some() || select.limit.is_some() || select.offset.is_some() {
+        return Err((
+            "query/unsupported".into(),
+            "a subscription cannot aggregate or use LIMIT/OFFSET".into(),
+        ));
+    }
+    let read = match access.read(&collection) {
+        Ok(Allowed::All) => None,
+        Ok(Allowed::Matching(p)) => Some(p),
+        Ok(Allowed::Nothing) => {
+            return Err((
+                "auth/forbidden".into(),
+                format!("no permission to read collection \"{collection}\""),
+            ))
+        }
+        Err(e) => return Err((e.code().to_owned(), e.to_string())),
+    };
+    Ok((collection, select.filter, read))
+}

@@ -1,0 +1,92 @@
+//! What a session holds for its peer: live changes waiting for credit, and what the peer is
+//! known to have (so that live changes go as deltas).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bigpeer_schema::wire::DocChange;
+use bigpeer_schema::{DocId, VersionVector};
+
+use crate::store::StoredDoc;
+
+/// A live change waiting for credit.
+pub(super) struct PendingDoc {
+    pub doc: Arc<StoredDoc>,
+    pub subs: BTreeSet<u32>,
+}
+
+/// Live changes waiting for credit, newest state per document, in sequence order.
+#[derive(Default)]
+pub(super) struct Pending {
+    by_seq: BTreeMap<i64, PendingDoc>,
+    seq_of: BTreeMap<(String, Vec<u8>), i64>,
+}
+
+impl Pending {
+    pub fn add(&mut self, doc: Arc<StoredDoc>, subs: BTreeSet<u32>) {
+        let key = (doc.collection.clone(), doc.id.key());
+        let mut all = subs;
+        if let Some(old) = self.seq_of.remove(&key) {
+            if let Some(p) = self.by_seq.remove(&old) {
+                all.extend(p.subs);
+            }
+        }
+        self.seq_of.insert(key, doc.seq);
+        self.by_seq.insert(doc.seq, PendingDoc { doc, subs: all });
+    }
+
+    pub fn pop(&mut self) -> Option<PendingDoc> {
+        let (_, p) = self.by_seq.pop_first()?;
+        self.seq_of
+            .remove(&(p.doc.collection.clone(), p.doc.id.key()));
+        Some(p)
+    }
+
+    pub fn first_seq(&self) -> Option<i64> {
+        self.by_seq.keys().next().copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_seq.len()
+    }
+}
+
+/// What the peer is known to have, per document: the version vectors of the states this session
+/// sent it and of the changes it pushed. A lower bound (the peer may hold more), so a delta
+/// against it is always applicable by a peer that applies batches in order.
+pub(super) type Known = BTreeMap<(String, Vec<u8>), VersionVector>;
+
+/// Documents remembered per session; past it the memory starts afresh (full states again).
+const MAX_KNOWN: usize = 100_000;
+
+pub(super) fn remember(known: &mut Known, key: (String, Vec<u8>), vv: &VersionVector) {
+    if known.len() >= MAX_KNOWN && !known.contains_key(&key) {
+        known.clear();
+    }
+    known.entry(key).or_default().join(vv);
+}
+
+/// A document as a change for the peer: the delta against what it is known to have (its full
+/// state the first time in this session); `None` when the peer has it all already (the echo of
+/// its own push, say).
+pub(super) fn change_for(
+    known: &mut Known,
+    collection: &str,
+    id: &DocId,
+    seq: i64,
+    state: &bigpeer_schema::Doc,
+) -> Option<DocChange> {
+    let key = (collection.to_owned(), id.key());
+    let base = known.get(&key).cloned().unwrap_or_default();
+    let delta = state.delta(&base);
+    if delta.is_empty() {
+        return None;
+    }
+    remember(known, key, &state.vv);
+    Some(DocChange {
+        collection: collection.to_owned(),
+        id: id.clone(),
+        seq: u64::try_from(seq).unwrap_or(0),
+        delta,
+    })
+}
