@@ -413,7 +413,7 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
     };
     let handle = server.handle();
     let server = tokio::spawn(server);
-    tracing::info!(address = %addr, scheme, "listening");
+    tracing::info!(address = %addr, scheme, "listening for HTTP");
     Ok(RunningApp {
         addr,
         scheme,
