@@ -3,148 +3,17 @@
 //! through both and must give the same items, mutated ids and error codes.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use bigpeer_dql::memstore::MemStore;
 use bigpeer_schema::Value;
+use oracle_steps::{cases, mask_generated, unordered};
 
 use super::{Executor, QueryType};
+
+#[path = "../../../dql/tests/support/oracle_steps.rs"]
+mod oracle_steps;
 use crate::store::GroupCommitOptions;
 use crate::testdb::TestDb;
-
-fn oracle_value(j: &serde_json::Value) -> Value {
-    match j {
-        serde_json::Value::Object(o) if o.len() == 1 && o.contains_key("$bigint") => {
-            let s = o["$bigint"].as_str().unwrap_or("0");
-            s.parse::<i64>()
-                .map(Value::Int)
-                .unwrap_or_else(|_| Value::from_u64(s.parse::<u64>().unwrap_or(0)))
-        }
-        serde_json::Value::Object(o) if o.len() == 1 && o.contains_key("$bytes") => {
-            Value::Binary(Vec::new())
-        }
-        serde_json::Value::Array(a) => Value::Array(a.iter().map(oracle_value).collect()),
-        serde_json::Value::Object(o) => Value::Object(
-            o.iter()
-                .map(|(k, v)| (k.clone(), oracle_value(v)))
-                .collect(),
-        ),
-        serde_json::Value::Number(n) if n.is_f64() => {
-            // The oracle's JavaScript passes integral numbers as integers.
-            let f = n.as_f64().unwrap_or(0.0);
-            if f.fract() == 0.0 && f.abs() < 9.0e15 {
-                Value::Int(f as i64)
-            } else {
-                Value::Float(f)
-            }
-        }
-        other => Value::from_json(other.clone()),
-    }
-}
-
-struct Step {
-    statement: String,
-    args: BTreeMap<String, Value>,
-}
-
-fn step(j: &serde_json::Value) -> Step {
-    let args = match j.get("args").map(oracle_value) {
-        Some(Value::Object(o)) => o,
-        _ => BTreeMap::new(),
-    };
-    Step {
-        statement: j
-            .get("statement")
-            .and_then(|s| s.as_str())
-            .unwrap_or_default()
-            .to_owned(),
-        args,
-    }
-}
-
-/// Every case of every fixture file: setup steps, then the statement, then the `after` steps.
-fn cases() -> Vec<(String, Vec<Step>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dql/tests/fixtures/oracle");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("oracle fixtures")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with(".cases.json"))
-        .collect();
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let cases: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&f).expect("read")).expect("json");
-        for c in cases.as_array().into_iter().flatten() {
-            let mut steps = Vec::new();
-            for s in c
-                .get("setup")
-                .and_then(|s| s.as_array())
-                .into_iter()
-                .flatten()
-            {
-                if let Some(coll) = s.get("collection").and_then(|c| c.as_str()) {
-                    let docs = s
-                        .get("docs")
-                        .and_then(|d| d.as_array())
-                        .cloned()
-                        .unwrap_or_default();
-                    let marks: Vec<String> = (0..docs.len()).map(|i| format!("(:d{i})")).collect();
-                    let args = docs
-                        .iter()
-                        .enumerate()
-                        .map(|(i, d)| (format!("d{i}"), oracle_value(d)))
-                        .collect();
-                    steps.push(Step {
-                        statement: format!("INSERT INTO `{coll}` DOCUMENTS {}", marks.join(", ")),
-                        args,
-                    });
-                } else {
-                    steps.push(step(s));
-                }
-            }
-            steps.push(step(c));
-            for a in c
-                .get("after")
-                .and_then(|a| a.as_array())
-                .into_iter()
-                .flatten()
-            {
-                steps.push(step(a));
-            }
-            let name = format!(
-                "{}/{}",
-                f.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                c["name"].as_str().unwrap_or_default()
-            );
-            out.push((name, steps));
-        }
-    }
-    out
-}
-
-/// Generated ids differ between two runs: compare their shape only.
-fn mask_generated(v: &Value) -> Value {
-    match v {
-        Value::String(s) if s.len() == 24 && s.chars().all(|c| c.is_ascii_hexdigit()) => {
-            Value::String("<generated>".into())
-        }
-        Value::Array(a) => Value::Array(a.iter().map(mask_generated).collect()),
-        Value::Object(o) => Value::Object(
-            o.iter()
-                .map(|(k, v)| (k.clone(), mask_generated(v)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
-fn unordered(statement: &str) -> bool {
-    let s = statement.to_ascii_uppercase();
-    (s.contains("GROUP BY") || s.contains("DISTINCT")) && !s.contains("ORDER BY")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_oracle_case_gives_the_reference_answer_on_postgres() {
