@@ -64,6 +64,9 @@ pub enum AppError {
     /// A key-management command failed.
     #[error("{0}")]
     Auth(crate::auth::AuthError),
+    /// The authentication webhook's client cannot be set up.
+    #[error("{0}")]
+    Webhook(String),
 }
 
 impl AppError {
@@ -77,6 +80,7 @@ impl AppError {
             AppError::Server(_) => "http/server",
             AppError::Tls(_) => "tls/invalid",
             AppError::Auth(e) => e.code(),
+            AppError::Webhook(_) => "auth/webhook-failed",
         }
     }
 
@@ -103,7 +107,7 @@ impl AppError {
                 "give a PEM certificate chain (--tls-cert) and its PEM private key (--tls-key)"
                     .to_string(),
             ),
-            AppError::Auth(_) => None,
+            AppError::Auth(_) | AppError::Webhook(_) => None,
         }
     }
 
@@ -314,6 +318,23 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
         _ => None,
     };
 
+    // So does a webhook client that cannot be built.
+    let webhook = match &config.auth_webhook_url {
+        Some(url) => Some(
+            crate::sync::webhook::AuthWebhook::new(crate::sync::webhook::WebhookConfig {
+                url: url.clone(),
+                provider: config.auth_webhook_provider.clone(),
+                app_id: config.app_id.clone(),
+                secret: config
+                    .auth_webhook_secret
+                    .as_ref()
+                    .map(|s| s.expose().to_owned()),
+                timeout: Duration::from_secs(30),
+            })
+            .map_err(|e| AppError::Webhook(e.to_string()))?,
+        ),
+        None => None,
+    };
     let database = Database::open(&config).await?;
     if config.migrate_on_start {
         if let Err(err) = database.migrate().await {
@@ -326,19 +347,23 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
         database.store.clone(),
         &crate::store::GroupCommitOptions::default(),
     );
+    // One key store (and cache) for HTTP and sync: a revocation reaches both at once.
+    let keys = crate::auth::KeyStore::new(database.store.pool().clone());
     let sync = crate::sync::SyncHub::new(
         database.store.clone(),
         crate::sync::SyncOptions {
             playground: config.playground,
+            webhook,
             ..crate::sync::SyncOptions::default()
         },
-    );
+    )
+    .with_keys(keys.clone());
     let sync_sessions = sync.clone();
     let state = web::Data::new(AppState {
         store: database.store.clone(),
         executor,
         sync,
-        keys: crate::auth::KeyStore::new(database.store.pool().clone()),
+        keys,
         playground: config.playground,
         admin_key: config.admin_key.clone(),
         limits: crate::http::limits::RateLimits::new(

@@ -47,6 +47,14 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// The application id sent to the authentication webhook (`appID`).
+    pub app_id: String,
+    /// Where peers' tokens that are not API keys are checked; unset: API keys only.
+    pub auth_webhook_url: Option<String>,
+    /// The provider name sent to the authentication webhook.
+    pub auth_webhook_provider: String,
+    /// Signs webhook requests (`X-Bigpeer-Signature`) when set.
+    pub auth_webhook_secret: Option<AdminKey>,
 }
 
 /// The admin key: never shown in logs or `Debug` output.
@@ -89,6 +97,10 @@ impl Default for Config {
             rate_limit_per_ip: 0,
             tls_cert: None,
             tls_key: None,
+            app_id: "bigpeer".to_string(),
+            auth_webhook_url: None,
+            auth_webhook_provider: "bigpeer".to_string(),
+            auth_webhook_secret: None,
         }
     }
 }
@@ -311,6 +323,34 @@ pub const SETTINGS: &[Setting] = &[
         default: "(unset)",
         about: "PEM private key (PKCS#8, PKCS#1 or SEC1) of tls_cert",
     },
+    Setting {
+        key: "app_id",
+        env: &["BIGPEER_APP_ID"],
+        flag: "--app-id",
+        default: "bigpeer",
+        about: "the application id sent to the authentication webhook as appID",
+    },
+    Setting {
+        key: "auth_webhook_url",
+        env: &["BIGPEER_AUTH_WEBHOOK_URL"],
+        flag: "--auth-webhook-url",
+        default: "(unset: peers log in with API keys only)",
+        about: "http(s) URL of an authentication webhook (Ditto's contract) that checks peers' tokens that are not API keys",
+    },
+    Setting {
+        key: "auth_webhook_provider",
+        env: &["BIGPEER_AUTH_WEBHOOK_PROVIDER"],
+        flag: "--auth-webhook-provider",
+        default: "bigpeer",
+        about: "the provider name sent to the authentication webhook",
+    },
+    Setting {
+        key: "auth_webhook_secret",
+        env: &["BIGPEER_AUTH_WEBHOOK_SECRET"],
+        flag: "--auth-webhook-secret",
+        default: "(unset: requests are not signed)",
+        about: "signs webhook requests: X-Bigpeer-Signature t=UNIX,v1=hex HMAC-SHA256 of \"UNIX.BODY\" (at least 16 characters)",
+    },
 ];
 
 /// Environment variable naming the config file (like `--config`).
@@ -364,6 +404,10 @@ pub struct Flags {
     pub rate_limit_per_ip: Option<String>,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
+    pub app_id: Option<String>,
+    pub auth_webhook_url: Option<String>,
+    pub auth_webhook_provider: Option<String>,
+    pub auth_webhook_secret: Option<String>,
 }
 
 /// A configuration problem. Messages are lowercase and name the setting and its origin; `hint`
@@ -519,7 +563,7 @@ impl Config {
             }
         }
 
-        let flag_values: [(&'static str, &Option<String>); 14] = [
+        let flag_values: [(&'static str, &Option<String>); 18] = [
             ("listen", &flags.listen),
             ("database_url", &flags.database_url),
             ("data_dir", &flags.data_dir),
@@ -534,6 +578,10 @@ impl Config {
             ("rate_limit_per_ip", &flags.rate_limit_per_ip),
             ("tls_cert", &flags.tls_cert),
             ("tls_key", &flags.tls_key),
+            ("app_id", &flags.app_id),
+            ("auth_webhook_url", &flags.auth_webhook_url),
+            ("auth_webhook_provider", &flags.auth_webhook_provider),
+            ("auth_webhook_secret", &flags.auth_webhook_secret),
         ];
         for (key, value) in flag_values {
             if let Some(value) = value {
@@ -609,6 +657,19 @@ impl Config {
                 Some(p) => out.push_str(&format!("{key} = {}\n", quote(&p.to_string_lossy()))),
                 None => out.push_str(&format!("# {key}: unset\n")),
             }
+        }
+        out.push_str(&format!("app_id = {}\n", quote(&self.app_id)));
+        match &self.auth_webhook_url {
+            Some(url) => out.push_str(&format!("auth_webhook_url = {}\n", quote(url))),
+            None => out.push_str("# auth_webhook_url: unset, API keys only\n"),
+        }
+        out.push_str(&format!(
+            "auth_webhook_provider = {}\n",
+            quote(&self.auth_webhook_provider)
+        ));
+        match &self.auth_webhook_secret {
+            Some(_) => out.push_str("auth_webhook_secret = \"***\"\n"),
+            None => out.push_str("# auth_webhook_secret: unset, requests are not signed\n"),
         }
         out
     }
@@ -730,6 +791,55 @@ impl Config {
                     "give both the certificate (--tls-cert) and its private key (--tls-key)".into(),
                 ));
             }
+        }
+        for key in ["app_id", "auth_webhook_provider"] {
+            if let Some((raw, origin)) = layers.get(key) {
+                let value = text(raw, key, origin)?;
+                if value.is_empty() || value.len() > 256 || value.chars().any(char::is_control) {
+                    return Err(invalid(
+                        key,
+                        raw,
+                        origin,
+                        "must be 1 to 256 characters without control characters".into(),
+                        "give a short name such as my-app".into(),
+                    ));
+                }
+                if key == "app_id" {
+                    config.app_id = value;
+                } else {
+                    config.auth_webhook_provider = value;
+                }
+            }
+        }
+        if let Some((raw, origin)) = layers.get("auth_webhook_url") {
+            let url = text(raw, "auth_webhook_url", origin)?;
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            if !rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/')) {
+                return Err(invalid(
+                    "auth_webhook_url",
+                    raw,
+                    origin,
+                    "must be an http:// or https:// URL with a host".into(),
+                    "give the webhook's full URL, e.g. https://auth.example.com/validate_token"
+                        .into(),
+                ));
+            }
+            config.auth_webhook_url = Some(url);
+        }
+        if let Some((raw, origin)) = layers.get("auth_webhook_secret") {
+            let secret = text(raw, "auth_webhook_secret", origin)?;
+            if secret.chars().count() < 16 {
+                return Err(invalid(
+                    "auth_webhook_secret",
+                    raw,
+                    origin,
+                    "must be at least 16 characters".into(),
+                    "use a long random secret, e.g. the output of `openssl rand -hex 32`".into(),
+                ));
+            }
+            config.auth_webhook_secret = Some(AdminKey(secret));
         }
         for key in ["rate_limit_per_key", "rate_limit_per_ip"] {
             if let Some((raw, origin)) = layers.get(key) {

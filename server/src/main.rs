@@ -136,6 +136,18 @@ struct ServeArgs {
     /// PEM private key of --tls-cert [env: BIGPEER_TLS_KEY]
     #[arg(long, value_name = "FILE")]
     tls_key: Option<String>,
+    /// Application id sent to the authentication webhook as appID [env: BIGPEER_APP_ID] [default: bigpeer]
+    #[arg(long, value_name = "ID")]
+    app_id: Option<String>,
+    /// URL of an authentication webhook (Ditto's contract) for peers' tokens that are not API keys [env: BIGPEER_AUTH_WEBHOOK_URL] [default: unset, API keys only]
+    #[arg(long, value_name = "URL")]
+    auth_webhook_url: Option<String>,
+    /// Provider name sent to the authentication webhook [env: BIGPEER_AUTH_WEBHOOK_PROVIDER] [default: bigpeer]
+    #[arg(long, value_name = "NAME")]
+    auth_webhook_provider: Option<String>,
+    /// Signs webhook requests with HMAC-SHA256 (X-Bigpeer-Signature) [env: BIGPEER_AUTH_WEBHOOK_SECRET] [default: unset, unsigned]
+    #[arg(long, value_name = "SECRET")]
+    auth_webhook_secret: Option<String>,
 }
 
 impl Cli {
@@ -162,6 +174,10 @@ impl Cli {
             flags.rate_limit_per_ip = s.rate_limit_per_ip.clone();
             flags.tls_cert = s.tls_cert.clone();
             flags.tls_key = s.tls_key.clone();
+            flags.app_id = s.app_id.clone();
+            flags.auth_webhook_url = s.auth_webhook_url.clone();
+            flags.auth_webhook_provider = s.auth_webhook_provider.clone();
+            flags.auth_webhook_secret = s.auth_webhook_secret.clone();
         }
         flags
     }

@@ -879,3 +879,325 @@ async fn a_session_ends_when_its_key_expires() {
     p.expect_fatal("auth/expired").await;
     app.shutdown().await;
 }
+
+/// An authentication webhook on a real socket: answers every `POST` with what `answer` says
+/// for the request's JSON body, and records each request (headers lowercased, body).
+struct FakeWebhook {
+    url: String,
+    calls: CallLog,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Each request: its headers (names lowercased) and its body.
+type CallLog = std::sync::Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>;
+
+type Answer = std::sync::Arc<dyn Fn(&serde_json::Value) -> (u16, String) + Send + Sync>;
+
+impl FakeWebhook {
+    async fn start(answer: Answer) -> FakeWebhook {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!(
+            "http://{}/validate_token",
+            listener.local_addr().expect("addr")
+        );
+        let calls: CallLog = Default::default();
+        let log = calls.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let log = log.clone();
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let (head_end, length) = loop {
+                        let Ok(n) = sock.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            break (i + 4, length);
+                        }
+                    };
+                    while buf.len() < head_end + length {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let headers = head
+                        .lines()
+                        .skip(1)
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
+                        .collect();
+                    let body = buf[head_end..head_end + length].to_vec();
+                    let json: serde_json::Value =
+                        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                    log.lock().expect("log").push((headers, body));
+                    let (status, text) = answer(&json);
+                    let response = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                        text.len()
+                    );
+                    let _ = sock.write_all(response.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        FakeWebhook { url, calls, task }
+    }
+
+    fn count(&self) -> usize {
+        self.calls.lock().expect("log").len()
+    }
+
+    fn call(&self, i: usize) -> (Vec<(String, String)>, serde_json::Value) {
+        let calls = self.calls.lock().expect("log");
+        let (headers, body) = calls[i].clone();
+        (headers, serde_json::from_slice(&body).expect("json body"))
+    }
+}
+
+impl Drop for FakeWebhook {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+const WEBHOOK_SECRET: &str = "a-webhook-secret-of-some-length";
+
+async fn app_with_webhook(hook: &FakeWebhook) -> TestApp {
+    let url = hook.url.clone();
+    TestApp::spawn_with(integration_tests::TestDb::create().await, move |c| {
+        c.auth_webhook_url = Some(url);
+        c.auth_webhook_provider = "my-auth".into();
+        c.app_id = "app-42".into();
+        c.auth_webhook_secret = Some(bigpeer::config::AdminKey::new(WEBHOOK_SECRET));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn webhook_tokens_open_sessions_with_its_permissions_and_are_cached() {
+    let hook = FakeWebhook::start(std::sync::Arc::new(|req| {
+        assert_eq!(req["token"], "jwt-of-sandra");
+        (
+            200,
+            json!({
+                "authenticate": true,
+                "expirationSeconds": 3600,
+                "userID": "sandra",
+                "permissions": {
+                    "read": {"everything": false, "queriesByCollection": {"cars": ["color == 'red'"]}},
+                    "write": {"everything": false, "queriesByCollection": {"cars": ["true"]}}
+                },
+                "clientInfo": {"plan": "gold"}
+            })
+            .to_string(),
+        )
+    }))
+    .await;
+    let app = app_with_webhook(&hook).await;
+    execute(
+        &app,
+        "INSERT INTO cars DOCUMENTS ({'_id': 'a', 'color': 'red'}), ({'_id': 'b', 'color': 'blue'})",
+    )
+    .await;
+
+    let (mut p, welcome) = Peer::open(&app, "jwt-of-sandra").await;
+    let Msg::Welcome {
+        user, expires_in, ..
+    } = welcome
+    else {
+        unreachable!()
+    };
+    assert_eq!(user, "sandra");
+    assert!((3590..=3600).contains(&expires_in), "{expires_in}");
+    // The webhook's read permission applies: only the red car is sent.
+    p.subscribe(1, "SELECT * FROM cars", None).await;
+    let (initial, _) = p.until_caught_up(1).await;
+    assert_eq!(ids(&initial), vec!["\"a\""]);
+
+    // The request follows Ditto's contract and is signed.
+    assert_eq!(hook.count(), 1);
+    let (headers, body) = hook.call(0);
+    assert_eq!(
+        body,
+        json!({"appID": "app-42", "provider": "my-auth", "token": "jwt-of-sandra"})
+    );
+    let signature = headers
+        .iter()
+        .find(|(k, _)| k == "x-bigpeer-signature")
+        .map(|(_, v)| v.clone())
+        .expect("a signature header");
+    let t: i64 = signature
+        .strip_prefix("t=")
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.parse().ok())
+        .expect("t=");
+    assert!((bigpeer::auth::now_secs() - t).abs() < 60, "{signature}");
+    let raw = serde_json::to_vec(&body).expect("body");
+    assert_eq!(
+        signature,
+        bigpeer::sync::webhook::sign(WEBHOOK_SECRET, t, &raw)
+    );
+
+    // A second session with the same token is served from the cache.
+    let (_q, welcome) = Peer::open(&app, "jwt-of-sandra").await;
+    assert!(matches!(welcome, Msg::Welcome { ref user, .. } if user == "sandra"));
+    assert_eq!(hook.count(), 1);
+
+    // API keys keep working beside the webhook, without calling it.
+    let token = admin(&app).await;
+    let (_r, welcome) = Peer::open(&app, &token).await;
+    assert!(matches!(welcome, Msg::Welcome { .. }));
+    assert_eq!(hook.count(), 1);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn webhook_refusals_and_failures_are_precise_and_refusals_are_not_cached() {
+    let hook = FakeWebhook::start(std::sync::Arc::new(|req| {
+        match req["token"].as_str().unwrap_or_default() {
+            "refused" => (
+                401,
+                json!({"authenticate": false, "userInfo": "unknown user"}).to_string(),
+            ),
+            // The spelling of Ditto's published JSON schema.
+            "other-spelling" => (
+                200,
+                json!({"authenticated": true, "expirationSeconds": 60, "userID": "u2"}).to_string(),
+            ),
+            "crash" => (500, "{\"oops\": true}".to_owned()),
+            "garbage" => (200, "<html>not json</html>".to_owned()),
+            "no-user" => (
+                200,
+                json!({"authenticate": true, "expirationSeconds": 60}).to_string(),
+            ),
+            "bad-permissions" => (
+                200,
+                json!({"authenticate": true, "expirationSeconds": 60, "userID": "u3",
+                       "permissions": {"read": {"queriesByCollection": {"cars": ["color ==="]}}}})
+                .to_string(),
+            ),
+            _ => (404, String::new()),
+        }
+    }))
+    .await;
+    let app = app_with_webhook(&hook).await;
+
+    for (token, code) in [
+        ("refused", "auth/invalid-token"),
+        ("crash", "auth/webhook-failed"),
+        ("garbage", "auth/webhook-failed"),
+        ("no-user", "auth/webhook-failed"),
+        ("bad-permissions", "auth/webhook-failed"),
+    ] {
+        let mut p = Peer::connect(&app).await;
+        p.send(&Msg::Hello {
+            minor: 0,
+            site: SiteId::random(),
+            token: token.into(),
+            features: vec![],
+            last_sync_ms: 0,
+        })
+        .await;
+        p.expect_fatal(code).await;
+    }
+    let calls = hook.count();
+    assert_eq!(calls, 5);
+    // A refusal is asked again next time (the user may have been fixed meanwhile).
+    let mut p = Peer::connect(&app).await;
+    p.send(&Msg::Hello {
+        minor: 0,
+        site: SiteId::random(),
+        token: "refused".into(),
+        features: vec![],
+        last_sync_ms: 0,
+    })
+    .await;
+    p.expect_fatal("auth/invalid-token").await;
+    assert_eq!(hook.count(), calls + 1);
+
+    let (_p, welcome) = Peer::open(&app, "other-spelling").await;
+    assert!(matches!(welcome, Msg::Welcome { ref user, .. } if user == "u2"));
+    // An unknown or revoked API key is still refused without asking the webhook.
+    let before = hook.count();
+    let mut p = Peer::connect(&app).await;
+    p.send(&Msg::Hello {
+        minor: 0,
+        site: SiteId::random(),
+        token: format!("{}nope", bigpeer::auth::SECRET_PREFIX),
+        features: vec![],
+        last_sync_ms: 0,
+    })
+    .await;
+    p.expect_fatal("auth/invalid-token").await;
+    assert_eq!(hook.count(), before);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_webhook_session_ends_at_its_expiry_and_the_webhook_is_asked_again() {
+    let hook = FakeWebhook::start(std::sync::Arc::new(|_| {
+        (
+            200,
+            json!({"authenticate": true, "expirationSeconds": 1, "userID": "brief",
+                   "permissions": {"read": {"everything": true}, "write": {"everything": true}}})
+            .to_string(),
+        )
+    }))
+    .await;
+    let app = app_with_webhook(&hook).await;
+    let (mut p, welcome) = Peer::open(&app, "short-lived").await;
+    assert!(
+        matches!(welcome, Msg::Welcome { expires_in: 1, .. }),
+        "{welcome:?}"
+    );
+    p.expect_fatal("auth/expired").await;
+    assert_eq!(hook.count(), 1);
+    // The cached answer has expired with the session: a new login asks the webhook again.
+    let (_p, _) = Peer::open(&app, "short-lived").await;
+    assert_eq!(hook.count(), 2);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_webhook_is_a_webhook_failure() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let app = TestApp::spawn_with(integration_tests::TestDb::create().await, move |c| {
+        c.auth_webhook_url = Some(format!("http://127.0.0.1:{port}/validate_token"));
+    })
+    .await;
+    let mut p = Peer::connect(&app).await;
+    p.send(&Msg::Hello {
+        minor: 0,
+        site: SiteId::random(),
+        token: "whatever".into(),
+        features: vec![],
+        last_sync_ms: 0,
+    })
+    .await;
+    p.expect_fatal("auth/webhook-failed").await;
+    app.shutdown().await;
+}

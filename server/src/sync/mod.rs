@@ -13,6 +13,7 @@ mod checks;
 pub mod native;
 mod outbox;
 mod scan;
+pub mod webhook;
 mod ws;
 
 use std::sync::Arc;
@@ -92,6 +93,8 @@ pub struct SyncOptions {
     pub max_subscriptions: usize,
     /// Accept any token with every permission (development only).
     pub playground: bool,
+    /// Checks tokens that are not API keys (none: only API keys are accepted).
+    pub webhook: Option<webhook::AuthWebhook>,
     /// The change feed's settings (its buffer is how far a session may fall behind before it
     /// re-reads the database).
     pub feed: FeedOptions,
@@ -107,6 +110,7 @@ impl Default for SyncOptions {
             max_pending: 10_000,
             max_subscriptions: 256,
             playground: false,
+            webhook: None,
             feed: FeedOptions::default(),
         }
     }
@@ -153,6 +157,13 @@ impl SyncHub {
             feed: Arc::new(OnceCell::new()),
             closing: Arc::new(watch::channel(false).0),
         }
+    }
+
+    /// Uses `keys` (and so its cache) for peers' API keys: share the HTTP API's key store, so
+    /// that a revocation through the admin API reaches sync sessions at once.
+    pub fn with_keys(mut self, keys: KeyStore) -> SyncHub {
+        self.keys = keys;
+        self
     }
 
     /// Ends every session (`Bye` and a close): the server is shutting down.

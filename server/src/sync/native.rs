@@ -413,8 +413,29 @@ impl Session {
     // `min(client, server)`: a no-op while the server speaks minor 0.
     #[allow(clippy::unnecessary_min_or_max)]
     async fn hello(&mut self, minor: u16, token: &str) -> Result<(), Stop> {
+        let webhook = self
+            .hub
+            .options
+            .webhook
+            .as_ref()
+            .filter(|_| !token.starts_with(crate::auth::SECRET_PREFIX));
         let (perms, user, expires_at) = if self.hub.options.playground {
             (Permissions::all(), "playground".to_owned(), None)
+        } else if let Some(webhook) = webhook {
+            // Not an API key, and the operator has an authentication webhook: ask it.
+            match webhook.authenticate(token).await {
+                Ok(id) => (id.permissions.clone(), id.user.clone(), Some(id.expires_at)),
+                Err(e) => {
+                    let close = match e {
+                        super::webhook::WebhookError::Refused(_) => CLOSE_POLICY,
+                        super::webhook::WebhookError::Failed(_) => {
+                            tracing::warn!(error = %e, "sync session: authentication webhook failed");
+                            CLOSE_INTERNAL
+                        }
+                    };
+                    return Err(fatal(e.code(), e.to_string(), close));
+                }
+            }
         } else {
             match self.hub.keys.authenticate(token).await {
                 Ok(key) => (key.permissions.clone(), key.id.clone(), key.expires_at),
