@@ -73,7 +73,7 @@ pub struct CountRequest {
 }
 
 /// The legacy error body: `{"message", "code"}`.
-fn error(status: StatusCode, code: &str, message: String) -> HttpResponse {
+pub(super) fn error(status: StatusCode, code: &str, message: String) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({ "message": message, "code": code }))
 }
 
@@ -82,7 +82,7 @@ fn service_error(state: &AppState, e: &ServiceError) -> HttpResponse {
     error(super::store::status_of(e), e.code(), e.to_string())
 }
 
-async fn access(req: &HttpRequest, state: &AppState) -> Result<Access, HttpResponse> {
+pub(super) async fn access(req: &HttpRequest, state: &AppState) -> Result<Access, HttpResponse> {
     match admit(req, state).await {
         Ok(a) => Ok(a),
         Err(Refusal::Error(e)) => Err(service_error(state, &e)),

@@ -8,6 +8,7 @@ pub mod legacy;
 pub mod limits;
 pub mod metrics;
 pub mod store;
+pub mod write;
 
 use actix_web::web;
 
@@ -17,6 +18,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
     store::configure(cfg);
     legacy::configure(cfg);
+    write::configure(cfg);
     admin::configure(cfg);
     metrics::configure(cfg);
     crate::sync::configure(cfg);

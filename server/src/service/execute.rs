@@ -57,8 +57,8 @@ pub struct ExecuteResult {
 /// Runs DQL statements. Cheap to clone.
 #[derive(Clone)]
 pub struct Executor {
-    store: Store,
-    group: GroupCommit,
+    pub(super) store: Store,
+    pub(super) group: GroupCommit,
     settings: Arc<RwLock<Settings>>,
     /// Parsed statements by text (parsing does not depend on arguments or settings).
     parsed: moka::sync::Cache<String, Arc<bigpeer_dql::ast::Statement>>,
@@ -105,6 +105,21 @@ impl Executor {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    /// Parses a statement, or takes it from the cache of parsed statements.
+    pub(super) fn parse(
+        &self,
+        statement: &str,
+    ) -> Result<Arc<bigpeer_dql::ast::Statement>, bigpeer_dql::DqlError> {
+        if let Some(s) = self.parsed.get(statement) {
+            return Ok(s);
+        }
+        let s = Arc::new(bigpeer_dql::parse(statement)?);
+        if statement.len() <= 16 * 1024 {
+            self.parsed.insert(statement.to_owned(), s.clone());
+        }
+        Ok(s)
+    }
+
     /// Parses, checks and runs one statement with every permission.
     pub async fn execute(
         &self,
@@ -123,16 +138,7 @@ impl Executor {
         args: &BTreeMap<String, Value>,
         access: &Access,
     ) -> Result<ExecuteResult, ServiceError> {
-        let stmt = match self.parsed.get(statement) {
-            Some(s) => s,
-            None => {
-                let s = Arc::new(bigpeer_dql::parse(statement)?);
-                if statement.len() <= 16 * 1024 {
-                    self.parsed.insert(statement.to_owned(), s.clone());
-                }
-                s
-            }
-        };
+        let stmt = self.parse(statement)?;
         let opts = PlanOptions {
             strict_mode: self.settings().strict_mode(),
         };
@@ -257,23 +263,7 @@ impl Executor {
             .iter()
             .map(|d| (coll.clone(), d.id.clone()))
             .collect();
-        let job = move |w: &mut Working<'_>| -> Result<Vec<DocId>, StoreError> {
-            let mut mutated = Vec::new();
-            for d in &insert.documents {
-                let existing = w.value(&insert.collection, &d.id)?;
-                match eval::insert_ops(&insert, d, existing.as_ref()).map_err(query_error)? {
-                    InsertOutcome::Skip => {}
-                    InsertOutcome::Write(ops) => {
-                        check_write(allowed.as_ref(), &insert.collection, existing.as_ref())?;
-                        w.apply_ops(&insert.collection, &d.id, &ops)?;
-                        let after = w.value(&insert.collection, &d.id)?;
-                        check_write(allowed.as_ref(), &insert.collection, after.as_ref())?;
-                        mutated.push(d.id.clone());
-                    }
-                }
-            }
-            Ok(mutated)
-        };
+        let job = move |w: &mut Working<'_>| apply_insert(w, &insert, allowed.as_ref());
         let (ids, info) = self.group.transact(targets, job).await?;
         Ok(ExecuteResult {
             txn: info.txn,
@@ -283,12 +273,10 @@ impl Executor {
         })
     }
 
-    async fn update_or_remove(
-        &self,
-        plan: Plan,
-        allowed: Option<PExpr>,
-    ) -> Result<ExecuteResult, ServiceError> {
-        let CompiledPlan::Mutation { targets: find } = sql::compile(&plan)? else {
+    /// The documents an UPDATE / DELETE / EVICT may change, from a snapshot read: the write job
+    /// checks its filter again on each locked document.
+    pub(super) async fn find_targets(&self, plan: &Plan) -> Result<Vec<DocId>, ServiceError> {
+        let CompiledPlan::Mutation { targets: find } = sql::compile(plan)? else {
             return Err(ServiceError::Store(StoreError::Shared {
                 code: "internal",
                 message: "a mutation compiled to no target query".into(),
@@ -303,6 +291,15 @@ impl Executor {
             let key: Vec<u8> = r.try_get(0).map_err(StoreError::from)?;
             ids.push(DocId::from_key(&key).map_err(StoreError::from)?);
         }
+        Ok(ids)
+    }
+
+    async fn update_or_remove(
+        &self,
+        plan: Plan,
+        allowed: Option<PExpr>,
+    ) -> Result<ExecuteResult, ServiceError> {
+        let ids = self.find_targets(&plan).await?;
         let coll = plan.collection().unwrap_or_default().to_owned();
         if ids.is_empty() {
             return Ok(ExecuteResult {
@@ -313,38 +310,8 @@ impl Executor {
             });
         }
         let targets = ids.iter().map(|id| (coll.clone(), id.clone())).collect();
-        let job = move |w: &mut Working<'_>| -> Result<Vec<DocId>, StoreError> {
-            let mut mutated = Vec::new();
-            for id in &ids {
-                // Check the filter again on the locked, newest state.
-                let Some(value) = w.value(&coll, id)? else {
-                    continue;
-                };
-                let filter = match &plan {
-                    Plan::Update(u) => u.target.filter.as_ref(),
-                    Plan::Remove(r) => r.target.filter.as_ref(),
-                    _ => None,
-                };
-                if !eval::matches(filter, &value).map_err(query_error)? {
-                    continue;
-                }
-                check_write(allowed.as_ref(), &coll, Some(&value))?;
-                match &plan {
-                    Plan::Update(u) => {
-                        let ops = eval::update_ops(u, &value).map_err(query_error)?;
-                        w.apply_ops(&coll, id, &ops)?;
-                        let after = w.value(&coll, id)?;
-                        check_write(allowed.as_ref(), &coll, after.as_ref())?;
-                    }
-                    Plan::Remove(r) => match r.kind {
-                        RemoveKind::Delete => w.apply_ops(&coll, id, &[Op::Delete])?,
-                        RemoveKind::Evict => w.evict(&coll, id)?,
-                    },
-                    _ => {}
-                }
-                mutated.push(id.clone());
-            }
-            Ok(mutated)
+        let job = move |w: &mut Working<'_>| {
+            apply_update_or_remove(w, &plan, &coll, &ids, allowed.as_ref())
         };
         let (ids, info) = self.group.transact(targets, job).await?;
         Ok(ExecuteResult {
@@ -356,14 +323,94 @@ impl Executor {
     }
 }
 
-fn forbidden(what: &str, collection: &str) -> ServiceError {
+/// Applies an INSERT plan inside a write job: the ids written.
+pub(super) fn apply_insert(
+    w: &mut Working<'_>,
+    insert: &plan::InsertPlan,
+    allowed: Option<&PExpr>,
+) -> Result<Vec<DocId>, StoreError> {
+    let mut mutated = Vec::new();
+    for d in &insert.documents {
+        let existing = w.value(&insert.collection, &d.id)?;
+        match eval::insert_ops(insert, d, existing.as_ref()).map_err(query_error)? {
+            InsertOutcome::Skip => {}
+            InsertOutcome::Write(ops) => {
+                check_write(allowed, &insert.collection, existing.as_ref())?;
+                w.apply_ops(&insert.collection, &d.id, &ops)?;
+                let after = w.value(&insert.collection, &d.id)?;
+                check_write(allowed, &insert.collection, after.as_ref())?;
+                mutated.push(d.id.clone());
+            }
+        }
+    }
+    Ok(mutated)
+}
+
+/// Applies an UPDATE or a DELETE / EVICT plan inside a write job to the candidate documents
+/// `ids` (locked by the job): the filter is checked again on each locked, newest state. `then`
+/// runs on every updated document after the update's own operations. The ids written.
+pub(super) fn apply_update_or_remove(
+    w: &mut Working<'_>,
+    plan: &Plan,
+    coll: &str,
+    ids: &[DocId],
+    allowed: Option<&PExpr>,
+) -> Result<Vec<DocId>, StoreError> {
+    apply_update_or_remove_then(w, plan, coll, ids, allowed, |_, _| Ok(()))
+}
+
+/// [`apply_update_or_remove`] with extra work on every updated document (`then`, given the
+/// document's id and run after the update's own operations).
+pub(super) fn apply_update_or_remove_then(
+    w: &mut Working<'_>,
+    plan: &Plan,
+    coll: &str,
+    ids: &[DocId],
+    allowed: Option<&PExpr>,
+    mut then: impl FnMut(&mut Working<'_>, &DocId) -> Result<(), StoreError>,
+) -> Result<Vec<DocId>, StoreError> {
+    let filter = match plan {
+        Plan::Update(u) => u.target.filter.as_ref(),
+        Plan::Remove(r) => r.target.filter.as_ref(),
+        _ => None,
+    };
+    let mut mutated = Vec::new();
+    for id in ids {
+        // Check the filter again on the locked, newest state.
+        let Some(value) = w.value(coll, id)? else {
+            continue;
+        };
+        if !eval::matches(filter, &value).map_err(query_error)? {
+            continue;
+        }
+        check_write(allowed, coll, Some(&value))?;
+        match plan {
+            Plan::Update(u) => {
+                let ops = eval::update_ops(u, &value).map_err(query_error)?;
+                w.apply_ops(coll, id, &ops)?;
+                then(w, id)?;
+                let after = w.value(coll, id)?;
+                check_write(allowed, coll, after.as_ref())?;
+            }
+            Plan::Remove(r) => match r.kind {
+                RemoveKind::Delete => w.apply_ops(coll, id, &[Op::Delete])?,
+                RemoveKind::Evict => w.evict(coll, id)?,
+            },
+            _ => {}
+        }
+        mutated.push(id.clone());
+    }
+    Ok(mutated)
+}
+
+pub(super) fn forbidden(what: &str, collection: &str) -> ServiceError {
     ServiceError::Auth(AuthError::Forbidden(format!(
         "no permission to {what} collection \"{collection}\""
     )))
 }
 
 /// The write restriction on a collection: `None` for everything, an error for nothing.
-fn writable(access: &Access, collection: &str) -> Result<Option<PExpr>, ServiceError> {
+pub(super) fn writable(access: &Access, collection: &str) -> Result<Option<PExpr>, ServiceError> {
     match access.write(collection)? {
         Allowed::All => Ok(None),
         Allowed::Nothing => Err(forbidden("write to", collection)),
@@ -394,17 +441,17 @@ fn check_write(
 
 /// A DQL error raised inside a write job: it travels as a store error, so that the transaction
 /// engine undoes the job, and comes back out as the DQL error it is.
-fn query_error(e: bigpeer_dql::DqlError) -> StoreError {
+pub(super) fn query_error(e: bigpeer_dql::DqlError) -> StoreError {
     StoreError::Query(Box::new(e))
 }
 
-fn sorted(mut ids: Vec<DocId>) -> Vec<Value> {
+pub(super) fn sorted(mut ids: Vec<DocId>) -> Vec<Value> {
     ids.sort();
     ids.dedup();
     ids.into_iter().map(DocId::into_value).collect()
 }
 
-fn bind<'q>(
+pub(super) fn bind<'q>(
     mut q: Query<'q, Postgres, PgArguments>,
     params: &'q [SqlParam],
 ) -> Query<'q, Postgres, PgArguments> {

@@ -3,10 +3,15 @@
 mod access;
 mod error;
 mod execute;
+mod write;
 
 pub use access::{validate as validate_permissions, Access, Allowed};
 pub use error::ServiceError;
 pub use execute::{ExecuteResult, Executor, QueryType};
+pub use write::{
+    parse_path, BatchError, FieldType, UpdateOp, WriteCommand, WriteOutcome, WriteResult,
+    WriteStrategy,
+};
 
 #[cfg(test)]
 mod tests;
