@@ -7,6 +7,7 @@
 //! | `outbox` | document with local changes the big peer has not acknowledged | `collection`, `id`, `change`, `denied` |
 //! | `settings` | `ALTER SYSTEM` override | `name`, `value` (JSON) |
 //! | `cursors` | durable subscription | `subscription`, `epoch`, `seq` |
+//! | `subscriptions` | remembered sync subscription (format 2) | `key` ([`crate::subscription_key`]), `query`, `args` (JSON), `created_ms` |
 //!
 //! `value_exact` is 1 when the JSON text reads back as the same [`Value`] (true unless the
 //! document holds binary data, which JSON writes as an array of numbers); reads of inexact rows
@@ -21,7 +22,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::error::{PeerError, Result};
 
 /// The newest layout this code writes (`PRAGMA user_version`).
-pub const FORMAT: i64 = 1;
+pub const FORMAT: i64 = 2;
 
 const MIGRATION_1: &str = "
 CREATE TABLE peer (
@@ -60,6 +61,16 @@ CREATE TABLE cursors (
 ) WITHOUT ROWID;
 ";
 
+/// Format 2: the sync subscriptions a store remembers (the CLI's `sync --subscribe`, `watch`).
+const MIGRATION_2: &str = "
+CREATE TABLE subscriptions (
+    key TEXT PRIMARY KEY,
+    query TEXT NOT NULL,
+    args TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
 /// Connection settings: WAL, full fsync at commit, a busy timeout for a second process.
 pub fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -89,6 +100,11 @@ pub fn migrate(conn: &mut Connection) -> Result<(SiteId, Hlc)> {
                 hlc_to_sql(Hlc(bigpeer_schema::hlc::now_ms()))
             ],
         )?;
+    }
+    if version < 2 {
+        tx.execute_batch(MIGRATION_2)?;
+    }
+    if version < FORMAT {
         tx.execute_batch(&format!("PRAGMA user_version = {FORMAT}"))?;
     }
     let identity = identity(&tx)?;

@@ -31,11 +31,47 @@ pub enum PeerError {
     /// Creating the data directory failed.
     #[error("cannot use data directory: {0}")]
     Io(#[from] std::io::Error),
+    /// The sync client failed, or the big peer ended the session with an error (see
+    /// [`SyncFailure`] for the codes).
+    #[error(transparent)]
+    Sync(#[from] SyncFailure),
+}
+
+/// Why syncing failed: a stable code and a message. Codes of the client itself:
+///
+/// | code | meaning |
+/// |---|---|
+/// | `sync/invalid-url` | the URL is not `ws://host[:port]` or `wss://host[:port]` |
+/// | `sync/invalid-ca` | the CA certificate file is unreadable or holds no PEM certificate |
+/// | `sync/unreachable` | the big peer could not be reached (DNS, refused, TLS, no answer in time) |
+/// | `sync/refused` | the big peer refused the WebSocket upgrade (for example no common protocol) |
+/// | `sync/timeout` | no message from the big peer for twice its heartbeat, or a wait that ran out |
+/// | `sync/disconnected` | the connection broke |
+/// | `sync/stopped` | the client was stopped (or dropped) |
+///
+/// Errors the big peer sends keep its code: `auth/invalid-token`, `auth/expired`,
+/// `auth/forbidden` (a denied push), `query/invalid`, `query/unsupported` (a failed
+/// subscription), `protocol/...`, `sync/slow-consumer`, `internal`, ... (see
+/// `docs/sync-protocol.md`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SyncFailure {
+    pub code: String,
+    pub message: String,
+}
+
+impl SyncFailure {
+    pub fn new(code: &str, message: impl Into<String>) -> SyncFailure {
+        SyncFailure {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
 }
 
 impl PeerError {
     /// Stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
         match self {
             PeerError::Dql(e) => e.code.as_str(),
             PeerError::Args(_) => "query/invalid",
@@ -44,6 +80,7 @@ impl PeerError {
             PeerError::Schema(e) => e.code(),
             PeerError::Protocol(_) => "protocol/malformed",
             PeerError::UnsupportedFormat { .. } => "store/unsupported-version",
+            PeerError::Sync(f) => &f.code,
         }
     }
 

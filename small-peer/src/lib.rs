@@ -35,9 +35,11 @@ pub mod lookup;
 pub mod observe;
 pub mod remote;
 pub mod store;
+pub mod sync;
 
 pub use bigpeer_dql::exec::QueryResult;
-pub use error::{PeerError, Result};
+pub use error::{PeerError, Result, SyncFailure};
 pub use observe::{ObserveError, Observer, Snapshot};
 pub use remote::{subscription_key, MergeOutcome, OutboxEntry};
 pub use store::{args_from_json, Store, FILE_NAME};
+pub use sync::{SharedStore, SyncClient, SyncConfig, SyncHandle, SyncStatus};

@@ -1,52 +1,76 @@
 //! `smallpeer`: a small peer on the command line.
 //!
 //! ```text
-//! smallpeer --data DIR [--connect URL] [--token T] exec "<DQL>" [--args JSON]
-//! smallpeer --data DIR --connect URL [--token T] watch "<DQL>" [--args JSON]
-//! smallpeer --data DIR --connect URL [--token T] sync --subscribe "<DQL>" ...
+//! smallpeer --data DIR [--connect URL] [--token T] exec "<DQL>" [--args JSON] [--subscribe "<SELECT>"]... [--timeout SECS]
+//! smallpeer --data DIR --connect URL [--token T] watch "<SELECT>" [--args JSON]
+//! smallpeer --data DIR --connect URL [--token T] sync --subscribe "<SELECT>"...
 //! ```
 //!
-//! `exec` prints `{"items": [...], "mutatedDocumentIds": [...]}` on stdout. Errors are printed
-//! on stderr as `{"code": ..., "message": ...}`; the exit code is 2 for a bad statement, bad
-//! arguments or a feature that is not available, 1 for a storage failure.
+//! `exec` prints `{"items": [...], "mutatedDocumentIds": [...]}` on stdout; with `--connect` it
+//! then syncs until the big peer holds every local change and every subscription has caught
+//! up. `watch` prints `{"items": [...]}` at start and whenever the result changes. Sync events
+//! (`connected`, `disconnected`, `caught-up`, `denied`, ...) go to stderr as JSON lines. Errors
+//! are printed on stderr as `{"code": ..., "message": ...}`; the exit code is 2 for a bad
+//! statement, bad arguments or bad usage (URL, CA file, missing `--connect`), 1 for a storage or
+//! sync failure (unreachable big peer, refused token, denied writes, timeout).
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use bigpeer_schema::Value;
 use clap::{Parser, Subcommand};
-use smallpeer::{PeerError, Store};
+use smallpeer::sync::{SubscriptionPhase, SyncStatus};
+use smallpeer::{PeerError, Store, SyncClient, SyncConfig, SyncFailure, SyncHandle};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "smallpeer",
     version,
-    about = "A bigpeer small peer: local DQL over an embedded store"
+    about = "A bigpeer small peer: local DQL over an embedded store, synced with a big peer"
 )]
 struct Cli {
     /// Directory holding the peer's database (created when missing).
     #[arg(long, value_name = "DIR")]
     data: PathBuf,
-    /// The big peer to sync with (ws:// or wss:// URL of its sync endpoint).
+    /// The big peer to sync with: its base URL, ws://HOST:PORT or wss://HOST:PORT (the path
+    /// /api/v4/sync is added).
     #[arg(long, value_name = "URL", global = true)]
     connect: Option<String>,
     /// Credentials for the big peer (an API key or a token of its auth webhook).
-    #[arg(long, value_name = "T", global = true)]
+    #[arg(long, value_name = "T", global = true, env = "SMALLPEER_TOKEN")]
     token: Option<String>,
+    /// A PEM file of CA certificates to trust for wss:// (beside the bundled web PKI roots),
+    /// e.g. the big peer's self-signed certificate.
+    #[arg(long, value_name = "PEM", global = true, env = "SMALLPEER_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs one DQL statement on the local store and prints its result as JSON.
+    /// Runs one DQL statement on the local store and prints its result as JSON; with --connect,
+    /// then syncs until the big peer holds the local changes and the subscriptions have caught
+    /// up.
     Exec {
         /// The DQL statement.
         statement: String,
         /// The statement's arguments as a JSON object.
         #[arg(long, value_name = "JSON")]
         args: Option<String>,
+        /// A DQL SELECT to sync (repeatable); remembered in the store for later runs.
+        #[arg(long, value_name = "SELECT")]
+        subscribe: Vec<String>,
+        /// With --connect: how long to try to sync, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        timeout: u64,
     },
-    /// Prints a query's result, then again each time it changes (needs the sync client).
+    /// Subscribes to a query and prints its result as one JSON line at start and each time it
+    /// changes, until SIGINT or SIGTERM.
     Watch {
         /// The DQL SELECT statement.
         statement: String,
@@ -54,17 +78,18 @@ enum Command {
         #[arg(long, value_name = "JSON")]
         args: Option<String>,
     },
-    /// Syncs with the big peer given by --connect (needs the sync client).
+    /// Syncs with the big peer given by --connect until SIGINT or SIGTERM.
     Sync {
-        /// A DQL SELECT saying which documents to sync (repeatable).
-        #[arg(long, value_name = "DQL")]
+        /// A DQL SELECT saying which documents to sync (repeatable); remembered in the store
+        /// for later runs.
+        #[arg(long, value_name = "SELECT")]
         subscribe: Vec<String>,
     },
 }
 
 /// An error as the CLI reports it.
 struct Failure {
-    code: &'static str,
+    code: String,
     message: String,
     exit: u8,
 }
@@ -75,57 +100,349 @@ impl From<PeerError> for Failure {
             PeerError::Dql(d) => d.message.clone(),
             other => other.to_string(),
         };
+        let usage = matches!(e.code(), "sync/invalid-url" | "sync/invalid-ca");
         Failure {
-            code: e.code(),
-            exit: if e.is_user_error() { 2 } else { 1 },
+            code: e.code().to_owned(),
+            exit: if e.is_user_error() || usage { 2 } else { 1 },
             message,
         }
     }
 }
 
-fn sync_unavailable() -> Failure {
+impl From<SyncFailure> for Failure {
+    fn from(f: SyncFailure) -> Failure {
+        Failure::from(PeerError::Sync(f))
+    }
+}
+
+fn usage(message: &str) -> Failure {
     Failure {
-        code: "sync/unavailable",
-        message: "sync is not available yet".to_owned(),
+        code: "cli/usage".to_owned(),
+        message: message.to_owned(),
         exit: 2,
     }
 }
 
-fn exec(data: &PathBuf, statement: &str, args: Option<&str>) -> Result<serde_json::Value, Failure> {
+fn parse_args(args: Option<&str>) -> Result<BTreeMap<String, Value>, Failure> {
     let args = match args {
         None => serde_json::Value::Null,
         Some(text) => serde_json::from_str(text).map_err(|e| {
             Failure::from(PeerError::Args(format!("--args is not valid JSON: {e}")))
         })?,
     };
-    let args = smallpeer::args_from_json(&args)?;
-    let mut store = Store::open_dir(data)?;
-    let r = store.execute(statement, &args)?;
-    Ok(serde_json::json!({
-        "items": r.items,
-        "mutatedDocumentIds": r.mutated_ids,
-    }))
+    Ok(smallpeer::args_from_json(&args)?)
 }
 
-fn run(cli: Cli) -> Result<serde_json::Value, Failure> {
-    match cli.command {
-        Command::Exec { statement, args } => {
-            if cli.connect.is_some() {
-                return Err(sync_unavailable());
-            }
-            exec(&cli.data, &statement, args.as_deref())
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::from(PeerError::Io(e)))
+}
+
+/// The sync settings for this run: every subscription the store remembers.
+fn sync_config(
+    url: &str,
+    token: Option<&str>,
+    ca_cert: Option<&Path>,
+    store: &Store,
+) -> Result<SyncConfig, Failure> {
+    let mut config = SyncConfig::new(url, token.unwrap_or_default());
+    if let Some(path) = ca_cert {
+        config = config.ca_cert_file(path)?;
+    }
+    for (query, args) in store.remembered_subscriptions()? {
+        config
+            .subscriptions
+            .push(smallpeer::sync::Subscription { query, args });
+    }
+    Ok(config)
+}
+
+fn print_line(v: &serde_json::Value) -> bool {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{v}").and_then(|()| out.flush()).is_ok()
+}
+
+fn event(v: serde_json::Value) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{v}");
+}
+
+/// Prints sync events on stderr as the status changes.
+#[derive(Default)]
+struct Events {
+    last: SyncStatus,
+}
+
+impl Events {
+    fn update(&mut self, now: &SyncStatus) {
+        let before = &self.last;
+        if now.connected && !before.connected {
+            event(
+                serde_json::json!({"event": "connected", "session": now.session, "user": now.user}),
+            );
         }
-        Command::Watch { .. } | Command::Sync { .. } => Err(sync_unavailable()),
+        if now.last_error != before.last_error {
+            if let Some(e) = &now.last_error {
+                let name = if before.connected && !now.connected {
+                    "disconnected"
+                } else {
+                    "error"
+                };
+                event(serde_json::json!({"event": name, "code": e.code, "message": e.message}));
+            }
+        }
+        for s in &now.subscriptions {
+            let old = before
+                .subscriptions
+                .iter()
+                .find(|o| o.subscription == s.subscription)
+                .map(|o| &o.phase);
+            if old == Some(&s.phase) {
+                continue;
+            }
+            match &s.phase {
+                SubscriptionPhase::CaughtUp => event(
+                    serde_json::json!({"event": "caught-up", "subscription": s.subscription.query}),
+                ),
+                SubscriptionPhase::Failed(f) => event(serde_json::json!({
+                    "event": "subscription-failed", "subscription": s.subscription.query,
+                    "code": f.code, "message": f.message,
+                })),
+                SubscriptionPhase::Pending | SubscriptionPhase::Active => {}
+            }
+        }
+        for d in &now.denied {
+            if !before.denied.contains(d) {
+                event(serde_json::json!({
+                    "event": "denied", "collection": d.collection, "id": d.id.value(), "code": d.code,
+                }));
+            }
+        }
+        self.last = now.clone();
+    }
+}
+
+/// Resolves at SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Runs the client until a signal (`Ok`) or an error that ends it.
+async fn sync_until_stopped(handle: SyncHandle) -> Result<(), Failure> {
+    let mut status = handle.watch_status();
+    let mut events = Events::default();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            () = &mut signal => {
+                handle.stop().await;
+                return Ok(());
+            }
+            changed = status.changed() => {
+                if changed.is_err() {
+                    return Err(SyncFailure::new("sync/stopped", "the sync client has stopped").into());
+                }
+                let now = status.borrow_and_update().clone();
+                events.update(&now);
+                if let Some(f) = &now.finished {
+                    return Err(f.clone().into());
+                }
+            }
+        }
+    }
+}
+
+fn exec(
+    cli: &Cli,
+    statement: &str,
+    args: Option<&str>,
+    subscribe: &[String],
+    timeout: u64,
+) -> Result<(), Failure> {
+    let args = parse_args(args)?;
+    let mut store = Store::open_dir(&cli.data)?;
+    for q in subscribe {
+        store.check_select(q, &BTreeMap::new())?;
+    }
+    let r = store.execute(statement, &args)?;
+    for q in subscribe {
+        store.remember_subscription(q, &Value::Null)?;
+    }
+    let config = match &cli.connect {
+        Some(url) => Some(sync_config(
+            url,
+            cli.token.as_deref(),
+            cli.ca_cert.as_deref(),
+            &store,
+        )?),
+        None => None,
+    };
+    print_line(&serde_json::json!({
+        "items": r.items,
+        "mutatedDocumentIds": r.mutated_ids,
+    }));
+    let Some(config) = config else {
+        return Ok(());
+    };
+    let url = config.url.clone();
+    let store = Arc::new(Mutex::new(store));
+    runtime()?.block_on(async move {
+        let handle = SyncClient::start(store, config)?;
+        let limit = Duration::from_secs(timeout);
+        let outcome = tokio::time::timeout(limit, handle.wait_until_synced()).await;
+        let status = handle.status();
+        Events::default().update(&status);
+        handle.stop().await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Failure::from(e)),
+            Err(_) => {
+                let why = status
+                    .last_error
+                    .map(|e| format!(": {}", e.message))
+                    .unwrap_or_default();
+                return Err(if status.stats.sessions == 0 {
+                    Failure {
+                        code: "sync/unreachable".into(),
+                        message: format!("could not sync with {url} within {timeout} s{why}"),
+                        exit: 1,
+                    }
+                } else {
+                    Failure {
+                        code: "sync/timeout".into(),
+                        message: format!("not synced with {url} within {timeout} s{why}"),
+                        exit: 1,
+                    }
+                });
+            }
+        }
+        if let Some(d) = status.denied.first() {
+            let docs: Vec<String> = status
+                .denied
+                .iter()
+                .map(|d| format!("{}/{}", d.collection, d.id))
+                .collect();
+            return Err(Failure {
+                code: d.code.clone(),
+                message: format!(
+                    "the big peer refused local changes (kept locally): {}",
+                    docs.join(", ")
+                ),
+                exit: 1,
+            });
+        }
+        Ok(())
+    })
+}
+
+fn watch(cli: &Cli, statement: &str, args: Option<&str>) -> Result<(), Failure> {
+    let url = cli
+        .connect
+        .as_deref()
+        .ok_or_else(|| usage("watch needs --connect URL"))?;
+    let args = parse_args(args)?;
+    let mut store = Store::open_dir(&cli.data)?;
+    let mut observer = store.observe(statement, &args)?;
+    let sub_args = Value::Object(args);
+    store.remember_subscription(statement, &sub_args)?;
+    let config = sync_config(url, cli.token.as_deref(), cli.ca_cert.as_deref(), &store)?;
+    let own_key = smallpeer::subscription_key(statement, &sub_args);
+    let store = Arc::new(Mutex::new(store));
+    runtime()?.block_on(async move {
+        let handle = SyncClient::start(store, config)?;
+        let mut status = handle.watch_status();
+        let mut events = Events::default();
+        let signal = shutdown_signal();
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                () = &mut signal => break,
+                snap = observer.next() => match snap {
+                    Some(Ok(items)) => {
+                        if !print_line(&serde_json::json!({"items": *items})) {
+                            break; // stdout is gone
+                        }
+                    }
+                    Some(Err(e)) => event(serde_json::json!({"event": "query-error", "code": e.code, "message": e.message})),
+                    None => break,
+                },
+                changed = status.changed() => {
+                    if changed.is_err() {
+                        return Err(SyncFailure::new("sync/stopped", "the sync client has stopped").into());
+                    }
+                    let now = status.borrow_and_update().clone();
+                    events.update(&now);
+                    if let Some(f) = now.finished {
+                        return Err(f.into());
+                    }
+                    let failed = now.subscriptions.iter().find_map(|s| match &s.phase {
+                        SubscriptionPhase::Failed(f) if s.subscription.key() == own_key => Some(f.clone()),
+                        _ => None,
+                    });
+                    if let Some(f) = failed {
+                        handle.stop().await;
+                        return Err(f.into());
+                    }
+                }
+            }
+        }
+        handle.stop().await;
+        Ok(())
+    })
+}
+
+fn sync(cli: &Cli, subscribe: &[String]) -> Result<(), Failure> {
+    let url = cli
+        .connect
+        .as_deref()
+        .ok_or_else(|| usage("sync needs --connect URL"))?;
+    let mut store = Store::open_dir(&cli.data)?;
+    for q in subscribe {
+        // Checked here, so that a typo is reported before anything is remembered.
+        store.check_select(q, &BTreeMap::new())?;
+    }
+    for q in subscribe {
+        store.remember_subscription(q, &Value::Null)?;
+    }
+    let config = sync_config(url, cli.token.as_deref(), cli.ca_cert.as_deref(), &store)?;
+    let store = Arc::new(Mutex::new(store));
+    runtime()?.block_on(async move {
+        let handle = SyncClient::start(store, config)?;
+        sync_until_stopped(handle).await
+    })
+}
+
+fn run(cli: &Cli) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Exec {
+            statement,
+            args,
+            subscribe,
+            timeout,
+        } => exec(cli, statement, args.as_deref(), subscribe, *timeout),
+        Command::Watch { statement, args } => watch(cli, statement, args.as_deref()),
+        Command::Sync { subscribe } => sync(cli, subscribe),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(out) => {
-            println!("{out}");
-            ExitCode::SUCCESS
-        }
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!(
                 "{}",

@@ -81,6 +81,10 @@ impl Store {
     /// Merges changes received from the big peer, in one transaction with the subscriptions'
     /// new cursors (`(subscription key, cursor)`, see [`subscription_key`]). Returns one outcome
     /// per change, in order. Observers are told after the commit.
+    ///
+    /// When a change is refused (its base is not here: the sync client asks for it with a
+    /// `Want`), the cursors are not moved: until the missing change arrives, a restart must
+    /// fetch it again from the old position.
     pub fn apply_remote(
         &mut self,
         changes: &[DocChange],
@@ -134,6 +138,10 @@ impl Store {
                 outcomes.push(MergeOutcome::Unchanged);
             }
         }
+        let refused = outcomes
+            .iter()
+            .any(|o| matches!(o, MergeOutcome::Refused { .. }));
+        let cursors = if refused { &[][..] } else { cursors };
         for (sub, cursor) in cursors {
             local
                 .conn()
@@ -281,12 +289,70 @@ impl Store {
         }))
     }
 
+    /// Remembers a sync subscription (a DQL `SELECT` and its arguments, an object or null) for
+    /// later runs; returns its [`subscription_key`]. Remembering it again changes nothing.
+    pub fn remember_subscription(&mut self, query: &str, args: &Value) -> Result<String> {
+        let args = normalize_args(args)?;
+        let key = subscription_key(query, &args);
+        self.conn
+            .prepare_cached(
+                "INSERT INTO subscriptions (key, query, args, created_ms) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (key) DO NOTHING",
+            )?
+            .execute(params![
+                key,
+                query,
+                args.to_json_string(),
+                i64::try_from(bigpeer_schema::hlc::now_ms()).unwrap_or(i64::MAX)
+            ])?;
+        Ok(key)
+    }
+
+    /// The remembered subscriptions (query, arguments), oldest first.
+    pub fn remembered_subscriptions(&self) -> Result<Vec<(String, Value)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT query, args FROM subscriptions ORDER BY created_ms, key")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(q, a)| {
+                let args = Value::parse_json(&a)
+                    .map_err(|e| PeerError::Corrupt(format!("subscription arguments: {e}")))?;
+                Ok((q, args))
+            })
+            .collect()
+    }
+
+    /// Forgets a remembered subscription and its cursor; true when it was remembered.
+    pub fn forget_subscription(&mut self, query: &str, args: &Value) -> Result<bool> {
+        let key = subscription_key(query, &normalize_args(args)?);
+        let tx = self.conn.transaction()?;
+        let n = tx.execute("DELETE FROM subscriptions WHERE key = ?1", params![key])?;
+        tx.execute("DELETE FROM cursors WHERE subscription = ?1", params![key])?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
     /// Forgets a subscription's cursor (the next subscribe starts from scratch).
     pub fn forget_cursor(&mut self, subscription: &str) -> Result<()> {
         self.conn
             .prepare_cached("DELETE FROM cursors WHERE subscription = ?1")?
             .execute(params![subscription])?;
         Ok(())
+    }
+}
+
+/// Subscription arguments as they are keyed and sent: an object (`null` is the empty object).
+pub fn normalize_args(args: &Value) -> Result<Value> {
+    match args {
+        Value::Null => Ok(Value::Object(Default::default())),
+        Value::Object(_) => Ok(args.clone()),
+        other => Err(PeerError::Args(format!(
+            "subscription arguments must be an object, not {}",
+            other.type_name()
+        ))),
     }
 }
 

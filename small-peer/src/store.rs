@@ -26,6 +26,8 @@ pub struct Store {
     pub(crate) conn: Connection,
     pub(crate) clock: Clock,
     pub(crate) observers: Registry,
+    /// Counts committed local writes (the sync client waits on it to push promptly).
+    pub(crate) local_writes: tokio::sync::watch::Sender<u64>,
 }
 
 // The sync client moves the store into its task (behind a mutex): it must stay `Send`.
@@ -68,6 +70,7 @@ impl Store {
             conn,
             clock: Clock::resume(site, hlc),
             observers: Registry::default(),
+            local_writes: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -116,8 +119,31 @@ impl Store {
         let result = exec::run(&mut local, plan)?;
         let touched = local.finish()?;
         tx.commit()?;
+        if writes && !touched.is_empty() {
+            self.local_writes.send_modify(|n| *n = n.wrapping_add(1));
+        }
         self.notify(&touched);
         Ok(result)
+    }
+
+    /// Ticks after every committed local statement that wrote documents of this handle (the
+    /// sync client waits on it to push local changes at once). Writes made through another
+    /// handle or process on the same file are not seen here; the sync client also looks at the
+    /// outbox every second.
+    pub fn local_writes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.local_writes.subscribe()
+    }
+
+    /// Checks that a statement parses and plans as a `SELECT` (what a sync subscription or an
+    /// observer needs); the big peer may still refuse forms it does not sync (`LIMIT`, ...).
+    pub fn check_select(&self, text: &str, args: &BTreeMap<String, Value>) -> Result<()> {
+        match self.plan(text, args)? {
+            Plan::Select(_) => Ok(()),
+            _ => Err(PeerError::Dql(bigpeer_dql::DqlError::invalid(
+                "a subscription needs a SELECT statement",
+                bigpeer_dql::ast::Span::NONE,
+            ))),
+        }
     }
 
     /// A live query: the observer holds the result now and gets it again each time it changes
@@ -143,6 +169,7 @@ impl Store {
             conn,
             clock,
             observers,
+            ..
         } = self;
         observers.notify(touched, |plan| {
             let tx = conn.transaction()?;

@@ -112,35 +112,95 @@ fn bad_statements_and_arguments_exit_2_with_a_json_error() {
 }
 
 #[test]
-fn sync_commands_say_they_are_not_available_yet() {
+fn sync_commands_check_their_usage_before_connecting() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path();
-    for args in [
-        vec![
-            "--connect",
-            "ws://127.0.0.1:1/api/v4/sync",
-            "exec",
-            "SELECT * FROM c",
-        ],
-        vec!["watch", "SELECT * FROM c"],
-        vec![
-            "--connect",
-            "ws://127.0.0.1:1/api/v4/sync",
-            "--token",
-            "t",
-            "sync",
-            "--subscribe",
-            "SELECT * FROM c",
-        ],
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").expect("write");
+    let garbage = garbage.to_string_lossy().into_owned();
+    for (args, code) in [
+        (vec!["watch", "SELECT * FROM c"], "cli/usage"),
+        (vec!["sync", "--subscribe", "SELECT * FROM c"], "cli/usage"),
+        (
+            vec!["--connect", "http://127.0.0.1:1", "sync"],
+            "sync/invalid-url",
+        ),
+        (
+            vec!["--connect", "127.0.0.1:1", "watch", "SELECT * FROM c"],
+            "sync/invalid-url",
+        ),
+        (
+            vec![
+                "--connect",
+                "wss://127.0.0.1:1",
+                "--ca-cert",
+                &garbage,
+                "sync",
+            ],
+            "sync/invalid-ca",
+        ),
+        (
+            vec![
+                "--connect",
+                "ws://127.0.0.1:1",
+                "sync",
+                "--subscribe",
+                "DELETE FROM c",
+            ],
+            "query/invalid",
+        ),
+        (
+            vec!["--connect", "ws://127.0.0.1:1", "watch", "SELEC"],
+            "query/invalid",
+        ),
     ] {
         let out = smallpeer(data, &args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert_eq!(
-            stderr_json(&out)["message"],
-            "sync is not available yet",
-            "{args:?}"
-        );
+        assert_eq!(stderr_json(&out)["code"], code, "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
     }
+}
+
+#[test]
+fn exec_connect_to_nothing_fails_after_its_timeout_and_keeps_the_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path();
+    // Nothing listens on port 1.
+    let out = smallpeer(
+        data,
+        &[
+            "--connect",
+            "ws://127.0.0.1:1",
+            "exec",
+            "INSERT INTO c DOCUMENTS ({'_id': 'offline'})",
+            "--timeout",
+            "2",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    // The statement ran and its result was printed before syncing.
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(
+        printed["mutatedDocumentIds"],
+        serde_json::json!(["offline"])
+    );
+    let err: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .expect("an error line"),
+    )
+    .expect("stderr is JSON lines");
+    assert_eq!(err["code"], "sync/unreachable", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("127.0.0.1:1")),
+        "{err}"
+    );
+    // The write is kept, waiting in the outbox for the next sync.
+    let store = smallpeer::Store::open_dir(data).expect("open");
+    assert_eq!(store.outbox().expect("outbox").len(), 1);
 }
 
 #[test]
