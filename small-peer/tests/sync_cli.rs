@@ -1,0 +1,252 @@
+//! The `smallpeer` binary syncing with the real server (in-process, on a fresh database of a
+//! real Postgres; see `integration-tests`).
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use integration_tests::{TestApp, TestDb};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::Command;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn smallpeer(data: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_smallpeer"));
+    c.arg("--data").arg(data).args(args).kill_on_drop(true);
+    c
+}
+
+/// Runs the binary to its end (bounded).
+async fn run(data: &Path, args: &[&str]) -> Output {
+    tokio::time::timeout(WAIT, smallpeer(data, args).output())
+        .await
+        .expect("smallpeer ends in time")
+        .expect("run smallpeer")
+}
+
+fn stdout_json(o: &Output) -> Value {
+    assert!(
+        o.status.success(),
+        "status {:?}, stderr {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("stdout is JSON")
+}
+
+/// The last line on stderr (the error, after any sync events), as JSON.
+fn last_error(o: &Output) -> Value {
+    let text = String::from_utf8_lossy(&o.stderr);
+    let line = text.lines().last().expect("an error line");
+    serde_json::from_str(line).expect("stderr is JSON lines")
+}
+
+async fn playground() -> TestApp {
+    TestApp::spawn_with(TestDb::create().await, |c| c.playground = true).await
+}
+
+async fn http(app: &TestApp, statement: &str) -> Value {
+    let (status, body) = app
+        .post("/api/v4/store/execute", &json!({ "statement": statement }))
+        .await;
+    assert_eq!(status, 200, "{statement}: {body}");
+    body
+}
+
+#[tokio::test]
+async fn exec_connect_pushes_local_writes_and_pulls_subscriptions() {
+    let app = playground().await;
+    let url = format!("ws://{}", app.app.local_addr());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path();
+
+    let out = run(
+        data,
+        &[
+            "--connect",
+            &url,
+            "exec",
+            "INSERT INTO cars DOCUMENTS ({'_id': 'a', 'color': 'blue'})",
+        ],
+    )
+    .await;
+    assert_eq!(stdout_json(&out)["mutatedDocumentIds"], json!(["a"]));
+    // Acknowledged by the big peer before the exit.
+    let body = http(&app, "SELECT * FROM cars").await;
+    assert_eq!(body["items"], json!([{"_id": "a", "color": "blue"}]));
+
+    // A write on the server, pulled by a subscription given on exec (and remembered).
+    http(
+        &app,
+        "INSERT INTO cars DOCUMENTS ({'_id': 'b', 'color': 'red'})",
+    )
+    .await;
+    let out = run(
+        data,
+        &[
+            "--connect",
+            &url,
+            "exec",
+            "SELECT _id FROM cars ORDER BY _id",
+            "--subscribe",
+            "SELECT * FROM cars",
+        ],
+    )
+    .await;
+    // The statement ran before syncing.
+    assert_eq!(stdout_json(&out)["items"], json!([{"_id": "a"}]));
+    let out = run(data, &["exec", "SELECT _id FROM cars ORDER BY _id"]).await;
+    assert_eq!(
+        stdout_json(&out)["items"],
+        json!([{"_id": "a"}, {"_id": "b"}])
+    );
+
+    // The subscription is remembered: a later exec --connect pulls without --subscribe.
+    http(&app, "UPDATE cars SET color = 'green' WHERE _id = 'a'").await;
+    let out = run(
+        data,
+        &["--connect", &url, "exec", "SELECT 1 FROM cars LIMIT 1"],
+    )
+    .await;
+    stdout_json(&out);
+    let out = run(data, &["exec", "SELECT color FROM cars WHERE _id = 'a'"]).await;
+    assert_eq!(stdout_json(&out)["items"], json!([{"color": "green"}]));
+    app.shutdown().await;
+}
+
+/// The next JSON line `watch` prints (bounded wait).
+async fn next_line(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) -> Value {
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("a line in time")
+        .expect("read stdout")
+        .expect("watch still runs");
+    serde_json::from_str(&line).expect("a JSON line")
+}
+
+#[tokio::test]
+async fn watch_prints_the_result_at_start_and_on_every_change() {
+    let app = playground().await;
+    http(
+        &app,
+        "INSERT INTO cars DOCUMENTS ({'_id': 'old', 'color': 'red'})",
+    )
+    .await;
+    let url = format!("ws://{}", app.app.local_addr());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = smallpeer(
+        dir.path(),
+        &[
+            "--connect",
+            &url,
+            "watch",
+            "SELECT _id FROM cars WHERE color = :c ORDER BY _id",
+            "--args",
+            r#"{"c": "red"}"#,
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("spawn watch");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    // At start: the local result (nothing yet); then the synced one.
+    assert_eq!(next_line(&mut lines).await, json!({"items": []}));
+    assert_eq!(
+        next_line(&mut lines).await,
+        json!({"items": [{"_id": "old"}]})
+    );
+    // A change over HTTP: a new line with the full result. A change that leaves the result as
+    // it was prints nothing.
+    http(
+        &app,
+        "INSERT INTO cars DOCUMENTS ({'_id': 'blue', 'color': 'blue'})",
+    )
+    .await;
+    http(
+        &app,
+        "INSERT INTO cars DOCUMENTS ({'_id': 'new', 'color': 'red'})",
+    )
+    .await;
+    assert_eq!(
+        next_line(&mut lines).await,
+        json!({"items": [{"_id": "new"}, {"_id": "old"}]})
+    );
+
+    let pid = child.id().expect("pid").to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("watch ends after SIGTERM")
+        .expect("wait");
+    assert!(status.success(), "{status:?}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_refused_token_and_an_untrusted_certificate_are_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("cert");
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).expect("write");
+    std::fs::write(&key_file, cert.key_pair.serialize_pem()).expect("write");
+    let app = TestApp::spawn_with(TestDb::create().await, |c| {
+        c.tls_cert = Some(cert_file.clone());
+        c.tls_key = Some(key_file);
+    })
+    .await;
+    let url = format!("wss://{}", app.app.local_addr());
+    let data = dir.path().join("peer");
+    let ca = cert_file.to_string_lossy().into_owned();
+
+    // Trusted certificate, unknown key: the big peer's code, exit 1, at once.
+    let out = run(
+        &data,
+        &[
+            "--connect",
+            &url,
+            "--ca-cert",
+            &ca,
+            "--token",
+            "bpk_nope",
+            "exec",
+            "SELECT * FROM c",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(last_error(&out)["code"], "auth/invalid-token");
+
+    // Without the CA: the TLS handshake fails until the timeout.
+    let out = run(
+        &data,
+        &[
+            "--connect",
+            &url,
+            "--token",
+            "bpk_nope",
+            "exec",
+            "SELECT * FROM c",
+            "--timeout",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = last_error(&out);
+    assert_eq!(err["code"], "sync/unreachable", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .is_some_and(|m| m.to_lowercase().contains("certificate")),
+        "{err}"
+    );
+    app.shutdown().await;
+}
