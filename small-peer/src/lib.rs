@@ -8,8 +8,11 @@
 //! - [`Store::execute`]: runs DQL with the `dql` crate's executor ([`bigpeer_dql::exec`]), the
 //!   same code the reference store runs, so answers match the big peer's.
 //! - [`Store::observe`]: live queries ([`observe`]).
-//! - [`Store::apply_remote`], [`Store::pending_push`], [`Store::ack_push`]: the sync client's
-//!   side of the protocol ([`remote`]).
+//! - [`Store::apply_remote`], [`Store::pending_push`], [`Store::ack_push`]: the store's side of
+//!   the protocol ([`remote`]).
+//! - [`SyncClient`]: the sync client ([`sync`]), which keeps a store in step with a big peer over
+//!   `ws://` or `wss://`: subscriptions with durable cursors, the outbox of offline writes,
+//!   reconnection with backoff. An example is in [`sync`].
 //!
 //! ```
 //! # use std::collections::BTreeMap;

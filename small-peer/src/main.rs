@@ -305,7 +305,6 @@ fn exec(
         let limit = Duration::from_secs(timeout);
         let outcome = tokio::time::timeout(limit, handle.wait_until_synced()).await;
         let status = handle.status();
-        Events::default().update(&status);
         handle.stop().await;
         match outcome {
             Ok(Ok(())) => {}

@@ -746,3 +746,74 @@ async fn a_subscription_added_while_connected_catches_up() {
     p.stop().await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_evicted_document_comes_back_whole_through_want() {
+    let app = TestApp::spawn().await;
+    let token = admin(&app).await;
+    http(
+        &app,
+        &token,
+        "INSERT INTO e DOCUMENTS ({'_id': 'x', 'a': 1, 'b': 'kept on the server'})",
+        json!({}),
+    )
+    .await;
+    let mut p = Peer::new(&app, &token, &["SELECT * FROM e"]);
+    p.start();
+    p.synced().await;
+    // The peer forgets the document; the session still believes the peer has it, so the next
+    // change comes as a delta whose base the peer lacks: it asks for the rest.
+    p.exec("EVICT FROM e WHERE _id = 'x'");
+    assert!(p.docs("e").as_array().is_some_and(Vec::is_empty));
+    http(
+        &app,
+        &token,
+        "UPDATE e SET a = 2 WHERE _id = 'x'",
+        json!({}),
+    )
+    .await;
+    eventually("the whole document back", || {
+        (p.docs("e") == json!([{"_id": "x", "a": 2, "b": "kept on the server"}])).then_some(())
+    })
+    .await;
+    assert_eq!(p.sync().status().stats.wants_sent, 1);
+    p.stop().await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_expiring_key_ends_the_client_with_auth_expired() {
+    let app = TestApp::spawn().await;
+    let token = KeyStore::new(app.app.store().pool().clone())
+        .create(NewKey {
+            name: "short".into(),
+            permissions: Permissions::all(),
+            expires_at: Some(bigpeer::auth::now_secs() + 2),
+            ..NewKey::default()
+        })
+        .await
+        .expect("create key")
+        .secret;
+    let mut p = Peer::new(&app, &token, &["SELECT * FROM c"]);
+    p.start();
+    p.synced().await;
+    let failure = tokio::time::timeout(WAIT, p.sync().finished())
+        .await
+        .expect("ends in time");
+    assert_eq!(failure.code, "auth/expired");
+    let status = p.sync().status();
+    assert!(!status.connected);
+    assert_eq!(status.stats.sessions, 1, "no reconnection with a dead key");
+    // Writes go on locally and wait for a new key.
+    p.exec("INSERT INTO c DOCUMENTS ({'_id': 'later'})");
+    assert_eq!(
+        p.store
+            .lock()
+            .expect("store")
+            .outbox()
+            .expect("outbox")
+            .len(),
+        1
+    );
+    app.shutdown().await;
+}

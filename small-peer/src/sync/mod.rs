@@ -36,12 +36,21 @@
 //! Observers ([`Store::observe`]) fire when batches from the big peer change their results.
 //!
 //! **Errors.** A session that breaks (network, the big peer restarting or saying `Bye`,
-//! `sync/timeout`, `sync/slow-consumer`, a server or store error) is retried after a backoff of
-//! `backoff_min` doubling up to `backoff_max`, each delay drawn at random between half and all of
-//! it; a session that reached `Welcome` resets the backoff. Errors that a retry cannot cure end
-//! the client: `auth/...` (a refused or expired token), `protocol/...` and `crdt/...` (the two
-//! sides do not understand each other), `sync/refused` (the WebSocket upgrade was refused with a
-//! 4xx). [`SyncStatus::finished`] then holds the error, and the waits return it.
+//! `sync/timeout`, `sync/slow-consumer`, `auth/webhook-failed`, a server or store error) is
+//! retried after a backoff of `backoff_min` doubling up to `backoff_max`, each delay drawn at
+//! random between half and all of it; a session that reached `Welcome` resets the backoff.
+//! Errors that a retry cannot cure end the client: `auth/invalid-token` and `auth/expired` (start
+//! a new client with a new token), `protocol/...` and `crdt/...` (the two sides do not
+//! understand each other), `sync/refused` (the WebSocket upgrade was refused with a 4xx),
+//! `store/corrupt`. [`SyncStatus::finished`] then holds the error, and the waits return it.
+//! Local writes go on meanwhile; they wait in the outbox.
+//!
+//! **What is durable.** A batch's changes and its cursor commit together, before the `Ack`; a
+//! `SubState{caught up}` stores the subscription's cursor too. A change refused for a missing
+//! base leaves the cursors where they were (a `Want` fetches it). An outbox entry is cleared only
+//! by the `PushAck` (or a batch) showing that the big peer holds the document's local writes.
+//! So a client killed at any point resumes without losing anything and without the big peer
+//! sending again what was committed.
 
 mod connect;
 mod session;

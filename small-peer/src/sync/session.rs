@@ -44,7 +44,8 @@ enum End {
 
 /// Errors a retry cannot cure.
 fn terminal(code: &str) -> bool {
-    code.starts_with("auth/")
+    // The authentication webhook failing is the server's trouble: retry.
+    (code.starts_with("auth/") && code != "auth/webhook-failed")
         || code.starts_with("protocol/")
         || code.starts_with("crdt/")
         || matches!(
@@ -760,6 +761,7 @@ mod tests {
             "sync/slow-consumer",
             "internal",
             "store/unavailable",
+            "auth/webhook-failed",
         ] {
             assert!(!terminal(code), "{code}");
         }
