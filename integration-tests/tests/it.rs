@@ -6,6 +6,8 @@ use std::time::Duration;
 mod auth;
 #[path = "it/legacy.rs"]
 mod legacy;
+#[path = "it/openapi.rs"]
+mod openapi;
 #[path = "it/peers.rs"]
 mod peers;
 #[path = "it/store_execute.rs"]

@@ -18,6 +18,8 @@ Examples:
       Apply pending database migrations and exit (safe to run again).
   bigpeer config --config /etc/bigpeer.toml
       Print the settings bigpeer would run with, passwords masked.
+  bigpeer openapi > openapi/openapi.json
+      Write the OpenAPI description of the HTTP API (also served at /api/v4/openapi.json).
 
 Settings come from, weakest first: built-in defaults, the config file (--config FILE, or
 ./bigpeer.toml when present), environment variables, then flags. Exit status: 0 on success,
@@ -47,6 +49,9 @@ enum Command {
     /// Manage HTTP API keys (create, list, revoke) directly in the database.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print the OpenAPI description of the HTTP API (JSON), then exit; the repository keeps it
+    /// in openapi/openapi.json.
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,6 +190,10 @@ impl Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Openapi = cli.command {
+        print!("{}", bigpeer::http::openapi::spec_json());
+        return ExitCode::SUCCESS;
+    }
     let config = match Config::load(&cli.flags()) {
         Ok(config) => config,
         Err(err) => return report(&AppError::Config(err), None),
@@ -220,7 +229,7 @@ fn main() -> ExitCode {
             Command::Serve(_) => serve(config).await,
             Command::Migrate => migrate(config).await,
             Command::Keys(ref k) => keys(config, k).await,
-            Command::Config(_) => Ok(()),
+            Command::Config(_) | Command::Openapi => Ok(()),
         }
     });
     match result {

@@ -5,38 +5,59 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::auth::secrets_equal;
+use super::openapi::ErrorMessage;
 use crate::app::AppState;
 use crate::auth::{bearer, format_rfc3339, parse_rfc3339, ApiKey, AuthError, NewKey, Permissions};
 use crate::service::{validate_permissions, ServiceError};
 
 /// The body of `POST /api/v4/admin/keys`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "me",
+    "permissions": {"read": {"everything": true}, "write": {"queriesByCollection": {"cars": ["true"]}}}
+}))]
 pub struct CreateKey {
+    /// A name to recognise the key by.
     pub name: String,
     #[serde(default)]
     pub description: String,
-    /// RFC 3339; absent: the key does not expire.
+    /// Expiry as an RFC 3339 time (`2027-01-31T12:00:00Z`); absent or null: the key does not
+    /// expire.
     #[serde(default)]
     pub expires_at: Option<String>,
+    /// What the key may read and write; absent: nothing.
     #[serde(default)]
     pub permissions: Permissions,
 }
 
 /// A key as the admin API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "id": "key_0123456789abcdef", "name": "me", "description": "", "prefix": "bpk_0123",
+    "permissions": {"read": {"everything": true, "queriesByCollection": {}},
+        "write": {"everything": true, "queriesByCollection": {}}, "remoteQuery": false},
+    "createdAt": "2026-01-31T12:00:00Z", "expiresAt": null, "revokedAt": null
+}))]
 pub struct KeyView {
     pub id: String,
     pub name: String,
     pub description: String,
+    /// The first characters of the secret, to recognise it by.
     pub prefix: String,
     pub permissions: Permissions,
+    /// RFC 3339.
     pub created_at: String,
+    /// RFC 3339; null: never.
+    #[schema(required = true)]
     pub expires_at: Option<String>,
+    /// RFC 3339; null: not revoked.
+    #[schema(required = true)]
     pub revoked_at: Option<String>,
     /// The secret: only in the answer to the creation, never again.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub key: Option<String>,
 }
 
@@ -57,7 +78,7 @@ impl KeyView {
 }
 
 fn error(status: actix_web::http::StatusCode, code: &str, message: String) -> HttpResponse {
-    HttpResponse::build(status).json(serde_json::json!({ "code": code, "message": message }))
+    HttpResponse::build(status).json(ErrorMessage::new(code, message))
 }
 
 fn service_error(e: &ServiceError) -> HttpResponse {
@@ -92,6 +113,36 @@ fn refuse_non_admin(req: &HttpRequest, state: &AppState) -> Option<HttpResponse>
     }
 }
 
+/// Create an API key.
+///
+/// The answer holds the secret (`key`) this once only; it is stored hashed.
+#[utoipa::path(
+    post,
+    path = "/api/v4/admin/keys",
+    tag = "admin",
+    operation_id = "createKey",
+    security(("admin_key" = [])),
+    request_body(content = CreateKey, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The key, with its secret.", body = KeyView),
+        (status = 400, description = "Bad permissions or expiry (`auth/invalid-request`), \
+            text holding U+0000 (`request/nul-character`), \
+            malformed JSON, wrong types or unknown fields (`request/invalid-json`).",
+            body = ErrorMessage),
+        (status = 401, description = "No key given (`auth/missing-credentials`).",
+            body = ErrorMessage),
+        (status = 403, description = "Not the admin key (`auth/forbidden`).", body = ErrorMessage,
+            example = json!({"code": "auth/forbidden", "message": "this is not the admin key"})),
+        (status = 404, description = "The admin API is off: the server has no admin key \
+            (`admin/disabled`).", body = ErrorMessage),
+        (status = 413, description = "The body is larger than 4 MiB (`request/too-large`).",
+            body = ErrorMessage),
+        (status = 415, description = "The body is not `application/json` \
+            (`request/content-type`).", body = ErrorMessage),
+        (status = 503, description = "Postgres is unavailable (`auth/backend`).",
+            body = ErrorMessage),
+    )
+)]
 async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -101,6 +152,20 @@ async fn create(
         return resp;
     }
     let body = body.into_inner();
+    let permissions_nul = serde_json::to_value(&body.permissions)
+        .map(|p| super::store::json_has_nul(&p))
+        .unwrap_or(false);
+    if body.name.contains('\0')
+        || body.description.contains('\0')
+        || body.expires_at.as_deref().is_some_and(|t| t.contains('\0'))
+        || permissions_nul
+    {
+        return error(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            super::store::NUL_CODE,
+            super::store::nul_message("the key"),
+        );
+    }
     let expires_at = match body
         .expires_at
         .as_deref()
@@ -131,6 +196,25 @@ async fn create(
     }
 }
 
+/// List the API keys, without their secrets.
+#[utoipa::path(
+    get,
+    path = "/api/v4/admin/keys",
+    tag = "admin",
+    operation_id = "listKeys",
+    security(("admin_key" = [])),
+    responses(
+        (status = 200, description = "Every key, revoked ones too.", body = Vec<KeyView>),
+        (status = 401, description = "No key given (`auth/missing-credentials`).",
+            body = ErrorMessage),
+        (status = 403, description = "Not the admin key (`auth/forbidden`).", body = ErrorMessage,
+            example = json!({"code": "auth/forbidden", "message": "this is not the admin key"})),
+        (status = 404, description = "The admin API is off: the server has no admin key \
+            (`admin/disabled`).", body = ErrorMessage),
+        (status = 503, description = "Postgres is unavailable (`auth/backend`).",
+            body = ErrorMessage),
+    )
+)]
 async fn list(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     if let Some(resp) = refuse_non_admin(&req, &state) {
         return resp;
@@ -145,6 +229,26 @@ async fn list(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// Revoke an API key; it stops working within a second.
+#[utoipa::path(
+    delete,
+    path = "/api/v4/admin/keys/{id}",
+    tag = "admin",
+    operation_id = "revokeKey",
+    security(("admin_key" = [])),
+    params(("id" = String, Path, description = "The key's id (`key_...`).")),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 401, description = "No key given (`auth/missing-credentials`).",
+            body = ErrorMessage),
+        (status = 403, description = "Not the admin key (`auth/forbidden`).", body = ErrorMessage,
+            example = json!({"code": "auth/forbidden", "message": "this is not the admin key"})),
+        (status = 404, description = "No such key (`auth/no-such-key`), or the admin API \
+            is off (`admin/disabled`).", body = ErrorMessage),
+        (status = 503, description = "Postgres is unavailable (`auth/backend`).",
+            body = ErrorMessage),
+    )
+)]
 async fn revoke(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -152,6 +256,14 @@ async fn revoke(
 ) -> HttpResponse {
     if let Some(resp) = refuse_non_admin(&req, &state) {
         return resp;
+    }
+    if id.contains('\0') {
+        // No key id holds U+0000 (and Postgres cannot compare text that does).
+        return error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "auth/no-such-key",
+            format!("there is no key {:?}", id.as_str()),
+        );
     }
     match state.keys.revoke(&id).await {
         Ok(true) => HttpResponse::NoContent().finish(),

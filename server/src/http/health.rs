@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::app::AppState;
 
@@ -19,13 +19,76 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz));
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+/// `{"status": "ok"}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"status": "ok"}))]
+pub struct Healthy {
+    /// Always `ok`.
+    #[schema(schema_with = ok_schema)]
+    pub status: &'static str,
 }
 
+fn ok_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(["ok"]))
+        .build()
+}
+
+/// Why the server is not ready.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "status": "unavailable", "code": "store/not-migrated",
+    "message": "the database lacks migrations that this build needs",
+    "hint": "run `bigpeer migrate`, or start `bigpeer serve` without --no-migrate"
+}))]
+pub struct Unavailable {
+    /// Always `unavailable`.
+    #[schema(schema_with = unavailable_schema)]
+    pub status: &'static str,
+    /// The stable error code (`store/not-migrated`, `store/unavailable`, `store/timeout`, ...).
+    pub code: String,
+    pub message: String,
+    /// How to fix it.
+    pub hint: String,
+}
+
+fn unavailable_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(["unavailable"]))
+        .build()
+}
+
+/// Liveness: the process serves HTTP.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "healthz",
+    security(()),
+    responses((status = 200, description = "The process runs.", body = Healthy)),
+)]
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Healthy { status: "ok" })
+}
+
+/// Readiness: Postgres answers and every migration is applied.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    operation_id = "readyz",
+    security(()),
+    responses(
+        (status = 200, description = "Ready to serve requests.", body = Healthy),
+        (status = 503, description = "Not ready: Postgres does not answer (in time), or \
+            migrations are missing.", body = Unavailable),
+    ),
+)]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match tokio::time::timeout(READY_TIMEOUT, state.store.ready()).await {
-        Ok(Ok(true)) => HttpResponse::Ok().json(json!({ "status": "ok" })),
+        Ok(Ok(true)) => HttpResponse::Ok().json(Healthy { status: "ok" }),
         Ok(Ok(false)) => unavailable(
             "store/not-migrated",
             "the database lacks migrations that this build needs".to_string(),
@@ -51,10 +114,10 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 fn unavailable(code: &str, message: String, hint: &str) -> HttpResponse {
-    HttpResponse::ServiceUnavailable().json(json!({
-        "status": "unavailable",
-        "code": code,
-        "message": message,
-        "hint": hint,
-    }))
+    HttpResponse::ServiceUnavailable().json(Unavailable {
+        status: "unavailable",
+        code: code.to_owned(),
+        message,
+        hint: hint.to_owned(),
+    })
 }

@@ -116,6 +116,24 @@ fn escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Prometheus metrics.
+///
+/// Request counts by route, method and status, latency histograms by route, error answers by
+/// stable code, Postgres pool connections and the newest committed transaction, in the
+/// Prometheus text exposition format 0.0.4.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    security(()),
+    responses(
+        (status = 200, description = "The metrics.",
+            content_type = "text/plain; version=0.0.4; charset=utf-8", body = String,
+            example = "# TYPE bigpeer_http_requests_total counter\n\
+                bigpeer_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1\n"),
+    ),
+)]
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut out = String::with_capacity(4096);
     state.metrics.render(&mut out);

@@ -7,6 +7,7 @@ pub mod health;
 pub mod legacy;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod store;
 pub mod write;
 
@@ -21,5 +22,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     write::configure(cfg);
     admin::configure(cfg);
     metrics::configure(cfg);
+    openapi::configure(cfg);
     crate::sync::configure(cfg);
 }

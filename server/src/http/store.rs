@@ -19,47 +19,100 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub const TXN_WAIT: Duration = Duration::from_secs(2);
 
 /// The body of `POST /api/v4/store/execute`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "statement": "INSERT INTO cars DOCUMENTS (:car)",
+    "args": {"car": {"_id": "1", "color": "blue"}}
+}))]
 pub struct ExecuteRequest {
-    /// One DQL statement.
+    /// One DQL statement (SELECT, INSERT, UPDATE, DELETE, EVICT, SHOW, ALTER SYSTEM, EXPLAIN).
     pub statement: String,
     /// Values for the statement's `:name` parameters.
     #[serde(default)]
+    #[schema(schema_with = super::openapi::dql_args)]
     pub args: Option<BTreeMap<String, Value>>,
 }
 
-/// The answer, success or failure (Ditto's envelope).
-#[derive(Debug, Serialize)]
+/// The answer, success or failure (Ditto's envelope). Errors keep the same shape with
+/// `queryType` `"unknown"`, no `transactionId` and `error` saying what went wrong.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "transactionId": 1,
+    "queryType": "mutation",
+    "items": [],
+    "mutatedDocumentIds": ["1"],
+    "error": {},
+    "warnings": [],
+    "totalWarningsCount": 0
+}))]
 pub struct ExecuteResponse {
+    /// The transaction the statement wrote in (or, for reads, the newest committed one). Send it
+    /// as `X-DITTO-TXN-ID` on a later request to read your writes. Absent on errors.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 0)]
     pub transaction_id: Option<i64>,
+    /// `select` for reads, `mutation` for writes, `unknown` on errors.
+    #[schema(schema_with = query_type_schema)]
     pub query_type: &'static str,
+    /// The documents or rows a SELECT returns; `[]` for writes and errors.
+    #[schema(schema_with = super::openapi::select_items)]
     pub items: Vec<Value>,
+    /// Ids of the documents a write touched (strings, numbers or objects), sorted.
     pub mutated_document_ids: Vec<Value>,
+    /// `{}` on success.
     pub error: ErrorBody,
     pub warnings: Vec<Warning>,
+    #[schema(minimum = 0)]
     pub total_warnings_count: usize,
 }
 
+/// `queryType`: one of `select`, `mutation`, `unknown`.
+fn query_type_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(["select", "mutation", "unknown"]))
+        .build()
+}
+
 /// `{}` on success; `{code, description, ...}` on failure.
-#[derive(Debug, Serialize, Default)]
+#[derive(Debug, Serialize, Default, utoipa::ToSchema)]
+#[schema(example = json!({
+    "code": "query/invalid",
+    "description": "Invalid query: `expected a statement`.",
+    "line": 1,
+    "column": 1
+}))]
 pub struct ErrorBody {
+    /// The stable error code: `query/invalid`, `query/evaluation`, `query/unsupported`,
+    /// `query/result-too-large`, `request/invalid-json`, `request/too-large`,
+    /// `request/content-type`, `request/invalid-header`, `request/rate-limited`,
+    /// `auth/missing-credentials`, `auth/invalid-key`, `auth/expired-key`, `auth/revoked-key`,
+    /// `auth/forbidden`, `store/txn-not-available`, `store/timeout`, `store/unavailable`,
+    /// `store/backend`, `document/...`, `crdt/...`, `internal`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub code: Option<String>,
+    /// What went wrong, for people.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub description: Option<String>,
     /// Where in the statement the error is (1-based), for DQL errors.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1)]
     pub line: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1)]
     pub column: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+/// A warning about one statement (at most 10 are listed; `totalWarningsCount` counts all).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Warning {
+    /// The document the warning is about, when there is one.
     #[serde(rename = "_id", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Value, nullable = false)]
     pub id: Option<Value>,
     pub description: String,
 }
@@ -136,6 +189,37 @@ pub fn error_response(e: &ServiceError) -> HttpResponse {
     HttpResponse::build(status).json(ExecuteResponse::error(e.code(), description, position))
 }
 
+/// The code of a request whose text holds U+0000.
+pub const NUL_CODE: &str = "request/nul-character";
+
+/// Whether any string or object key in `value` holds U+0000, which Postgres cannot keep in
+/// `text` or `jsonb` (it would fail the statement, and with group commit its neighbours too).
+pub fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(members) => members.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+/// [`has_nul`] for JSON.
+pub fn json_has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(json_has_nul),
+        serde_json::Value::Object(members) => members
+            .iter()
+            .any(|(k, v)| k.contains('\0') || json_has_nul(v)),
+        _ => false,
+    }
+}
+
+/// The message of a [`NUL_CODE`] error about `what`.
+pub fn nul_message(what: &str) -> String {
+    format!("{what} contains the NUL character (U+0000), which bigpeer cannot store")
+}
+
 /// Waits until the store has committed `txn` (read-your-writes across requests and processes).
 pub async fn wait_for_txn(store: &Store, txn: i64, budget: Duration) -> Result<bool, ServiceError> {
     let deadline = Instant::now() + budget;
@@ -169,7 +253,73 @@ pub fn txn_header(req: &HttpRequest) -> Result<Option<i64>, BadTxnHeader> {
     }
 }
 
-/// `POST /api/v4/store/execute`.
+/// Run one DQL statement.
+///
+/// The statement runs as one transaction. Reads see only the documents the key may read; a
+/// write touching any document outside the key's write permission writes nothing (403).
+/// With `X-DITTO-TXN-ID` the request first waits (up to 2 s) until that transaction is visible.
+#[utoipa::path(
+    post,
+    path = "/api/v4/store/execute",
+    tag = "store",
+    operation_id = "execute",
+    security(("api_key" = [])),
+    params(
+        ("X-DITTO-TXN-ID" = Option<String>, Header, pattern = "^[0-9]{1,18}$",
+            description = "Read your writes: run only once this transaction (the \
+                `transactionId` of an earlier answer, in decimal) is visible; 404 when it is not \
+                within 2 s, 400 when it is not an integer.",
+            example = "1"),
+    ),
+    request_body(content = ExecuteRequest, content_type = "application/json",
+        description = "The statement and its arguments."),
+    responses(
+        (status = 200, description = "The statement ran.", body = ExecuteResponse,
+            examples(
+                ("mutation" = (summary = "an INSERT", value = json!({
+                    "transactionId": 1, "queryType": "mutation", "items": [],
+                    "mutatedDocumentIds": ["1"], "error": {}, "warnings": [],
+                    "totalWarningsCount": 0}))),
+                ("select" = (summary = "a SELECT", value = json!({
+                    "transactionId": 1, "queryType": "select",
+                    "items": [{"_id": "1", "color": "blue"}], "mutatedDocumentIds": [],
+                    "error": {}, "warnings": [], "totalWarningsCount": 0}))),
+            )),
+        (status = 400, description = "Invalid DQL (`query/invalid`, `query/unsupported`), text holding \
+            U+0000 (`request/nul-character`), a failing statement or bad arguments (`query/evaluation`), a result over the size cap \
+            (`query/result-too-large`), malformed JSON, wrong types or unknown fields \
+            (`request/invalid-json`), a bad `X-DITTO-TXN-ID` (`request/invalid-header`), an \
+            invalid document or id (`document/...`, `crdt/...`).",
+            body = ExecuteResponse, example = json!({
+                "queryType": "unknown", "items": [], "mutatedDocumentIds": [],
+                "error": {"code": "query/invalid", "description": "expected a statement",
+                    "line": 1, "column": 1},
+                "warnings": [], "totalWarningsCount": 0})),
+        (status = 401, description = "No API key, or an unknown, expired or revoked one \
+            (`auth/missing-credentials`, `auth/invalid-key`, `auth/expired-key`, \
+            `auth/revoked-key`).", body = ExecuteResponse, example = json!({
+                "queryType": "unknown", "items": [], "mutatedDocumentIds": [],
+                "error": {"code": "auth/missing-credentials",
+                    "description": "no credentials: send an API key as \"Authorization: Bearer <key>\""},
+                "warnings": [], "totalWarningsCount": 0})),
+        (status = 403, description = "Outside the key's permissions (`auth/forbidden`); nothing \
+            was written.", body = ExecuteResponse),
+        (status = 404, description = "The transaction of `X-DITTO-TXN-ID` was not reached \
+            within 2 s (`store/txn-not-available`).", body = ExecuteResponse),
+        (status = 408, description = "The statement ran longer than the statement timeout \
+            (`store/timeout`).", body = ExecuteResponse),
+        (status = 413, description = "The body is larger than 4 MiB (`request/too-large`).",
+            body = ExecuteResponse),
+        (status = 415, description = "The body is not `application/json` \
+            (`request/content-type`).", body = ExecuteResponse),
+        (status = 429, description = "Over the rate limit of the key or the client address \
+            (`request/rate-limited`).", body = ExecuteResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+        (status = 500, description = "An internal error (`internal`).", body = ExecuteResponse),
+        (status = 503, description = "Postgres is unavailable (`store/unavailable`, \
+            `store/backend`, `auth/backend`): retry with backoff.", body = ExecuteResponse),
+    )
+)]
 pub async fn execute(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -193,6 +343,20 @@ pub async fn execute(
                 ));
         }
     };
+    if body.statement.contains('\0')
+        || body
+            .args
+            .iter()
+            .flatten()
+            .any(|(k, v)| k.contains('\0') || has_nul(v))
+    {
+        state.metrics.error(NUL_CODE);
+        return HttpResponse::BadRequest().json(ExecuteResponse::error(
+            NUL_CODE,
+            nul_message("the statement or its arguments"),
+            None,
+        ));
+    }
     let Ok(txn) = txn_header(&req) else {
         return HttpResponse::BadRequest().json(ExecuteResponse::error(
             "request/invalid-header",
@@ -224,12 +388,13 @@ pub async fn execute(
     }
 }
 
-/// JSON bodies: malformed JSON, wrong types and unknown fields get the error envelope (400),
-/// oversized bodies 413.
+/// JSON bodies: malformed JSON, wrong types and unknown fields get a 400, oversized bodies 413,
+/// other content types 415; in `/store/execute`'s envelope there, in `{code, message}` (the
+/// error body of every other route) elsewhere.
 pub fn json_config(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default()
         .limit(limit)
-        .error_handler(|err, _req| {
+        .error_handler(|err, req| {
             use actix_web::error::JsonPayloadError;
             let (status, code) = match &err {
                 JsonPayloadError::OverflowKnownLength { .. }
@@ -241,11 +406,16 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
                 }
                 _ => (StatusCode::BAD_REQUEST, "request/invalid-json"),
             };
-            let resp = HttpResponse::build(status).json(ExecuteResponse::error(
-                code,
-                err.to_string(),
-                None,
-            ));
+            let resp = if req.path() == "/api/v4/store/execute" {
+                HttpResponse::build(status).json(ExecuteResponse::error(
+                    code,
+                    err.to_string(),
+                    None,
+                ))
+            } else {
+                HttpResponse::build(status)
+                    .json(super::openapi::ErrorMessage::new(code, err.to_string()))
+            };
             actix_web::error::InternalError::from_response(err, resp).into()
         })
 }

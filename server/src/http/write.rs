@@ -134,7 +134,7 @@ pub struct RemoveCommand {
 }
 
 /// The answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WriteResponse {
     pub results: Vec<CommandResult>,
@@ -142,12 +142,13 @@ pub struct WriteResponse {
 }
 
 /// What one command did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(tag = "method", rename_all = "camelCase")]
 pub enum CommandResult {
     #[serde(rename_all = "camelCase")]
     Upsert {
         transaction_id: i64,
+        #[schema(value_type = Value)]
         id: serde_json::Value,
     },
     #[serde(rename_all = "camelCase")]
@@ -242,7 +243,7 @@ fn command_error(
     HttpResponse::build(status).json(body)
 }
 
-/// `POST /api/v4/store/write`.
+/// `POST /api/v4/store/write` (its OpenAPI description is in `http/openapi.rs`).
 pub async fn write(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -280,6 +281,16 @@ pub async fn write(
             "request/invalid-command",
             "\"commands\" is empty: give at least one command".into(),
             None,
+        );
+    }
+    if let Some(i) = raw.iter().position(super::store::json_has_nul) {
+        state.metrics.error(super::store::NUL_CODE);
+        let message = super::store::nul_message(&format!("command {i}"));
+        return command_error(
+            StatusCode::BAD_REQUEST,
+            super::store::NUL_CODE,
+            message,
+            Some(i),
         );
     }
     let mut commands = Vec::with_capacity(raw.len());
