@@ -180,3 +180,62 @@ async fn json_errors_have_the_shape_of_their_route() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn legacy_queries_read_their_writes_with_the_txn_header() {
+    let app = app().await;
+    let (status, written) = post(
+        &app,
+        "/api/v4/store/execute",
+        None,
+        r#"{"statement": "INSERT INTO cars DOCUMENTS ({'_id': 'a', 'color': 'blue'})"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{written}");
+    let txn = written["transactionId"].as_i64().expect("txn");
+    let client = reqwest::Client::new();
+    let bodies = [
+        (
+            "/api/v4/store/find",
+            json!({"collection": "cars", "query": "true"}),
+        ),
+        (
+            "/api/v4/store/findbyid",
+            json!({"collection": "cars", "id": "a"}),
+        ),
+        (
+            "/api/v4/store/count",
+            json!({"collection": "cars", "query": "true"}),
+        ),
+    ];
+    for (path, body) in &bodies {
+        let send = |header: String| {
+            client
+                .post(format!("http://{}{path}", app.app.local_addr()))
+                .header("X-DITTO-TXN-ID", header)
+                .json(body)
+                .send()
+        };
+        let r = send(txn.to_string()).await.expect("request");
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        let answer: Value = r.json().await.expect("json");
+        assert!(
+            answer["txnId"].as_i64().expect("txnId") >= txn,
+            "{path}: {answer}"
+        );
+
+        let r = send((txn + 1_000_000).to_string()).await.expect("request");
+        assert_eq!(r.status().as_u16(), 404, "{path}");
+        let answer: Value = r.json().await.expect("json");
+        assert_eq!(
+            answer["code"], "store/txn-not-available",
+            "{path}: {answer}"
+        );
+
+        let r = send("soon".to_owned()).await.expect("request");
+        assert_eq!(r.status().as_u16(), 400, "{path}");
+        let answer: Value = r.json().await.expect("json");
+        assert_eq!(answer["code"], "request/invalid-header", "{path}: {answer}");
+    }
+    app.shutdown().await;
+}

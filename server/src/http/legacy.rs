@@ -199,6 +199,34 @@ fn document(item: Value) -> LegacyDocument {
     }
 }
 
+/// Read-your-writes: with `X-DITTO-TXN-ID`, waits (bounded) until that transaction is visible.
+/// `Some(answer)` when the request may not go on: a bad header (400), the transaction not
+/// reached in time (404), the store unavailable.
+async fn wait_for_txn_header(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
+    use super::store::{txn_header, wait_for_txn, TXN_WAIT};
+    let Ok(txn) = txn_header(req) else {
+        state.metrics.error("request/invalid-header");
+        return Some(error(
+            StatusCode::BAD_REQUEST,
+            "request/invalid-header",
+            "X-DITTO-TXN-ID must be an integer transaction id".into(),
+        ));
+    };
+    let t = txn?;
+    match wait_for_txn(&state.store, t, TXN_WAIT).await {
+        Ok(true) => None,
+        Ok(false) => {
+            state.metrics.error("store/txn-not-available");
+            Some(error(
+                StatusCode::NOT_FOUND,
+                "store/txn-not-available",
+                format!("transaction {t} is not available yet"),
+            ))
+        }
+        Err(e) => Some(service_error(state, &e)),
+    }
+}
+
 fn nul_error(state: &AppState) -> HttpResponse {
     state.metrics.error(super::store::NUL_CODE);
     error(
@@ -239,18 +267,28 @@ fn refuse_serialization(serialized_as: &Option<String>) -> Option<HttpResponse> 
     tag = "legacy",
     operation_id = "find",
     security(("api_key" = [])),
+    params(
+        ("X-DITTO-TXN-ID" = Option<String>, Header, pattern = "^[0-9]{1,18}$",
+            description = "Read your writes: run only once this transaction (a `transactionId` \
+                or `txnId` of an earlier answer) is visible; 404 when it is not within 2 s, 400 \
+                when it is not an integer."),
+    ),
     request_body(content = FindRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The matching documents.", body = FindResponse),
         (status = 400, description = "An invalid query (`query/invalid`), text holding \
-            U+0000 (`request/nul-character`), an unsupported option (`query/unsupported`), a failing query (`query/evaluation`), malformed JSON, \
-            wrong types or unknown fields (`request/invalid-json`).", body = ErrorMessage,
+            U+0000 (`request/nul-character`), an unsupported option (`query/unsupported`), a \
+            failing query (`query/evaluation`), a bad `X-DITTO-TXN-ID` \
+            (`request/invalid-header`), malformed JSON, wrong types or unknown fields \
+            (`request/invalid-json`).", body = ErrorMessage,
             example = json!({"code": "query/invalid", "message": "expected an expression"})),
         (status = 401, description = "No API key, or an unknown, expired or revoked one \
             (`auth/...`).", body = ErrorMessage, example = json!({
                 "code": "auth/invalid-key", "message": "the API key is not valid"})),
         (status = 403, description = "Outside the key's read permission (`auth/forbidden`).",
             body = ErrorMessage),
+        (status = 404, description = "The transaction of `X-DITTO-TXN-ID` was not reached \
+            within 2 s (`store/txn-not-available`).", body = ErrorMessage),
         (status = 408, description = "The query ran longer than the statement timeout \
             (`store/timeout`).", body = ErrorMessage),
         (status = 413, description = "The body is larger than 4 MiB (`request/too-large`).",
@@ -274,6 +312,9 @@ async fn find(
         Ok(a) => a,
         Err(resp) => return resp,
     };
+    if let Some(resp) = wait_for_txn_header(&req, &state).await {
+        return resp;
+    }
     let body = body.into_inner();
     if let Some(resp) = refuse_nul(
         &state,
@@ -342,20 +383,29 @@ async fn find(
     tag = "legacy",
     operation_id = "findById",
     security(("api_key" = [])),
+    params(
+        ("X-DITTO-TXN-ID" = Option<String>, Header, pattern = "^[0-9]{1,18}$",
+            description = "Read your writes: run only once this transaction (a `transactionId` \
+                or `txnId` of an earlier answer) is visible; 404 when it is not within 2 s, 400 \
+                when it is not an integer."),
+    ),
     request_body(content = FindByIdRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The document.", body = FindByIdResponse),
         (status = 400, description = "An invalid id (`document/...`), text holding \
-            U+0000 (`request/nul-character`), an unsupported option (`query/unsupported`), malformed JSON, \
-            wrong types or unknown fields (`request/invalid-json`).", body = ErrorMessage,
-            example = json!({"code": "query/invalid", "message": "expected an expression"})),
+            U+0000 (`request/nul-character`), an unsupported option (`query/unsupported`), a \
+            bad `X-DITTO-TXN-ID` (`request/invalid-header`), malformed JSON, wrong types or \
+            unknown fields (`request/invalid-json`).", body = ErrorMessage,
+            example = json!({"code": "document/invalid-id",
+                "message": "invalid document id: floats are not supported in document ids"})),
         (status = 401, description = "No API key, or an unknown, expired or revoked one \
             (`auth/...`).", body = ErrorMessage, example = json!({
                 "code": "auth/invalid-key", "message": "the API key is not valid"})),
         (status = 403, description = "Outside the key's read permission (`auth/forbidden`).",
             body = ErrorMessage),
         (status = 404, description = "No such document, or not one the key may read \
-            (`store/not-found`).", body = ErrorMessage, example = json!({
+            (`store/not-found`); or the transaction of `X-DITTO-TXN-ID` was not reached within \
+            2 s (`store/txn-not-available`).", body = ErrorMessage, example = json!({
                 "code": "store/not-found",
                 "message": "no document \"1\" in collection \"cars\""})),
         (status = 408, description = "The query ran longer than the statement timeout \
@@ -381,6 +431,9 @@ async fn find_by_id(
         Ok(a) => a,
         Err(resp) => return resp,
     };
+    if let Some(resp) = wait_for_txn_header(&req, &state).await {
+        return resp;
+    }
     let body = body.into_inner();
     if let Some(resp) = refuse_nul(&state, [body.collection.as_str()], &BTreeMap::new())
         .or_else(|| super::store::has_nul(&body.id).then(|| nul_error(&state)))
@@ -425,19 +478,29 @@ async fn find_by_id(
     tag = "legacy",
     operation_id = "count",
     security(("api_key" = [])),
+    params(
+        ("X-DITTO-TXN-ID" = Option<String>, Header, pattern = "^[0-9]{1,18}$",
+            description = "Read your writes: run only once this transaction (a `transactionId` \
+                or `txnId` of an earlier answer) is visible; 404 when it is not within 2 s, 400 \
+                when it is not an integer."),
+    ),
     request_body(content = CountRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "How many documents the key may read match.",
             body = CountResponse),
         (status = 400, description = "An invalid query (`query/invalid`), text holding \
-            U+0000 (`request/nul-character`), an unsupported option (`query/unsupported`), a failing query (`query/evaluation`), malformed JSON, \
-            wrong types or unknown fields (`request/invalid-json`).", body = ErrorMessage,
+            U+0000 (`request/nul-character`), an unsupported option (`query/unsupported`), a \
+            failing query (`query/evaluation`), a bad `X-DITTO-TXN-ID` \
+            (`request/invalid-header`), malformed JSON, wrong types or unknown fields \
+            (`request/invalid-json`).", body = ErrorMessage,
             example = json!({"code": "query/invalid", "message": "expected an expression"})),
         (status = 401, description = "No API key, or an unknown, expired or revoked one \
             (`auth/...`).", body = ErrorMessage, example = json!({
                 "code": "auth/invalid-key", "message": "the API key is not valid"})),
         (status = 403, description = "Outside the key's read permission (`auth/forbidden`).",
             body = ErrorMessage),
+        (status = 404, description = "The transaction of `X-DITTO-TXN-ID` was not reached \
+            within 2 s (`store/txn-not-available`).", body = ErrorMessage),
         (status = 408, description = "The query ran longer than the statement timeout \
             (`store/timeout`).", body = ErrorMessage),
         (status = 413, description = "The body is larger than 4 MiB (`request/too-large`).",
@@ -461,6 +524,9 @@ async fn count(
         Ok(a) => a,
         Err(resp) => return resp,
     };
+    if let Some(resp) = wait_for_txn_header(&req, &state).await {
+        return resp;
+    }
     let body = body.into_inner();
     if let Some(resp) = refuse_nul(
         &state,

@@ -279,13 +279,14 @@ const DOCS_HTML: &str = include_str!("docs.html");
         (status = 101, description = "Switching to the WebSocket protocol; \
             `Sec-WebSocket-Protocol` names the chosen subprotocol."),
         (status = 400, description = "No supported subprotocol offered \
-            (`sync/unsupported-protocol`), or not a valid WebSocket upgrade \
-            (`sync/handshake`).", body = ErrorMessage, example = json!({
+            (`sync/unsupported-protocol`, this JSON body). A request that offers one but is not \
+            a valid WebSocket upgrade (no `Upgrade`, `Connection` or `Sec-WebSocket-Key` \
+            header) gets a 400 without a body.", body = ErrorMessage, example = json!({
                 "code": "sync/unsupported-protocol",
                 "message": "no supported sync protocol offered in Sec-WebSocket-Protocol",
                 "hint": "offer one of: bigpeer-sync.1"})),
-        (status = 426, description = "An unsupported WebSocket version (`sync/handshake`).",
-            body = ErrorMessage),
+        (status = 426, description = "An unsupported `Sec-WebSocket-Version` (13 is \
+            supported); no body."),
     )
 )]
 #[allow(dead_code)] // documents `crate::sync::ws`, which serves the route
@@ -296,8 +297,8 @@ fn sync() {}
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = WriteRequest, example = json!({"commands": [
-    {"method": "upsert", "collection": "people", "id": "abc", "value": {"name": "John", "orders": 0},
-        "valueTypeOverrides": {"orders": "counter"}},
+    {"method": "upsert", "collection": "people", "id": "abc",
+        "value": {"name": "John", "orders": 0}, "valueTypeOverrides": {"orders": "counter"}},
     {"method": "update", "collection": "people", "query": "name == $args.name",
         "args": {"name": "John"},
         "commands": [{"method": "increment", "path": "orders", "value": 1}]},

@@ -285,9 +285,9 @@ pub fn txn_header(req: &HttpRequest) -> Result<Option<i64>, BadTxnHeader> {
                     "items": [{"_id": "1", "color": "blue"}], "mutatedDocumentIds": [],
                     "error": {}, "warnings": [], "totalWarningsCount": 0}))),
             )),
-        (status = 400, description = "Invalid DQL (`query/invalid`, `query/unsupported`), text holding \
-            U+0000 (`request/nul-character`), a failing statement or bad arguments (`query/evaluation`), a result over the size cap \
-            (`query/result-too-large`), malformed JSON, wrong types or unknown fields \
+        (status = 400, description = "Invalid DQL (`query/invalid`, `query/unsupported`), \
+            text holding U+0000 (`request/nul-character`), a failing statement or bad arguments \
+            (`query/evaluation`), a result over the size cap (`query/result-too-large`), malformed JSON, wrong types or unknown fields \
             (`request/invalid-json`), a bad `X-DITTO-TXN-ID` (`request/invalid-header`), an \
             invalid document or id (`document/...`, `crdt/...`).",
             body = ExecuteResponse, example = json!({
