@@ -1201,3 +1201,41 @@ async fn an_unreachable_webhook_is_a_webhook_failure() {
     p.expect_fatal("auth/webhook-failed").await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_pushed_nul_character_is_denied_alone_and_harms_nothing_else() {
+    // Postgres cannot store U+0000: the document that holds it is denied, the rest of the push
+    // and of the shared transaction commit, and the session goes on.
+    let app = TestApp::spawn().await;
+    let token = admin(&app).await;
+    let (mut p, _) = Peer::open(&app, &token).await;
+    let good = local_doc(81, r#"{"make": "volvo"}"#);
+    let bad = local_doc(82, r#"{"make": "sa\u0000ab"}"#);
+    let bad_key = local_doc(83, r#"{"ma\u0000ke": "saab"}"#);
+    p.send(&Msg::Push {
+        push: 1,
+        changes: vec![
+            change("cars", "bad", bad.delta(&VersionVector::new())),
+            change("cars", "good", good.delta(&VersionVector::new())),
+            change("cars", "bad-key", bad_key.delta(&VersionVector::new())),
+            change("cars", "bad\u{0}id", good.delta(&VersionVector::new())),
+        ],
+    })
+    .await;
+    let Msg::PushAck { results, .. } = p.recv().await else {
+        panic!("expected a push ack")
+    };
+    let denied = PushResult::Denied {
+        code: "request/nul-character".into(),
+    };
+    assert_eq!(
+        results,
+        vec![denied.clone(), PushResult::Applied, denied.clone(), denied]
+    );
+    let body = execute(&app, "SELECT * FROM cars").await;
+    assert_eq!(body["items"], json!([{"_id": "good", "make": "volvo"}]));
+    // The session is still open.
+    p.send(&Msg::Ping { nonce: 5 }).await;
+    assert_eq!(p.recv().await, Msg::Pong { nonce: 5 });
+    app.shutdown().await;
+}

@@ -19,7 +19,7 @@ pub use documents::{materialize_with_id, Change, Committed, Outcome, StoredDoc};
 pub use error::StoreError;
 pub use feed::{ChangeFeed, FeedOptions};
 pub use group::{GroupCommit, GroupCommitOptions};
-pub use txn::{TxnInfo, Working};
+pub use txn::{TxnInfo, Working, NUL_CHARACTER};
 
 /// Migrations from the repository's `sql/` folder, applied at start-up.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../sql");

@@ -674,3 +674,61 @@ async fn jobs_in_one_transaction_are_isolated() {
     assert_eq!(yv.to_json_string(), r#"{"_id":"y","c":3}"#);
     db.drop_db().await;
 }
+
+/// U+0000 cannot be stored by Postgres: a job that brings it in fails on its own with
+/// `request/nul-character` (its document unchanged) and the jobs beside it commit.
+#[tokio::test]
+async fn a_nul_character_fails_only_its_own_job() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let x = DocId::string("x");
+    let y = DocId::string("y");
+    let set = |k: &str, v: Value| {
+        vec![Op::Set {
+            path: vec![k.into()],
+            value: v,
+            objects: ObjectMode::Map,
+        }]
+    };
+    let (a, ra) = super::txn::Job::new(vec![("c".to_owned(), x.clone())], {
+        let (x, ops) = (x.clone(), set("a", Value::String("fine".into())));
+        move |w| w.apply_ops("c", &x, &ops)
+    });
+    let (b, rb) = super::txn::Job::new(vec![("c".to_owned(), y.clone())], {
+        let (y, ops) = (y.clone(), set("b", Value::String("nu\0l".into())));
+        move |w| w.apply_ops("c", &y, &ops)
+    });
+    let (c, rc) = super::txn::Job::new(vec![("c".to_owned(), y.clone())], {
+        // The same through a remote delta: refused, and the document is as before.
+        let y = y.clone();
+        let mut remote = Doc::new();
+        remote
+            .apply(
+                &set("k\0ey", Value::Int(1))
+                    .into_iter()
+                    .chain(set("ok", Value::Int(2)))
+                    .collect::<Vec<_>>(),
+                Clock::new(SiteId(9)).tick(),
+            )
+            .expect("apply");
+        let delta = remote.delta(&Default::default());
+        move |w| {
+            let err = w.apply_delta("c", &y, &delta).expect_err("refused");
+            assert_eq!(err.code(), "request/nul-character");
+            assert_eq!(w.value("c", &y)?, None);
+            Ok(())
+        }
+    });
+    s.run_jobs(vec![a, b, c]).await;
+    ra.await.expect("answer").expect("a commits");
+    let eb = rb.await.expect("answer").expect_err("b fails");
+    assert_eq!(eb.code(), "request/nul-character");
+    rc.await.expect("answer").expect("c commits");
+    let xv = s.get("c", &x).await.expect("get").expect("x").value;
+    assert_eq!(
+        xv.map(|v| v.to_json_string()),
+        Some(r#"{"_id":"x","a":"fine"}"#.to_owned())
+    );
+    assert!(s.get("c", &y).await.expect("get").is_none());
+    db.drop_db().await;
+}

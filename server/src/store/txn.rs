@@ -96,6 +96,9 @@ impl Working<'_> {
         id: &DocId,
         ops: &[Op],
     ) -> Result<(), StoreError> {
+        if id_has_nul(id) || ops.iter().any(op_has_nul) {
+            return Err(nul_character());
+        }
         let store = self.store;
         let l = self.slot(collection, id)?;
         let stamp = store.stamp_after(l.doc.vv.max_hlc());
@@ -116,6 +119,10 @@ impl Working<'_> {
         let before = l.doc.clone();
         match l.doc.apply_delta(delta) {
             Ok(()) if l.doc == before => Ok(Outcome::Unchanged),
+            Ok(()) if materialize_with_id(&l.doc, &l.id).is_some_and(|v| has_nul(&v)) => {
+                l.doc = before;
+                Err(nul_character())
+            }
             Ok(()) => Ok(Outcome::Changed { seq: 0 }),
             Err(SchemaError::BaseNotDominated) => Ok(Outcome::Refused),
             Err(e) => Err(e.into()),
@@ -143,11 +150,54 @@ impl Working<'_> {
         store.observe(state.vv.max_hlc());
         let before = l.doc.clone();
         l.doc.join(state);
-        Ok(if l.doc == before {
-            Outcome::Unchanged
-        } else {
-            Outcome::Changed { seq: 0 }
-        })
+        if l.doc == before {
+            return Ok(Outcome::Unchanged);
+        }
+        if materialize_with_id(&l.doc, &l.id).is_some_and(|v| has_nul(&v)) {
+            l.doc = before;
+            return Err(nul_character());
+        }
+        Ok(Outcome::Changed { seq: 0 })
+    }
+}
+
+/// Postgres cannot store U+0000 in `jsonb` or `text`: a document holding it would fail the whole
+/// shared transaction, so the write that brings it in is refused on its own (and nothing of it
+/// is kept).
+pub const NUL_CHARACTER: &str = "request/nul-character";
+
+fn nul_character() -> StoreError {
+    StoreError::Shared {
+        code: NUL_CHARACTER,
+        message: "text may not contain the character U+0000 (Postgres cannot store it)".into(),
+    }
+}
+
+/// Whether a value holds U+0000 in a string or an object key, at any depth.
+pub fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+fn id_has_nul(id: &DocId) -> bool {
+    has_nul(id.value())
+}
+
+fn op_has_nul(op: &Op) -> bool {
+    let path = |p: &[String]| p.iter().any(|k| k.contains('\0'));
+    match op {
+        Op::Set { path: p, value, .. } => path(p) || has_nul(value),
+        Op::Merge { path: p, value, .. } => {
+            path(p) || value.iter().any(|(k, v)| k.contains('\0') || has_nul(v))
+        }
+        Op::Unset { path: p } | Op::Restart { path: p, .. } => path(p),
+        Op::Increment { path: p, by, .. } => path(p) || has_nul(by),
+        Op::Attach { path: p, token } => path(p) || has_nul(token),
+        Op::Delete => false,
     }
 }
 

@@ -45,7 +45,16 @@ pub(super) fn merge_one(
             });
         }
     }
-    Ok(match w.apply_delta(&c.collection, &c.id, &c.delta)? {
+    let outcome = match w.apply_delta(&c.collection, &c.id, &c.delta) {
+        // Refused on its own (the store kept nothing of it); the rest of the push goes on.
+        Err(e) if e.code() == crate::store::NUL_CHARACTER => {
+            return Ok(PushResult::Denied {
+                code: e.code().into(),
+            })
+        }
+        other => other?,
+    };
+    Ok(match outcome {
         Outcome::Changed { .. } => PushResult::Applied,
         Outcome::Unchanged => PushResult::Unchanged,
         Outcome::Refused => PushResult::Refused {
