@@ -11,6 +11,7 @@
 //! - ALTER SYSTEM / SHOW / EXPLAIN are answered without documents.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bigpeer_dql::eval::{self, InsertOutcome};
@@ -60,10 +61,21 @@ pub struct Executor {
     pub(super) store: Store,
     pub(super) group: GroupCommit,
     settings: Arc<RwLock<Settings>>,
-    /// Parsed statements by text (parsing does not depend on arguments or settings).
-    parsed: moka::sync::Cache<String, Arc<bigpeer_dql::ast::Statement>>,
+    /// `DQL_STRICT_MODE`, read on every statement without the settings lock.
+    strict_mode: Arc<AtomicBool>,
+    /// Compiled statements by text: the parsed statement and the planning options it is
+    /// planned with. Bounded; emptied by `ALTER SYSTEM`, and an entry compiled under other
+    /// settings is compiled again.
+    prepared: moka::sync::Cache<String, Arc<Prepared>>,
     /// Most items a SELECT returns at once.
     max_items: usize,
+}
+
+/// A compiled statement: parsed, with the options it is planned with.
+#[derive(Debug)]
+pub(super) struct Prepared {
+    pub stmt: bigpeer_dql::ast::Statement,
+    pub opts: PlanOptions,
 }
 
 /// Most items one SELECT returns; more is a `query/result-too-large` error.
@@ -83,8 +95,9 @@ impl Executor {
         Executor {
             group: GroupCommit::start(store.clone(), group),
             store,
+            strict_mode: Arc::new(AtomicBool::new(Settings::default().strict_mode())),
             settings: Arc::new(RwLock::new(Settings::default())),
-            parsed: moka::sync::Cache::builder()
+            prepared: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_idle(std::time::Duration::from_secs(3600))
                 .build(),
@@ -105,19 +118,31 @@ impl Executor {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    /// Parses a statement, or takes it from the cache of parsed statements.
-    pub(super) fn parse(
-        &self,
-        statement: &str,
-    ) -> Result<Arc<bigpeer_dql::ast::Statement>, bigpeer_dql::DqlError> {
-        if let Some(s) = self.parsed.get(statement) {
-            return Ok(s);
+    /// The compiled statement: from the cache when it was compiled under the current
+    /// settings, else parsed now (and cached).
+    pub(super) fn prepare(&self, statement: &str) -> Result<Arc<Prepared>, bigpeer_dql::DqlError> {
+        let opts = PlanOptions {
+            strict_mode: self.strict_mode.load(Ordering::Acquire),
+        };
+        if let Some(p) = self.prepared.get(statement) {
+            if p.opts == opts {
+                return Ok(p);
+            }
         }
-        let s = Arc::new(bigpeer_dql::parse(statement)?);
+        let p = Arc::new(Prepared {
+            stmt: bigpeer_dql::parse(statement)?,
+            opts,
+        });
         if statement.len() <= 16 * 1024 {
-            self.parsed.insert(statement.to_owned(), s.clone());
+            self.prepared.insert(statement.to_owned(), p.clone());
         }
-        Ok(s)
+        Ok(p)
+    }
+
+    /// How many compiled statements are cached (for tests).
+    pub fn cached_statements(&self) -> u64 {
+        self.prepared.run_pending_tasks();
+        self.prepared.entry_count()
     }
 
     /// Parses, checks and runs one statement with every permission.
@@ -138,11 +163,8 @@ impl Executor {
         args: &BTreeMap<String, Value>,
         access: &Access,
     ) -> Result<ExecuteResult, ServiceError> {
-        let stmt = self.parse(statement)?;
-        let opts = PlanOptions {
-            strict_mode: self.settings().strict_mode(),
-        };
-        let plan = plan::check_with(&stmt, args, &opts)?;
+        let prepared = self.prepare(statement)?;
+        let plan = plan::check_with(&prepared.stmt, args, &prepared.opts)?;
         self.run(plan, access).await
     }
 
@@ -151,14 +173,21 @@ impl Executor {
             Plan::Select(mut select) => {
                 let items = match &select.source {
                     Source::Collection(coll) => {
-                        match access.read(coll)? {
+                        let allowed = access.read(coll)?;
+                        if allowed == Allowed::All {
+                            if let Some(id) = point_lookup(&select) {
+                                let items = self.get_by_id(coll, &id).await?;
+                                return Ok(self.read_result(items).await?);
+                            }
+                        }
+                        match allowed {
                             Allowed::All => {}
                             Allowed::Nothing => return Err(forbidden("read", coll)),
                             Allowed::Matching(p) => {
                                 select.filter = restrict(select.filter.take(), p)
                             }
                         }
-                        match sql::compile(&Plan::Select(select.clone()))? {
+                        match sql::compile(&Plan::Select(select))? {
                             CompiledPlan::Query(c) => self.query_items(&c).await?,
                             _ => Vec::new(),
                         }
@@ -192,8 +221,12 @@ impl Executor {
                 }
                 let items = {
                     let mut s = self.settings.write().unwrap_or_else(|p| p.into_inner());
-                    s.alter(name.as_deref(), value.as_ref())?
+                    let items = s.alter(name.as_deref(), value.as_ref())?;
+                    self.strict_mode.store(s.strict_mode(), Ordering::Release);
+                    items
                 };
+                // Compiled statements may mean something else now.
+                self.prepared.invalidate_all();
                 Ok(self.read_result(items).await?)
             }
             Plan::Show { name } => {
@@ -232,6 +265,26 @@ impl Executor {
             items,
             mutated_ids: Vec::new(),
         })
+    }
+
+    /// `SELECT * FROM c WHERE _id = <id>`: one primary-key lookup.
+    async fn get_by_id(&self, collection: &str, id: &DocId) -> Result<Vec<Value>, ServiceError> {
+        let row = sqlx::query(
+            "SELECT value FROM documents WHERE collection = $1 AND id = $2 AND NOT deleted",
+        )
+        .bind(collection)
+        .bind(id.key())
+        .fetch_optional(self.store.pool())
+        .await
+        .map_err(StoreError::from)?;
+        match row {
+            None => Ok(Vec::new()),
+            Some(r) => Ok(vec![
+                r.try_get::<sqlx::types::Json<Value>, _>(0)
+                    .map_err(StoreError::from)?
+                    .0,
+            ]),
+        }
     }
 
     async fn query_items(&self, c: &Compiled) -> Result<Vec<Value>, ServiceError> {
@@ -320,6 +373,30 @@ impl Executor {
             items: Vec::new(),
             mutated_ids: sorted(ids),
         })
+    }
+}
+
+/// The id of a plain point lookup, `SELECT * FROM c WHERE _id = <valid id>` (either operand
+/// order, nothing else in the statement), which one primary-key read answers. The general path
+/// finds such a document by the same key (`id = key`) and checks `_id = <id>` again, which the
+/// key equality already implies.
+fn point_lookup(s: &plan::SelectPlan) -> Option<DocId> {
+    let plain = !s.distinct
+        && s.grouping.is_none()
+        && s.order_by.is_empty()
+        && s.limit.is_none()
+        && s.offset.is_none()
+        && matches!(&s.projection, plan::Projection::Document { extra } if extra.is_empty());
+    if !plain {
+        return None;
+    }
+    let is_id = |e: &PExpr| matches!(e, PExpr::Field(p) if p.len() == 1 && p[0] == "_id");
+    match s.filter.as_ref()? {
+        PExpr::Cmp(plan::CmpOp::Eq, a, b) => match (a.as_ref(), b.as_ref()) {
+            (f, PExpr::Lit(v)) | (PExpr::Lit(v), f) if is_id(f) => DocId::new(v.clone()).ok(),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

@@ -296,3 +296,87 @@ async fn big_results_and_slow_statements_get_clear_errors() {
     quick.close().await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn a_cached_statement_is_compiled_again_after_alter_system() {
+    let db = TestDb::new().await;
+    let exec = Executor::new(db.store.clone(), &GroupCommitOptions::default());
+    let none = BTreeMap::new();
+    exec.execute(
+        "INSERT INTO c DOCUMENTS ({'_id': 'x', 'o': {'p': 1, 'q': 2}})",
+        &none,
+    )
+    .await
+    .expect("insert");
+    let update = "UPDATE c SET o = {'r': 3} WHERE _id = 'x'";
+    let select = "SELECT o FROM c WHERE _id = 'x'";
+    // Strict mode off: the object is merged into the map.
+    exec.execute(update, &none).await.expect("update");
+    let r = exec.execute(select, &none).await.expect("select");
+    assert_eq!(
+        Value::Array(r.items).to_json_string(),
+        r#"[{"o":{"p":1,"q":2,"r":3}}]"#
+    );
+    assert!(exec.cached_statements() >= 2, "the statements are cached");
+    exec.execute("ALTER SYSTEM SET DQL_STRICT_MODE = true", &none)
+        .await
+        .expect("alter system");
+    // The same text now assigns a register: the whole object is replaced.
+    exec.execute(update, &none).await.expect("update");
+    let r = exec.execute(select, &none).await.expect("select");
+    assert_eq!(Value::Array(r.items).to_json_string(), r#"[{"o":{"r":3}}]"#);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn point_lookups_by_id_see_only_live_permitted_documents() {
+    let db = TestDb::new().await;
+    let exec = Executor::new(db.store.clone(), &GroupCommitOptions::default());
+    let none = BTreeMap::new();
+    exec.execute(
+        "INSERT INTO books DOCUMENTS ({'_id': {'loc': 'a', 'n': 1}, 'v': 1}), ({'_id': {'loc': 'b', 'n': 2}, 'v': 2}), ({'_id': 'gone'})",
+        &none,
+    )
+    .await
+    .expect("insert");
+    exec.execute("DELETE FROM books WHERE _id = 'gone'", &none)
+        .await
+        .expect("delete");
+    let get = "SELECT * FROM books WHERE _id = :id";
+    let args = |id: &str| BTreeMap::from([("id".to_owned(), Value::parse_json(id).expect("json"))]);
+    let found = |r: super::ExecuteResult| Value::Array(r.items).to_json_string();
+    // Object ids match whatever their key order.
+    let r = exec
+        .execute(get, &args(r#"{"n": 1, "loc": "a"}"#))
+        .await
+        .expect("get");
+    assert_eq!(found(r), r#"[{"_id":{"loc":"a","n":1},"v":1}]"#);
+    for missing in [r#""gone""#, r#""nope""#, r#"{"loc": "a"}"#] {
+        let r = exec.execute(get, &args(missing)).await.expect("get");
+        assert_eq!(found(r), "[]", "{missing}");
+    }
+    // A float is no id: the general path answers (nothing), as it did before.
+    let r = exec.execute(get, &args("1.5")).await.expect("get");
+    assert_eq!(found(r), "[]");
+    let r = exec
+        .execute("SELECT * FROM books WHERE 'gone' = _id OR _id = 'x'", &none)
+        .await
+        .expect("select");
+    assert_eq!(found(r), "[]");
+    // Read permissions still filter.
+    let access = super::Access::new(
+        serde_json::from_str(r#"{"read":{"queriesByCollection":{"books":["_id.loc == 'a'"]}}}"#)
+            .expect("permissions"),
+    );
+    let r = exec
+        .execute_as(get, &args(r#"{"loc": "b", "n": 2}"#), &access)
+        .await
+        .expect("get");
+    assert_eq!(found(r), "[]", "outside the read permission");
+    let r = exec
+        .execute_as(get, &args(r#"{"loc": "a", "n": 1}"#), &access)
+        .await
+        .expect("get");
+    assert_eq!(found(r), r#"[{"_id":{"loc":"a","n":1},"v":1}]"#);
+    db.drop_db().await;
+}

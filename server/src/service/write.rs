@@ -475,10 +475,10 @@ impl Executor {
         let mut planned = Vec::with_capacity(commands.len());
         for (i, cmd) in commands.iter().enumerate() {
             let (statement, args, counters) = translate(cmd).map_err(BatchError::at(i))?;
-            let stmt = self
-                .parse(&statement)
+            let prepared = self
+                .prepare(&statement)
                 .map_err(|e| BatchError::at(i)(ServiceError::Dql(e)))?;
-            let mut plan = plan::check_with(&stmt, &args, &opts)
+            let mut plan = plan::check_with(&prepared.stmt, &args, &opts)
                 .map_err(|e| BatchError::at(i)(ServiceError::Dql(e)))?;
             if let (WriteCommand::Update { .. }, Plan::Remove(r)) = (cmd, &plan) {
                 // Counter replacements only: an update with no actions of its own.

@@ -65,6 +65,9 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(opts.max_connections)
             .acquire_timeout(opts.connect_timeout)
+            // No ping before every use of a pooled connection (a round trip per statement): a
+            // connection that broke fails its next statement, and the pool replaces it.
+            .test_before_acquire(false)
             .connect_with(connect)
             .await
             .map_err(StoreError::Connect)?;
