@@ -13,7 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::db;
 use crate::error::{PeerError, Result};
-use crate::store::{load_with_server_vv, put_doc, Local, Store};
+use crate::store::{load_stored, load_with_server_vv, put_merged, Local, Store};
 
 /// What merging one remote change did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,18 +95,26 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut local = Local::begin(&tx, &mut self.clock, true)?;
+        // Outbox entries can only be cleared when there are some (a fresh or fully pushed store
+        // has none): one look per batch instead of a delete per document.
+        let outbox_empty: bool = local
+            .conn()
+            .prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM outbox)")?
+            .query_row([], |r| r.get(0))?;
         let mut outcomes = Vec::with_capacity(changes.len());
         for c in changes {
             let key = c.id.key();
             let conn = local.conn();
-            let row = load_with_server_vv(conn, &c.collection, &key)?;
-            let existed = row.is_some();
-            let (mut doc, mut server_vv) = row.unwrap_or_default();
+            let stored = load_stored(conn, &c.collection, &key)?;
+            let existed = stored.is_some();
+            let (mut doc, old_crdt, server_vv) = match stored {
+                Some(s) => (s.doc, s.crdt, s.server_vv),
+                None => (Doc::default(), Vec::new(), VersionVector::new()),
+            };
             if !doc.vv.dominates(&c.delta.base) {
                 outcomes.push(MergeOutcome::Refused { have: doc.vv });
                 continue;
             }
-            let before = doc.clone();
             doc.apply_delta(&c.delta)?;
             // The clock follows remote writes (unless they are implausibly far ahead).
             let _ = local.clock().observe(c.delta.state.vv.max_hlc());
@@ -117,18 +125,31 @@ impl Store {
             if mine > local.clock().last() {
                 *local.clock() = Clock::resume(site, mine);
             }
-            let changed = doc != before;
-            if changed || !existed {
-                let change = local.next_change();
-                put_doc(conn, &c.collection, &c.id, &doc, change)?;
-            }
+            // States are stored in their canonical encoding: equal bytes, equal states.
+            let crdt = doc.encode();
+            let changed = if existed {
+                crdt != old_crdt
+            } else {
+                doc != Doc::default()
+            };
             let mut known = server_vv.clone();
             known.join(&c.delta.state.vv);
-            if known != server_vv {
-                server_vv = known;
-                set_server_vv(conn, &c.collection, &key, &server_vv)?;
+            if changed || !existed {
+                let change = local.next_change();
+                put_merged(
+                    conn,
+                    &c.collection,
+                    &key,
+                    &c.id,
+                    &doc,
+                    &crdt,
+                    change,
+                    &known,
+                )?;
+            } else if known != server_vv {
+                set_server_vv(conn, &c.collection, &key, &known)?;
             }
-            if server_has_local_writes(&doc, &server_vv, site) {
+            if !outbox_empty && server_has_local_writes(&doc, &known, site) {
                 remove_from_outbox(conn, &c.collection, &key)?;
             }
             if changed {

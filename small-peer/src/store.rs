@@ -437,6 +437,22 @@ pub(crate) fn load_with_server_vv(
     collection: &str,
     key: &[u8],
 ) -> Result<Option<(Doc, VersionVector)>> {
+    Ok(load_stored(conn, collection, key)?.map(|s| (s.doc, s.server_vv)))
+}
+
+/// A stored document as the merge of remote changes needs it.
+pub(crate) struct StoredState {
+    pub doc: Doc,
+    /// The state's encoding as stored (to tell whether a merge changed it without a copy).
+    pub crdt: Vec<u8>,
+    pub server_vv: VersionVector,
+}
+
+pub(crate) fn load_stored(
+    conn: &Connection,
+    collection: &str,
+    key: &[u8],
+) -> Result<Option<StoredState>> {
     let row: Option<(Vec<u8>, Option<Vec<u8>>)> = conn
         .prepare_cached("SELECT crdt, server_vv FROM documents WHERE collection = ?1 AND id = ?2")?
         .query_row(params![collection, key], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -444,11 +460,26 @@ pub(crate) fn load_with_server_vv(
     let Some((crdt, vv)) = row else {
         return Ok(None);
     };
-    let vv = match vv {
+    let server_vv = match vv {
         Some(b) => db::decode_vv(&b)?,
         None => VersionVector::new(),
     };
-    Ok(Some((db::decode_doc(&crdt)?, vv)))
+    Ok(Some(StoredState {
+        doc: db::decode_doc(&crdt)?,
+        crdt,
+        server_vv,
+    }))
+}
+
+/// The `value` and `value_exact` columns of a document's state.
+fn value_columns(id: &DocId, doc: &Doc) -> (Option<String>, bool) {
+    match db::materialize(id, doc) {
+        Some(v) => {
+            let (text, exact) = db::value_json(&v);
+            (Some(text), exact)
+        }
+        None => (None, true),
+    }
 }
 
 /// Writes a document's state and its materialised value (keeping what is known of the server).
@@ -459,13 +490,7 @@ pub(crate) fn put_doc(
     doc: &Doc,
     change: i64,
 ) -> Result<()> {
-    let (value, exact) = match db::materialize(id, doc) {
-        Some(v) => {
-            let (text, exact) = db::value_json(&v);
-            (Some(text), exact)
-        }
-        None => (None, true),
-    };
+    let (value, exact) = value_columns(id, doc);
     conn.prepare_cached(
         "INSERT INTO documents (collection, id, crdt, value, value_exact, change, server_vv) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL) ON CONFLICT (collection, id) DO UPDATE SET \
@@ -479,6 +504,38 @@ pub(crate) fn put_doc(
         value,
         exact,
         change
+    ])?;
+    Ok(())
+}
+
+/// Writes a merged document: its state (`crdt`, the encoding of `doc`), materialised value and
+/// what the big peer is known to have of it, in one statement.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn put_merged(
+    conn: &Connection,
+    collection: &str,
+    key: &[u8],
+    id: &DocId,
+    doc: &Doc,
+    crdt: &[u8],
+    change: i64,
+    server_vv: &VersionVector,
+) -> Result<()> {
+    let (value, exact) = value_columns(id, doc);
+    conn.prepare_cached(
+        "INSERT INTO documents (collection, id, crdt, value, value_exact, change, server_vv) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (collection, id) DO UPDATE SET \
+         crdt = excluded.crdt, value = excluded.value, value_exact = excluded.value_exact, \
+         change = excluded.change, server_vv = excluded.server_vv",
+    )?
+    .execute(params![
+        collection,
+        key,
+        crdt,
+        value,
+        exact,
+        change,
+        db::encode_vv(server_vv)
     ])?;
     Ok(())
 }

@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bigpeer_schema::wire::{Msg, SubStatus, SUBPROTOCOL};
-use bigpeer_schema::{Doc, DocId, SiteId, Value};
+use bigpeer_schema::wire::{DocChange, Msg, SubStatus, SUBPROTOCOL};
+use bigpeer_schema::{DocId, SiteId, Value};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -166,7 +166,8 @@ impl Peer {
         }
     }
 
-    async fn subscribe(&mut self, query: &str) -> Result<(), String> {
+    /// Subscribes and waits until the initial sync is done; returns its changes.
+    async fn subscribe(&mut self, query: &str) -> Result<Vec<DocChange>, String> {
         self.send(&Msg::Subscribe {
             sub: 1,
             query: query.into(),
@@ -174,12 +175,14 @@ impl Peer {
             cursor: None,
         })
         .await?;
+        let mut initial = Vec::new();
         loop {
             match self.recv().await? {
+                Msg::Batch { changes, .. } => initial.extend(changes),
                 Msg::SubState {
                     status: SubStatus::CaughtUp { .. },
                     ..
-                } => return Ok(()),
+                } => return Ok(initial),
                 Msg::SubState {
                     status: SubStatus::Failed { code, message },
                     ..
@@ -187,6 +190,25 @@ impl Peer {
                 _ => {}
             }
         }
+    }
+}
+
+/// The value of the top-level integer field `field` a change carries, if it carries one (a
+/// delta holds only what changed; a full state holds every field).
+fn int_field(c: &DocChange, field: &str) -> Option<i64> {
+    let reg = c
+        .delta
+        .state
+        .root
+        .map
+        .as_ref()?
+        .entries
+        .get(field)?
+        .reg
+        .as_ref()?;
+    match reg.value.as_ref()? {
+        Value::Int(n) => Some(*n),
+        _ => None,
     }
 }
 
@@ -281,23 +303,47 @@ async fn fanout(args: &Args) -> Result<(), String> {
     let sent: Sent = Arc::default();
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let received = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(tokio::sync::Notify::new());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The big peer's final values, once the writes are done; peers holding all of them count
+    // themselves in `converged`.
+    let (truth_tx, truth_rx) = tokio::sync::watch::channel(None::<Arc<HashMap<DocId, i64>>>);
+    let converged = Arc::new(AtomicU64::new(0));
     let mut peer_tasks = Vec::new();
     for _ in 0..args.peers {
         let mut p = Peer::open(args).await?;
-        p.subscribe("SELECT * FROM fan").await?;
-        let (sent, latencies, received, stop) = (
+        // The newest `n` this peer holds, per document: seeded by the initial sync, then moved
+        // by every live change that carries `n` (the server may coalesce updates of a document
+        // for a peer that lags: it then sees only the newest).
+        let mut latest: HashMap<DocId, i64> = HashMap::new();
+        for c in p.subscribe("SELECT * FROM fan").await? {
+            if let Some(n) = int_field(&c, "n") {
+                latest.insert(c.id.clone(), n);
+            }
+        }
+        let (sent, latencies, received, mut stop, converged) = (
             sent.clone(),
             latencies.clone(),
             received.clone(),
-            stop.clone(),
+            stop_rx.clone(),
+            converged.clone(),
         );
+        let mut truth_rx = truth_rx.clone();
         peer_tasks.push(tokio::spawn(async move {
-            let mut docs: HashMap<DocId, Doc> = HashMap::new();
+            let mut counted = false;
             loop {
+                if !counted {
+                    let truth = truth_rx.borrow().clone();
+                    if let Some(truth) = truth {
+                        if truth.iter().all(|(id, n)| latest.get(id) == Some(n)) {
+                            counted = true;
+                            converged.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
                 let m = tokio::select! {
                     m = p.recv() => m,
-                    () = stop.notified() => break,
+                    _ = truth_rx.changed(), if !counted => continue,
+                    _ = stop.changed() => break,
                 };
                 let Ok(Msg::Batch { changes, .. }) = m else {
                     if let Err(e) = m {
@@ -309,20 +355,13 @@ async fn fanout(args: &Args) -> Result<(), String> {
                 let now = Instant::now();
                 let mut mine = Vec::new();
                 for c in changes {
-                    let d = docs.entry(c.id.clone()).or_default();
-                    if d.apply_delta(&c.delta).is_err() {
-                        // Not the base we hold: start from the full state next time.
-                        docs.remove(&c.id);
+                    let Some(n) = int_field(&c, "n") else {
                         continue;
-                    }
-                    let n = d
-                        .materialize()
-                        .and_then(|v| v.as_object().and_then(|o| o.get("n")).cloned());
-                    if let Some(Value::Int(n)) = n {
-                        if let Some(t) = sent.lock().ok().and_then(|s| s.get(&n).copied()) {
-                            mine.push(now.duration_since(t));
-                            received.fetch_add(1, Ordering::Relaxed);
-                        }
+                    };
+                    latest.insert(c.id.clone(), n);
+                    if let Some(t) = sent.lock().ok().and_then(|s| s.get(&n).copied()) {
+                        mine.push(now.duration_since(t));
+                        received.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 if let Ok(mut l) = latencies.lock() {
@@ -330,6 +369,7 @@ async fn fanout(args: &Args) -> Result<(), String> {
                 }
             }
             let _ = p.ws.close(None).await;
+            latest
         }));
     }
 
@@ -366,17 +406,33 @@ async fn fanout(args: &Args) -> Result<(), String> {
             drop(permit);
         });
     }
+    // Every write answered.
+    let _all = inflight.acquire_many(64).await.map_err(|e| e.to_string())?;
     let write_secs = started.elapsed().as_secs_f64();
-    // Wait (bounded) for the peers to receive everything.
+    // What the big peer holds at the end: every peer must end with exactly this.
+    let truth = final_values(&http, args).await?;
+    truth_tx.send_replace(Some(Arc::new(truth.clone())));
+    // Wait (bounded) until every peer holds the newest value of every document.
     let expected = total * args.peers as u64;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    while converged.load(Ordering::Relaxed) < args.peers as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let all_secs = started.elapsed().as_secs_f64();
-    stop.notify_waiters();
+    stop_tx.send_replace(true);
+    let mut lost = 0u64;
+    let mut peers_done = 0;
     for t in peer_tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        match tokio::time::timeout(Duration::from_secs(5), t).await {
+            Ok(Ok(latest)) => {
+                peers_done += 1;
+                lost += truth
+                    .iter()
+                    .filter(|(id, n)| latest.get(*id) != Some(*n))
+                    .count() as u64;
+            }
+            _ => lost += truth.len() as u64,
+        }
     }
     let got = received.load(Ordering::Relaxed);
     let mut l = latencies.lock().map_err(|e| e.to_string())?.clone();
@@ -386,22 +442,60 @@ async fn fanout(args: &Args) -> Result<(), String> {
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     // Updates of the same document can be coalesced by the server when a peer lags (the peer
-    // then sees only the latest value): count those as delivered late, not lost.
+    // then sees only the latest value): those are counted as coalesced, not lost. Lost is a
+    // document whose newest value a peer does not hold at the end.
     println!(
-        "fanout: {} peers, {} writes in {write_secs:.1}s ({:.0}/s), write errors {}; {got}/{expected} change deliveries observed in {all_secs:.1}s = {:.0} deliveries/s; latency write->peer p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+        "fanout: {} peers, {} writes in {write_secs:.1}s ({:.0}/s), write errors {}; {got}/{expected} change deliveries ({} coalesced) in {all_secs:.1}s = {:.0} deliveries/s; latency write->peer p50 {:.1} ms p99 {:.1} ms max {:.1} ms; final state: {peers_done}/{} peers checked, {lost} (peer, document) pairs not at the big peer's value",
         args.peers,
         total,
         total as f64 / write_secs,
         errors.load(Ordering::Relaxed),
+        expected.saturating_sub(got),
         got as f64 / all_secs,
         pct(0.50),
         pct(0.99),
         l.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        args.peers,
     );
     if errors.load(Ordering::Relaxed) > 0 {
         return Err("some writes failed".into());
     }
+    if lost > 0 {
+        return Err(format!(
+            "{lost} (peer, document) pairs lost their final value"
+        ));
+    }
     Ok(())
+}
+
+/// `n` of every document of `fan` at the big peer, over HTTP.
+async fn final_values(http: &reqwest::Client, args: &Args) -> Result<HashMap<DocId, i64>, String> {
+    let r = http
+        .post(format!("http://{}/api/v4/store/execute", args.addr))
+        .bearer_auth(&args.token)
+        .json(&serde_json::json!({"statement": "SELECT _id, n FROM fan"}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !r.status().is_success() {
+        return Err(format!("final SELECT: {}", r.status()));
+    }
+    let body: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+    let items = body
+        .get("items")
+        .and_then(|v| v.as_array())
+        .ok_or("final SELECT: no items")?;
+    let mut out = HashMap::new();
+    for it in items {
+        let (Some(id), Some(n)) = (
+            it.get("_id").and_then(|v| v.as_str()),
+            it.get("n").and_then(|v| v.as_i64()),
+        ) else {
+            return Err(format!("final SELECT: unexpected item {it}"));
+        };
+        out.insert(DocId::string(id), n);
+    }
+    Ok(out)
 }
 
 /// `POST /api/v4/store/execute`; an error for anything but 200.

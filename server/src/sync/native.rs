@@ -15,9 +15,9 @@ use std::time::Duration;
 use bigpeer_dql::eval;
 use bigpeer_dql::plan::PExpr;
 use bigpeer_schema::wire::{self, Cursor, DocChange, Msg, PushResult, SubStatus};
-use bigpeer_schema::{DocId, SchemaError, Value, VersionVector};
+use bigpeer_schema::{Delta, DocId, SchemaError, Value, VersionVector};
 use futures_util::future::LocalBoxFuture;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
@@ -41,8 +41,11 @@ impl SyncProtocol for Native {
     }
 }
 
-/// Documents read per page of an initial sync.
-const PAGE: i64 = 256;
+/// Documents read per page of an initial sync (a page is one batch unless it passes
+/// `BATCH_BYTES`): larger pages mean fewer queries, frames and client transactions.
+const PAGE: i64 = 1_000;
+/// Feed changes taken at once before a batch goes out (those already received: no waiting).
+const FEED_DRAIN: usize = 1_000;
 /// Bytes of deltas per batch (well under `max_frame`).
 const BATCH_BYTES: usize = 1024 * 1024;
 /// Changes read per query when catching up with the feed after lagging.
@@ -116,6 +119,12 @@ enum Phase {
 }
 
 impl Sub {
+    /// True when the peer gets every document of the collection (no filter, no read
+    /// restriction): nothing needs to be materialised to decide.
+    fn wants_all(&self) -> bool {
+        self.filter.is_none() && self.read.is_none()
+    }
+
     /// Whether the peer gets this version of a document: live documents that match the filter
     /// and the read permission; tombstones (no value) when the read permission admits their id.
     fn wants(&self, id: &DocId, value: Option<&Value>) -> bool {
@@ -651,31 +660,47 @@ impl Session {
             return Ok(());
         };
         let full = page.rows.len() as i64 >= PAGE;
-        let mut changes = Vec::new();
+        let mut changes = Vec::with_capacity(page.rows.len());
         let mut bytes = 0;
         let mut last = after;
         let mut stopped_early = false;
-        for row in &page.rows {
+        let wants_all = s.wants_all();
+        for row in page.rows {
             if bytes >= BATCH_BYTES {
                 stopped_early = true;
                 break;
             }
             last = row.seq;
-            let value = if row.deleted {
-                None
+            let wanted = if wants_all {
+                true
             } else {
-                materialize_with_id(&row.state, &row.id)
+                let value = if row.deleted {
+                    None
+                } else {
+                    materialize_with_id(&row.state, &row.id)
+                };
+                s.wants(&row.id, value.as_ref())
             };
-            if !s.wants(&row.id, value.as_ref()) {
+            if !wanted {
                 continue;
             }
-            // Initial and resumed syncs send full states: the peer may have evicted what this
-            // session sent it before.
-            let change = change_for(&mut Known::new(), &collection, &row.id, row.seq, &row.state);
-            let Some(change) = change else { continue };
-            remember(known, (collection.clone(), row.id.key()), &row.state.vv);
-            bytes += change.delta.encode().len() + 64;
-            changes.push(change);
+            // Initial and resumed syncs send full states (a delta against nothing): the peer may
+            // have evicted what this session sent it before. The state moves into the batch.
+            let delta = Delta {
+                base: VersionVector::new(),
+                state: row.state,
+            };
+            if delta.is_empty() {
+                continue;
+            }
+            remember(known, (collection.clone(), row.id.key()), &delta.state.vv);
+            bytes += row.size + 64;
+            changes.push(DocChange {
+                collection: collection.clone(),
+                id: row.id,
+                seq: u64::try_from(row.seq).unwrap_or(0),
+                delta,
+            });
         }
         let done = !full && !stopped_early;
         s.phase = if done {
@@ -714,32 +739,47 @@ impl Session {
 
     async fn on_feed(&mut self, ev: Result<Arc<StoredDoc>, RecvError>) -> Result<(), Stop> {
         match ev {
-            Ok(doc) => self.live(doc),
-            Err(RecvError::Lagged(missed)) => {
-                tracing::debug!(
-                    missed,
-                    "sync session fell behind the change feed; reading the database"
-                );
-                // Resume from our own cursor; later broadcasts at or below it are skipped.
-                loop {
-                    let from = self.open()?.feed_seq;
-                    let rows = self
-                        .hub
-                        .store
-                        .changes_since(from, LAG_PAGE)
-                        .await
-                        .map_err(|e| store_failure(&e))?;
-                    let n = rows.len() as i64;
-                    for doc in rows {
-                        self.live(Arc::new(doc))?;
-                    }
-                    if n < LAG_PAGE {
-                        return Ok(());
+            Ok(doc) => {
+                self.live(doc)?;
+                // Take what else the feed already holds, so that a burst of changes goes out in
+                // one batch instead of one batch per change (no waiting: only what is there).
+                for _ in 0..FEED_DRAIN {
+                    match self.open()?.feed.try_recv() {
+                        Ok(doc) => self.live(doc)?,
+                        Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => break,
+                        Err(TryRecvError::Lagged(missed)) => return self.read_lagged(missed).await,
                     }
                 }
+                Ok(())
             }
+            Err(RecvError::Lagged(missed)) => self.read_lagged(missed).await,
             Err(RecvError::Closed) => {
                 Err(fatal("internal", "the change feed stopped", CLOSE_INTERNAL))
+            }
+        }
+    }
+
+    /// The session fell behind the change feed by `missed` changes: read them from the database.
+    async fn read_lagged(&mut self, missed: u64) -> Result<(), Stop> {
+        tracing::debug!(
+            missed,
+            "sync session fell behind the change feed; reading the database"
+        );
+        // Resume from our own cursor; later broadcasts at or below it are skipped.
+        loop {
+            let from = self.open()?.feed_seq;
+            let rows = self
+                .hub
+                .store
+                .changes_since(from, LAG_PAGE)
+                .await
+                .map_err(|e| store_failure(&e))?;
+            let n = rows.len() as i64;
+            for doc in rows {
+                self.live(Arc::new(doc))?;
+            }
+            if n < LAG_PAGE {
+                return Ok(());
             }
         }
     }

@@ -13,6 +13,8 @@ pub struct ScanRow {
     pub state: Doc,
     pub seq: i64,
     pub deleted: bool,
+    /// Bytes of the stored state (about what its full-state delta takes on the wire).
+    pub size: usize,
 }
 
 /// A page of a collection after a sequence number.
@@ -74,6 +76,7 @@ pub async fn page(
             state,
             seq: r.try_get(4)?,
             deleted: r.try_get(5)?,
+            size: meta.len(),
         });
     }
     Ok(page)
