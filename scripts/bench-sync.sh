@@ -4,12 +4,12 @@
 #
 # Usage: scripts/bench-sync.sh [scenario...]   (default: idle fanout initial latency)
 # Env: PGHOST (127.0.0.1), PGPORT (5432), PGUSER (postgres), IDLE_PEERS (1000), FANOUT_PEERS (100),
-#      RATE (1000 changes/s), SECONDS (10), DOCS (100000, initial sync), SAMPLES (1000, latency),
+#      RATE (1000 changes/s), FANOUT_SECONDS (10), DOCS (100000, initial sync), SAMPLES (1000, latency),
 #      BUILD (1; 0 uses the release binaries already built), CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
-IDLE_PEERS=${IDLE_PEERS:-1000}; FANOUT_PEERS=${FANOUT_PEERS:-100}; RATE=${RATE:-1000}; SECONDS_EACH=${SECONDS:-10}
+IDLE_PEERS=${IDLE_PEERS:-1000}; FANOUT_PEERS=${FANOUT_PEERS:-100}; RATE=${RATE:-1000}; SECONDS_EACH=${FANOUT_SECONDS:-10}
 DOCS=${DOCS:-100000}; SAMPLES=${SAMPLES:-1000}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bigpeer-target}"
 scenarios=("$@"); [ ${#scenarios[@]} -eq 0 ] && scenarios=(idle fanout initial latency)
