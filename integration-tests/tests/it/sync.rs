@@ -54,7 +54,15 @@ impl Peer {
     /// Connects and says hello with `token`; returns the Welcome.
     async fn open(app: &TestApp, token: &str) -> (Peer, Msg) {
         let mut p = Peer::connect(app).await;
-        p.send(&Msg::Hello {
+        p.hello(token).await;
+        let welcome = p.recv().await;
+        assert!(matches!(welcome, Msg::Welcome { .. }), "{welcome:?}");
+        (p, welcome)
+    }
+
+    /// Says hello with `token` (a fresh site id).
+    async fn hello(&mut self, token: &str) {
+        self.send(&Msg::Hello {
             minor: 0,
             site: SiteId::random(),
             token: token.into(),
@@ -62,9 +70,6 @@ impl Peer {
             last_sync_ms: 0,
         })
         .await;
-        let welcome = p.recv().await;
-        assert!(matches!(welcome, Msg::Welcome { .. }), "{welcome:?}");
-        (p, welcome)
     }
 
     async fn send(&mut self, m: &Msg) {
@@ -1110,28 +1115,14 @@ async fn webhook_refusals_and_failures_are_precise_and_refusals_are_not_cached()
         ("bad-permissions", "auth/webhook-failed"),
     ] {
         let mut p = Peer::connect(&app).await;
-        p.send(&Msg::Hello {
-            minor: 0,
-            site: SiteId::random(),
-            token: token.into(),
-            features: vec![],
-            last_sync_ms: 0,
-        })
-        .await;
+        p.hello(token).await;
         p.expect_fatal(code).await;
     }
     let calls = hook.count();
     assert_eq!(calls, 5);
     // A refusal is asked again next time (the user may have been fixed meanwhile).
     let mut p = Peer::connect(&app).await;
-    p.send(&Msg::Hello {
-        minor: 0,
-        site: SiteId::random(),
-        token: "refused".into(),
-        features: vec![],
-        last_sync_ms: 0,
-    })
-    .await;
+    p.hello("refused").await;
     p.expect_fatal("auth/invalid-token").await;
     assert_eq!(hook.count(), calls + 1);
 
@@ -1140,14 +1131,8 @@ async fn webhook_refusals_and_failures_are_precise_and_refusals_are_not_cached()
     // An unknown or revoked API key is still refused without asking the webhook.
     let before = hook.count();
     let mut p = Peer::connect(&app).await;
-    p.send(&Msg::Hello {
-        minor: 0,
-        site: SiteId::random(),
-        token: format!("{}nope", bigpeer::auth::SECRET_PREFIX),
-        features: vec![],
-        last_sync_ms: 0,
-    })
-    .await;
+    p.hello(&format!("{}nope", bigpeer::auth::SECRET_PREFIX))
+        .await;
     p.expect_fatal("auth/invalid-token").await;
     assert_eq!(hook.count(), before);
     app.shutdown().await;
@@ -1190,14 +1175,7 @@ async fn an_unreachable_webhook_is_a_webhook_failure() {
     })
     .await;
     let mut p = Peer::connect(&app).await;
-    p.send(&Msg::Hello {
-        minor: 0,
-        site: SiteId::random(),
-        token: "whatever".into(),
-        features: vec![],
-        last_sync_ms: 0,
-    })
-    .await;
+    p.hello("whatever").await;
     p.expect_fatal("auth/webhook-failed").await;
     app.shutdown().await;
 }
