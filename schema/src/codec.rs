@@ -103,6 +103,11 @@ impl<'a> Reader<'a> {
         self.bytes.len() - self.pos
     }
 
+    /// How many bytes have been read.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
     pub fn finish(&self) -> Result<()> {
         if self.remaining() == 0 {
             Ok(())

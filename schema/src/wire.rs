@@ -36,6 +36,7 @@ const T_PING: u8 = 0x0c;
 const T_PONG: u8 = 0x0d;
 const T_BYE: u8 = 0x0e;
 const T_OPTIONAL_MIN: u8 = 0x80;
+const T_CLIENT_INFO: u8 = 0x80;
 
 /// A position in the big peer's change feed: everything up to `seq` of sequence space `epoch`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -52,6 +53,38 @@ pub struct DocChange {
     /// Feed position of this change on the sender (0 from small peers).
     pub seq: u64,
     pub delta: Delta,
+}
+
+/// One document's change whose delta is already encoded (as [`Delta::encode`] gives it): how a
+/// sender that holds stored bytes builds a batch without decoding them.
+#[derive(Debug, Clone, Copy)]
+pub struct EncodedChange<'a> {
+    pub collection: &'a str,
+    pub id: &'a DocId,
+    pub seq: u64,
+    pub delta: &'a [u8],
+}
+
+/// The frame of `Msg::Batch { batch, subs, changes, cursor }` from changes whose deltas are
+/// already encoded: the same bytes as [`Msg::encode`] gives for the decoded changes.
+pub fn encode_batch(
+    batch: u64,
+    subs: &[u32],
+    changes: &[EncodedChange<'_>],
+    cursor: &Option<Cursor>,
+) -> Vec<u8> {
+    let size: usize = changes
+        .iter()
+        .map(|c| c.collection.len() + c.delta.len() + 48)
+        .sum();
+    let mut w = W(Vec::with_capacity(64 + size));
+    w.batch_head(batch, subs);
+    w.u(changes.len() as u64);
+    for c in changes {
+        w.change(c.collection, c.id, c.seq, c.delta);
+    }
+    w.cursor_opt(cursor);
+    w.0
 }
 
 /// What happened to one pushed document.
@@ -166,6 +199,11 @@ pub enum Msg {
     Bye {
         reason: String,
     },
+    /// Server → client, optional, right after `Welcome`: what the authentication webhook said
+    /// about this client (its `clientInfo`, any JSON value).
+    ClientInfo {
+        info: Value,
+    },
     /// An optional message this code does not know (tag ≥ 0x80): ignore it.
     Unknown {
         tag: u8,
@@ -190,6 +228,7 @@ impl Msg {
             Msg::Ping { .. } => "ping",
             Msg::Pong { .. } => "pong",
             Msg::Bye { .. } => "bye",
+            Msg::ClientInfo { .. } => "client_info",
             Msg::Unknown { .. } => "unknown",
         }
     }
@@ -271,10 +310,7 @@ impl Msg {
                 changes,
                 cursor,
             } => {
-                w.tag(T_BATCH);
-                w.u(*batch);
-                w.u(subs.len() as u64);
-                subs.iter().for_each(|s| w.u(u64::from(*s)));
+                w.batch_head(*batch, subs);
                 w.changes(changes);
                 w.cursor_opt(cursor);
             }
@@ -339,6 +375,10 @@ impl Msg {
             Msg::Bye { reason } => {
                 w.tag(T_BYE);
                 w.s(reason);
+            }
+            Msg::ClientInfo { info } => {
+                w.tag(T_CLIENT_INFO);
+                write_value(&mut w.0, info);
             }
             Msg::Unknown { tag } => w.tag(*tag),
         }
@@ -455,6 +495,7 @@ impl Msg {
             T_BYE => Msg::Bye {
                 reason: r.string()?,
             },
+            T_CLIENT_INFO => Msg::ClientInfo { info: r.value(0)? },
             t if t >= T_OPTIONAL_MIN => return Ok(Msg::Unknown { tag: t }),
             t => return Err(corrupt(&format!("unknown message tag {t:#04x}"))),
         };
@@ -498,13 +539,22 @@ impl W {
             }
         }
     }
+    fn batch_head(&mut self, batch: u64, subs: &[u32]) {
+        self.tag(T_BATCH);
+        self.u(batch);
+        self.u(subs.len() as u64);
+        subs.iter().for_each(|s| self.u(u64::from(*s)));
+    }
+    fn change(&mut self, collection: &str, id: &DocId, seq: u64, delta: &[u8]) {
+        self.s(collection);
+        write_value(&mut self.0, id.value());
+        self.u(seq);
+        write_bytes(&mut self.0, delta);
+    }
     fn changes(&mut self, changes: &[DocChange]) {
         self.u(changes.len() as u64);
         for c in changes {
-            self.s(&c.collection);
-            write_value(&mut self.0, c.id.value());
-            self.u(c.seq);
-            write_bytes(&mut self.0, &c.delta.encode());
+            self.change(&c.collection, &c.id, c.seq, &c.delta.encode());
         }
     }
 }
@@ -595,6 +645,50 @@ mod tests {
         )
         .expect("apply");
         d.delta(&VersionVector::new())
+    }
+
+    #[test]
+    fn a_batch_of_encoded_deltas_is_the_same_frame() {
+        let changes = vec![
+            DocChange {
+                collection: "cars".into(),
+                id: DocId::string("a"),
+                seq: 42,
+                delta: sample_delta(),
+            },
+            DocChange {
+                collection: "bikes".into(),
+                id: DocId::string("b"),
+                seq: 43,
+                delta: Delta::default(),
+            },
+        ];
+        let encoded: Vec<Vec<u8>> = changes.iter().map(|c| c.delta.encode()).collect();
+        let refs: Vec<EncodedChange<'_>> = changes
+            .iter()
+            .zip(&encoded)
+            .map(|(c, d)| EncodedChange {
+                collection: &c.collection,
+                id: &c.id,
+                seq: c.seq,
+                delta: d,
+            })
+            .collect();
+        for cursor in [
+            None,
+            Some(Cursor {
+                epoch: "e1".into(),
+                seq: 43,
+            }),
+        ] {
+            let msg = Msg::Batch {
+                batch: 7,
+                subs: vec![1, 3],
+                changes: changes.clone(),
+                cursor: cursor.clone(),
+            };
+            assert_eq!(encode_batch(7, &[1, 3], &refs, &cursor), msg.encode());
+        }
     }
 
     fn all_messages() -> Vec<Msg> {
@@ -691,6 +785,9 @@ mod tests {
             Msg::Pong { nonce: 1 },
             Msg::Bye {
                 reason: "done".into(),
+            },
+            Msg::ClientInfo {
+                info: Value::parse_json(r#"{"plan":"pro","seats":[1,2]}"#).expect("json"),
             },
         ]
     }

@@ -109,6 +109,11 @@ proptest! {
             check_prefix_closure(d);
             round_trip_doc(d);
             round_trip_delta(&Delta { base: VersionVector::new(), state: d.clone() });
+            // The full-state delta made from the stored bytes is the one made from the tree.
+            let full = Delta { base: VersionVector::new(), state: d.clone() };
+            let (bytes, vv) = Delta::encode_full_state(&d.encode()).expect("a document's encoding converts");
+            prop_assert_eq!(&bytes, &full.encode());
+            prop_assert_eq!(&vv, &d.vv);
         }
         // Joining all states forwards and in a shuffled order gives the same state.
         let mut fwd = Doc::new();

@@ -817,3 +817,56 @@ async fn an_expiring_key_ends_the_client_with_auth_expired() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_revoked_key_ends_the_client_and_webhook_client_info_reaches_it() {
+    let app = TestApp::spawn().await;
+    let keys = KeyStore::new(app.app.store().pool().clone());
+    let created = keys
+        .create(NewKey {
+            name: "revoked soon".into(),
+            permissions: Permissions::all(),
+            ..NewKey::default()
+        })
+        .await
+        .expect("create key");
+    let mut p = Peer::new(&app, &created.secret, &["SELECT * FROM c"]);
+    p.start();
+    p.synced().await;
+    assert_eq!(p.sync().status().client_info, None, "API keys carry none");
+    // Revoked by another process's key store: the server notices and ends the session.
+    assert!(keys.revoke(&created.key.id).await.expect("revoke"));
+    let failure = tokio::time::timeout(WAIT, p.sync().finished())
+        .await
+        .expect("ends in time");
+    assert_eq!(failure.code, "auth/revoked-key");
+    assert_eq!(p.sync().status().stats.sessions, 1, "no reconnection");
+    app.shutdown().await;
+
+    let hook = crate::sync::FakeWebhook::start(Arc::new(|_| {
+        (
+            200,
+            json!({
+                "authenticate": true,
+                "expirationSeconds": 3600,
+                "userID": "ada",
+                "permissions": {"read": {"everything": true}, "write": {"everything": true}},
+                "clientInfo": {"plan": "gold", "seats": 3}
+            })
+            .to_string(),
+        )
+    }))
+    .await;
+    let app = crate::sync::app_with_webhook(&hook).await;
+    let mut p = Peer::new(&app, "a-jwt", &["SELECT * FROM c"]);
+    p.start();
+    p.synced().await;
+    let status = p.sync().status();
+    assert_eq!(status.user.as_deref(), Some("ada"));
+    assert_eq!(
+        status.client_info,
+        Some(json!({"plan": "gold", "seats": 3}))
+    );
+    p.stop().await;
+    app.shutdown().await;
+}

@@ -885,9 +885,80 @@ async fn a_session_ends_when_its_key_expires() {
     app.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_session_ends_when_its_key_is_revoked_here_or_by_another_process() {
+    const ADMIN: &str = "an-admin-key-for-the-revocation-test";
+    let app = TestApp::spawn_with(integration_tests::TestDb::create().await, |c| {
+        c.admin_key = Some(bigpeer::config::AdminKey::new(ADMIN));
+    })
+    .await;
+    // Another bigpeer process on the same database: its own key store, cache and revocations.
+    let elsewhere = KeyStore::new(app.app.store().pool().clone());
+    let mut created = Vec::new();
+    for name in ["here", "there", "kept"] {
+        created.push(
+            elsewhere
+                .create(NewKey {
+                    name: name.into(),
+                    permissions: Permissions::all(),
+                    ..NewKey::default()
+                })
+                .await
+                .expect("create key"),
+        );
+    }
+    let mut peers = Vec::new();
+    for k in &created {
+        let (mut p, _) = Peer::open(&app, &k.secret).await;
+        p.subscribe(1, "SELECT * FROM cars", None).await;
+        p.until_caught_up(1).await;
+        peers.push(p);
+    }
+    let mut kept = peers.pop().expect("kept");
+    let mut there = peers.pop().expect("there");
+    let mut here = peers.pop().expect("here");
+
+    // Revoked through this server's admin API: the session ends at once.
+    let r = reqwest::Client::new()
+        .delete(format!(
+            "{}/api/v4/admin/keys/{}",
+            app.app.url(),
+            created[0].key.id
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 204);
+    here.expect_fatal("auth/revoked-key").await;
+
+    // Revoked by the other process: this server notices within its poll interval (1 s).
+    let started = std::time::Instant::now();
+    assert!(elsewhere.revoke(&created[1].key.id).await.expect("revoke"));
+    there.expect_fatal("auth/revoked-key").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "noticed after {:?}",
+        started.elapsed()
+    );
+
+    // A revoked key opens no new session; the other session goes on and gets live changes.
+    let mut again = Peer::connect(&app).await;
+    again.hello(&created[0].secret).await;
+    again.expect_fatal("auth/invalid-token").await;
+    execute(
+        &app,
+        "INSERT INTO cars DOCUMENTS ({'_id': 'after', 'color': 'red'})",
+    )
+    .await;
+    let (_, changes) = kept.batch().await;
+    assert_eq!(ids(&changes), vec!["\"after\""]);
+    app.shutdown().await;
+}
+
 /// An authentication webhook on a real socket: answers every `POST` with what `answer` says
 /// for the request's JSON body, and records each request (headers lowercased, body).
-struct FakeWebhook {
+pub(crate) struct FakeWebhook {
     url: String,
     calls: CallLog,
     task: tokio::task::JoinHandle<()>,
@@ -896,10 +967,10 @@ struct FakeWebhook {
 /// Each request: its headers (names lowercased) and its body.
 type CallLog = std::sync::Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>;
 
-type Answer = std::sync::Arc<dyn Fn(&serde_json::Value) -> (u16, String) + Send + Sync>;
+pub(crate) type Answer = std::sync::Arc<dyn Fn(&serde_json::Value) -> (u16, String) + Send + Sync>;
 
 impl FakeWebhook {
-    async fn start(answer: Answer) -> FakeWebhook {
+    pub(crate) async fn start(answer: Answer) -> FakeWebhook {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -987,7 +1058,7 @@ impl Drop for FakeWebhook {
 
 const WEBHOOK_SECRET: &str = "a-webhook-secret-of-some-length";
 
-async fn app_with_webhook(hook: &FakeWebhook) -> TestApp {
+pub(crate) async fn app_with_webhook(hook: &FakeWebhook) -> TestApp {
     let url = hook.url.clone();
     TestApp::spawn_with(integration_tests::TestDb::create().await, move |c| {
         c.auth_webhook_url = Some(url);
@@ -1034,6 +1105,13 @@ async fn webhook_tokens_open_sessions_with_its_permissions_and_are_cached() {
     };
     assert_eq!(user, "sandra");
     assert!((3590..=3600).contains(&expires_in), "{expires_in}");
+    // The webhook's clientInfo follows the Welcome.
+    assert_eq!(
+        p.recv().await,
+        Msg::ClientInfo {
+            info: Value::from_json(json!({"plan": "gold"}))
+        }
+    );
     // The webhook's read permission applies: only the red car is sent.
     p.subscribe(1, "SELECT * FROM cars", None).await;
     let (initial, _) = p.until_caught_up(1).await;
@@ -1064,14 +1142,17 @@ async fn webhook_tokens_open_sessions_with_its_permissions_and_are_cached() {
     );
 
     // A second session with the same token is served from the cache.
-    let (_q, welcome) = Peer::open(&app, "jwt-of-sandra").await;
+    let (mut q, welcome) = Peer::open(&app, "jwt-of-sandra").await;
     assert!(matches!(welcome, Msg::Welcome { ref user, .. } if user == "sandra"));
+    assert!(matches!(q.recv().await, Msg::ClientInfo { .. }));
     assert_eq!(hook.count(), 1);
 
-    // API keys keep working beside the webhook, without calling it.
+    // API keys keep working beside the webhook, without calling it (and have no clientInfo).
     let token = admin(&app).await;
-    let (_r, welcome) = Peer::open(&app, &token).await;
+    let (mut r, welcome) = Peer::open(&app, &token).await;
     assert!(matches!(welcome, Msg::Welcome { .. }));
+    r.send(&Msg::Ping { nonce: 5 }).await;
+    assert_eq!(r.recv().await, Msg::Pong { nonce: 5 });
     assert_eq!(hook.count(), 1);
     app.shutdown().await;
 }

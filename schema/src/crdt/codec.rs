@@ -220,6 +220,25 @@ pub fn encode_delta(d: &Delta) -> Vec<u8> {
     e.out
 }
 
+/// The full-state delta (a delta against the empty version vector) of an encoded document,
+/// built from its bytes without decoding the tree, and the document's version vector.
+///
+/// The two encodings share the site table, the version vector and the slot; a full-state delta
+/// only differs in its kind byte and the empty base vector before the version vector. The slot is
+/// copied as it is, unchecked: whoever decodes the delta validates it.
+pub fn full_state_delta_from_doc(bytes: &[u8]) -> Result<(Vec<u8>, VersionVector)> {
+    let mut d = Dec::open(bytes, KIND_DOC)?;
+    let sites_end = d.r.position();
+    let vv = d.vv()?;
+    let mut out = Vec::with_capacity(bytes.len() + 1);
+    out.push(FORMAT);
+    out.push(KIND_DELTA);
+    out.extend_from_slice(bytes.get(2..sites_end).unwrap_or_default());
+    write_varint(&mut out, 0);
+    out.extend_from_slice(bytes.get(sites_end..).unwrap_or_default());
+    Ok((out, vv))
+}
+
 struct Dec<'a> {
     r: Reader<'a>,
     sites: Vec<SiteId>,

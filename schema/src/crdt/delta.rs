@@ -30,6 +30,13 @@ impl Delta {
     pub fn decode(bytes: &[u8]) -> Result<Delta> {
         super::codec::decode_delta(bytes)
     }
+
+    /// The encoding of the full-state delta (`base` empty) of the document encoded as
+    /// `doc_bytes`, without decoding the document, and the document's version vector. The same
+    /// bytes as `Delta { base: empty, state: Doc::decode(doc_bytes)? }.encode()`.
+    pub fn encode_full_state(doc_bytes: &[u8]) -> Result<(Vec<u8>, VersionVector)> {
+        super::codec::full_state_delta_from_doc(doc_bytes)
+    }
 }
 
 impl Doc {

@@ -1,11 +1,13 @@
 //! API keys: random secrets stored hashed, with a name, an expiry and permissions.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
+use tokio::sync::watch;
 
 use super::{AuthError, Permissions};
 
@@ -16,6 +18,11 @@ const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqr
 /// How long a key lookup (found or not) is cached. Bounds how long a key revoked by another
 /// bigpeer process keeps working here; a revoke in this process takes effect at once.
 pub const CACHE_TTL: Duration = Duration::from_millis(500);
+/// How often a process that has live sync sessions looks for keys revoked by other processes.
+pub const REVOCATION_POLL: Duration = Duration::from_secs(1);
+/// Revocations up to this long before the watch started are reported too (a revoking
+/// transaction's `now()` is its start, which can be well before it commits).
+const REVOCATION_MARGIN_SECS: f64 = 60.0;
 
 /// A stored key, without its secret.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -65,11 +72,21 @@ pub struct CreatedKey {
 
 type Hash = [u8; 32];
 
+/// Ids of the keys revoked while this process runs, as a watch (see
+/// [`KeyStore::watch_revocations`]).
+pub type Revoked = watch::Receiver<Arc<BTreeSet<String>>>;
+
+struct Revocations {
+    tx: watch::Sender<Arc<BTreeSet<String>>>,
+    poller: OnceLock<()>,
+}
+
 /// API key storage with a small lookup cache.
 #[derive(Clone)]
 pub struct KeyStore {
     pool: PgPool,
     cache: moka::future::Cache<Hash, Option<Arc<ApiKey>>>,
+    revocations: Arc<Revocations>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -88,7 +105,39 @@ impl KeyStore {
                 .max_capacity(100_000)
                 .time_to_live(CACHE_TTL)
                 .build(),
+            revocations: Arc::new(Revocations {
+                tx: watch::Sender::new(Arc::default()),
+                poller: OnceLock::new(),
+            }),
         }
+    }
+
+    /// The ids of keys revoked since the first call, by this process at once and by other
+    /// processes on the database within [`REVOCATION_POLL`] (the first call starts a task that
+    /// looks for them; it stops when the last clone of this store is dropped). Live sync sessions
+    /// end when their key appears.
+    pub fn watch_revocations(&self) -> Revoked {
+        self.revocations.poller.get_or_init(|| {
+            tokio::spawn(poll_revocations(
+                Arc::downgrade(&self.revocations),
+                self.pool.clone(),
+                self.cache.clone(),
+            ));
+        });
+        self.revocations.tx.subscribe()
+    }
+
+    fn revoked(&self, ids: impl IntoIterator<Item = String>) {
+        let ids: Vec<String> = ids.into_iter().collect();
+        self.revocations.tx.send_if_modified(|set| {
+            let new: Vec<&String> = ids.iter().filter(|id| !set.contains(*id)).collect();
+            if new.is_empty() {
+                return false;
+            }
+            let set = Arc::make_mut(set);
+            set.extend(new.into_iter().cloned());
+            true
+        });
     }
 
     /// Creates a key.
@@ -156,6 +205,7 @@ impl KeyStore {
                 if let Ok(h) = Hash::try_from(h.as_slice()) {
                     self.cache.invalidate(&h).await;
                 }
+                self.revoked([id.to_owned()]);
                 Ok(true)
             }
         }
@@ -182,6 +232,70 @@ impl KeyStore {
         let key = found.ok_or(AuthError::InvalidKey)?;
         key.check_active(now_secs())?;
         Ok(key)
+    }
+}
+
+/// Every [`REVOCATION_POLL`], the keys revoked since shortly before the task started: their cache
+/// entries go and their ids join the watch. Ends when the key store is gone.
+async fn poll_revocations(
+    revocations: Weak<Revocations>,
+    pool: PgPool,
+    cache: moka::future::Cache<Hash, Option<Arc<ApiKey>>>,
+) {
+    let mut since: Option<f64> = None;
+    let mut tick = tokio::time::interval(REVOCATION_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if revocations.strong_count() == 0 {
+            return;
+        }
+        let from = match since {
+            Some(t) => t,
+            None => match sqlx::query_scalar::<_, f64>("SELECT extract(epoch FROM now())::float8")
+                .fetch_one(&pool)
+                .await
+            {
+                Ok(now) => *since.insert(now - REVOCATION_MARGIN_SECS),
+                Err(e) => {
+                    tracing::debug!(error = %e, "looking for revoked keys");
+                    continue;
+                }
+            },
+        };
+        let rows = sqlx::query(
+            "SELECT id, secret_hash FROM api_keys WHERE revoked_at >= to_timestamp($1)",
+        )
+        .bind(from)
+        .fetch_all(&pool)
+        .await;
+        let rows = match rows {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "looking for revoked keys");
+                continue;
+            }
+        };
+        let Some(rev) = revocations.upgrade() else {
+            return;
+        };
+        let known = rev.tx.borrow().clone();
+        let mut new = Vec::new();
+        for r in &rows {
+            let (Ok(id), Ok(h)) = (r.try_get::<String, _>(0), r.try_get::<Vec<u8>, _>(1)) else {
+                continue;
+            };
+            if known.contains(&id) {
+                continue;
+            }
+            if let Ok(h) = Hash::try_from(h.as_slice()) {
+                cache.invalidate(&h).await;
+            }
+            new.push(id);
+        }
+        if !new.is_empty() {
+            rev.tx.send_modify(|set| Arc::make_mut(set).extend(new));
+        }
     }
 }
 

@@ -4,7 +4,10 @@ mod keys;
 mod permissions;
 mod time;
 
-pub use keys::{bearer, now_secs, ApiKey, CreatedKey, KeyStore, NewKey, CACHE_TTL, SECRET_PREFIX};
+pub use keys::{
+    bearer, now_secs, ApiKey, CreatedKey, KeyStore, NewKey, Revoked, CACHE_TTL, REVOCATION_POLL,
+    SECRET_PREFIX,
+};
 pub use permissions::{Permission, Permissions, Scope};
 pub use time::{format_rfc3339, parse_rfc3339};
 

@@ -15,6 +15,7 @@ use bigpeer_schema::{Clock, Hlc, SiteId, Stamp};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
+pub(crate) use documents::corrupt_row;
 pub use documents::{materialize_with_id, Change, Committed, Outcome, StoredDoc};
 pub use error::StoreError;
 pub use feed::{ChangeFeed, FeedOptions};

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use bigpeer_dql::eval;
 use bigpeer_dql::plan::PExpr;
-use bigpeer_schema::wire::{self, Cursor, DocChange, Msg, PushResult, SubStatus};
-use bigpeer_schema::{Delta, DocId, SchemaError, Value, VersionVector};
+use bigpeer_schema::wire::{self, Cursor, DocChange, EncodedChange, Msg, PushResult, SubStatus};
+use bigpeer_schema::{Delta, Doc, DocId, SchemaError, Value, VersionVector};
 use futures_util::future::LocalBoxFuture;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc};
@@ -24,9 +24,9 @@ use tokio::time::Instant;
 use super::checks::{check_subscription, merge_one, valid_collection};
 use super::outbox::{change_for, remember, Known, Pending};
 use super::{scan, Inbound, Link, Outbound, SyncHub, SyncProtocol};
-use crate::auth::{now_secs, Permissions};
+use crate::auth::{now_secs, Permissions, Revoked};
 use crate::service::{Access, Allowed};
-use crate::store::{materialize_with_id, StoreError, StoredDoc, Working};
+use crate::store::{corrupt_row, materialize_with_id, StoreError, StoredDoc, Working};
 
 /// `bigpeer-sync.1`.
 pub struct Native;
@@ -152,6 +152,9 @@ enum State {
 struct Open {
     access: Access,
     expires_at: Option<i64>,
+    /// The session's API key and the watch of revoked keys (none for the playground and for
+    /// webhook identities): the session ends when its key is revoked.
+    key: Option<(String, Revoked)>,
     epoch: String,
     subs: BTreeMap<u32, Sub>,
     feed: broadcast::Receiver<Arc<StoredDoc>>,
@@ -245,9 +248,9 @@ impl Session {
         loop {
             let deadline = self.next_deadline();
             let can_pump = self.can_pump();
-            let feed = match &mut self.state {
-                State::Open(o) => Some(&mut o.feed),
-                State::AwaitingHello => None,
+            let (feed, key) = match &mut self.state {
+                State::Open(o) => (Some(&mut o.feed), o.key.as_mut()),
+                State::AwaitingHello => (None, None),
             };
             tokio::select! {
                 biased;
@@ -260,6 +263,7 @@ impl Session {
                 }
                 _ = closing.changed() => return Err(Stop::Shutdown),
                 ev = recv_feed(feed) => self.on_feed(ev).await?,
+                () = key_revoked(key) => return Err(revoked_key()),
                 () = tokio::time::sleep_until(deadline) => self.on_timer().await?,
                 () = std::future::ready(()), if can_pump => self.pump().await?,
             }
@@ -306,7 +310,10 @@ impl Session {
 
     /// Queues one frame; a peer whose queue stays full for a heartbeat is a slow consumer.
     async fn send(&mut self, msg: Msg) -> Result<(), Stop> {
-        let frame = msg.encode();
+        self.send_frame(msg.encode()).await
+    }
+
+    async fn send_frame(&mut self, frame: Vec<u8>) -> Result<(), Stop> {
         let wait = self.heartbeat();
         match tokio::time::timeout(wait, self.outbound.send(Outbound::Binary(frame))).await {
             Ok(Ok(())) => {
@@ -428,12 +435,21 @@ impl Session {
             .webhook
             .as_ref()
             .filter(|_| !token.starts_with(crate::auth::SECRET_PREFIX));
-        let (perms, user, expires_at) = if self.hub.options.playground {
-            (Permissions::all(), "playground".to_owned(), None)
+        let mut client_info = None;
+        let (perms, user, expires_at, key) = if self.hub.options.playground {
+            (Permissions::all(), "playground".to_owned(), None, None)
         } else if let Some(webhook) = webhook {
             // Not an API key, and the operator has an authentication webhook: ask it.
             match webhook.authenticate(token).await {
-                Ok(id) => (id.permissions.clone(), id.user.clone(), Some(id.expires_at)),
+                Ok(id) => {
+                    client_info = id.client_info.clone();
+                    (
+                        id.permissions.clone(),
+                        id.user.clone(),
+                        Some(id.expires_at),
+                        None,
+                    )
+                }
                 Err(e) => {
                     let close = match e {
                         super::webhook::WebhookError::Refused(_) => CLOSE_POLICY,
@@ -446,8 +462,20 @@ impl Session {
                 }
             }
         } else {
+            // Watch revocations before the key is checked: a revoke after the check is seen.
+            let mut revoked = self.hub.keys.watch_revocations();
             match self.hub.keys.authenticate(token).await {
-                Ok(key) => (key.permissions.clone(), key.id.clone(), key.expires_at),
+                Ok(key) => {
+                    if revoked.borrow_and_update().contains(&key.id) {
+                        return Err(revoked_key());
+                    }
+                    (
+                        key.permissions.clone(),
+                        key.id.clone(),
+                        key.expires_at,
+                        Some((key.id.clone(), revoked)),
+                    )
+                }
                 Err(crate::auth::AuthError::Backend(m)) => {
                     return Err(fatal("internal", m, CLOSE_INTERNAL))
                 }
@@ -465,6 +493,7 @@ impl Session {
         self.state = State::Open(Box::new(Open {
             access: Access::new(perms),
             expires_at,
+            key,
             epoch,
             subs: BTreeMap::new(),
             feed: rx,
@@ -491,7 +520,22 @@ impl Session {
             expires_in,
             user,
         })
-        .await
+        .await?;
+        if let Some(info) = client_info {
+            let frame = Msg::ClientInfo {
+                info: Value::from_json(info),
+            }
+            .encode();
+            if frame.len() <= self.hub.options.max_frame {
+                self.send_frame(frame).await?;
+            } else {
+                tracing::warn!(
+                    bytes = frame.len(),
+                    "sync session: the webhook's clientInfo is larger than a frame; not sent"
+                );
+            }
+        }
+        Ok(())
     }
 
     fn open(&mut self) -> Result<&mut Open, Stop> {
@@ -660,47 +704,42 @@ impl Session {
             return Ok(());
         };
         let full = page.rows.len() as i64 >= PAGE;
-        let mut changes = Vec::with_capacity(page.rows.len());
+        // Initial and resumed syncs send full states (a delta against nothing): the peer may have
+        // evicted what this session sent it before. A full-state delta is made from the stored
+        // bytes without decoding them; a document is decoded only when the subscription or the
+        // read permission has to look at its value.
+        let mut deltas: Vec<(usize, Vec<u8>)> = Vec::with_capacity(page.rows.len());
         let mut bytes = 0;
         let mut last = after;
         let mut stopped_early = false;
         let wants_all = s.wants_all();
-        for row in page.rows {
+        for (i, row) in page.rows.iter().enumerate() {
             if bytes >= BATCH_BYTES {
                 stopped_early = true;
                 break;
             }
             last = row.seq;
-            let wanted = if wants_all {
-                true
-            } else {
+            if !wants_all {
                 let value = if row.deleted {
                     None
                 } else {
-                    materialize_with_id(&row.state, &row.id)
+                    let state = Doc::decode(&row.meta)
+                        .map_err(|e| store_failure(&corrupt_row(&collection, &row.id, e)))?;
+                    materialize_with_id(&state, &row.id)
                 };
-                s.wants(&row.id, value.as_ref())
-            };
-            if !wanted {
+                if !s.wants(&row.id, value.as_ref()) {
+                    continue;
+                }
+            }
+            let (delta, vv) = Delta::encode_full_state(&row.meta)
+                .map_err(|e| store_failure(&corrupt_row(&collection, &row.id, e)))?;
+            if vv.is_empty() {
+                // Nothing was ever written to it: nothing to send.
                 continue;
             }
-            // Initial and resumed syncs send full states (a delta against nothing): the peer may
-            // have evicted what this session sent it before. The state moves into the batch.
-            let delta = Delta {
-                base: VersionVector::new(),
-                state: row.state,
-            };
-            if delta.is_empty() {
-                continue;
-            }
-            remember(known, (collection.clone(), row.id.key()), &delta.state.vv);
-            bytes += row.size + 64;
-            changes.push(DocChange {
-                collection: collection.clone(),
-                id: row.id,
-                seq: u64::try_from(row.seq).unwrap_or(0),
-                delta,
-            });
+            remember(known, (collection.clone(), row.id.key()), &vv);
+            bytes += delta.len() + collection.len() + 48;
+            deltas.push((i, delta));
         }
         let done = !full && !stopped_early;
         s.phase = if done {
@@ -715,12 +754,26 @@ impl Session {
             }
         };
         let epoch = o.epoch.clone();
-        if !changes.is_empty() {
+        if !deltas.is_empty() {
             let cursor = Some(Cursor {
                 epoch: epoch.clone(),
                 seq: u64::try_from(last).unwrap_or(0),
             });
-            self.send_batch(vec![sub], changes, cursor).await?;
+            let changes: Vec<EncodedChange<'_>> = deltas
+                .iter()
+                .filter_map(|(i, delta)| {
+                    page.rows.get(*i).map(|row| EncodedChange {
+                        collection: &collection,
+                        id: &row.id,
+                        seq: u64::try_from(row.seq).unwrap_or(0),
+                        delta,
+                    })
+                })
+                .collect();
+            o.sent += 1;
+            let frame = wire::encode_batch(o.sent, &[sub], &changes, &cursor);
+            drop(changes);
+            self.send_frame(frame).await?;
         }
         if done {
             self.send(Msg::SubState {
@@ -952,6 +1005,29 @@ impl Session {
         })
         .await
     }
+}
+
+/// Resolves when the session's key (`(id, watch)`) is revoked; never without a key.
+async fn key_revoked(key: Option<&mut (String, Revoked)>) {
+    let Some((id, rx)) = key else {
+        return std::future::pending().await;
+    };
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if rx.borrow_and_update().contains(id.as_str()) {
+            return;
+        }
+    }
+}
+
+fn revoked_key() -> Stop {
+    fatal(
+        "auth/revoked-key",
+        "the API key of this session has been revoked",
+        CLOSE_POLICY,
+    )
 }
 
 async fn recv_feed(

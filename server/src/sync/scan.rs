@@ -2,19 +2,18 @@
 //! collection in change-sequence order together with the head of the sequence in the same
 //! snapshot (so that "everything up to the head" is exactly what the pages covered).
 
-use bigpeer_schema::{Doc, DocId};
+use bigpeer_schema::DocId;
 use sqlx::Row;
 
 use crate::store::{Store, StoreError};
 
-/// One document of a page.
+/// One document of a page, its state as stored (the document encoding): the sender turns it
+/// into a full-state delta without decoding it, and decodes it only to filter.
 pub struct ScanRow {
     pub id: DocId,
-    pub state: Doc,
+    pub meta: Vec<u8>,
     pub seq: i64,
     pub deleted: bool,
-    /// Bytes of the stored state (about what its full-state delta takes on the wire).
-    pub size: usize,
 }
 
 /// A page of a collection after a sequence number.
@@ -68,15 +67,11 @@ pub async fn page(
         let Some(key) = r.try_get::<Option<Vec<u8>>, _>(2)? else {
             continue;
         };
-        let id = DocId::from_key(&key)?;
-        let meta: Vec<u8> = r.try_get(3)?;
-        let state = Doc::decode(&meta)?;
         page.rows.push(ScanRow {
-            id,
-            state,
+            id: DocId::from_key(&key)?,
+            meta: r.try_get(3)?,
             seq: r.try_get(4)?,
             deleted: r.try_get(5)?,
-            size: meta.len(),
         });
     }
     Ok(page)

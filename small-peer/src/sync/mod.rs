@@ -215,6 +215,9 @@ pub struct SyncStatus {
     /// The big peer's session id and the user it authenticated.
     pub session: Option<String>,
     pub user: Option<String>,
+    /// What the big peer's authentication webhook said about this client (`clientInfo`), in the
+    /// current session.
+    pub client_info: Option<serde_json::Value>,
     pub subscriptions: Vec<SubscriptionState>,
     /// The last error (a failed connection attempt, a broken session, a non-fatal error).
     pub last_error: Option<SyncFailure>,

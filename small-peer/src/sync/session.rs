@@ -351,6 +351,7 @@ impl<'a> Session<'a> {
                     s.connected = true;
                     s.session = Some(session);
                     s.user = Some(user);
+                    s.client_info = None;
                     s.stats.sessions += 1;
                 });
                 Ok(())
@@ -482,6 +483,11 @@ impl<'a> Session<'a> {
             } => self.on_want(collection, id, have).await,
             Msg::Ping { nonce } => self.send(&Msg::Pong { nonce }).await,
             Msg::Pong { .. } | Msg::Unknown { .. } => Ok(()),
+            Msg::ClientInfo { info } => {
+                let info = info.to_json();
+                self.ctx.status.send_modify(|s| s.client_info = Some(info));
+                Ok(())
+            }
             Msg::Error {
                 code,
                 message,
