@@ -3,7 +3,7 @@
 //! a real Postgres.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bigpeer::auth::{KeyStore, NewKey, Permissions};
@@ -165,6 +165,32 @@ impl Peer {
 
     fn received(&self) -> u64 {
         self.sync().status().stats.changes_received
+    }
+
+    /// See [`hold_after_first_batch`].
+    async fn hold_after_first_batch(&self) -> MutexGuard<'_, Store> {
+        hold_after_first_batch(&self.store, self.sync()).await
+    }
+}
+
+/// Holds the store as soon as a first batch is applied, so that the sync cannot get further
+/// until the guard is dropped, however fast it is.
+async fn hold_after_first_batch<'a>(
+    store: &'a SharedStore,
+    sync: &SyncHandle,
+) -> MutexGuard<'a, Store> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(guard) = store.try_lock() {
+            if sync.status().stats.changes_received > 0 {
+                return guard;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for the first batch"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -373,6 +399,10 @@ async fn seed(app: &TestApp, token: &str, coll: &str, n: usize) {
 }
 
 #[tokio::test]
+#[allow(
+    clippy::await_holding_lock,
+    reason = "the test holds the store on purpose, to stop the sync where it is"
+)]
 async fn a_server_restart_mid_sync_loses_nothing_and_resends_nothing() {
     const N: usize = 6000;
     let app = TestApp::spawn().await;
@@ -384,11 +414,12 @@ async fn a_server_restart_mid_sync_loses_nothing_and_resends_nothing() {
     p.exec("INSERT INTO local DOCUMENTS ({'_id': 'l1'})");
     p.start();
     // As soon as the initial sync has begun, the server goes away.
-    eventually("the first batch", || (p.received() > 0).then_some(())).await;
+    let held = p.hold_after_first_batch().await;
     let addr = app.app.local_addr();
     let TestApp { app: server, db } = app;
     server.shutdown().await.expect("shutdown");
     let before = p.received();
+    drop(held);
     assert!(
         before < N as u64,
         "the restart came after the whole sync ({before})"
@@ -431,6 +462,10 @@ async fn a_server_restart_mid_sync_loses_nothing_and_resends_nothing() {
 }
 
 #[tokio::test]
+#[allow(
+    clippy::await_holding_lock,
+    reason = "the test holds the store on purpose, to stop the sync where it is"
+)]
 async fn a_peer_killed_mid_batch_resumes_from_its_cursor() {
     const N: usize = 6000;
     let app = TestApp::spawn().await;
@@ -439,10 +474,11 @@ async fn a_peer_killed_mid_batch_resumes_from_its_cursor() {
     let mut p = Peer::new(&app, &token, &["SELECT * FROM big"]);
     p.exec("INSERT INTO local DOCUMENTS ({'_id': 'offline'})");
     p.start();
-    eventually("the first batch", || (p.received() > 0).then_some(())).await;
-    // Killed: no goodbye; a batch being applied commits whole or not at all.
     let handle = p.sync.take().expect("started");
+    let held = hold_after_first_batch(&p.store, &handle).await;
+    // Killed: no goodbye; a batch being applied commits whole or not at all.
     handle.abort().await;
+    drop(held);
     let path = p.path();
     let config = p.config.clone();
     let store = p.store.clone();
