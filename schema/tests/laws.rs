@@ -77,6 +77,15 @@ proptest! {
             let mut got = r.clone();
             got.apply_delta(&delta).expect("a delta against a dominated base applies");
             prop_assert_eq!(&got, &want, "delta against {:?}", base);
+            // By value: the same state, also when it is moved into an empty document.
+            let mut owned = r.clone();
+            owned.apply_delta_owned(delta.clone()).expect("applies by value");
+            prop_assert_eq!(&owned, &want, "owned delta against {:?}", base);
+            if base.is_empty() {
+                let mut fresh = Doc::new();
+                fresh.apply_delta_owned(delta.clone()).expect("applies to a new document");
+                prop_assert_eq!(&fresh, &joined(&Doc::new(), s));
+            }
             prop_assert_eq!(got.materialize(), want.materialize());
         }
 

@@ -90,6 +90,18 @@ impl Store {
         changes: &[DocChange],
         cursors: &[(String, Cursor)],
     ) -> Result<Vec<MergeOutcome>> {
+        let merged = self.apply_remote_owned(changes.to_vec(), cursors)?;
+        Ok(merged.into_iter().map(|(_, _, o)| o).collect())
+    }
+
+    /// [`Store::apply_remote`] taking the changes by value, as the sync client receives them:
+    /// a document seen for the first time takes the received state as it is, without a copy.
+    /// Returns each change's collection, id and outcome, in order.
+    pub fn apply_remote_owned(
+        &mut self,
+        changes: Vec<DocChange>,
+        cursors: &[(String, Cursor)],
+    ) -> Result<Vec<(String, DocId, MergeOutcome)>> {
         let site = self.site();
         let tx = self
             .conn
@@ -103,21 +115,29 @@ impl Store {
             .query_row([], |r| r.get(0))?;
         let mut outcomes = Vec::with_capacity(changes.len());
         for c in changes {
-            let key = c.id.key();
+            let DocChange {
+                collection,
+                id,
+                delta,
+                ..
+            } = c;
+            let key = id.key();
             let conn = local.conn();
-            let stored = load_stored(conn, &c.collection, &key)?;
+            let stored = load_stored(conn, &collection, &key)?;
             let existed = stored.is_some();
             let (mut doc, old_crdt, server_vv) = match stored {
                 Some(s) => (s.doc, s.crdt, s.server_vv),
                 None => (Doc::default(), Vec::new(), VersionVector::new()),
             };
-            if !doc.vv.dominates(&c.delta.base) {
-                outcomes.push(MergeOutcome::Refused { have: doc.vv });
+            if !doc.vv.dominates(&delta.base) {
+                outcomes.push((collection, id, MergeOutcome::Refused { have: doc.vv }));
                 continue;
             }
-            doc.apply_delta(&c.delta)?;
+            let mut known = server_vv.clone();
+            known.join(&delta.state.vv);
             // The clock follows remote writes (unless they are implausibly far ahead).
-            let _ = local.clock().observe(c.delta.state.vv.max_hlc());
+            let _ = local.clock().observe(delta.state.vv.max_hlc());
+            doc.apply_delta_owned(delta)?;
             // Our own earlier writes coming back (for example after this database was restored
             // from a backup): the clock must pass them whatever the drift, or the next local
             // write to this document would be refused.
@@ -132,36 +152,26 @@ impl Store {
             } else {
                 doc != Doc::default()
             };
-            let mut known = server_vv.clone();
-            known.join(&c.delta.state.vv);
             if changed || !existed {
                 let change = local.next_change();
-                put_merged(
-                    conn,
-                    &c.collection,
-                    &key,
-                    &c.id,
-                    &doc,
-                    &crdt,
-                    change,
-                    &known,
-                )?;
+                put_merged(conn, &collection, &key, &id, &doc, &crdt, change, &known)?;
             } else if known != server_vv {
-                set_server_vv(conn, &c.collection, &key, &known)?;
+                set_server_vv(conn, &collection, &key, &known)?;
             }
             if !outbox_empty && server_has_local_writes(&doc, &known, site) {
-                remove_from_outbox(conn, &c.collection, &key)?;
+                remove_from_outbox(conn, &collection, &key)?;
             }
-            if changed {
-                local.touch(&c.collection);
-                outcomes.push(MergeOutcome::Applied);
+            let outcome = if changed {
+                local.touch(&collection);
+                MergeOutcome::Applied
             } else {
-                outcomes.push(MergeOutcome::Unchanged);
-            }
+                MergeOutcome::Unchanged
+            };
+            outcomes.push((collection, id, outcome));
         }
         let refused = outcomes
             .iter()
-            .any(|o| matches!(o, MergeOutcome::Refused { .. }));
+            .any(|(_, _, o)| matches!(o, MergeOutcome::Refused { .. }));
         let cursors = if refused { &[][..] } else { cursors };
         for (sub, cursor) in cursors {
             local

@@ -60,6 +60,15 @@ impl Doc {
         self.join(&delta.state);
         Ok(())
     }
+
+    /// [`Doc::apply_delta`] taking the delta by value (see [`Doc::join_owned`]).
+    pub fn apply_delta_owned(&mut self, delta: Delta) -> Result<()> {
+        if !self.vv.dominates(&delta.base) {
+            return Err(SchemaError::BaseNotDominated);
+        }
+        self.join_owned(delta.state);
+        Ok(())
+    }
 }
 
 fn reg_delta(r: &Option<Register>, base: &VersionVector) -> Option<Register> {

@@ -453,6 +453,17 @@ impl Doc {
         self.root.normalize(&VersionVector::default());
     }
 
+    /// [`Doc::join`] taking the other state by value: joined into an empty state (a document
+    /// seen for the first time), it is moved rather than copied. The same result as `join`.
+    pub fn join_owned(&mut self, other: Doc) {
+        if self.vv.is_empty() && self.root.is_empty() {
+            *self = other;
+            self.root.normalize(&VersionVector::default());
+        } else {
+            self.join(&other);
+        }
+    }
+
     /// True when nothing under the root survives: the document is deleted (or was never written).
     pub fn is_deleted(&self) -> bool {
         self.root.visible(&VersionVector::default()).is_none()

@@ -530,14 +530,13 @@ impl<'a> Session<'a> {
         };
         let received = changes.len() as u64;
         let (applied, wants) = with_store(&self.ctx.store, move |st| {
-            let outcomes = st.apply_remote(&changes, &cursors)?;
             let mut applied = 0u64;
             let mut wants = Vec::new();
-            for (c, o) in changes.into_iter().zip(outcomes) {
+            for (collection, id, o) in st.apply_remote_owned(changes, &cursors)? {
                 match o {
                     MergeOutcome::Applied => applied += 1,
                     MergeOutcome::Unchanged => {}
-                    MergeOutcome::Refused { have } => wants.push((c.collection, c.id, have)),
+                    MergeOutcome::Refused { have } => wants.push((collection, id, have)),
                 }
             }
             Ok((applied, wants))
