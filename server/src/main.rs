@@ -1,5 +1,10 @@
 //! The `bigpeer` command: `serve`, `migrate` and `config`.
 
+/// mimalloc instead of the system allocator: with glibc's, a sync peer spent about a quarter
+/// of its time in malloc and free (see BENCHMARKS.md, Sync).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -14,6 +14,11 @@
 //! statement, bad arguments or bad usage (URL, CA file, missing `--connect`), 1 for a storage or
 //! sync failure (unreachable big peer, refused token, denied writes, timeout).
 
+/// mimalloc instead of the system allocator: with glibc's, a sync peer spent about a quarter
+/// of its time in malloc and free (see BENCHMARKS.md, Sync).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

@@ -10,6 +10,11 @@
 //! error. Traffic goes only to the given URL (use loopback). `--skip-load` reuses documents an
 //! earlier run loaded (the `filter` scenario looks documents up by `vin`, the same in every run).
 
+/// mimalloc instead of the system allocator: with glibc's, a sync peer spent about a quarter
+/// of its time in malloc and free (see BENCHMARKS.md, Sync).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -21,6 +21,11 @@
 //! - `latency`: two small peers A and B, both subscribed; A updates a document, B's observer sees
 //!   the new value; `--samples` times in a row. Reports p50, p99 and max.
 
+/// mimalloc instead of the system allocator: with glibc's, a sync peer spent about a quarter
+/// of its time in malloc and free (see BENCHMARKS.md, Sync).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

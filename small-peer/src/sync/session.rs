@@ -1,6 +1,6 @@
 //! The client's task: sessions with the big peer, and the reconnection loop around them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +24,10 @@ use crate::{MergeOutcome, Store};
 const PUSH_BYTES: usize = 1024 * 1024;
 /// How long a goodbye may take.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Messages read and decoded ahead while a batch is being written to the store. They are handled
+/// in arrival order once it is committed; reading stops (the socket and the big peer's credit
+/// push back) when this many wait.
+const READ_AHEAD: usize = 4;
 
 /// What the client's task works with.
 pub(crate) struct Ctx {
@@ -40,6 +44,25 @@ enum End {
     Stopped,
     /// Failed; `opened` when it got as far as `Welcome`.
     Failed { failure: SyncFailure, opened: bool },
+}
+
+/// What applying a batch gives: the changes applied, and the documents whose delta did not fit
+/// what this store has (to ask for with `Want`).
+type Applied = crate::Result<(u64, Vec<(String, DocId, VersionVector)>)>;
+
+/// A batch being applied in the blocking pool; its `Want`s and `Ack` are sent when it is done.
+struct Applying {
+    batch: u64,
+    received: u64,
+    task: tokio::task::JoinHandle<Applied>,
+}
+
+/// The outcome of the batch being applied (never ready when there is none).
+async fn applied(applying: &mut Option<Applying>) -> Result<Applied, tokio::task::JoinError> {
+    match applying {
+        Some(a) => (&mut a.task).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Errors a retry cannot cure.
@@ -381,18 +404,43 @@ impl<'a> Session<'a> {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         poll.reset();
         let mut writes_open = true;
+        // The batch being written to the store, and what arrived since (decoded while it is
+        // written: the two overlap on separate threads).
+        let mut applying: Option<Applying> = None;
+        let mut backlog: VecDeque<Msg> = VecDeque::new();
         loop {
             let deadline =
                 (self.last_sent + self.heartbeat / 2).min(self.last_received + self.heartbeat * 2);
             tokio::select! {
                 biased;
-                frame = self.ws.next() => {
+                done = applied(&mut applying) => {
+                    if let Some(a) = applying.take() {
+                        self.finish_batch(a.batch, a.received, done).await?;
+                    }
+                    while applying.is_none() {
+                        let Some(msg) = backlog.pop_front() else { break };
+                        applying = self.dispatch(msg).await?;
+                    }
+                }
+                frame = self.ws.next(), if backlog.len() < READ_AHEAD => {
                     if let Some(msg) = self.on_frame(frame)? {
-                        self.on_message(msg).await?;
+                        if applying.is_some() {
+                            backlog.push_back(msg);
+                        } else {
+                            applying = self.dispatch(msg).await?;
+                        }
                     }
                 }
                 cmd = cmds.recv() => match cmd {
-                    None | Some(Command::Stop) => return Ok(()),
+                    None | Some(Command::Stop) => {
+                        // Acknowledge what is being written, so that the big peer need not send
+                        // it again next time.
+                        if let Some(Applying { batch, received, task }) = applying.take() {
+                            let done = task.await;
+                            self.finish_batch(batch, received, done).await?;
+                        }
+                        return Ok(());
+                    }
                     Some(Command::Subscribe(s)) => {
                         if add_subscription(self.ctx, subs, s.clone()) {
                             self.subscribe(&s).await?;
@@ -468,12 +516,10 @@ impl<'a> Session<'a> {
 
     async fn on_message(&mut self, msg: Msg) -> Result<(), SyncFailure> {
         match msg {
-            Msg::Batch {
-                batch,
-                subs,
-                changes,
-                cursor,
-            } => self.on_batch(batch, &subs, changes, cursor).await,
+            Msg::Batch { .. } => Err(SyncFailure::new(
+                "internal",
+                "a batch reached the message handler instead of the store",
+            )),
             Msg::SubState { sub, status } => self.on_sub_state(sub, status).await,
             Msg::PushAck { push, results, .. } => self.on_push_ack(push, results).await,
             Msg::Want {
@@ -511,15 +557,31 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Applies a batch in one transaction with its cursor, asks for what could not be applied,
-    /// then acknowledges it.
-    async fn on_batch(
+    /// Handles a message: a batch starts being applied (returned, to be finished when its
+    /// transaction is committed); anything else is handled now.
+    async fn dispatch(&mut self, msg: Msg) -> Result<Option<Applying>, SyncFailure> {
+        match msg {
+            Msg::Batch {
+                batch,
+                subs,
+                changes,
+                cursor,
+            } => Ok(Some(self.start_batch(batch, &subs, changes, cursor))),
+            other => {
+                self.on_message(other).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Applies a batch in one transaction with its cursor, in the blocking pool.
+    fn start_batch(
         &mut self,
         batch: u64,
         subs: &[u32],
         changes: Vec<DocChange>,
         cursor: Option<Cursor>,
-    ) -> Result<(), SyncFailure> {
+    ) -> Applying {
         let cursors: Vec<(String, Cursor)> = match &cursor {
             Some(c) => subs
                 .iter()
@@ -529,7 +591,9 @@ impl<'a> Session<'a> {
             None => Vec::new(),
         };
         let received = changes.len() as u64;
-        let (applied, wants) = with_store(&self.ctx.store, move |st| {
+        let store = self.ctx.store.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let mut st = lock(&store);
             let mut applied = 0u64;
             let mut wants = Vec::new();
             for (collection, id, o) in st.apply_remote_owned(changes, &cursors)? {
@@ -540,8 +604,24 @@ impl<'a> Session<'a> {
                 }
             }
             Ok((applied, wants))
-        })
-        .await?;
+        });
+        Applying {
+            batch,
+            received,
+            task,
+        }
+    }
+
+    /// A batch is committed (or failed): ask for what could not be applied, then acknowledge it.
+    async fn finish_batch(
+        &mut self,
+        batch: u64,
+        received: u64,
+        done: Result<Applied, tokio::task::JoinError>,
+    ) -> Result<(), SyncFailure> {
+        let (applied, wants) = done
+            .map_err(|e| SyncFailure::new("internal", format!("store task failed: {e}")))?
+            .map_err(failure_of)?;
         let n_wants = wants.len() as u64;
         for (collection, id, have) in wants {
             self.send(&Msg::Want {
