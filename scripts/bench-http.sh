@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 : "${PG_BENCH_DIR:?set PG_BENCH_DIR to the folder of the raw Postgres baseline scripts}"
+PG_BENCH_DIR=$(cd "$PG_BENCH_DIR" && pwd)  # the runs below change folders
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
 CONNECTIONS=${CONNECTIONS:-32}; SECONDS_EACH=${SECONDS:-10}; DOCS=${DOCS:-100000}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bigpeer-target}"

@@ -795,6 +795,57 @@ async fn an_unknown_subprotocol_is_refused() {
 }
 
 #[tokio::test]
+async fn a_request_that_is_not_a_websocket_upgrade_gets_a_json_error() {
+    let app = TestApp::spawn().await;
+    let url = format!("http://{}/api/v4/sync", app.app.local_addr());
+    let http = reqwest::Client::new();
+    let refused = |resp: reqwest::Response, status: u16, code: &'static str| async move {
+        assert_eq!(resp.status().as_u16(), status, "{code}");
+        let version = resp
+            .headers()
+            .get("sec-websocket-version")
+            .map(|v| v.to_str().unwrap_or_default().to_owned());
+        let body: serde_json::Value = resp.json().await.expect("json body");
+        assert_eq!(body["code"], code, "{body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+        version
+    };
+    // A plain GET (curl, a browser).
+    let resp = http.get(&url).send().await.expect("get");
+    refused(resp, 400, "sync/not-websocket").await;
+    let upgrade = |version: &'static str, key: Option<&'static str>| {
+        let mut r = http
+            .get(&url)
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", version)
+            .header("Sec-WebSocket-Protocol", "bigpeer-sync.1");
+        if let Some(k) = key {
+            r = r.header("Sec-WebSocket-Key", k);
+        }
+        r
+    };
+    // No key.
+    let resp = upgrade("13", None).send().await.expect("no key");
+    refused(resp, 400, "sync/not-websocket").await;
+    // An old protocol version: 426 names the one spoken.
+    let resp = upgrade("8", Some("dGhlIHNhbXBsZSBub25jZQ=="))
+        .send()
+        .await
+        .expect("version 8");
+    let version = refused(resp, 426, "sync/unsupported-websocket-version").await;
+    assert_eq!(version.as_deref(), Some("13"));
+    // The server still upgrades a proper request afterwards.
+    let token = admin(&app).await;
+    let (_peer, welcome) = Peer::open(&app, &token).await;
+    assert!(matches!(welcome, Msg::Welcome { .. }), "{welcome:?}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn shutdown_says_bye_to_connected_peers() {
     let app = TestApp::spawn().await;
     let token = admin(&app).await;

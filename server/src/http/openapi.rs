@@ -278,15 +278,19 @@ const DOCS_HTML: &str = include_str!("docs.html");
     responses(
         (status = 101, description = "Switching to the WebSocket protocol; \
             `Sec-WebSocket-Protocol` names the chosen subprotocol."),
-        (status = 400, description = "No supported subprotocol offered \
-            (`sync/unsupported-protocol`, this JSON body). A request that offers one but is not \
-            a valid WebSocket upgrade (no `Upgrade`, `Connection` or `Sec-WebSocket-Key` \
-            header) gets a 400 without a body.", body = ErrorMessage, example = json!({
+        (status = 400, description = "Not a WebSocket upgrade (no `Upgrade: websocket`, \
+            `Connection: Upgrade`, `Sec-WebSocket-Key` or `Sec-WebSocket-Version` header: \
+            `sync/not-websocket`), or no supported subprotocol offered \
+            (`sync/unsupported-protocol`).", body = ErrorMessage, example = json!({
                 "code": "sync/unsupported-protocol",
                 "message": "no supported sync protocol offered in Sec-WebSocket-Protocol",
                 "hint": "offer one of: bigpeer-sync.1"})),
-        (status = 426, description = "An unsupported `Sec-WebSocket-Version` (13 is \
-            supported); no body."),
+        (status = 426, description = "An unsupported `Sec-WebSocket-Version` \
+            (`sync/unsupported-websocket-version`; 13 is supported and named in the response's \
+            `Sec-WebSocket-Version` header).", body = ErrorMessage, example = json!({
+                "code": "sync/unsupported-websocket-version",
+                "message": "WebSocket version 8 is not supported",
+                "hint": "use WebSocket version 13 (RFC 6455)"})),
     )
 )]
 #[allow(dead_code)] // documents `crate::sync::ws`, which serves the route

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use actix_web::http::header;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
 use tokio::sync::mpsc;
@@ -35,22 +35,92 @@ fn choose(req: &HttpRequest) -> Option<&'static dyn SyncProtocol> {
     None
 }
 
+/// Why a request is not a WebSocket upgrade this server can accept (RFC 6455 section 4.2.1):
+/// the status, a stable code, the message and a hint.
+fn upgrade_refusal(req: &HttpRequest) -> Option<(StatusCode, &'static str, String, String)> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        req.headers()
+            .get_all(name)
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    let not_upgrade = |message: &str| {
+        Some((
+            StatusCode::BAD_REQUEST,
+            "sync/not-websocket",
+            message.to_owned(),
+            "connect with a WebSocket client (ws:// or wss://) and offer the subprotocol \
+             bigpeer-sync.1; see docs/sync-protocol.md"
+                .to_owned(),
+        ))
+    };
+    if !has_token(header::UPGRADE, "websocket") {
+        return not_upgrade("this endpoint only accepts a WebSocket upgrade (Upgrade: websocket)");
+    }
+    if !has_token(header::CONNECTION, "upgrade") {
+        return not_upgrade("a WebSocket upgrade needs the header Connection: Upgrade");
+    }
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY);
+    // The key is 16 random bytes in base64: 24 characters.
+    if key.map_or(true, |k| k.len() != 24) {
+        return not_upgrade("a WebSocket upgrade needs a Sec-WebSocket-Key of 16 bytes in base64");
+    }
+    match req.headers().get(header::SEC_WEBSOCKET_VERSION) {
+        None => not_upgrade("a WebSocket upgrade needs the header Sec-WebSocket-Version: 13"),
+        Some(v) if v.as_bytes() != b"13" => Some((
+            StatusCode::UPGRADE_REQUIRED,
+            "sync/unsupported-websocket-version",
+            format!(
+                "WebSocket version {} is not supported",
+                String::from_utf8_lossy(v.as_bytes())
+            ),
+            "use WebSocket version 13 (RFC 6455)".to_owned(),
+        )),
+        Some(_) => None,
+    }
+}
+
+fn refusal(status: StatusCode, code: &str, message: String, hint: String) -> HttpResponse {
+    let mut resp = HttpResponse::build(status);
+    if status == StatusCode::UPGRADE_REQUIRED {
+        resp.insert_header((header::SEC_WEBSOCKET_VERSION, "13"));
+    }
+    resp.json(serde_json::json!({"code": code, "message": message, "hint": hint}))
+}
+
 async fn sync(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    if let Some((status, code, message, hint)) = upgrade_refusal(&req) {
+        return Ok(refusal(status, code, message, hint));
+    }
     let Some(protocol) = choose(&req) else {
         let names: Vec<&str> = protocols().iter().map(|p| p.subprotocol()).collect();
-        return Ok(HttpResponse::BadRequest().json(serde_json::json!({
-            "code": "sync/unsupported-protocol",
-            "message": "no supported sync protocol offered in Sec-WebSocket-Protocol",
-            "hint": format!("offer one of: {}", names.join(", ")),
-        })));
+        return Ok(refusal(
+            StatusCode::BAD_REQUEST,
+            "sync/unsupported-protocol",
+            "no supported sync protocol offered in Sec-WebSocket-Protocol".to_owned(),
+            format!("offer one of: {}", names.join(", ")),
+        ));
     };
     let hub = state.sync.clone();
     let (response, session, stream) =
-        actix_ws::handle_with_protocols(&req, body, &[protocol.subprotocol()])?;
+        match actix_ws::handle_with_protocols(&req, body, &[protocol.subprotocol()]) {
+            Ok(r) => r,
+            // Checked above; whatever else the handshake finds still gets a JSON body.
+            Err(e) => {
+                let status = e.as_response_error().status_code();
+                return Ok(refusal(
+                    status,
+                    "sync/not-websocket",
+                    format!("the WebSocket upgrade was refused: {e}"),
+                    "see docs/sync-protocol.md".to_owned(),
+                ));
+            }
+        };
     let max_frame = hub.options.max_frame;
     let stream = stream
         .max_frame_size(max_frame)
