@@ -63,7 +63,7 @@ fn upgrade_refusal(req: &HttpRequest) -> Option<(StatusCode, &'static str, Strin
     }
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY);
     // The key is 16 random bytes in base64: 24 characters.
-    if key.map_or(true, |k| k.len() != 24) {
+    if key.is_none_or(|k| k.len() != 24) {
         return not_upgrade("a WebSocket upgrade needs a Sec-WebSocket-Key of 16 bytes in base64");
     }
     match req.headers().get(header::SEC_WEBSOCKET_VERSION) {
