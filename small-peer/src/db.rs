@@ -22,7 +22,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::error::{PeerError, Result};
 
 /// The newest layout this code writes (`PRAGMA user_version`).
-pub const FORMAT: i64 = 2;
+pub const FORMAT: i64 = 3;
 
 const MIGRATION_1: &str = "
 CREATE TABLE peer (
@@ -71,6 +71,17 @@ CREATE TABLE subscriptions (
 ) WITHOUT ROWID;
 ";
 
+/// Format 3: documents whose change from the big peer could not be applied (its base was not
+/// here) and that were asked for again (`Want`): remembered until the answer is applied, so that
+/// a restart in between asks again (the cursor may already have moved past the change).
+const MIGRATION_3: &str = "
+CREATE TABLE wanted (
+    collection TEXT NOT NULL,
+    id BLOB NOT NULL,
+    PRIMARY KEY (collection, id)
+) WITHOUT ROWID;
+";
+
 /// Connection settings: WAL, full fsync at commit, a busy timeout for a second process.
 pub fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -103,6 +114,9 @@ pub fn migrate(conn: &mut Connection) -> Result<(SiteId, Hlc)> {
     }
     if version < 2 {
         tx.execute_batch(MIGRATION_2)?;
+    }
+    if version < 3 {
+        tx.execute_batch(MIGRATION_3)?;
     }
     if version < FORMAT {
         tx.execute_batch(&format!("PRAGMA user_version = {FORMAT}"))?;

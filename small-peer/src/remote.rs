@@ -83,8 +83,9 @@ impl Store {
     /// per change, in order. Observers are told after the commit.
     ///
     /// When a change is refused (its base is not here: the sync client asks for it with a
-    /// `Want`), the cursors are not moved: until the missing change arrives, a restart must
-    /// fetch it again from the old position.
+    /// `Want`), the cursors are not moved, and the document is remembered as wanted (see
+    /// [`Store::wanted`]) until a change of it is applied: a later batch's cursor may pass the
+    /// refused change, and a restart before the answer must still ask for it.
     pub fn apply_remote(
         &mut self,
         changes: &[DocChange],
@@ -113,6 +114,10 @@ impl Store {
             .conn()
             .prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM outbox)")?
             .query_row([], |r| r.get(0))?;
+        let wanted_empty: bool = local
+            .conn()
+            .prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM wanted)")?
+            .query_row([], |r| r.get(0))?;
         let mut outcomes = Vec::with_capacity(changes.len());
         for c in changes {
             let DocChange {
@@ -130,8 +135,16 @@ impl Store {
                 None => (Doc::default(), Vec::new(), VersionVector::new()),
             };
             if !doc.vv.dominates(&delta.base) {
+                conn.prepare_cached(
+                    "INSERT INTO wanted (collection, id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![collection, key])?;
                 outcomes.push((collection, id, MergeOutcome::Refused { have: doc.vv }));
                 continue;
+            }
+            if !wanted_empty {
+                conn.prepare_cached("DELETE FROM wanted WHERE collection = ?1 AND id = ?2")?
+                    .execute(params![collection, key])?;
             }
             let mut known = server_vv.clone();
             known.join(&delta.state.vv);
@@ -287,6 +300,30 @@ impl Store {
                 change: row.get(2)?,
                 denied: row.get(3)?,
             });
+        }
+        Ok(out)
+    }
+
+    /// The documents asked for with `Want` whose answer has not been applied yet, each with the
+    /// version vector this store has of it (empty when it has none): the sync client asks for
+    /// them again when a session opens.
+    pub fn wanted(&self) -> Result<Vec<(String, DocId, VersionVector)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT w.collection, w.id, d.crdt FROM wanted w \
+             LEFT JOIN documents d ON d.collection = w.collection AND d.id = w.id \
+             ORDER BY w.collection, w.id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let collection: String = row.get(0)?;
+            let key: Vec<u8> = row.get(1)?;
+            let crdt: Option<Vec<u8>> = row.get(2)?;
+            let have = match crdt {
+                Some(b) => db::decode_doc(&b)?.vv,
+                None => VersionVector::new(),
+            };
+            out.push((collection, DocId::from_key(&key)?, have));
         }
         Ok(out)
     }
@@ -478,6 +515,59 @@ mod tests {
             b.apply_remote(&[again], &[]).expect("apply"),
             vec![MergeOutcome::Unchanged]
         );
+    }
+
+    #[test]
+    fn a_refused_change_stays_wanted_across_a_restart_until_a_change_of_it_applies() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("peer.db");
+        let mut a = Store::open_in_memory().expect("a");
+        run(&mut a, "INSERT INTO c DOCUMENTS ({'_id': 'x', 'n': 1})");
+        let first = state(&a, "c", "x").vv;
+        run(&mut a, "UPDATE c SET n = 2 WHERE _id = 'x'");
+        let x = DocId::string("x");
+        let later = a.delta_since("c", &x, &first).expect("read").expect("x");
+        let cursor = Cursor {
+            epoch: "e".into(),
+            seq: 7,
+        };
+        {
+            let mut b = Store::open(&path).expect("b");
+            let outcomes = b
+                .apply_remote(
+                    std::slice::from_ref(&later),
+                    &[("s".into(), cursor.clone())],
+                )
+                .expect("apply");
+            assert!(matches!(outcomes[0], MergeOutcome::Refused { .. }));
+            assert_eq!(b.cursor("s").expect("cursor"), None, "cursor held back");
+            // A later batch moves the cursor past the refused change.
+            let other = Cursor {
+                epoch: "e".into(),
+                seq: 9,
+            };
+            b.apply_remote(&[], &[("s".into(), other)])
+                .expect("later batch");
+            let wanted = b.wanted().expect("wanted");
+            assert_eq!(
+                wanted,
+                vec![("c".to_owned(), x.clone(), VersionVector::new())]
+            );
+        }
+        // After a restart the document is still wanted.
+        let mut b = Store::open(&path).expect("reopen");
+        assert_eq!(b.wanted().expect("wanted").len(), 1);
+        // The answer (here: the whole state) applies and takes it off the list.
+        let answer = a
+            .delta_since("c", &x, &VersionVector::new())
+            .expect("read")
+            .expect("x");
+        assert_eq!(
+            b.apply_remote(&[answer], &[]).expect("answer"),
+            vec![MergeOutcome::Applied]
+        );
+        assert!(b.wanted().expect("wanted").is_empty());
+        assert_eq!(docs(&b, "c"), r#"[{"_id":"x","n":2}]"#);
     }
 
     #[test]

@@ -262,6 +262,80 @@ async fn a_write_on_one_peer_reaches_another_peer_and_http() {
     app.shutdown().await;
 }
 
+/// A change refused for a missing base is asked for again after a restart, even though no
+/// subscription covers it any more and the cursor has moved on: the store remembers it as wanted.
+#[tokio::test]
+async fn a_wanted_document_is_asked_for_again_in_the_next_session() {
+    let app = TestApp::spawn().await;
+    let token = admin(&app).await;
+    http(
+        &app,
+        &token,
+        "INSERT INTO w DOCUMENTS ({'_id': 'x', 'n': 1})",
+        json!({}),
+    )
+    .await;
+    let mut a = Peer::new(&app, &token, &["SELECT * FROM w"]);
+    a.start();
+    a.synced().await;
+    let x = bigpeer_schema::DocId::string("x");
+    let first = a
+        .store
+        .lock()
+        .expect("a")
+        .doc_state("w", &x)
+        .expect("read")
+        .expect("x at a")
+        .vv;
+    http(
+        &app,
+        &token,
+        "UPDATE w SET n = 2 WHERE _id = 'x'",
+        json!({}),
+    )
+    .await;
+    eventually("the update at a", || {
+        (a.docs("w") == json!([{"_id": "x", "n": 2}])).then_some(())
+    })
+    .await;
+    // A delta of the update, against a state b never had: b refuses it and wants x.
+    let later = a
+        .store
+        .lock()
+        .expect("a")
+        .delta_since("w", &x, &first)
+        .expect("read")
+        .expect("x at a");
+    a.stop().await;
+    let mut b = Peer::new(&app, &token, &[]);
+    let outcomes = b
+        .store
+        .lock()
+        .expect("b")
+        .apply_remote(&[later], &[])
+        .expect("apply");
+    assert!(matches!(
+        outcomes[0],
+        smallpeer::MergeOutcome::Refused { .. }
+    ));
+    // b subscribes to nothing: only its wanted list can bring x.
+    b.start();
+    eventually("x at b through the want", || {
+        (b.docs("w") == json!([{"_id": "x", "n": 2}])).then_some(())
+    })
+    .await;
+    assert!(b
+        .store
+        .lock()
+        .expect("b")
+        .wanted()
+        .expect("wanted")
+        .is_empty());
+    assert!(b.sync().status().stats.wants_sent >= 1);
+    b.stop().await;
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn an_http_write_reaches_a_subscribed_peer_live() {
     let app = TestApp::spawn().await;

@@ -397,6 +397,23 @@ impl<'a> Session<'a> {
         for s in subs.clone() {
             self.subscribe(&s).await?;
         }
+        // Changes refused in an earlier session whose answer never arrived (the cursor may have
+        // moved past them since): ask again.
+        let wanted = with_store(&self.ctx.store, |st| st.wanted()).await?;
+        let n_wanted = wanted.len() as u64;
+        for (collection, id, have) in wanted {
+            self.send(&Msg::Want {
+                collection,
+                id,
+                have,
+            })
+            .await?;
+        }
+        if n_wanted > 0 {
+            self.ctx
+                .status
+                .send_modify(|s| s.stats.wants_sent += n_wanted);
+        }
         self.ctx.local_writes.borrow_and_update();
         self.push_outbox().await?;
         let mut poll =
