@@ -175,17 +175,22 @@ impl Peer {
 
 /// Holds the store as soon as a first batch is applied, so that the sync cannot get further
 /// until the guard is dropped, however fast it is.
+///
+/// The lock is taken blocking, on the test's (single) runtime thread: a batch being applied in the
+/// blocking pool finishes and lets go, while the session's next step (counting the batch,
+/// starting the next one) waits for this thread to yield. Polling with `try_lock` instead misses
+/// the short gaps between batches that are read ahead and applied back to back.
 async fn hold_after_first_batch<'a>(
     store: &'a SharedStore,
     sync: &SyncHandle,
 ) -> MutexGuard<'a, Store> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        if let Ok(guard) = store.try_lock() {
-            if sync.status().stats.changes_received > 0 {
-                return guard;
-            }
+        let guard = store.lock().expect("store lock");
+        if sync.status().stats.changes_received > 0 {
+            return guard;
         }
+        drop(guard);
         assert!(
             tokio::time::Instant::now() < deadline,
             "timed out waiting for the first batch"
