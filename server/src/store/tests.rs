@@ -732,3 +732,43 @@ async fn a_nul_character_fails_only_its_own_job() {
     assert!(s.get("c", &y).await.expect("get").is_none());
     db.drop_db().await;
 }
+
+/// The statement that loads a write's targets probes the primary key even with the generic plan
+/// a connection caches while the table is young (empty), as it is on a new database: a join
+/// planned then as a hash join over a sequential scan read the whole table on every write.
+#[tokio::test]
+async fn loading_write_targets_probes_the_primary_key_on_a_young_table() {
+    let db = TestDb::new().await;
+    let mut conn = db.store.pool().acquire().await.expect("connection");
+    for sql in [
+        "SET plan_cache_mode = force_generic_plan".to_owned(),
+        format!(
+            "PREPARE load_targets(text[], bytea[]) AS {}",
+            super::txn::LOAD_TARGETS
+        ),
+    ] {
+        sqlx::query(&sql)
+            .execute(&mut *conn)
+            .await
+            .expect("prepare");
+    }
+    let lines: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN (FORMAT TEXT) EXECUTE load_targets('{cars,cars}', '{\\x01,\\x02}')",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .expect("explain");
+    let plan = lines.join("\n");
+    assert!(
+        plan.contains("Index Scan using documents_pkey") && !plan.contains("Seq Scan"),
+        "{plan}"
+    );
+    sqlx::query("DEALLOCATE load_targets")
+        .execute(&mut *conn)
+        .await
+        .expect("deallocate");
+    sqlx::query("RESET plan_cache_mode")
+        .execute(&mut *conn)
+        .await
+        .expect("reset");
+}

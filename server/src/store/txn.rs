@@ -327,15 +327,11 @@ impl Store {
             .await?;
         let colls: Vec<String> = targets.keys().map(|(c, _)| c.clone()).collect();
         let keys: Vec<Vec<u8>> = targets.keys().map(|(_, k)| k.clone()).collect();
-        let rows = sqlx::query(
-            "SELECT d.collection, d.id, d.meta FROM documents d \
-             JOIN unnest($1::text[], $2::bytea[]) AS t(collection, id) \
-               ON d.collection = t.collection AND d.id = t.id",
-        )
-        .bind(&colls)
-        .bind(&keys)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = sqlx::query(LOAD_TARGETS)
+            .bind(&colls)
+            .bind(&keys)
+            .fetch_all(&mut *tx)
+            .await?;
         let mut found: BTreeMap<Key, Vec<u8>> = BTreeMap::new();
         for row in rows {
             found.insert((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?);
@@ -411,8 +407,12 @@ impl Store {
             let colls: Vec<&str> = evicted.iter().map(|k| k.0.as_str()).collect();
             let keys: Vec<&[u8]> = evicted.iter().map(|k| k.1.as_slice()).collect();
             sqlx::query(
-                "DELETE FROM documents d USING unnest($1::text[], $2::bytea[]) AS t(c, i) \
-                 WHERE d.collection = t.c AND d.id = t.i",
+                // Row addresses found by primary-key probes (see the read above for why not a
+                // join); the rows cannot move meanwhile: their advisory locks are held.
+                "DELETE FROM documents WHERE ctid = ANY (ARRAY( \
+                   SELECT m.ctid FROM unnest($1::text[], $2::bytea[]) AS t(c, i) \
+                   CROSS JOIN LATERAL (SELECT d.ctid FROM documents d \
+                     WHERE d.collection = t.c AND d.id = t.i LIMIT 1) AS m))",
             )
             .bind(&colls)
             .bind(&keys)
@@ -483,6 +483,20 @@ impl Store {
         Ok(())
     }
 }
+
+/// Loads the CRDT state of the targets `($1 collections, $2 keys)`.
+///
+/// One primary-key probe per target, whatever the table's statistics were when the connection
+/// prepared the statement. A plain join of `documents` with the unnested keys is planned on a
+/// young database (statistics of an empty table) as a hash join over a sequential scan, and the
+/// connection keeps that generic plan until the table is next analysed: every write read the
+/// whole table (2 ms of Postgres time per group-commit transaction at 40k documents; HTTP INSERT
+/// throughput rose from 4.3k to 6.7k req/s with this form). `LIMIT 1` keeps the lateral subquery
+/// from being flattened back into such a join.
+pub(crate) const LOAD_TARGETS: &str = "SELECT t.c, t.i, m.meta \
+     FROM unnest($1::text[], $2::bytea[]) AS t(c, i) \
+     CROSS JOIN LATERAL (SELECT d.meta FROM documents d \
+       WHERE d.collection = t.c AND d.id = t.i LIMIT 1) AS m";
 
 /// A stable 64-bit lock key for a document (FNV-1a; the same in every process and version, so
 /// that several bigpeer processes on one database agree).
