@@ -117,6 +117,23 @@ impl AppError {
     }
 }
 
+/// The number of HTTP worker threads: one per core, as actix-web's default.
+pub fn http_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `pool_size` connections split into the shared pool's (writes, sync, the change feed) and
+/// each HTTP worker's own read pool's: half the connections go to the workers when that gives
+/// each at least one, else all are shared.
+pub fn split_pool(pool_size: u32, workers: usize) -> (u32, u32) {
+    let workers = u32::try_from(workers.max(1)).unwrap_or(u32::MAX);
+    let per_worker = pool_size / 2 / workers;
+    if per_worker == 0 {
+        return (pool_size, 0);
+    }
+    (pool_size - per_worker * workers, per_worker)
+}
+
 /// A Postgres connection and, in embedded mode, the server behind it.
 #[derive(Debug)]
 pub struct Database {
@@ -129,7 +146,7 @@ impl Database {
     /// The embedded server is stopped again when connecting fails.
     pub async fn open(config: &Config) -> Result<Database, AppError> {
         let options = StoreOptions {
-            max_connections: config.pool_size,
+            max_connections: split_pool(config.pool_size, http_workers()).0,
             connect_timeout: config.connect_timeout,
             ..StoreOptions::default()
         };
@@ -388,7 +405,16 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
             "PLAYGROUND MODE: every request may read and write everything without a key; never use this in production"
         );
     }
+    let workers = http_workers();
+    let per_worker_reads = split_pool(config.pool_size, workers).1;
     let server = HttpServer::new(move || {
+        // Called on each worker thread, within its single-threaded runtime: the worker reads
+        // through connections its own runtime drives (see `Store::add_thread_reads`).
+        let worker_runtime = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        if per_worker_reads > 0 && worker_runtime {
+            state.store.add_thread_reads(per_worker_reads);
+        }
         let metrics = state.metrics.clone();
         App::new()
             .app_data(state.clone())
@@ -423,6 +449,7 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
     })
     // Signals are the binary's business (see `RunningApp::run_until`); tests send none.
     .disable_signals()
+    .workers(workers)
     .shutdown_timeout(config.shutdown_timeout.as_secs());
     let scheme = if tls.is_some() { "https" } else { "http" };
     let server = match tls {
@@ -505,5 +532,22 @@ impl RunningApp {
         self.database.close().await;
         tracing::info!("stopped");
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_pool;
+
+    #[test]
+    fn half_the_pool_goes_to_the_http_workers_when_each_gets_one() {
+        assert_eq!(split_pool(16, 2), (8, 4));
+        assert_eq!(split_pool(17, 2), (9, 4));
+        assert_eq!(split_pool(16, 3), (10, 2));
+        assert_eq!(split_pool(4, 2), (2, 1));
+        // Too few to share out: everything stays in the shared pool.
+        assert_eq!(split_pool(3, 2), (3, 0));
+        assert_eq!(split_pool(1, 1), (1, 0));
+        assert_eq!(split_pool(16, 0), (8, 8));
     }
 }

@@ -27,7 +27,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A `tracing` filter: `info`, or `bigpeer=debug,sqlx=warn`.
     pub log_level: String,
-    /// Connections in the Postgres pool.
+    /// Postgres connections in all: the shared pool's and the HTTP workers' read pools'
+    /// (`app::split_pool`).
     pub pool_size: u32,
     /// How long to wait for a Postgres connection.
     pub connect_timeout: Duration,
@@ -258,7 +259,7 @@ pub const SETTINGS: &[Setting] = &[
         env: &["BIGPEER_POOL_SIZE"],
         flag: "--pool-size",
         default: "16",
-        about: "Postgres connections in the pool (1 to 10000)",
+        about: "Postgres connections in all (1 to 10000): half are shared by writes and sync, half split among the HTTP workers for their reads",
     },
     Setting {
         key: "connect_timeout",

@@ -109,7 +109,7 @@ struct CommonArgs {
     /// Log filter such as info or bigpeer=debug,sqlx=warn [env: BIGPEER_LOG_LEVEL, then RUST_LOG] [default: info]
     #[arg(long, global = true, value_name = "FILTER")]
     log_level: Option<String>,
-    /// Postgres connections in the pool [env: BIGPEER_POOL_SIZE] [default: 16]
+    /// Postgres connections in all, shared and per HTTP worker [env: BIGPEER_POOL_SIZE] [default: 16]
     #[arg(long, global = true, value_name = "N")]
     pool_size: Option<String>,
     /// How long to wait for a Postgres connection, e.g. 500ms, 10s [env: BIGPEER_CONNECT_TIMEOUT] [default: 10s]

@@ -137,8 +137,7 @@ fn escape(s: &str) -> String {
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut out = String::with_capacity(4096);
     state.metrics.render(&mut out);
-    let pool = state.store.pool();
-    let (size, idle) = (pool.size(), pool.num_idle() as u32);
+    let (size, idle) = state.store.connections();
     out.push_str("# HELP bigpeer_db_pool_connections Postgres connections of the pool by state.\n");
     out.push_str("# TYPE bigpeer_db_pool_connections gauge\n");
     let _ = writeln!(out, "bigpeer_db_pool_connections{{state=\"idle\"}} {idle}");

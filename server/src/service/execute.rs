@@ -196,7 +196,7 @@ impl Executor {
                         let mut names: Vec<String> = sqlx::query_scalar(
                             "SELECT DISTINCT collection FROM documents WHERE NOT deleted ORDER BY collection",
                         )
-                        .fetch_all(self.store.pool())
+                        .fetch_all(&self.store.reads())
                         .await
                         .map_err(StoreError::from)?;
                         names.retain(|n| access.can_read_some(n));
@@ -274,7 +274,7 @@ impl Executor {
         )
         .bind(collection)
         .bind(id.key())
-        .fetch_optional(self.store.pool())
+        .fetch_optional(&self.store.reads())
         .await
         .map_err(StoreError::from)?;
         match row {
@@ -289,7 +289,8 @@ impl Executor {
 
     async fn query_items(&self, c: &Compiled) -> Result<Vec<Value>, ServiceError> {
         use futures_util::TryStreamExt as _;
-        let mut rows = bind(sqlx::query(&c.sql), &c.params).fetch(self.store.pool());
+        let reads = self.store.reads();
+        let mut rows = bind(sqlx::query(&c.sql), &c.params).fetch(&reads);
         let mut items = Vec::new();
         while let Some(r) = rows.try_next().await.map_err(StoreError::from)? {
             if items.len() >= self.max_items {
@@ -336,7 +337,7 @@ impl Executor {
             }));
         };
         let rows = bind(sqlx::query(&find.sql), &find.params)
-            .fetch_all(self.store.pool())
+            .fetch_all(&self.store.reads())
             .await
             .map_err(StoreError::from)?;
         let mut ids = Vec::with_capacity(rows.len());

@@ -772,3 +772,46 @@ async fn loading_write_targets_probes_the_primary_key_on_a_young_table() {
         .await
         .expect("reset");
 }
+
+#[tokio::test]
+async fn a_thread_reads_through_its_own_pool_and_the_store_closes_it() {
+    let db = TestDb::new().await;
+    let other = TestDb::new().await;
+    let shared_max = db.store.pool().options().get_max_connections();
+    db.store.add_thread_reads(2);
+
+    // This thread's reads go through its own pool, opened on demand.
+    let reads = db.store.reads();
+    assert_eq!(reads.options().get_max_connections(), 2);
+    assert_ne!(shared_max, 2);
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&reads)
+        .await
+        .expect("read");
+    assert_eq!(one, 1);
+    assert_eq!(reads.size(), 1);
+    let (size, _) = db.store.connections();
+    assert_eq!(size, db.store.pool().size() + 1);
+
+    // Another thread, and another store on this thread, read through the shared pool.
+    let store = db.store.clone();
+    let elsewhere = std::thread::spawn(move || store.reads().options().get_max_connections())
+        .join()
+        .expect("thread");
+    assert_eq!(elsewhere, shared_max);
+    let other_max = other.store.pool().options().get_max_connections();
+    assert_eq!(
+        other.store.reads().options().get_max_connections(),
+        other_max
+    );
+
+    // Installing again replaces (and closes) this thread's pool; closing the store closes
+    // the thread's pool with the shared one.
+    db.store.add_thread_reads(3);
+    assert!(reads.is_closed());
+    let reads = db.store.reads();
+    assert_eq!(reads.options().get_max_connections(), 3);
+    other.drop_db().await;
+    db.drop_db().await;
+    assert!(reads.is_closed());
+}
