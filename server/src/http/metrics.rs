@@ -146,6 +146,15 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         "bigpeer_db_pool_connections{{state=\"in_use\"}} {}",
         size.saturating_sub(idle)
     );
+    let (reads, statements) = state.store.point_read_counts();
+    out.push_str(
+        "# HELP bigpeer_point_reads_total Point reads by _id answered by the HTTP workers.\n",
+    );
+    out.push_str("# TYPE bigpeer_point_reads_total counter\n");
+    let _ = writeln!(out, "bigpeer_point_reads_total {reads}");
+    out.push_str("# HELP bigpeer_point_read_statements_total Postgres statements that answered them (concurrent point reads share one).\n");
+    out.push_str("# TYPE bigpeer_point_read_statements_total counter\n");
+    let _ = writeln!(out, "bigpeer_point_read_statements_total {statements}");
     if let Ok(txn) = state.store.known_txn().await {
         out.push_str("# HELP bigpeer_committed_transaction_id The newest committed transaction id this process knows.\n");
         out.push_str("# TYPE bigpeer_committed_transaction_id gauge\n");

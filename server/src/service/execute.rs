@@ -267,24 +267,15 @@ impl Executor {
         })
     }
 
-    /// `SELECT * FROM c WHERE _id = <id>`: one primary-key lookup.
+    /// `SELECT * FROM c WHERE _id = <id>`: one primary-key lookup (shared with the other
+    /// point reads waiting at the same moment, see `Store::read_current`).
     async fn get_by_id(&self, collection: &str, id: &DocId) -> Result<Vec<Value>, ServiceError> {
-        let row = sqlx::query(
-            "SELECT value FROM documents WHERE collection = $1 AND id = $2 AND NOT deleted",
-        )
-        .bind(collection)
-        .bind(id.key())
-        .fetch_optional(&self.store.reads())
-        .await
-        .map_err(StoreError::from)?;
-        match row {
-            None => Ok(Vec::new()),
-            Some(r) => Ok(vec![
-                r.try_get::<sqlx::types::Json<Value>, _>(0)
-                    .map_err(StoreError::from)?
-                    .0,
-            ]),
-        }
+        Ok(self
+            .store
+            .read_current(collection, &id.key())
+            .await?
+            .into_iter()
+            .collect())
     }
 
     async fn query_items(&self, c: &Compiled) -> Result<Vec<Value>, ServiceError> {

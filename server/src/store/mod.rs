@@ -5,10 +5,9 @@ mod documents;
 mod error;
 mod feed;
 mod group;
+mod reads;
 mod txn;
 
-use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,32 +56,7 @@ pub struct Store {
     /// change feed, reads of the counter): a lower bound of the database's, without a query.
     seen_txn: Arc<std::sync::atomic::AtomicI64>,
     /// Read pools of the threads that asked for one ([`Store::add_thread_reads`]).
-    thread_reads: Arc<ThreadReads>,
-}
-
-/// The read pools owned by threads (the HTTP workers), so that [`Store::close`] reaches them.
-#[derive(Debug)]
-struct ThreadReads {
-    /// Tells this store's pools from another store's on the same thread.
-    store: u64,
-    pools: Mutex<Vec<PgPool>>,
-}
-
-static NEXT_STORE: AtomicU64 = AtomicU64::new(1);
-
-/// A thread's read pool, with the id of the store it belongs to; marked closed when the thread
-/// ends, so that [`Store::add_thread_reads`] forgets it and its connections go.
-struct ThreadPool(u64, PgPool);
-
-impl Drop for ThreadPool {
-    fn drop(&mut self) {
-        // Marks the pool closed at once; the connections close as the last handle goes.
-        drop(self.1.close());
-    }
-}
-
-thread_local! {
-    static THREAD_READS: RefCell<Option<ThreadPool>> = const { RefCell::new(None) };
+    thread_reads: Arc<reads::ThreadReads>,
 }
 
 impl Store {
@@ -105,60 +79,8 @@ impl Store {
             pool,
             clock: Arc::new(Mutex::new(Clock::new(SiteId::random()))),
             seen_txn: Arc::new(std::sync::atomic::AtomicI64::new(0)),
-            thread_reads: Arc::new(ThreadReads {
-                store: NEXT_STORE.fetch_add(1, Ordering::Relaxed),
-                pools: Mutex::new(Vec::new()),
-            }),
+            thread_reads: Arc::new(reads::ThreadReads::new()),
         })
-    }
-
-    /// Gives the calling thread a read pool of its own, of up to `max_connections` connections
-    /// opened on demand, used by [`Store::reads`] on this thread. Meant for the HTTP workers,
-    /// each a single-threaded runtime: a connection's socket is driven by the runtime that
-    /// opened it, so a worker reading through a connection another runtime opened waits for that
-    /// runtime's thread to see the answer and wake it, two thread wake-ups per statement instead
-    /// of none. Must be called within the thread's async runtime.
-    pub fn add_thread_reads(&self, max_connections: u32) {
-        let shared = self.pool.options();
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(shared.get_acquire_timeout())
-            .test_before_acquire(false)
-            .connect_lazy_with((*self.pool.connect_options()).clone());
-        let store = self.thread_reads.store;
-        THREAD_READS.with(|r| *r.borrow_mut() = Some(ThreadPool(store, pool.clone())));
-        let mut pools = self
-            .thread_reads
-            .pools
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        // Forget the pools of threads that ended (and the one this thread may have had).
-        pools.retain(|p| !p.is_closed());
-        pools.push(pool);
-    }
-
-    /// The pool to read through on this thread: its own (see [`Store::add_thread_reads`]),
-    /// else the shared one. Snapshot reads only; writes go through [`Store::pool`].
-    pub fn reads(&self) -> PgPool {
-        THREAD_READS.with(|r| match &*r.borrow() {
-            Some(ThreadPool(store, pool)) if *store == self.thread_reads.store => pool.clone(),
-            _ => self.pool.clone(),
-        })
-    }
-
-    /// Connections open in the shared pool and in the threads' read pools, and how many of
-    /// them are idle.
-    pub fn connections(&self) -> (u32, u32) {
-        let pools = self
-            .thread_reads
-            .pools
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        std::iter::once(&self.pool)
-            .chain(pools.iter())
-            .fold((0, 0), |(size, idle), p| {
-                (size + p.size(), idle + p.num_idle() as u32)
-            })
     }
 
     /// Records that transaction `txn` is committed.
@@ -232,13 +154,7 @@ impl Store {
 
     /// Closes every connection.
     pub async fn close(&self) {
-        let pools: Vec<PgPool> = self
-            .thread_reads
-            .pools
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        for pool in pools {
+        for pool in self.thread_reads.pools() {
             pool.close().await;
         }
         self.pool.close().await;
