@@ -317,7 +317,11 @@ pub struct WriteRequestDoc {
 /// One command of a write, by its `method`.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
-#[schema(as = WriteCommand)]
+#[schema(as = WriteCommand, discriminator(property_name = "method", mapping(
+    ("upsert" = "#/components/schemas/UpsertCommand"),
+    ("update" = "#/components/schemas/UpdateCommand"),
+    ("remove" = "#/components/schemas/RemoveCommand"),
+)))]
 pub enum WriteCommandDoc {
     Upsert(UpsertCommandDoc),
     Update(UpdateCommandDoc),
