@@ -34,7 +34,7 @@ const READ_ONE: &str =
     "SELECT value FROM documents WHERE collection = $1 AND id = $2 AND NOT deleted";
 
 /// Several primary-key reads: one probe per (collection, key), answered with its position.
-pub(crate) const READ_MANY: &str = "SELECT t.n, m.value \
+const READ_MANY: &str = "SELECT t.n, m.value \
      FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS t(c, i, n) \
      CROSS JOIN LATERAL (SELECT d.value FROM documents d \
        WHERE d.collection = t.c AND d.id = t.i AND NOT d.deleted LIMIT 1) AS m";

@@ -836,14 +836,12 @@ fn expected_point_read(i: usize, n: usize) -> Option<Value> {
         .then(|| Value::parse_json(&format!(r#"{{"_id":"d{i}","n":{i}}}"#)).expect("json"))
 }
 
-#[tokio::test]
-async fn concurrent_point_reads_share_statements_and_each_gets_its_own_document() {
-    let db = TestDb::new().await;
-    let s = db.store.clone();
-    point_read_fixture(&s, 200).await;
-    s.add_thread_reads(2);
-    // A current-thread runtime: the spawned reads run on this thread, on its queue.
-    let tasks: Vec<_> = (0..210)
+type PointRead = tokio::task::JoinHandle<(usize, Result<Option<Value>, StoreError>)>;
+
+/// Reads of `d0`..`d{n-1}` in `c`, each a task; on a current-thread runtime they all run on
+/// this thread, on its read queue.
+fn spawn_point_reads(s: &Store, n: usize) -> Vec<PointRead> {
+    (0..n)
         .map(|i| {
             let s = s.clone();
             tokio::spawn(async move {
@@ -851,7 +849,16 @@ async fn concurrent_point_reads_share_statements_and_each_gets_its_own_document(
                 (i, s.read_current("c", &key).await)
             })
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn concurrent_point_reads_share_statements_and_each_gets_its_own_document() {
+    let db = TestDb::new().await;
+    let s = db.store.clone();
+    point_read_fixture(&s, 200).await;
+    s.add_thread_reads(2);
+    let tasks = spawn_point_reads(&s, 210);
     for t in tasks {
         let (i, got) = t.await.expect("task");
         assert_eq!(got.expect("read"), expected_point_read(i, 200), "d{i}");
@@ -878,17 +885,10 @@ async fn cancelled_point_reads_neither_lose_nor_stall_the_others() {
     point_read_fixture(&s, 50).await;
     s.add_thread_reads(1);
     for round in 0..20 {
-        let tasks: Vec<_> = (0..40)
-            .map(|i| {
-                let s = s.clone();
-                tokio::spawn(async move {
-                    let key = DocId::string(format!("d{i}")).key();
-                    (i, s.read_current("c", &key).await)
-                })
-            })
-            .collect();
-        // Let some start (and some batches run), then cancel every third: leaders with a
-        // batch in flight, reads queued, and reads handed the turn before they saw it.
+        let tasks = spawn_point_reads(&s, 40);
+        // Let some start (and some batches run), then cancel every third: reads running a
+        // batch and reads queued. (A read cancelled with the turn in hand, before it saw it, is
+        // `reads::tests`'s deterministic case.)
         for _ in 0..round % 4 {
             tokio::task::yield_now().await;
         }
