@@ -15,7 +15,9 @@ pub mod id;
 pub mod value;
 pub mod wire;
 
-pub use crdt::{CounterKind, Delta, Doc, ObjectMode, Op, VersionVector};
+pub use crdt::{
+    Component, CounterKind, Delta, Doc, FieldView, ObjectMode, Op, TypeView, VersionVector,
+};
 pub use error::{Result, SchemaError};
 pub use hlc::{Clock, Hlc, SiteId, Stamp};
 pub use id::DocId;

@@ -23,6 +23,8 @@ enum Event {
         replica: Index,
         ops: Vec<Op>,
         dt_ms: u64,
+        /// A DQL strict-mode statement (writes touch only their own type).
+        typed: bool,
     },
     /// `from` sends a delta to `to` against its cached view of `to`'s vv. With `optimistic`,
     /// `from` then assumes the delta arrives and raises its cache to its own vv (pushes without
@@ -55,7 +57,8 @@ enum Msg {
 
 fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
-        7 => (any::<Index>(), statement(), 0u64..4).prop_map(|(replica, ops, dt_ms)| Event::Write { replica, ops, dt_ms }),
+        7 => (any::<Index>(), statement(), 0u64..4, prop::bool::weighted(0.3))
+            .prop_map(|(replica, ops, dt_ms, typed)| Event::Write { replica, ops, dt_ms, typed }),
         5 => (any::<Index>(), any::<Index>(), prop::bool::weighted(0.4))
             .prop_map(|(from, to, optimistic)| Event::Send { from, to, optimistic }),
         6 => (any::<Index>(), any::<Index>(), prop::bool::weighted(0.15))
@@ -167,10 +170,11 @@ impl Sim {
                 replica,
                 ops,
                 dt_ms,
+                typed,
             } => {
                 self.now += dt_ms;
                 let now = self.now;
-                let _ = self.replicas[replica.index(n)].write(ops, now);
+                let _ = self.replicas[replica.index(n)].write_with(ops, now, *typed);
             }
             Event::Send {
                 from,
@@ -244,6 +248,11 @@ impl Sim {
                 r.doc.materialize(),
                 first.materialize(),
                 "replica {i}: JSON differs"
+            );
+            assert_eq!(
+                r.doc.shape(),
+                first.shape(),
+                "replica {i}: typed state differs"
             );
         }
         check_prefix_closure(first);

@@ -16,6 +16,7 @@
 mod codec;
 mod delta;
 mod ops;
+mod view;
 mod vv;
 
 use std::borrow::Cow;
@@ -24,6 +25,7 @@ use std::collections::BTreeMap;
 
 pub use delta::Delta;
 pub use ops::{CounterKind, ObjectMode, Op};
+pub use view::{FieldView, TypeView};
 pub use vv::VersionVector;
 
 use crate::hlc::Stamp;

@@ -48,6 +48,13 @@ pub enum Op {
     },
     /// Remove a field (`UNSET path`).
     Unset { path: Vec<String> },
+    /// Remove one component of a field, leaving its other types alone (`UNSET path` in strict
+    /// mode, where a field's type is part of its identity: the declared type, REGISTER when the
+    /// statement declares none).
+    Remove {
+        path: Vec<String>,
+        component: Component,
+    },
     /// Add to a counter (`APPLY path INCREMENT BY n` / `PN_INCREMENT BY n`).
     Increment {
         path: Vec<String>,
@@ -65,6 +72,10 @@ pub enum Op {
 struct Writer {
     stamp: Stamp,
     before: VersionVector,
+    /// Strict mode: a write touches only the component of its own type; the field's other
+    /// types stay (a REGISTER `m` written over a MAP `m` leaves the map). Otherwise a write of
+    /// another type replaces what the writer saw at the field.
+    typed: bool,
 }
 
 impl Doc {
@@ -73,6 +84,17 @@ impl Doc {
     ///
     /// On error the document is left unchanged.
     pub fn apply(&mut self, ops: &[Op], stamp: Stamp) -> Result<()> {
+        self.apply_with(ops, stamp, false)
+    }
+
+    /// [`Doc::apply`] for DQL strict mode: each operation touches only the component of its
+    /// own type at its path, so a field can hold a register, a map and counters side by side
+    /// (see [`crate::TypeView`] for how queries then see them).
+    pub fn apply_typed(&mut self, ops: &[Op], stamp: Stamp) -> Result<()> {
+        self.apply_with(ops, stamp, true)
+    }
+
+    fn apply_with(&mut self, ops: &[Op], stamp: Stamp, typed: bool) -> Result<()> {
         if self.vv.covers(stamp) {
             return Err(SchemaError::TypeMismatch(format!(
                 "stamp {} of site {} is not newer than the document's version vector",
@@ -85,6 +107,7 @@ impl Doc {
         let w = Writer {
             stamp,
             before: self.vv.clone(),
+            typed,
         };
         let empty = VersionVector::default();
         for op in ops {
@@ -135,7 +158,8 @@ fn validate(op: &Op) -> Result<()> {
                 "expected {other} to be a number"
             ))),
         },
-        Op::Unset { .. } | Op::Restart { .. } | Op::Delete => Ok(()),
+        Op::Remove { path, .. } if path.is_empty() => root_only_object("a component removal"),
+        Op::Unset { .. } | Op::Remove { .. } | Op::Restart { .. } | Op::Delete => Ok(()),
     }
 }
 
@@ -148,6 +172,11 @@ fn apply_one(root: &mut Slot, op: &Op, w: &Writer, empty: &VersionVector) {
             }
             if let Some((slot, _)) = descend(root, path, empty.clone(), w, false) {
                 slot.add_tomb(w.stamp, &w.before);
+            }
+        }
+        Op::Remove { path, component } => {
+            if let Some((slot, ctx)) = descend(root, path, empty.clone(), w, false) {
+                remove_component(slot, *component, w, &ctx);
             }
         }
         Op::Set {
@@ -291,6 +320,14 @@ fn descend<'a>(
 /// equal stamps a map is shown first), so `SET o.k = 1` on a register `o = {"k": {}}` showed
 /// `{}`. A register entry is simply replaced.
 fn ensure_map(slot: &mut Slot, w: &Writer, inherited: &VersionVector) {
+    if w.typed {
+        // Only the map component: a live one is used as it is, else a new (empty) one starts.
+        if !slot.has_live(Component::Map, inherited) {
+            let map = slot.map.get_or_insert_with(Default::default);
+            map.mark = map.mark.max(Some(w.stamp));
+        }
+        return;
+    }
     let visible = slot.visible(inherited);
     if matches!(visible, Some((Component::Map, _))) {
         return;
@@ -321,8 +358,89 @@ fn ensure_map(slot: &mut Slot, w: &Writer, inherited: &VersionVector) {
     }
 }
 
+/// Strict-mode UNSET: removes one component of a field and keeps its other types. A register
+/// (or token) is cleared by a newer, empty register. Components have no tombstones of their
+/// own, so removing a map or a counter beside other live types removes the field and writes
+/// the others again, at this write's stamp.
+fn remove_component(slot: &mut Slot, c: Component, w: &Writer, inherited: &VersionVector) {
+    if !slot.has_live(c, inherited) {
+        return;
+    }
+    let others = slot.live(inherited).into_iter().any(|o| o != c);
+    let clear = |r: &mut Option<Register>| {
+        if r.as_ref().is_none_or(|r| r.stamp <= w.stamp) {
+            *r = Some(Register {
+                stamp: w.stamp,
+                value: None,
+            });
+        }
+    };
+    match c {
+        _ if !others => slot.add_tomb(w.stamp, &w.before),
+        Component::Register => clear(&mut slot.reg),
+        Component::Attachment => clear(&mut slot.att),
+        Component::Map | Component::Counter | Component::PnCounter => {
+            let before = slot.clone();
+            slot.add_tomb(w.stamp, &w.before);
+            rewrite(&before, slot, inherited, w, Some(c));
+        }
+    }
+}
+
+/// Writes the live components of `src` (but `skip`) into `dst` again, stamped by `w`.
+fn rewrite(
+    src: &Slot,
+    dst: &mut Slot,
+    inherited: &VersionVector,
+    w: &Writer,
+    skip: Option<Component>,
+) {
+    let ctx = src.ctx(inherited).into_owned();
+    for c in src.live(inherited) {
+        if Some(c) == skip {
+            continue;
+        }
+        match c {
+            Component::Register => {
+                if let Some(v) = src.reg.as_ref().and_then(|r| r.value.as_ref()) {
+                    put_register(&mut dst.reg, w.stamp, v);
+                }
+            }
+            Component::Attachment => {
+                if let Some(v) = src.att.as_ref().and_then(|r| r.value.as_ref()) {
+                    put_register(&mut dst.att, w.stamp, v);
+                }
+            }
+            Component::Counter => dst.ctr = src.ctr.as_ref().map(|k| restarted(k, w.stamp)),
+            Component::PnCounter => dst.pn = src.pn.as_ref().map(|k| restarted(k, w.stamp)),
+            Component::Map => {
+                let Some(from) = &src.map else { continue };
+                let map = dst.map.get_or_insert_with(Default::default);
+                map.mark = map.mark.max(Some(w.stamp));
+                for (k, e) in &from.entries {
+                    rewrite(e, map.entries.entry(k.clone()).or_default(), &ctx, w, None);
+                }
+            }
+        }
+    }
+}
+
+/// A counter that starts a new epoch at `stamp` from the current total.
+fn restarted<N: CounterNum>(k: &Counter<N>, stamp: Stamp) -> Counter<N> {
+    Counter {
+        epoch: Some(Epoch {
+            stamp,
+            base: k.total(),
+        }),
+        contrib: BTreeMap::new(),
+    }
+}
+
 /// Tombstones what the writer saw at `slot` when a component other than `keep` is visible.
 fn hide_other_components(slot: &mut Slot, keep: Component, w: &Writer, inherited: &VersionVector) {
+    if w.typed {
+        return;
+    }
     if let Some((c, _)) = slot.visible(inherited) {
         if c != keep {
             slot.add_tomb(w.stamp, &w.before);
@@ -335,7 +453,14 @@ fn hide_other_components(slot: &mut Slot, keep: Component, w: &Writer, inherited
 fn assign(slot: &mut Slot, value: &Value, w: &Writer, objects: ObjectMode, fresh: bool) {
     match (value, objects) {
         (Value::Object(o), ObjectMode::Map) => {
-            if !fresh && !slot.is_empty() {
+            if w.typed {
+                // Replace what the writer saw of the map only.
+                if let Some(m) = slot.map.as_mut() {
+                    for e in m.entries.values_mut() {
+                        e.add_tomb(w.stamp, &w.before);
+                    }
+                }
+            } else if !fresh && !slot.is_empty() {
                 slot.add_tomb(w.stamp, &w.before);
             }
             let map = slot.map.get_or_insert_with(Default::default);
@@ -353,7 +478,7 @@ fn assign(slot: &mut Slot, value: &Value, w: &Writer, objects: ObjectMode, fresh
         _ => {
             let other_alive =
                 slot.map.is_some() || slot.ctr.is_some() || slot.pn.is_some() || slot.att.is_some();
-            if !fresh && other_alive {
+            if !fresh && other_alive && !w.typed {
                 slot.add_tomb(w.stamp, &w.before);
             }
             put_register(&mut slot.reg, w.stamp, value);
@@ -427,7 +552,15 @@ fn increment(
     inherited: &VersionVector,
     removed: Option<Stamp>,
 ) {
-    let visible = slot.visible(inherited).map(|(c, _)| c);
+    let mut visible = slot.visible(inherited).map(|(c, _)| c);
+    if w.typed {
+        // Only the counter itself matters: live, it counts on; else it starts again.
+        let own = match kind {
+            CounterKind::Counter => Component::Counter,
+            CounterKind::PnCounter => Component::PnCounter,
+        };
+        visible = slot.has_live(own, inherited).then_some(own);
+    }
     match kind {
         CounterKind::Counter => {
             let by = by.as_i64().unwrap_or(0);

@@ -194,7 +194,7 @@ fn op_has_nul(op: &Op) -> bool {
         Op::Merge { path: p, value, .. } => {
             path(p) || value.iter().any(|(k, v)| k.contains('\0') || has_nul(v))
         }
-        Op::Unset { path: p } | Op::Restart { path: p, .. } => path(p),
+        Op::Unset { path: p } | Op::Remove { path: p, .. } | Op::Restart { path: p, .. } => path(p),
         Op::Increment { path: p, by, .. } => path(p) || has_nul(by),
         Op::Attach { path: p, token } => path(p) || has_nul(token),
         Op::Delete => false,
