@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use bigpeer_schema::{Doc, DocId, Op, Stamp, Value};
+use bigpeer_schema::{Doc, DocId, Op, Stamp, TypeView, Value};
 
 use crate::ast::Span;
 use crate::error::DqlError;
@@ -41,6 +41,14 @@ pub trait DocumentStore {
 
     /// The live documents of a collection, each an object with `_id`, in storage-key order.
     fn live_documents(&self, collection: &str) -> Result<Vec<Value>, Self::Error>;
+
+    /// The live documents of a collection as a strict-mode statement declaring `view` sees
+    /// them ([`Doc::view`] with `_id`), in storage-key order.
+    fn live_documents_viewed(
+        &self,
+        collection: &str,
+        view: &TypeView,
+    ) -> Result<Vec<Value>, Self::Error>;
 
     /// The names of the collections holding at least one live document, sorted.
     fn live_collections(&self) -> Result<Vec<String>, Self::Error>;
@@ -80,6 +88,29 @@ pub fn execute<S: DocumentStore + ?Sized>(
     run(store, &checked)
 }
 
+/// A collection's live documents in the statement's view.
+fn documents<S: DocumentStore + ?Sized>(
+    store: &S,
+    collection: &str,
+    view: Option<&TypeView>,
+) -> Result<Vec<Value>, S::Error> {
+    match view {
+        Some(v) => store.live_documents_viewed(collection, v),
+        None => store.live_documents(collection),
+    }
+}
+
+/// A document in a strict-mode view, with `_id` (`None` when deleted).
+pub fn viewed_with_id(doc: &Doc, id: &DocId, view: &TypeView) -> Option<Value> {
+    match doc.view(view)? {
+        Value::Object(mut o) => {
+            o.insert("_id".to_owned(), id.value().clone());
+            Some(Value::Object(o))
+        }
+        _ => None,
+    }
+}
+
 /// The documents a statement has read or written so far, by storage key (`None`: absent).
 struct Working {
     collection: String,
@@ -110,10 +141,14 @@ impl Working {
     }
 
     /// Applies one write to the document with this key (creating it when absent).
+    ///
+    /// Writes touch only the component of their own type ([`Doc::apply_typed`]), as in Ditto:
+    /// `SET m = 5` over a map `m` leaves the map, which a strict-mode query declaring `(m MAP)`
+    /// still sees, and the default view shows the newest of the two.
     fn apply(&mut self, id: &DocId, key: &[u8], ops: &[Op], stamp: Stamp) -> Result<(), DqlError> {
         let slot = self.docs.entry(key.to_vec()).or_insert(None);
         let doc = slot.get_or_insert_with(Doc::new);
-        doc.apply(ops, stamp).map_err(crdt_error)?;
+        doc.apply_typed(ops, stamp).map_err(crdt_error)?;
         self.written.insert(key.to_vec(), id.clone());
         Ok(())
     }
@@ -146,7 +181,7 @@ pub fn run<S: DocumentStore + ?Sized>(store: &mut S, plan: &Plan) -> Result<Quer
     match plan {
         Plan::Select(s) => {
             let docs = match &s.source {
-                Source::Collection(c) => store.live_documents(c)?,
+                Source::Collection(c) => documents(store, c, s.view.as_ref())?,
                 Source::SystemCollections => {
                     eval::system_collection_docs(&store.live_collections()?)
                 }
@@ -178,7 +213,7 @@ pub fn run<S: DocumentStore + ?Sized>(store: &mut S, plan: &Plan) -> Result<Quer
         }
         Plan::Update(u) => {
             let collection = &u.target.collection;
-            let docs = store.live_documents(collection)?;
+            let docs = documents(store, collection, u.target.view.as_ref())?;
             let targets = eval::targets(&u.target, &docs)?;
             let mut work = Working::new(collection);
             for t in targets {
@@ -199,7 +234,7 @@ pub fn run<S: DocumentStore + ?Sized>(store: &mut S, plan: &Plan) -> Result<Quer
         }
         Plan::Remove(r) => {
             let collection = &r.target.collection;
-            let docs = store.live_documents(collection)?;
+            let docs = documents(store, collection, r.target.view.as_ref())?;
             let targets: BTreeMap<Vec<u8>, DocId> = eval::targets(&r.target, &docs)?
                 .into_iter()
                 .filter_map(target_id)
@@ -212,7 +247,7 @@ pub fn run<S: DocumentStore + ?Sized>(store: &mut S, plan: &Plan) -> Result<Quer
                     RemoveKind::Evict => writes.push(DocWrite::Evict { key: key.clone() }),
                     RemoveKind::Delete => {
                         if let Some(mut doc) = store.load(collection, key)? {
-                            doc.apply(&[Op::Delete], stamp).map_err(crdt_error)?;
+                            doc.apply_typed(&[Op::Delete], stamp).map_err(crdt_error)?;
                             writes.push(DocWrite::Put {
                                 id: id.clone(),
                                 doc: Box::new(doc),

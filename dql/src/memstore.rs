@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use bigpeer_schema::{Clock, Doc, DocId, SiteId, Stamp, Value};
+use bigpeer_schema::{Clock, Doc, DocId, SiteId, Stamp, TypeView, Value};
 
 use crate::error::{DqlError, Result};
 use crate::exec::{self, DocWrite, DocumentStore};
@@ -55,6 +55,14 @@ impl MemStore {
         c.values().filter_map(with_id).collect()
     }
 
+    /// The CRDT states of a collection's documents (live or deleted), in storage order.
+    pub fn states(&self, collection: &str) -> Vec<(DocId, Doc)> {
+        self.collections
+            .get(collection)
+            .map(|c| c.values().map(|e| (e.id.clone(), e.doc.clone())).collect())
+            .unwrap_or_default()
+    }
+
     /// Parses, checks and runs one statement.
     pub fn execute(&mut self, text: &str, args: &BTreeMap<String, Value>) -> Result<QueryResult> {
         exec::execute(self, text, args)
@@ -71,6 +79,18 @@ impl DocumentStore for MemStore {
 
     fn live_documents(&self, collection: &str) -> Result<Vec<Value>> {
         Ok(self.documents(collection))
+    }
+
+    fn live_documents_viewed(&self, collection: &str, view: &TypeView) -> Result<Vec<Value>> {
+        Ok(self
+            .collections
+            .get(collection)
+            .map(|c| {
+                c.values()
+                    .filter_map(|e| exec::viewed_with_id(&e.doc, &e.id, view))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     fn live_collections(&self) -> Result<Vec<String>> {

@@ -10,10 +10,11 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use bigpeer_dql::exec::DocumentStore;
 use bigpeer_dql::memstore::MemStore;
 use bigpeer_dql::plan::{self, Plan};
 use bigpeer_dql::sql::{compile, Compiled, CompiledPlan, SqlParam};
-use bigpeer_schema::{Clock, Doc, DocId, ObjectMode, Op, SiteId, Value};
+use bigpeer_schema::Value;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls};
 
@@ -67,33 +68,35 @@ impl Drop for TestDb {
     }
 }
 
-/// Replaces the table's contents with the store's live documents.
+/// Replaces the table's contents with the store's documents: their CRDT states, the default
+/// view (`value`) and the typed state (`shape`), as the server writes them.
 fn load(client: &mut Client, store: &MemStore) {
     client
         .batch_execute("DELETE FROM documents")
         .expect("clear");
-    let mut clock = Clock::new(SiteId::random());
     for coll in store.collections() {
-        for doc in store.documents(&coll) {
-            let Value::Object(mut fields) = doc.clone() else {
-                continue;
-            };
-            let id = DocId::new(fields.remove("_id").unwrap_or_default()).expect("valid id");
-            let mut crdt = Doc::new();
-            crdt.apply(
-                &[Op::Merge {
-                    path: Vec::new(),
-                    value: fields,
-                    objects: ObjectMode::Map,
-                }],
-                clock.tick(),
-            )
-            .expect("merge");
+        for (id, doc) in store.states(&coll) {
+            let value = doc.materialize().map(|v| {
+                let mut fields = match v {
+                    Value::Object(o) => o,
+                    _ => BTreeMap::new(),
+                };
+                fields.insert("_id".to_owned(), id.value().clone());
+                Value::Object(fields).to_json_string()
+            });
+            let shape = doc.shape().map(|s| s.to_json_string());
             client
                 .execute(
-                    "INSERT INTO documents (collection, id, value, meta, deleted, seq, txn) \
-                     VALUES ($1, $2, $3::text::jsonb, $4, false, 1, 1)",
-                    &[&coll, &id.key(), &doc.to_json_string(), &crdt.encode()],
+                    "INSERT INTO documents (collection, id, value, meta, shape, deleted, seq, txn) \
+                     VALUES ($1, $2, $3::text::jsonb, $4, $5::text::jsonb, $6, 1, 1)",
+                    &[
+                        &coll,
+                        &id.key(),
+                        &value,
+                        &doc.encode(),
+                        &shape,
+                        &value.is_none(),
+                    ],
                 )
                 .expect("insert");
         }
@@ -160,7 +163,10 @@ fn check_statement(
     let Ok(stmt) = bigpeer_dql::parse(text) else {
         return Ok(false);
     };
-    let Ok(plan) = plan::check(&stmt, args) else {
+    let opts = plan::PlanOptions {
+        strict_mode: store.settings().is_ok_and(|s| s.strict_mode()),
+    };
+    let Ok(plan) = plan::check_with(&stmt, args, &opts) else {
         return Ok(false);
     };
     let compiled = compile(&plan).map_err(|e| format!("compile: {e}"))?;
@@ -193,7 +199,12 @@ fn check_statement(
                 Plan::Remove(r) => &r.target,
                 _ => return Ok(false),
             };
-            let docs = store.documents(&target.collection);
+            let docs = match &target.view {
+                Some(v) => store
+                    .live_documents_viewed(&target.collection, v)
+                    .map_err(|e| e.to_string())?,
+                None => store.documents(&target.collection),
+            };
             let Ok(want) = bigpeer_dql::eval::targets(target, &docs) else {
                 return Ok(false);
             };
@@ -313,6 +324,7 @@ fn evaluator_and_postgres_agree_on_every_fixture() {
     let mut db = TestDb::create();
     let mut failures = Vec::new();
     let mut checked = 0;
+    let mut strict_checked = 0;
     for case in common::load_cases() {
         let mut store = MemStore::new();
         let mut ok = true;
@@ -326,15 +338,26 @@ fn evaluator_and_postgres_agree_on_every_fixture() {
         }
         let steps = std::iter::once(&case.step).chain(case.after.iter());
         for s in steps {
+            let strict = store.settings().is_ok_and(|s| s.strict_mode());
             match check_statement(&mut db.client, &store, &s.statement, &s.args) {
-                Ok(true) => checked += 1,
+                Ok(true) => {
+                    checked += 1;
+                    strict_checked += usize::from(strict);
+                }
                 Ok(false) => {}
                 Err(e) => failures.push(format!("{} `{}`: {e}", case.name, s.statement)),
             }
             let _ = store.execute(&s.statement, &s.args);
         }
     }
-    eprintln!("compared {checked} statements between the evaluator and Postgres");
+    eprintln!(
+        "compared {checked} statements between the evaluator and Postgres, {strict_checked} in strict mode"
+    );
+    // Strict-mode queries read `dql_view` over `shape`: the typed-view cases must be among them.
+    assert!(
+        strict_checked >= 30,
+        "only {strict_checked} strict-mode statements were compared"
+    );
     assert!(checked >= 60, "only {checked} statements were compared");
     assert!(
         failures.is_empty(),

@@ -17,21 +17,7 @@ const DEVIATIONS: &[(&str, &str)] = &[
         ("show-unknown", "an unknown system parameter is query/invalid here (query/parameter in the SDK)"),
     ("alter-unknown", "an unknown system parameter is query/invalid here (query/parameter in the SDK)"),
     ("tombstone", "TOMBSTONE FROM is the Big Peer spelling of DELETE; the SDK rejects it"),
-    // Strict mode (off by default, as in Ditto 5.x): in the SDK a field's CRDT type is part of
-    // its identity, so a query sees only the fields whose type it declares (REGISTER when it
-    // declares nothing), and a register and a map of the same name can coexist. bigpeer keeps one
-    // type per field and shows every field whatever the declarations. Open work (issue 3).
-    ("strict-map-hidden", STRICT_TYPED),
-    ("strict-strict-nested-map", STRICT_TYPED),
-    ("strict-strict-insert-plain", STRICT_TYPED),
-    ("strict-off-then-on", STRICT_TYPED),
-    ("strict-counter-hidden", STRICT_TYPED),
-    ("strict-update-set-register-on-map", STRICT_TYPED),
-    ("strict-count-where-hidden", STRICT_TYPED),
 ];
-
-const STRICT_TYPED: &str =
-    "strict mode: fields whose CRDT type the query does not declare are not hidden";
 
 #[test]
 fn oracle_fixtures_pass_through_the_evaluator() {

@@ -7,7 +7,7 @@ use std::path::Path;
 use bigpeer_dql::exec::{self, DocWrite, DocumentStore, QueryResult};
 use bigpeer_dql::plan::{self, Plan, PlanOptions};
 use bigpeer_dql::settings::Settings;
-use bigpeer_schema::{Clock, Doc, DocId, SiteId, Stamp, Value, VersionVector};
+use bigpeer_schema::{Clock, Doc, DocId, SiteId, Stamp, TypeView, Value, VersionVector};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::db;
@@ -308,6 +308,14 @@ impl DocumentStore for Local<'_> {
         }
     }
 
+    fn live_documents_viewed(&self, collection: &str, view: &TypeView) -> Result<Vec<Value>> {
+        let keys = match &self.lookup {
+            Some((c, keys)) if c == collection => Some(keys.as_slice()),
+            _ => None,
+        };
+        viewed_documents(self.conn, collection, keys, view)
+    }
+
     fn live_collections(&self) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT DISTINCT collection FROM documents WHERE value IS NOT NULL ORDER BY collection",
@@ -394,6 +402,48 @@ pub(crate) fn live_documents_by_key(
         let mut rows = stmt.query(params![collection, key])?;
         if let Some(row) = rows.next()? {
             out.extend(live_value(row)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The live documents (all, or those among `keys`) as a strict-mode statement declaring `view`
+/// sees them, in storage-key order: decoded from the CRDT state, where every field's types are.
+pub(crate) fn viewed_documents(
+    conn: &Connection,
+    collection: &str,
+    keys: Option<&[Vec<u8>]>,
+    view: &TypeView,
+) -> Result<Vec<Value>> {
+    const COLUMNS: &str =
+        "SELECT id, crdt FROM documents WHERE collection = ?1 AND value IS NOT NULL";
+    let row_value = |row: &rusqlite::Row<'_>| -> Result<Option<Value>> {
+        let key: Vec<u8> = row.get(0)?;
+        let bytes: Vec<u8> = row.get(1)?;
+        let id = DocId::from_key(&key)?;
+        let doc = db::decode_doc(&bytes)?;
+        Ok(bigpeer_dql::exec::viewed_with_id(&doc, &id, view))
+    };
+    let mut out = Vec::new();
+    match keys {
+        None => {
+            let mut stmt = conn.prepare_cached(&format!("{COLUMNS} ORDER BY id"))?;
+            let mut rows = stmt.query(params![collection])?;
+            while let Some(row) = rows.next()? {
+                out.extend(row_value(row)?);
+            }
+        }
+        Some(keys) => {
+            let mut keys = keys.to_vec();
+            keys.sort();
+            keys.dedup();
+            let mut stmt = conn.prepare_cached(&format!("{COLUMNS} AND id = ?2"))?;
+            for key in &keys {
+                let mut rows = stmt.query(params![collection, key])?;
+                if let Some(row) = rows.next()? {
+                    out.extend(row_value(row)?);
+                }
+            }
         }
     }
     Ok(out)

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use bigpeer_schema::{CounterKind, ObjectMode, Op, Value};
+use bigpeer_schema::{Component, CounterKind, ObjectMode, Op, Value};
 
 use super::expr::{eval, Env};
 use crate::ast::{ConflictPolicy, Span};
@@ -125,6 +125,24 @@ fn fields_ops(
                 value: v.clone(),
                 objects: ObjectMode::Register,
             }),
+            // In strict mode objects are registers unless declared MAP: a declared map is
+            // merged on its own, without its declared fields (their own operations follow).
+            FieldKind::Map if objects == ObjectMode::Register => match v {
+                Value::Object(o) => {
+                    let mut own = o.clone();
+                    for inner in types.0.keys() {
+                        if inner.len() > path.len() && inner.starts_with(path) {
+                            remove_path(&mut own, &inner[path.len()..]);
+                        }
+                    }
+                    Some(Op::Merge {
+                        path: path.clone(),
+                        value: own,
+                        objects,
+                    })
+                }
+                _ => None,
+            },
             FieldKind::Map | FieldKind::Default => None,
         };
         if let Some(op) = op {
@@ -182,10 +200,53 @@ fn value_of(e: &PExpr, doc: &Value, span: Span) -> Result<Value> {
     }
 }
 
+/// The component a declared type names (REGISTER when undeclared).
+fn component(kind: FieldKind) -> Component {
+    match kind {
+        FieldKind::Default | FieldKind::Register => Component::Register,
+        FieldKind::Map => Component::Map,
+        FieldKind::Counter => Component::Counter,
+        FieldKind::PnCounter => Component::PnCounter,
+        FieldKind::Attachment => Component::Attachment,
+    }
+}
+
+/// In strict mode a nested path must go through fields declared MAP: anything else is a
+/// REGISTER, whose value is replaced whole (Ditto: `Unsupported DML operation on REGISTER
+/// field "m"` for `SET m.x = 1` without `(m MAP)`).
+fn check_strict_path(plan: &UpdatePlan, path: &[String]) -> Result<()> {
+    if !plan.strict() {
+        return Ok(());
+    }
+    for n in 1..path.len() {
+        if plan.types.kind(&path[..n]) != FieldKind::Map {
+            return Err(DqlError::evaluation(
+                format!(
+                    "Update failed: Unsupported DML operation on REGISTER field \"{}\"",
+                    path[..n].join(".")
+                ),
+                Span::NONE,
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn action_path(a: &UpdateAction) -> &[String] {
+    match a {
+        UpdateAction::Set { path, .. }
+        | UpdateAction::Unset { path, .. }
+        | UpdateAction::PnIncrement { path, .. }
+        | UpdateAction::Increment { path, .. }
+        | UpdateAction::Restart { path, .. } => path,
+    }
+}
+
 /// The operations an UPDATE applies to one matched document.
 pub fn update_ops(plan: &UpdatePlan, doc: &Value) -> Result<Vec<Op>> {
     let mut ops = Vec::with_capacity(plan.actions.len());
     for a in &plan.actions {
+        check_strict_path(plan, action_path(a))?;
         ops.push(match a {
             UpdateAction::Set {
                 path,
@@ -208,11 +269,15 @@ pub fn update_ops(plan: &UpdatePlan, doc: &Value) -> Result<Vec<Op>> {
                     // the keys that are not assigned (`SET o = {'r': 3}` on `{p, q}` gives
                     // `{p, q, r}`).
                     _ => match v {
-                        Value::Object(o) if plan.objects == ObjectMode::Map => Op::Merge {
-                            path: path.clone(),
-                            value: o,
-                            objects: plan.objects,
-                        },
+                        Value::Object(o)
+                            if plan.objects == ObjectMode::Map || *kind == FieldKind::Map =>
+                        {
+                            Op::Merge {
+                                path: path.clone(),
+                                value: o,
+                                objects: plan.objects,
+                            }
+                        }
                         v => Op::Set {
                             path: path.clone(),
                             value: v,
@@ -221,7 +286,11 @@ pub fn update_ops(plan: &UpdatePlan, doc: &Value) -> Result<Vec<Op>> {
                     },
                 }
             }
-            UpdateAction::Unset { path } => Op::Unset { path: path.clone() },
+            UpdateAction::Unset { path, kind } if plan.strict() => Op::Remove {
+                path: path.clone(),
+                component: component(*kind),
+            },
+            UpdateAction::Unset { path, .. } => Op::Unset { path: path.clone() },
             UpdateAction::PnIncrement { path, by, span, .. } => {
                 let v = value_of(by, doc, *span)?;
                 if !matches!(v, Value::Int(_) | Value::UInt(_) | Value::Float(_)) {

@@ -34,19 +34,32 @@ pub fn check_with(
         ObjectMode::Map
     };
     match stmt {
-        Statement::Select(s) => super::select::check_select(s, args),
+        Statement::Select(s) => {
+            let mut plan = super::select::check_select(s, args)?;
+            if let Plan::Select(p) = &mut plan {
+                if matches!(p.source, Source::Collection(_)) {
+                    p.view = strict_view(opts, &s.from);
+                }
+            }
+            Ok(plan)
+        }
         Statement::Insert(i) => super::mutation::check_insert(i, args, objects),
-        Statement::Update(u) => super::mutation::check_update(u, args, objects),
+        Statement::Update(u) => {
+            let mut plan = super::mutation::check_update(u, args, objects)?;
+            if let Plan::Update(p) = &mut plan {
+                p.target.view = strict_view(opts, &u.collection);
+            }
+            Ok(plan)
+        }
         Statement::Delete(d) => {
             let r = Resolver::new(args, &d.collection)?;
             let kind = match d.kind {
                 ast::DeleteKind::Delete | ast::DeleteKind::Tombstone => RemoveKind::Delete,
                 ast::DeleteKind::Evict => RemoveKind::Evict,
             };
-            Ok(Plan::Remove(RemovePlan {
-                kind,
-                target: r.target(&d.filter, &d.order_by, &d.limit, &d.offset)?,
-            }))
+            let mut target = r.target(&d.filter, &d.order_by, &d.limit, &d.offset)?;
+            target.view = strict_view(opts, &d.collection);
+            Ok(Plan::Remove(RemovePlan { kind, target }))
         }
         Statement::AlterSystem(a) => match a {
             ast::AlterSystem::Set { name, value } => {
@@ -72,6 +85,12 @@ pub fn check_with(
         }),
         Statement::Explain(inner) => Ok(Plan::Explain(Box::new(check_with(inner, args, opts)?))),
     }
+}
+
+/// In strict mode, how the statement's type declarations see documents.
+fn strict_view(opts: &PlanOptions, coll: &ast::CollectionRef) -> Option<bigpeer_schema::TypeView> {
+    opts.strict_mode
+        .then(|| FieldTypes::from_defs(&coll.types).view())
 }
 
 /// How aggregates and fields are treated while resolving.
@@ -203,6 +222,7 @@ impl<'a> Resolver<'a> {
                 .as_ref()
                 .map(|o| self.count(o, "OFFSET"))
                 .transpose()?,
+            view: None,
         })
     }
 

@@ -17,7 +17,7 @@ pub use functions::Func;
 
 use std::collections::BTreeMap;
 
-use bigpeer_schema::{DocId, ObjectMode, Value};
+use bigpeer_schema::{DocId, FieldView, ObjectMode, TypeView, Value};
 
 use crate::ast::{ConflictPolicy, CrdtType, Span};
 
@@ -78,6 +78,9 @@ pub struct Target {
     pub order_by: Vec<(PExpr, bool)>,
     pub limit: Option<u64>,
     pub offset: Option<u64>,
+    /// Strict mode: the documents as the statement's type declarations see them (see
+    /// [`TypeView`]); `None`: the default view (every field's newest value).
+    pub view: Option<TypeView>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +95,8 @@ pub struct SelectPlan {
     pub order_by: Vec<(PExpr, bool)>,
     pub limit: Option<u64>,
     pub offset: Option<u64>,
+    /// Strict mode: see [`Target::view`].
+    pub view: Option<TypeView>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -137,6 +142,21 @@ pub struct UpdatePlan {
     pub target: Target,
     pub actions: Vec<UpdateAction>,
     pub objects: ObjectMode,
+    pub types: FieldTypes,
+}
+
+impl UpdatePlan {
+    /// Strict mode (objects are registers): writes touch only their own type.
+    pub fn strict(&self) -> bool {
+        self.objects == ObjectMode::Register
+    }
+}
+
+impl InsertPlan {
+    /// Strict mode (objects are registers): writes touch only their own type.
+    pub fn strict(&self) -> bool {
+        self.objects == ObjectMode::Register
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -149,6 +169,7 @@ pub enum UpdateAction {
     },
     Unset {
         path: Vec<String>,
+        kind: FieldKind,
     },
     PnIncrement {
         path: Vec<String>,
@@ -227,6 +248,30 @@ impl FieldTypes {
 
     pub fn kind(&self, path: &[String]) -> FieldKind {
         self.0.get(path).copied().unwrap_or(FieldKind::Default)
+    }
+
+    /// The declarations as the strict-mode view of a document.
+    pub fn view(&self) -> TypeView {
+        self.level(&[])
+    }
+
+    fn level(&self, prefix: &[String]) -> TypeView {
+        let fields = self
+            .0
+            .iter()
+            .filter(|(p, _)| p.len() == prefix.len() + 1 && p.starts_with(prefix))
+            .filter_map(|(p, kind)| {
+                let field = match kind {
+                    FieldKind::Default | FieldKind::Register => FieldView::Register,
+                    FieldKind::Map => FieldView::Map(self.level(p)),
+                    FieldKind::Counter => FieldView::Counter,
+                    FieldKind::PnCounter => FieldView::PnCounter,
+                    FieldKind::Attachment => FieldView::Attachment,
+                };
+                p.last().map(|k| (k.clone(), field))
+            })
+            .collect();
+        TypeView { fields }
     }
 }
 

@@ -168,11 +168,13 @@ pub(super) fn check_update(
         id_check(p)?;
         actions.push(UpdateAction::Unset {
             path: p.keys.clone(),
+            kind: types.kind(&p.keys),
         });
     }
     Ok(Plan::Update(UpdatePlan {
         target: r.target(&u.filter, &u.order_by, &u.limit, &u.offset)?,
         actions,
         objects,
+        types,
     }))
 }

@@ -191,5 +191,6 @@ pub(super) fn check_select(s: &ast::Select, args: &BTreeMap<String, Value>) -> R
             .as_ref()
             .map(|o| r.count(o, "OFFSET"))
             .transpose()?,
+        view: None,
     }))
 }

@@ -15,7 +15,7 @@ mod template;
 
 pub use expr::{compile as compile_expr, truth, Params, Scope};
 
-use bigpeer_schema::{DocId, Value};
+use bigpeer_schema::{DocId, TypeView, Value};
 use sqlparser::ast::Expr;
 use sqlparser::dialect::PostgreSqlDialect;
 
@@ -127,8 +127,22 @@ fn nested(path: &[String], v: &Value) -> Value {
     })
 }
 
-/// Index-friendly conditions implied by the filter (the filter itself is still applied).
-fn prefilters(filter: &PExpr, p: &mut Params) -> Vec<Expr> {
+/// The document expressions are evaluated on: the `value` column, or in strict mode the view
+/// of the statement's type declarations (`dql_view`, `sql/0005_documents_shape.sql`).
+fn doc_expr(view: Option<&TypeView>, p: &mut Params) -> Expr {
+    match view {
+        None => col("value"),
+        Some(v) => call(
+            "dql_view",
+            vec![col("value"), col("shape"), p.jsonb(&v.to_json())],
+        ),
+    }
+}
+
+/// Index-friendly conditions implied by the filter (the filter itself is still applied). In
+/// strict mode only the primary key ones: the view is not a part of `value` (a field's register
+/// may sit behind its newer map), so `value @> ...` could drop matching documents.
+fn prefilters(filter: &PExpr, view: Option<&TypeView>, p: &mut Params) -> Vec<Expr> {
     let mut out = Vec::new();
     let is_id = |path: &[String]| path.len() == 1 && path[0] == "_id";
     for c in conjuncts(filter) {
@@ -148,14 +162,16 @@ fn prefilters(filter: &PExpr, p: &mut Params) -> Vec<Expr> {
                             p.bytea(id.key()),
                         ));
                     }
-                } else if matches!(
-                    v,
-                    Value::Bool(_)
-                        | Value::Int(_)
-                        | Value::UInt(_)
-                        | Value::Float(_)
-                        | Value::String(_)
-                ) {
+                } else if view.is_none()
+                    && matches!(
+                        v,
+                        Value::Bool(_)
+                            | Value::Int(_)
+                            | Value::UInt(_)
+                            | Value::Float(_)
+                            | Value::String(_)
+                    )
+                {
                     out.push(bin(
                         col("value"),
                         sqlparser::ast::BinaryOperator::AtArrow,
@@ -298,10 +314,11 @@ fn distinct_wrap(item: &Expr, terms: &[String], from_where: &str, tail: &str) ->
 fn compile_select(s: &SelectPlan) -> Result<Compiled> {
     let mut p = Params::default();
     let from = source(&s.source);
-    let doc_scope = Scope::document(col("value"));
+    let doc = doc_expr(s.view.as_ref(), &mut p);
+    let doc_scope = Scope::document(doc.clone());
     let mut cond_exprs = base_conds(&s.source, &mut p);
     if let Some(f) = &s.filter {
-        cond_exprs.extend(prefilters(f, &mut p));
+        cond_exprs.extend(prefilters(f, s.view.as_ref(), &mut p));
         cond_exprs.push(truth(f, &doc_scope, &mut p)?);
     }
     let conds: Vec<String> = cond_exprs.iter().map(|c| c.to_string()).collect();
@@ -363,13 +380,15 @@ fn compile_select(s: &SelectPlan) -> Result<Compiled> {
     };
 
     // Grouped: keys and the document in `src`, aggregates per group in `g`, then the outer query.
-    let mut inner_cols = vec!["value".to_owned()];
+    // The keys are computed on the document in `src`; the aggregates read it as `src.value`.
+    let mut inner_cols = vec![format!("{doc} AS value")];
     for (i, k) in g.keys.iter().enumerate() {
         inner_cols.push(format!("{} AS k{i}", compile_expr(k, &doc_scope, &mut p)?));
     }
+    let src_scope = Scope::document(col("value"));
     let mut group_cols: Vec<String> = (0..g.keys.len()).map(|i| format!("k{i}")).collect();
     for (i, a) in g.aggregates.iter().enumerate() {
-        group_cols.push(format!("{} AS a{i}", aggregate(a, &doc_scope, &mut p)?));
+        group_cols.push(format!("{} AS a{i}", aggregate(a, &src_scope, &mut p)?));
     }
     if group_cols.is_empty() {
         group_cols.push("1 AS one".to_owned());
@@ -428,10 +447,10 @@ fn compile_select(s: &SelectPlan) -> Result<Compiled> {
 
 fn compile_targets(t: &Target) -> Result<Compiled> {
     let mut p = Params::default();
-    let scope = Scope::document(col("value"));
+    let scope = Scope::document(doc_expr(t.view.as_ref(), &mut p));
     let mut conds = base_conds(&Source::Collection(t.collection.clone()), &mut p);
     if let Some(f) = &t.filter {
-        conds.extend(prefilters(f, &mut p));
+        conds.extend(prefilters(f, t.view.as_ref(), &mut p));
         conds.push(truth(f, &scope, &mut p)?);
     }
     let mut order = order_exprs(&t.order_by, &scope, &mut p)?;

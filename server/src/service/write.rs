@@ -486,6 +486,7 @@ impl Executor {
                     target: r.target.clone(),
                     actions: Vec::new(),
                     objects: ObjectMode::Map,
+                    types: Default::default(),
                 });
             }
             let collection = plan.collection().unwrap_or_default().to_owned();

@@ -102,7 +102,8 @@ impl Working<'_> {
         let store = self.store;
         let l = self.slot(collection, id)?;
         let stamp = store.stamp_after(l.doc.vv.max_hlc());
-        l.doc.apply(ops, stamp)?;
+        // As in the evaluator (bigpeer_dql::exec): writes touch only their own type.
+        l.doc.apply_typed(ops, stamp)?;
         Ok(())
     }
 
