@@ -373,7 +373,9 @@ impl Executor {
 /// finds such a document by the same key (`id = key`) and checks `_id = <id>` again, which the
 /// key equality already implies.
 fn point_lookup(s: &plan::SelectPlan) -> Option<DocId> {
+    // A strict-mode view is computed from the typed state: the general path reads it.
     let plain = !s.distinct
+        && s.view.is_none()
         && s.grouping.is_none()
         && s.order_by.is_empty()
         && s.limit.is_none()
@@ -438,24 +440,32 @@ pub(super) fn apply_update_or_remove_then(
     allowed: Option<&PExpr>,
     mut then: impl FnMut(&mut Working<'_>, &DocId) -> Result<(), StoreError>,
 ) -> Result<Vec<DocId>, StoreError> {
-    let filter = match plan {
-        Plan::Update(u) => u.target.filter.as_ref(),
-        Plan::Remove(r) => r.target.filter.as_ref(),
-        _ => None,
+    let (filter, view) = match plan {
+        Plan::Update(u) => (u.target.filter.as_ref(), u.target.view.as_ref()),
+        Plan::Remove(r) => (r.target.filter.as_ref(), r.target.view.as_ref()),
+        _ => (None, None),
     };
     let mut mutated = Vec::new();
     for id in ids {
-        // Check the filter again on the locked, newest state.
+        // Check the filter again on the locked, newest state (as the statement sees it: in
+        // strict mode through its type declarations). Permissions look at the whole document.
         let Some(value) = w.value(coll, id)? else {
             continue;
         };
-        if !eval::matches(filter, &value).map_err(query_error)? {
+        let seen = match view {
+            Some(v) => match w.view(coll, id, v)? {
+                Some(seen) => std::borrow::Cow::Owned(seen),
+                None => continue,
+            },
+            None => std::borrow::Cow::Borrowed(&value),
+        };
+        if !eval::matches(filter, &seen).map_err(query_error)? {
             continue;
         }
         check_write(allowed, coll, Some(&value))?;
         match plan {
             Plan::Update(u) => {
-                let ops = eval::update_ops(u, &value).map_err(query_error)?;
+                let ops = eval::update_ops(u, &seen).map_err(query_error)?;
                 w.apply_ops(coll, id, &ops)?;
                 then(w, id)?;
                 let after = w.value(coll, id)?;

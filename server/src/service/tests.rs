@@ -380,3 +380,49 @@ async fn point_lookups_by_id_see_only_live_permitted_documents() {
     assert_eq!(found(r), r#"[{"_id":{"loc":"a","n":1},"v":1}]"#);
     db.drop_db().await;
 }
+
+/// Strict mode on Postgres: point lookups, the filter checked again on the locked document and
+/// self-references all see the statement's type declarations, not the default view.
+#[tokio::test]
+async fn strict_mode_statements_see_their_declared_types() {
+    let db = TestDb::new().await;
+    let exec = Executor::new(db.store.clone(), &GroupCommitOptions::default());
+    let none = BTreeMap::new();
+    let run = |text: &'static str| {
+        let exec = exec.clone();
+        async move { exec.execute(text, &BTreeMap::new()).await }
+    };
+    let items = |r: &super::ExecuteResult| Value::Array(r.items.clone()).to_json_string();
+    run("ALTER SYSTEM SET DQL_STRICT_MODE = true")
+        .await
+        .expect("strict");
+    exec.execute(
+        "INSERT INTO COLLECTION c (m MAP) DOCUMENTS ({'_id': 'a', 'm': {'x': 1}, 'n': 1})",
+        &none,
+    )
+    .await
+    .expect("insert");
+    let r = run("SELECT * FROM c WHERE _id = 'a'")
+        .await
+        .expect("lookup");
+    assert_eq!(items(&r), r#"[{"_id":"a","n":1}]"#);
+    let r = run("SELECT * FROM COLLECTION c (m MAP) WHERE _id = 'a'")
+        .await
+        .expect("lookup");
+    assert_eq!(items(&r), r#"[{"_id":"a","m":{"x":1},"n":1}]"#);
+    let err = run("UPDATE c SET n = m WHERE _id = 'a'")
+        .await
+        .expect_err("m is not a register");
+    assert_eq!(err.code(), "query/evaluation", "{err}");
+    let r = run("UPDATE c SET n = 2 WHERE m.x = 1")
+        .await
+        .expect("update");
+    assert!(r.mutated_ids.is_empty(), "m.x is hidden without (m MAP)");
+    let r = run("UPDATE COLLECTION c (m MAP) SET n = m.x + 1 WHERE m.x = 1")
+        .await
+        .expect("update");
+    assert_eq!(r.mutated_ids, vec![Value::from("a")]);
+    let r = run("SELECT n FROM c").await.expect("select");
+    assert_eq!(items(&r), r#"[{"n":2}]"#);
+    db.drop_db().await;
+}

@@ -131,7 +131,78 @@ impl Store {
 
     /// Applies pending migrations (idempotent; safe with several processes starting at once).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await.map_err(StoreError::Migrate)
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(StoreError::Migrate)?;
+        self.backfill_shapes().await
+    }
+
+    /// Documents written before `sql/0005_documents_shape.sql` have no `shape` (their typed
+    /// state, which strict-mode queries read): it is computed from their CRDT state in batches,
+    /// then the pending mark is removed. Safe to repeat or to run from several processes at
+    /// once: a row is only updated while its state is still the one read, and every write since
+    /// the migration sets `shape` itself.
+    async fn backfill_shapes(&self) -> Result<(), StoreError> {
+        const BATCH: i64 = 500;
+        let pending: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pending_backfills WHERE name = 'documents_shape')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if !pending {
+            return Ok(());
+        }
+        let (mut after_coll, mut after_id) = (String::new(), Vec::<u8>::new());
+        let mut filled = 0u64;
+        loop {
+            let rows: Vec<(String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+                "SELECT collection, id, meta FROM documents \
+                 WHERE NOT deleted AND (collection, id) > ($1, $2) \
+                 ORDER BY collection, id LIMIT $3",
+            )
+            .bind(&after_coll)
+            .bind(&after_id)
+            .bind(BATCH)
+            .fetch_all(&self.pool)
+            .await?;
+            let Some((last_coll, last_id, _)) = rows.last() else {
+                break;
+            };
+            (after_coll, after_id) = (last_coll.clone(), last_id.clone());
+            let (mut colls, mut ids, mut metas, mut shapes) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (coll, key, meta) in rows {
+                let id = bigpeer_schema::DocId::from_key(&key)?;
+                let doc = bigpeer_schema::Doc::decode(&meta)
+                    .map_err(|e| documents::corrupt_row(&coll, &id, e))?;
+                if let Some(shape) = doc.shape() {
+                    colls.push(coll);
+                    ids.push(key);
+                    metas.push(meta);
+                    shapes.push(shape.to_json_string());
+                }
+            }
+            if !colls.is_empty() {
+                let done = sqlx::query(
+                    "UPDATE documents d SET shape = t.s::jsonb \
+                     FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::text[]) AS t(c, i, m, s) \
+                     WHERE d.collection = t.c AND d.id = t.i AND d.meta = t.m",
+                )
+                .bind(&colls)
+                .bind(&ids)
+                .bind(&metas)
+                .bind(&shapes)
+                .execute(&self.pool)
+                .await?;
+                filled += done.rows_affected();
+            }
+        }
+        sqlx::query("DELETE FROM pending_backfills WHERE name = 'documents_shape'")
+            .execute(&self.pool)
+            .await?;
+        tracing::info!(documents = filled, "typed document states backfilled");
+        Ok(())
     }
 
     /// True when Postgres answers and every migration this build knows has been applied.

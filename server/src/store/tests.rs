@@ -919,3 +919,64 @@ async fn cancelled_point_reads_neither_lose_nor_stall_the_others() {
     assert_eq!(got, expected_point_read(7, 50));
     db.drop_db().await;
 }
+
+/// Every write stores the typed state strict-mode queries read (`shape`), NULL when the default
+/// view tells every field's type; documents from before the column get it on the next migrate.
+#[tokio::test]
+async fn writes_store_the_typed_state_and_migrate_backfills_it() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let typed = Change::Ops {
+        collection: "c".into(),
+        id: DocId::string("t"),
+        ops: vec![Op::Merge {
+            path: vec![],
+            value: obj(r#"{"m":{"x":1},"n":2}"#),
+            objects: ObjectMode::Register,
+        }],
+    };
+    s.apply(vec![typed, insert("c", "p", r#"{"m":{"x":1},"n":2}"#)])
+        .await
+        .expect("apply");
+    let shapes = || async {
+        sqlx::query_as::<_, (Vec<u8>, Option<serde_json::Value>)>(
+            "SELECT id, shape FROM documents ORDER BY id",
+        )
+        .fetch_all(s.pool())
+        .await
+        .expect("shapes")
+    };
+    let written = shapes().await;
+    let by_id = |rows: &[(Vec<u8>, Option<serde_json::Value>)], id: &str| {
+        rows.iter()
+            .find(|(k, _)| *k == DocId::string(id).key())
+            .and_then(|(_, s)| s.clone())
+    };
+    assert_eq!(
+        by_id(&written, "t"),
+        Some(serde_json::json!({"m": {"r": {"x": 1}}, "n": {"r": 2}})),
+        "a register holding an object needs the typed state"
+    );
+    assert_eq!(
+        by_id(&written, "p"),
+        None,
+        "objects as maps: no shape needed"
+    );
+
+    sqlx::query("UPDATE documents SET shape = NULL")
+        .execute(s.pool())
+        .await
+        .expect("forget shapes");
+    sqlx::query("INSERT INTO pending_backfills (name) VALUES ('documents_shape')")
+        .execute(s.pool())
+        .await
+        .expect("mark pending");
+    s.migrate().await.expect("migrate");
+    assert_eq!(shapes().await, written, "backfilled as written");
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM pending_backfills")
+        .fetch_one(s.pool())
+        .await
+        .expect("pending");
+    assert_eq!(pending, 0);
+    db.drop_db().await;
+}

@@ -83,6 +83,17 @@ impl Working<'_> {
         Ok(&self.slot(collection, id)?.doc)
     }
 
+    /// The document as a strict-mode statement declaring `view` sees it, with `_id`.
+    pub fn view(
+        &mut self,
+        collection: &str,
+        id: &DocId,
+        view: &bigpeer_schema::TypeView,
+    ) -> Result<Option<Value>, StoreError> {
+        let l = self.slot(collection, id)?;
+        Ok(bigpeer_dql::exec::viewed_with_id(&l.doc, &l.id, view))
+    }
+
     /// The current JSON with `_id`, or `None` when the document does not exist or is deleted.
     pub fn value(&mut self, collection: &str, id: &DocId) -> Result<Option<Value>, StoreError> {
         let l = self.slot(collection, id)?;
@@ -431,9 +442,11 @@ impl Store {
             let mut keys = Vec::with_capacity(changed.len());
             let mut values: Vec<Option<String>> = Vec::with_capacity(changed.len());
             let mut metas = Vec::with_capacity(changed.len());
+            let mut shapes: Vec<Option<String>> = Vec::with_capacity(changed.len());
             let mut deleted = Vec::with_capacity(changed.len());
             for (key, l, encoded) in &changed {
                 let value = materialize_with_id(&l.doc, &l.id);
+                shapes.push(l.doc.shape().map(|s| s.to_json_string()));
                 colls.push(key.0.clone());
                 keys.push(key.1.clone());
                 deleted.push(value.is_none());
@@ -446,12 +459,12 @@ impl Store {
             let last: i64 = sqlx::query_scalar(
                 "WITH c AS (UPDATE seq_counter SET v = v + $6 WHERE id = 0 RETURNING v), \
                  w AS ( \
-                   INSERT INTO documents (collection, id, value, meta, deleted, seq, txn, updated_at) \
-                   SELECT t.c, t.i, t.v::jsonb, t.m, t.d, c.v - $6 + t.o, c.v, now() \
-                   FROM unnest($1::text[], $2::bytea[], $3::text[], $4::bytea[], $5::bool[]) \
-                     WITH ORDINALITY AS t(c, i, v, m, d, o) CROSS JOIN c \
+                   INSERT INTO documents (collection, id, value, meta, shape, deleted, seq, txn, updated_at) \
+                   SELECT t.c, t.i, t.v::jsonb, t.m, t.s::jsonb, t.d, c.v - $6 + t.o, c.v, now() \
+                   FROM unnest($1::text[], $2::bytea[], $3::text[], $4::bytea[], $5::bool[], $7::text[]) \
+                     WITH ORDINALITY AS t(c, i, v, m, d, s, o) CROSS JOIN c \
                    ON CONFLICT (collection, id) DO UPDATE SET value = EXCLUDED.value, \
-                     meta = EXCLUDED.meta, deleted = EXCLUDED.deleted, seq = EXCLUDED.seq, \
+                     meta = EXCLUDED.meta, shape = EXCLUDED.shape, deleted = EXCLUDED.deleted, seq = EXCLUDED.seq, \
                      txn = EXCLUDED.txn, updated_at = EXCLUDED.updated_at \
                    RETURNING 1), \
                  note AS (SELECT pg_notify('bigpeer_changes', c.v::text) FROM c) \
@@ -463,6 +476,7 @@ impl Store {
             .bind(&metas)
             .bind(&deleted)
             .bind(n)
+            .bind(&shapes)
             .fetch_one(&mut *tx)
             .await?;
             let first = last - n + 1;
