@@ -5,18 +5,38 @@ mod common;
 
 /// Cases where bigpeer deliberately differs from the SDK, with the reason.
 const DEVIATIONS: &[(&str, &str)] = &[
-    ("e6", "`select` is a reserved word: bigpeer rejects it unquoted (the SDK accepts it)"),
-    ("e7", "SET _id is rejected when the statement is checked, even when nothing matches"),
-    ("r5", "`from` is a reserved word: bigpeer rejects it unquoted (the SDK accepts it as a field)"),
     (
-        "unset-missing",
-        "UNSET n.q where n is the number 3: the SDK turns n into an empty map, bigpeer leaves n alone",
+        "e6",
+        "`select` is a reserved word: bigpeer rejects it unquoted (the SDK accepts it)",
     ),
-    ("q29", "documents found by several `_id =` lookups come back in an order of the SDK's index scans"),
-    ("q30", "the SDK returns nothing for an `_id IN` list that mixes strings and numbers"),
-        ("show-unknown", "an unknown system parameter is query/invalid here (query/parameter in the SDK)"),
-    ("alter-unknown", "an unknown system parameter is query/invalid here (query/parameter in the SDK)"),
-    ("tombstone", "TOMBSTONE FROM is the Big Peer spelling of DELETE; the SDK rejects it"),
+    (
+        "e7",
+        "SET _id is rejected when the statement is checked, even when nothing matches",
+    ),
+    (
+        "r5",
+        "`from` is a reserved word: bigpeer rejects it unquoted (the SDK accepts it as a field)",
+    ),
+    (
+        "q29",
+        "documents found by several `_id =` lookups come back in an order of the SDK's index scans",
+    ),
+    (
+        "q30",
+        "the SDK returns nothing for an `_id IN` list that mixes strings and numbers",
+    ),
+    (
+        "show-unknown",
+        "an unknown system parameter is query/invalid here (query/parameter in the SDK)",
+    ),
+    (
+        "alter-unknown",
+        "an unknown system parameter is query/invalid here (query/parameter in the SDK)",
+    ),
+    (
+        "tombstone",
+        "TOMBSTONE FROM is the Big Peer spelling of DELETE; the SDK rejects it",
+    ),
 ];
 
 #[test]

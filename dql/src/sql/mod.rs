@@ -8,6 +8,11 @@
 //!
 //! Index use: `a.b = <scalar>` conjuncts of the WHERE add `value @> $n::jsonb` (GIN
 //! `jsonb_path_ops`); `_id = <id>` and `_id IN [...]` add `id = $n` / `id = ANY($n)` (primary key).
+//!
+//! Strict mode: expressions read `dql_view(value, shape, $decl)`, the document as the
+//! statement's type declarations see it (`sql/0005_documents_shape.sql`), instead of `value`.
+//! Only the primary-key conditions are added then: a field's register can sit behind its newer
+//! map, so the view is not a part of `value` and a `value @>` condition could drop a match.
 
 mod build;
 mod expr;

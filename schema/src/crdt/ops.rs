@@ -166,6 +166,9 @@ fn validate(op: &Op) -> Result<()> {
 fn apply_one(root: &mut Slot, op: &Op, w: &Writer, empty: &VersionVector) {
     match op {
         Op::Delete => root.add_tomb(w.stamp, &w.before),
+        Op::Unset { path } if w.typed && !path.is_empty() => {
+            unset_typed(root, path, None, w, empty)
+        }
         Op::Unset { path } => {
             if unset_in_register(root, path, w, empty) {
                 return;
@@ -174,11 +177,7 @@ fn apply_one(root: &mut Slot, op: &Op, w: &Writer, empty: &VersionVector) {
                 slot.add_tomb(w.stamp, &w.before);
             }
         }
-        Op::Remove { path, component } => {
-            if let Some((slot, ctx)) = descend(root, path, empty.clone(), w, false) {
-                remove_component(slot, *component, w, &ctx);
-            }
-        }
+        Op::Remove { path, component } => unset_typed(root, path, Some(*component), w, empty),
         Op::Set {
             path,
             value,
@@ -358,6 +357,38 @@ fn ensure_map(slot: &mut Slot, w: &Writer, inherited: &VersionVector) {
     }
 }
 
+/// UNSET with typed writes (as Ditto does it): the maps on the way to the field are created
+/// (`UNSET z.q` on a document without `z` leaves `z = {}`; through a register, a map starts
+/// beside it), then the field loses one component: `component`, or the visible one (so the
+/// field's next newest type shows, if it has one).
+fn unset_typed(
+    root: &mut Slot,
+    path: &[String],
+    component: Option<Component>,
+    w: &Writer,
+    inherited: &VersionVector,
+) {
+    let Some((leaf, parents)) = path.split_last() else {
+        return;
+    };
+    let Some((parent, ctx)) = descend(root, parents, inherited.clone(), w, true) else {
+        return;
+    };
+    ensure_map(parent, w, &ctx);
+    let ctx = parent.ctx(&ctx).into_owned();
+    let Some(slot) = parent.map.as_mut().and_then(|m| m.entries.get_mut(leaf)) else {
+        return;
+    };
+    let component = match component {
+        Some(c) => c,
+        None => match slot.visible(&ctx) {
+            Some((c, _)) => c,
+            None => return,
+        },
+    };
+    remove_component(slot, component, w, &ctx);
+}
+
 /// Strict-mode UNSET: removes one component of a field and keeps its other types. A register
 /// (or token) is cleared by a newer, empty register. Components have no tombstones of their
 /// own, so removing a map or a counter beside other live types removes the field and writes
@@ -411,8 +442,8 @@ fn rewrite(
                     put_register(&mut dst.att, w.stamp, v);
                 }
             }
-            Component::Counter => dst.ctr = src.ctr.as_ref().map(|k| restarted(k, w.stamp)),
-            Component::PnCounter => dst.pn = src.pn.as_ref().map(|k| restarted(k, w.stamp)),
+            Component::Counter => restart_from(&mut dst.ctr, src.ctr.as_ref(), w.stamp),
+            Component::PnCounter => restart_from(&mut dst.pn, src.pn.as_ref(), w.stamp),
             Component::Map => {
                 let Some(from) = &src.map else { continue };
                 let map = dst.map.get_or_insert_with(Default::default);
@@ -425,14 +456,23 @@ fn rewrite(
     }
 }
 
-/// A counter that starts a new epoch at `stamp` from the current total.
-fn restarted<N: CounterNum>(k: &Counter<N>, stamp: Stamp) -> Counter<N> {
-    Counter {
-        epoch: Some(Epoch {
-            stamp,
-            base: k.total(),
-        }),
-        contrib: BTreeMap::new(),
+/// Starts a new epoch of `dst` at `stamp` from the total of `src` (the counter before the
+/// removal). Only a newer epoch may replace the current one (see `put_register`): with a clock
+/// behind the state the counter stays removed rather than the replicas diverging.
+fn restart_from<N: CounterNum>(
+    dst: &mut Option<Counter<N>>,
+    src: Option<&Counter<N>>,
+    stamp: Stamp,
+) {
+    let Some(src) = src else { return };
+    if dst.as_ref().is_none_or(|c| c.epoch_stamp() < Some(stamp)) {
+        *dst = Some(Counter {
+            epoch: Some(Epoch {
+                stamp,
+                base: src.total(),
+            }),
+            contrib: BTreeMap::new(),
+        });
     }
 }
 
