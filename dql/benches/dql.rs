@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use bigpeer_dql::{eval, parse, plan, sql};
-use bigpeer_schema::Value;
+use bigpeer_schema::{Clock, Doc, DocId, FieldView, ObjectMode, Op, SiteId, TypeView, Value};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const STATEMENTS: &[(&str, &str)] = &[
@@ -93,7 +93,42 @@ fn eval_benches(c: &mut Criterion) {
     group.bench_function("select_3_predicates", |b| {
         b.iter(|| eval::select(&select, &docs).expect("runs").len())
     });
+    // Strict mode: every document is first viewed through the declarations (from its CRDT
+    // state), then filtered.
+    let states: Vec<(DocId, Doc)> = docs.iter().map(crdt_state).collect();
+    let view = TypeView {
+        fields: BTreeMap::from([
+            ("engine".to_owned(), FieldView::Map(TypeView::default())),
+            ("owner".to_owned(), FieldView::Map(TypeView::default())),
+        ]),
+    };
+    group.bench_function("where_3_predicates_strict_view", |b| {
+        b.iter(|| {
+            let filter = select.filter.as_ref();
+            states
+                .iter()
+                .filter_map(|(id, doc)| bigpeer_dql::exec::viewed_with_id(doc, id, &view))
+                .filter(|d| eval::matches(filter, d).unwrap_or(false))
+                .count()
+        })
+    });
     group.finish();
+}
+
+/// The CRDT state of a document inserted in the default mode (objects as maps).
+fn crdt_state(doc: &Value) -> (DocId, Doc) {
+    let mut fields = doc.as_object().cloned().unwrap_or_default();
+    let id = DocId::new(fields.remove("_id").unwrap_or(Value::Null)).expect("valid id");
+    let mut state = Doc::new();
+    let op = Op::Merge {
+        path: Vec::new(),
+        value: fields,
+        objects: ObjectMode::Map,
+    };
+    state
+        .apply_typed(&[op], Clock::new(SiteId::random()).tick())
+        .expect("applies");
+    (id, state)
 }
 
 criterion_group!(benches, compile_benches, eval_benches);

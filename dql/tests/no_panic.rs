@@ -142,10 +142,18 @@ fn run_everything(text: &str) {
         let printed = stmt.to_string();
         let again = bigpeer_dql::parse(&printed).expect("printed statement parses");
         assert_eq!(again.to_string(), printed);
-        if let Ok(plan) = bigpeer_dql::plan::check(&stmt, &args()) {
-            let _ = bigpeer_dql::sql::compile(&plan);
+        for strict_mode in [false, true] {
+            let opts = bigpeer_dql::plan::PlanOptions { strict_mode };
+            if let Ok(plan) = bigpeer_dql::plan::check_with(&stmt, &args(), &opts) {
+                let _ = bigpeer_dql::sql::compile(&plan);
+            }
         }
     }
+    let _ = store.clone().execute(text, &args());
+    // The same in strict mode, where statements see typed views and write typed components.
+    store
+        .execute("ALTER SYSTEM SET DQL_STRICT_MODE = true", &BTreeMap::new())
+        .expect("strict");
     let _ = store.execute(text, &args());
 }
 

@@ -1,5 +1,5 @@
 //! Parses arbitrary text; a parsed statement must print back to text that parses to the same
-//! statement, and checking and compiling it must not panic.
+//! statement, and checking and compiling it (strict mode off and on) must not panic.
 
 #![no_main]
 
@@ -11,7 +11,10 @@ fuzz_target!(|data: &[u8]| {
     let printed = stmt.to_string();
     let again = bigpeer_dql::parse(&printed).expect("a printed statement parses");
     assert_eq!(again.to_string(), printed, "printing is stable");
-    if let Ok(plan) = bigpeer_dql::plan::check(&stmt, &Default::default()) {
-        let _ = bigpeer_dql::sql::compile(&plan);
+    for strict_mode in [false, true] {
+        let opts = bigpeer_dql::plan::PlanOptions { strict_mode };
+        if let Ok(plan) = bigpeer_dql::plan::check_with(&stmt, &Default::default(), &opts) {
+            let _ = bigpeer_dql::sql::compile(&plan);
+        }
     }
 });
