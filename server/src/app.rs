@@ -374,7 +374,8 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
             ..crate::sync::SyncOptions::default()
         },
     )
-    .with_keys(keys.clone());
+    .with_keys(keys.clone())
+    .with_strict_mode(executor.strict_mode_flag());
     let sync_sessions = sync.clone();
     let state = web::Data::new(AppState {
         store: database.store.clone(),

@@ -105,6 +105,12 @@ impl Executor {
         }
     }
 
+    /// `DQL_STRICT_MODE` as `ALTER SYSTEM` sets it, shared with sync sessions: a subscription
+    /// planned while it is on sees documents through its type declarations, as the same SELECT.
+    pub fn strict_mode_flag(&self) -> Arc<AtomicBool> {
+        self.strict_mode.clone()
+    }
+
     /// The same executor with another result size cap.
     pub fn with_max_items(mut self, max_items: usize) -> Executor {
         self.max_items = max_items.max(1);

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use bigpeer_dql::eval;
-use bigpeer_dql::plan::{self, PExpr, Plan, Source};
+use bigpeer_dql::plan::{self, PExpr, Plan, PlanOptions, Source};
 use bigpeer_schema::wire::{DocChange, PushResult};
-use bigpeer_schema::{SchemaError, Value};
+use bigpeer_schema::{SchemaError, TypeView, Value};
 
 use crate::service::{Access, Allowed};
 use crate::store::{materialize_with_id, Outcome, StoreError, Working};
@@ -63,14 +63,26 @@ pub(super) fn merge_one(
     })
 }
 
-/// Checks a subscription: a SELECT on a collection the peer may read. Returns the collection,
-/// the filter and the read restriction, or a `SubState::Failed` code and message.
-#[allow(clippy::type_complexity)]
+/// A checked subscription query.
+pub(super) struct SubscriptionPlan {
+    pub collection: String,
+    /// The query's WHERE.
+    pub filter: Option<PExpr>,
+    /// In strict mode, how the query's type declarations see documents (its WHERE looks at
+    /// this view, as the same SELECT would).
+    pub view: Option<TypeView>,
+    /// The read permission on the collection (`None`: everything).
+    pub read: Option<PExpr>,
+}
+
+/// Checks a subscription: a SELECT on a collection the peer may read, planned with strict
+/// mode on or off. Returns its plan, or a `SubState::Failed` code and message.
 pub(super) fn check_subscription(
     access: &Access,
     query: &str,
     args: Value,
-) -> Result<(String, Option<PExpr>, Option<PExpr>), (String, String)> {
+    strict_mode: bool,
+) -> Result<SubscriptionPlan, (String, String)> {
     let dql = |e: bigpeer_dql::DqlError| (e.code.as_str().to_owned(), e.message);
     let args = match args {
         Value::Object(o) => o,
@@ -83,7 +95,7 @@ pub(super) fn check_subscription(
         }
     };
     let stmt = bigpeer_dql::parse(query).map_err(dql)?;
-    let select = match plan::check(&stmt, &args).map_err(dql)? {
+    let select = match plan::check_with(&stmt, &args, &PlanOptions { strict_mode }).map_err(dql)? {
         Plan::Select(s) => s,
         _ => {
             return Err((
@@ -115,5 +127,10 @@ pub(super) fn check_subscription(
         }
         Err(e) => return Err((e.code().to_owned(), e.to_string())),
     };
-    Ok((collection, select.filter, read))
+    Ok(SubscriptionPlan {
+        collection,
+        filter: select.filter,
+        view: select.view,
+        read,
+    })
 }

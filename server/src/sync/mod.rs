@@ -16,6 +16,7 @@ mod scan;
 pub mod webhook;
 mod ws;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -126,6 +127,8 @@ pub struct SyncHub {
     pub options: SyncOptions,
     feed: Arc<OnceCell<ChangeFeed>>,
     closing: Arc<watch::Sender<bool>>,
+    /// `DQL_STRICT_MODE` when a subscription is planned (see [`SyncHub::with_strict_mode`]).
+    strict_mode: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for SyncHub {
@@ -156,7 +159,20 @@ impl SyncHub {
             options,
             feed: Arc::new(OnceCell::new()),
             closing: Arc::new(watch::channel(false).0),
+            strict_mode: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Plans subscriptions with the DQL executor's `DQL_STRICT_MODE` (off when not shared): a
+    /// subscription gets the documents the same SELECT returns. A subscription keeps the mode
+    /// it was planned with.
+    pub fn with_strict_mode(mut self, strict_mode: Arc<AtomicBool>) -> SyncHub {
+        self.strict_mode = strict_mode;
+        self
+    }
+
+    fn strict_mode(&self) -> bool {
+        self.strict_mode.load(Ordering::Acquire)
     }
 
     /// Uses `keys` (and so its cache) for peers' API keys: share the HTTP API's key store, so

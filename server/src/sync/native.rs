@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bigpeer_dql::eval;
+use bigpeer_dql::exec::viewed_with_id;
 use bigpeer_dql::plan::PExpr;
 use bigpeer_schema::wire::{self, Cursor, DocChange, EncodedChange, Msg, PushResult, SubStatus};
-use bigpeer_schema::{Delta, Doc, DocId, SchemaError, Value, VersionVector};
+use bigpeer_schema::{Delta, Doc, DocId, SchemaError, TypeView, Value, VersionVector};
 use futures_util::future::LocalBoxFuture;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc};
@@ -106,6 +107,8 @@ struct Sub {
     collection: String,
     /// The subscription's WHERE.
     filter: Option<PExpr>,
+    /// In strict mode, the view of documents the WHERE looks at (`None`: the whole document).
+    view: Option<TypeView>,
     /// The read permission on the collection (`None`: everything).
     read: Option<PExpr>,
     phase: Phase,
@@ -125,12 +128,23 @@ impl Sub {
         self.filter.is_none() && self.read.is_none()
     }
 
-    /// Whether the peer gets this version of a document: live documents that match the filter
-    /// and the read permission; tombstones (no value) when the read permission admits their id.
-    fn wants(&self, id: &DocId, value: Option<&Value>) -> bool {
+    /// Whether the peer gets this version of a document: live documents (`value`, the
+    /// materialised `state`) that match the filter and the read permission; tombstones (no
+    /// value) when the read permission admits their id. In strict mode the filter looks at the
+    /// declared-type view of the state; permissions look at the whole document, as for DQL.
+    fn wants(&self, id: &DocId, value: Option<&Value>, state: &Doc) -> bool {
         let ok = |f: Option<&PExpr>, v: &Value| eval::matches(f, v).unwrap_or(false);
         match value {
-            Some(v) => ok(self.filter.as_ref(), v) && ok(self.read.as_ref(), v),
+            Some(v) => {
+                let filtered = match (&self.filter, &self.view) {
+                    (None, _) => true,
+                    (Some(f), None) => ok(Some(f), v),
+                    (Some(f), Some(view)) => {
+                        viewed_with_id(state, id, view).is_some_and(|viewed| ok(Some(f), &viewed))
+                    }
+                };
+                filtered && ok(self.read.as_ref(), v)
+            }
             None => {
                 let only_id = Value::Object(
                     [("_id".to_owned(), id.value().clone())]
@@ -553,6 +567,7 @@ impl Session {
         cursor: Option<Cursor>,
     ) -> Result<(), Stop> {
         let max_subscriptions = self.hub.options.max_subscriptions;
+        let strict_mode = self.hub.strict_mode();
         let o = self.open()?;
         if o.subs.contains_key(&sub) {
             return self
@@ -563,13 +578,13 @@ impl Session {
                 })
                 .await;
         }
-        let status = match check_subscription(&o.access, query, args) {
+        let status = match check_subscription(&o.access, query, args, strict_mode) {
             Err((code, message)) => SubStatus::Failed { code, message },
             Ok(_) if o.subs.len() >= max_subscriptions => SubStatus::Failed {
                 code: "sync/too-many-subscriptions".into(),
                 message: format!("a session may hold at most {max_subscriptions} subscriptions"),
             },
-            Ok((collection, filter, read)) => {
+            Ok(plan) => {
                 let (after, tombstones) = match cursor {
                     Some(c) if c.epoch == o.epoch => {
                         (i64::try_from(c.seq).unwrap_or(i64::MAX), true)
@@ -579,9 +594,10 @@ impl Session {
                 o.subs.insert(
                     sub,
                     Sub {
-                        collection,
-                        filter,
-                        read,
+                        collection: plan.collection,
+                        filter: plan.filter,
+                        view: plan.view,
+                        read: plan.read,
                         phase: Phase::CatchingUp { after, tombstones },
                     },
                 );
@@ -720,14 +736,18 @@ impl Session {
             }
             last = row.seq;
             if !wants_all {
+                let state = if row.deleted {
+                    Doc::default()
+                } else {
+                    Doc::decode(&row.meta)
+                        .map_err(|e| store_failure(&corrupt_row(&collection, &row.id, e)))?
+                };
                 let value = if row.deleted {
                     None
                 } else {
-                    let state = Doc::decode(&row.meta)
-                        .map_err(|e| store_failure(&corrupt_row(&collection, &row.id, e)))?;
                     materialize_with_id(&state, &row.id)
                 };
-                if !s.wants(&row.id, value.as_ref()) {
+                if !s.wants(&row.id, value.as_ref(), &state) {
                     continue;
                 }
             }
@@ -851,7 +871,7 @@ impl Session {
             .filter(|(_, s)| {
                 s.collection == doc.collection
                     && matches!(s.phase, Phase::Live { since } if doc.seq > since)
-                    && s.wants(&doc.id, doc.value.as_ref())
+                    && s.wants(&doc.id, doc.value.as_ref(), &doc.state)
             })
             .map(|(id, _)| *id)
             .collect();
@@ -895,10 +915,11 @@ impl Session {
         let probe = Sub {
             collection: collection.clone(),
             filter: None,
+            view: None,
             read,
             phase: Phase::Live { since: 0 },
         };
-        if !probe.wants(&id, doc.value.as_ref()) {
+        if !probe.wants(&id, doc.value.as_ref(), &doc.state) {
             return Ok(());
         }
         let mut after = have.clone();

@@ -33,7 +33,17 @@ fn start(
     mpsc::Receiver<Outbound>,
     tokio::task::JoinHandle<()>,
 ) {
-    let hub = SyncHub::new(db.store.clone(), options);
+    start_on(SyncHub::new(db.store.clone(), options))
+}
+
+/// Starts a native session of `hub`.
+fn start_on(
+    hub: SyncHub,
+) -> (
+    mpsc::Sender<Inbound>,
+    mpsc::Receiver<Outbound>,
+    tokio::task::JoinHandle<()>,
+) {
     let (in_tx, in_rx) = mpsc::channel(8);
     let (out_tx, out_rx) = mpsc::channel(hub.options.send_queue);
     let link = Link {
@@ -271,6 +281,126 @@ async fn subscriptions_per_session_are_bounded() {
             );
             drop(tx);
             task.await.expect("no panic");
+        })
+        .await;
+    db.drop_db().await;
+}
+
+/// Subscribes with `query` and returns the ids the initial sync sends, up to `CaughtUp`.
+async fn subscribe_and_catch_up(
+    tx: &mpsc::Sender<Inbound>,
+    rx: &mut mpsc::Receiver<Outbound>,
+    query: &str,
+) -> std::collections::BTreeSet<String> {
+    use bigpeer_schema::wire::SubStatus;
+    tx.send(hello()).await.expect("send");
+    assert!(matches!(decode(next(rx).await), Msg::Welcome { .. }));
+    let m = Msg::Subscribe {
+        sub: 1,
+        query: query.into(),
+        args: bigpeer_schema::Value::Null,
+        cursor: None,
+    };
+    tx.send(Inbound::Binary(m.encode())).await.expect("send");
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        match decode(next(rx).await) {
+            Msg::SubState {
+                status: SubStatus::Active,
+                ..
+            } => {}
+            Msg::SubState {
+                status: SubStatus::CaughtUp { .. },
+                ..
+            } => return seen,
+            Msg::Batch { batch, changes, .. } => {
+                seen.extend(changes.into_iter().map(|c| c.id.to_string()));
+                tx.send(Inbound::Binary(Msg::Ack { batch, credit: 8 }.encode()))
+                    .await
+                    .expect("ack");
+            }
+            Msg::Ping { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Collects the ids live batches send until `last` comes (changes come in feed order).
+async fn live_until(
+    tx: &mpsc::Sender<Inbound>,
+    rx: &mut mpsc::Receiver<Outbound>,
+    last: &str,
+) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    while !seen.contains(last) {
+        match decode(next(rx).await) {
+            Msg::Batch { batch, changes, .. } => {
+                seen.extend(changes.into_iter().map(|c| c.id.to_string()));
+                tx.send(Inbound::Binary(Msg::Ack { batch, credit: 8 }.encode()))
+                    .await
+                    .expect("ack");
+            }
+            Msg::Ping { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn strict_mode_subscriptions_match_documents_through_their_type_declarations() {
+    let db = TestDb::new().await;
+    let exec = crate::service::Executor::new(
+        db.store.clone(),
+        &crate::store::GroupCommitOptions::default(),
+    );
+    let run = |text: &'static str| {
+        let exec = exec.clone();
+        async move {
+            exec.execute(text, &Default::default())
+                .await
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+    };
+    run("ALTER SYSTEM SET DQL_STRICT_MODE = true").await;
+    // `m` of a is a map; `m` of r is a register holding an object.
+    run("INSERT INTO COLLECTION c (m MAP) DOCUMENTS ({'_id': 'a', 'm': {'x': 1}})").await;
+    run("INSERT INTO c DOCUMENTS ({'_id': 'r', 'm': {'x': 1}})").await;
+    let hub = SyncHub::new(
+        db.store.clone(),
+        SyncOptions {
+            playground: true,
+            ..SyncOptions::default()
+        },
+    )
+    .with_strict_mode(exec.strict_mode_flag());
+    LocalSet::new()
+        .run_until(async {
+            let (tx1, mut rx1, task1) = start_on(hub.clone());
+            let (tx2, mut rx2, task2) = start_on(hub.clone());
+            let undeclared =
+                subscribe_and_catch_up(&tx1, &mut rx1, "SELECT * FROM c WHERE m.x = 1").await;
+            let declared = subscribe_and_catch_up(
+                &tx2,
+                &mut rx2,
+                "SELECT * FROM COLLECTION c (m MAP) WHERE m.x = 1",
+            )
+            .await;
+            // As the same SELECTs: undeclared, `m` is the register; declared, the map.
+            let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+            assert_eq!(undeclared, ids(&["\"r\""]));
+            assert_eq!(declared, ids(&["\"a\""]));
+            run("INSERT INTO COLLECTION c (m MAP) DOCUMENTS ({'_id': 'b', 'm': {'x': 1}})").await;
+            run("INSERT INTO c DOCUMENTS ({'_id': 'r2', 'm': {'x': 1}})").await;
+            run("INSERT INTO COLLECTION c (m MAP) DOCUMENTS ({'_id': 'b2', 'm': {'x': 1}})").await;
+            assert_eq!(live_until(&tx1, &mut rx1, "\"r2\"").await, ids(&["\"r2\""]));
+            assert_eq!(
+                live_until(&tx2, &mut rx2, "\"b2\"").await,
+                ids(&["\"b\"", "\"b2\""])
+            );
+            drop((tx1, tx2));
+            task1.await.expect("no panic");
+            task2.await.expect("no panic");
         })
         .await;
     db.drop_db().await;
