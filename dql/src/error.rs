@@ -11,6 +11,8 @@ pub enum ErrorCode {
     Evaluation,
     /// Syntax that is recognised but not supported by bigpeer: `query/unsupported`.
     Unsupported,
+    /// An unknown system parameter in `SHOW` or `ALTER SYSTEM`: `query/parameter`, as Ditto.
+    Parameter,
 }
 
 impl ErrorCode {
@@ -19,6 +21,7 @@ impl ErrorCode {
             ErrorCode::Invalid => "query/invalid",
             ErrorCode::Evaluation => "query/evaluation",
             ErrorCode::Unsupported => "query/unsupported",
+            ErrorCode::Parameter => "query/parameter",
         }
     }
 }
@@ -70,6 +73,15 @@ impl DqlError {
         )
     }
 
+    /// A `query/parameter` error: `name` is not a system parameter.
+    pub fn unknown_parameter(name: &str) -> DqlError {
+        DqlError::new(
+            ErrorCode::Parameter,
+            format!("Unknown system parameter \"{name}\""),
+            crate::ast::Span::NONE,
+        )
+    }
+
     /// The code as a string (`query/invalid`, ...).
     pub fn code_str(&self) -> &'static str {
         self.code.as_str()
@@ -86,7 +98,7 @@ impl DqlError {
                     self.message
                 )
             }
-            ErrorCode::Invalid | ErrorCode::Unsupported => {
+            ErrorCode::Invalid | ErrorCode::Unsupported | ErrorCode::Parameter => {
                 format!("Invalid query: `{}`. {LINK}", self.message)
             }
         }

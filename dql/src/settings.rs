@@ -31,10 +31,7 @@ pub fn defaults() -> BTreeMap<String, Value> {
 pub fn validate(name: &str, value: &Value) -> Result<()> {
     let d = defaults();
     let Some(default) = d.get(name) else {
-        return Err(DqlError::invalid(
-            format!("Unknown system parameter \"{name}\""),
-            Span::NONE,
-        ));
+        return Err(DqlError::unknown_parameter(name));
     };
     let same = std::mem::discriminant(default) == std::mem::discriminant(value);
     if same {
@@ -83,10 +80,7 @@ impl Settings {
             }
             (Some(n), None) => {
                 if !defaults().contains_key(n) {
-                    return Err(DqlError::invalid(
-                        format!("Unknown system parameter \"{n}\""),
-                        Span::NONE,
-                    ));
+                    return Err(DqlError::unknown_parameter(n));
                 }
                 self.overrides.remove(n);
                 Ok(self.get(n).map(|v| vec![item(n, v)]).unwrap_or_default())
@@ -99,10 +93,7 @@ impl Settings {
         match name {
             Some(n) => match self.get(n) {
                 Some(v) => Ok(vec![item(n, v)]),
-                None => Err(DqlError::invalid(
-                    format!("Unknown system parameter \"{n}\""),
-                    Span::NONE,
-                )),
+                None => Err(DqlError::unknown_parameter(n)),
             },
             None => {
                 let mut all = defaults();

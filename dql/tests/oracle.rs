@@ -26,14 +26,6 @@ const DEVIATIONS: &[(&str, &str)] = &[
         "the SDK returns nothing for an `_id IN` list that mixes strings and numbers",
     ),
     (
-        "show-unknown",
-        "an unknown system parameter is query/invalid here (query/parameter in the SDK)",
-    ),
-    (
-        "alter-unknown",
-        "an unknown system parameter is query/invalid here (query/parameter in the SDK)",
-    ),
-    (
         "tombstone",
         "TOMBSTONE FROM is the Big Peer spelling of DELETE; the SDK rejects it",
     ),

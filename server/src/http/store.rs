@@ -86,6 +86,7 @@ fn query_type_schema() -> utoipa::openapi::Object {
 }))]
 pub struct ErrorBody {
     /// The stable error code: `query/invalid`, `query/evaluation`, `query/unsupported`,
+    /// `query/parameter`,
     /// `query/result-too-large`, `request/invalid-json`, `request/too-large`,
     /// `request/content-type`, `request/invalid-header`, `request/rate-limited`,
     /// `auth/missing-credentials`, `auth/invalid-key`, `auth/expired-key`, `auth/revoked-key`,
@@ -285,7 +286,8 @@ pub fn txn_header(req: &HttpRequest) -> Result<Option<i64>, BadTxnHeader> {
                     "items": [{"_id": "1", "color": "blue"}], "mutatedDocumentIds": [],
                     "error": {}, "warnings": [], "totalWarningsCount": 0}))),
             )),
-        (status = 400, description = "Invalid DQL (`query/invalid`, `query/unsupported`), \
+        (status = 400, description = "Invalid DQL (`query/invalid`, `query/unsupported`, an \
+            unknown system parameter `query/parameter`), \
             text holding U+0000 (`request/nul-character`), a failing statement or bad arguments \
             (`query/evaluation`), a result over the size cap (`query/result-too-large`), malformed JSON, wrong types or unknown fields \
             (`request/invalid-json`), a bad `X-DITTO-TXN-ID` (`request/invalid-header`), an \

@@ -8,7 +8,7 @@ use crate::store::StoreError;
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     /// Invalid, unsupported or failing DQL (`query/invalid`, `query/unsupported`,
-    /// `query/evaluation`).
+    /// `query/evaluation`, `query/parameter`).
     #[error("{}", .0.message)]
     Dql(DqlError),
     #[error(transparent)]
