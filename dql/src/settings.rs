@@ -61,6 +61,26 @@ impl Settings {
             .or_else(|| defaults().remove(name))
     }
 
+    /// The settings with `overrides` (as [`Settings::overrides`] gave them, e.g. kept in a
+    /// database): entries that are not valid parameters any more are left out and returned.
+    pub fn from_overrides(overrides: BTreeMap<String, Value>) -> (Settings, Vec<String>) {
+        let mut settings = Settings::default();
+        let mut dropped = Vec::new();
+        for (name, value) in overrides {
+            if validate(&name, &value).is_ok() {
+                settings.overrides.insert(name, value);
+            } else {
+                dropped.push(name);
+            }
+        }
+        (settings, dropped)
+    }
+
+    /// The parameters set away from their defaults (even when set to the default value).
+    pub fn overrides(&self) -> &BTreeMap<String, Value> {
+        &self.overrides
+    }
+
     pub fn strict_mode(&self) -> bool {
         matches!(self.get("dql_strict_mode"), Some(Value::Bool(true)))
     }
@@ -108,4 +128,23 @@ fn item(name: &str, v: Value) -> Value {
     let mut m = BTreeMap::new();
     m.insert(name.to_owned(), v);
     Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_round_trip_and_invalid_ones_are_dropped() {
+        let mut s = Settings::default();
+        s.alter(Some("dql_strict_mode"), Some(&Value::Bool(true)))
+            .expect("set");
+        let mut kept = s.overrides().clone();
+        kept.insert("gone_param".into(), Value::Int(1));
+        kept.insert("tombstone_ttl_hours".into(), Value::from("a string"));
+        let (back, dropped) = Settings::from_overrides(kept);
+        assert_eq!(back, s);
+        assert!(back.strict_mode());
+        assert_eq!(dropped, vec!["gone_param", "tombstone_ttl_hours"]);
+    }
 }

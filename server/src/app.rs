@@ -302,6 +302,10 @@ pub fn configure_app(cfg: &mut web::ServiceConfig) {
     crate::http::configure(cfg);
 }
 
+/// How often a server re-reads the system parameters another process may have changed with
+/// `ALTER SYSTEM` (the process that runs the statement uses it at once).
+pub const SETTINGS_REFRESH: Duration = Duration::from_secs(2);
+
 /// A server running in this process: returned by [`spawn_app`].
 #[derive(Debug)]
 pub struct RunningApp {
@@ -364,6 +368,19 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
         database.store.clone(),
         &crate::store::GroupCommitOptions::default(),
     );
+    // ALTER SYSTEM settings kept in the database: from the start, and what other processes
+    // change later.
+    match executor.load_settings().await {
+        Ok(dropped) => {
+            for name in dropped {
+                tracing::warn!(parameter = %name, "ignoring a kept system parameter that is not valid any more");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "system parameters not read (is the database migrated?); using the defaults")
+        }
+    }
+    executor.refresh_settings_every(SETTINGS_REFRESH);
     // One key store (and cache) for HTTP and sync: a revocation reaches both at once.
     let keys = crate::auth::KeyStore::new(database.store.pool().clone());
     let sync = crate::sync::SyncHub::new(

@@ -242,3 +242,73 @@ async fn metrics_count_requests_latencies_errors_and_the_pool() {
     }
     app.shutdown().await;
 }
+
+async fn execute_at(addr: std::net::SocketAddr, statement: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v4/store/execute"))
+        .json(&json!({ "statement": statement }))
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("a JSON body"))
+}
+
+async fn strict_mode_at(addr: std::net::SocketAddr) -> Value {
+    let (status, body) = execute_at(addr, "SHOW DQL_STRICT_MODE").await;
+    assert_eq!(status, 200, "{body}");
+    body["items"][0]["dql_strict_mode"].clone()
+}
+
+#[tokio::test]
+async fn alter_system_is_kept_for_the_other_processes_and_for_restarts() {
+    let app = playground().await;
+    let mut config = integration_tests::test_config(&app.db);
+    config.playground = true;
+    // Another bigpeer process on the same database.
+    let other = bigpeer::spawn_app(config.clone())
+        .await
+        .expect("a second server");
+    assert_eq!(strict_mode_at(other.local_addr()).await, json!(false));
+
+    let (status, body) = execute_at(
+        app.app.local_addr(),
+        "ALTER SYSTEM SET DQL_STRICT_MODE = true",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // The process that ran it uses it at once; the other within its refresh period.
+    assert_eq!(strict_mode_at(app.app.local_addr()).await, json!(true));
+    let deadline = std::time::Instant::now() + bigpeer::app::SETTINGS_REFRESH * 5;
+    while strict_mode_at(other.local_addr()).await != json!(true) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other process never saw the change"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // And writes there follow it: an object is a register in strict mode, so a statement that
+    // declares it a MAP does not see it.
+    let (status, body) = execute_at(
+        other.local_addr(),
+        "INSERT INTO c DOCUMENTS ({'_id': 'a', 'o': {'x': 1}})",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = execute_at(
+        app.app.local_addr(),
+        "SELECT * FROM COLLECTION c (o MAP) WHERE _id = 'a'",
+    )
+    .await;
+    assert_eq!(body["items"], json!([{ "_id": "a" }]));
+    other.shutdown().await.expect("shutdown");
+
+    // A restarted process starts with what was set.
+    let restarted = bigpeer::spawn_app(config).await.expect("a restart");
+    assert_eq!(strict_mode_at(restarted.local_addr()).await, json!(true));
+    let (status, body) = execute_at(restarted.local_addr(), "ALTER SYSTEM RESET ALL").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(strict_mode_at(restarted.local_addr()).await, json!(false));
+    restarted.shutdown().await.expect("shutdown");
+    app.shutdown().await;
+}

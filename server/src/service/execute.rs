@@ -111,6 +111,48 @@ impl Executor {
         self.strict_mode.clone()
     }
 
+    /// Uses the system parameters kept in the database (`ALTER SYSTEM` of any process, before
+    /// or since this one started). Statements compiled under other settings are compiled
+    /// again. Returns the kept parameters that are not valid any more (left at their defaults).
+    pub async fn load_settings(&self) -> Result<Vec<String>, StoreError> {
+        let (loaded, dropped) = Settings::from_overrides(self.store.system_settings().await?);
+        let changed = {
+            let mut s = self.settings.write().unwrap_or_else(|p| p.into_inner());
+            let changed = *s != loaded;
+            if changed {
+                self.strict_mode
+                    .store(loaded.strict_mode(), Ordering::Release);
+                *s = loaded;
+            }
+            changed
+        };
+        if changed {
+            // Compiled statements may mean something else now.
+            self.prepared.invalidate_all();
+        }
+        Ok(dropped)
+    }
+
+    /// Re-reads the kept system parameters every `period` (what another process's `ALTER
+    /// SYSTEM` changed), until the store's pool is closed.
+    pub fn refresh_settings_every(
+        &self,
+        period: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let exec = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                if exec.store.pool().is_closed() {
+                    break;
+                }
+                if let Err(e) = exec.load_settings().await {
+                    tracing::debug!(error = %e, "could not re-read the system parameters");
+                }
+            }
+        })
+    }
+
     /// The same executor with another result size cap.
     pub fn with_max_items(mut self, max_items: usize) -> Executor {
         self.max_items = max_items.max(1);
@@ -225,14 +267,16 @@ impl Executor {
                         "ALTER SYSTEM needs the permission to write everything".into(),
                     )));
                 }
-                let items = {
-                    let mut s = self.settings.write().unwrap_or_else(|p| p.into_inner());
-                    let items = s.alter(name.as_deref(), value.as_ref())?;
-                    self.strict_mode.store(s.strict_mode(), Ordering::Release);
-                    items
-                };
-                // Compiled statements may mean something else now.
-                self.prepared.invalidate_all();
+                // Checked on a copy, kept in the database (shared with the other processes and
+                // kept across restarts), then read back: the database holds the truth when
+                // several ALTERs race.
+                let mut next = self.settings();
+                let items = next.alter(name.as_deref(), value.as_ref())?;
+                match name.as_deref() {
+                    None => self.store.reset_system_settings().await?,
+                    Some(n) => self.store.set_system_setting(n, value.as_ref()).await?,
+                }
+                self.load_settings().await?;
                 Ok(self.read_result(items).await?)
             }
             Plan::Show { name } => {

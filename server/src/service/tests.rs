@@ -426,3 +426,77 @@ async fn strict_mode_statements_see_their_declared_types() {
     assert_eq!(items(&r), r#"[{"n":2}]"#);
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn system_parameters_are_kept_in_the_database() {
+    let db = TestDb::new().await;
+    let a = Executor::new(db.store.clone(), &GroupCommitOptions::default());
+    let none = BTreeMap::new();
+    let kept = || async {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT name, value::text FROM system_settings ORDER BY name")
+                .fetch_all(db.store.pool())
+                .await
+                .expect("read");
+        rows
+    };
+    for s in [
+        "ALTER SYSTEM SET DQL_STRICT_MODE = true",
+        "ALTER SYSTEM SET TOMBSTONE_TTL_HOURS = 24",
+    ] {
+        a.execute(s, &none).await.expect(s);
+    }
+    // A refused ALTER keeps nothing.
+    let err = a
+        .execute("ALTER SYSTEM SET DQL_STRICT_MODE = 5", &none)
+        .await
+        .expect_err("not a bool");
+    assert_eq!(err.code(), "query/invalid", "{err}");
+    assert_eq!(
+        kept().await,
+        vec![
+            ("dql_strict_mode".to_owned(), "true".to_owned()),
+            ("tombstone_ttl_hours".to_owned(), "24".to_owned())
+        ]
+    );
+    // A parameter this version does not know (kept by another one) is left out.
+    sqlx::query("INSERT INTO system_settings VALUES ('gone_param', '1')")
+        .execute(db.store.pool())
+        .await
+        .expect("insert");
+    let b = Executor::new(db.store.clone(), &GroupCommitOptions::default());
+    let r = b
+        .execute("SHOW DQL_STRICT_MODE", &none)
+        .await
+        .expect("show");
+    assert_eq!(
+        r.items,
+        vec![Value::parse_json(r#"{"dql_strict_mode":false}"#).expect("json")]
+    );
+    assert_eq!(b.load_settings().await.expect("load"), vec!["gone_param"]);
+    let r = b.execute("SHOW ALL", &none).await.expect("show");
+    let all = Value::Array(r.items).to_json_string();
+    assert!(all.contains(r#""dql_strict_mode":true"#), "{all}");
+    assert!(all.contains(r#""tombstone_ttl_hours":24"#), "{all}");
+    assert!(b
+        .strict_mode_flag()
+        .load(std::sync::atomic::Ordering::Acquire));
+    b.execute("ALTER SYSTEM RESET TOMBSTONE_TTL_HOURS", &none)
+        .await
+        .expect("reset");
+    assert_eq!(
+        kept().await,
+        vec![
+            ("dql_strict_mode".to_owned(), "true".to_owned()),
+            ("gone_param".to_owned(), "1".to_owned())
+        ]
+    );
+    b.execute("ALTER SYSTEM RESET ALL", &none)
+        .await
+        .expect("reset");
+    assert!(kept().await.is_empty());
+    assert!(!b
+        .strict_mode_flag()
+        .load(std::sync::atomic::Ordering::Acquire));
+    db.drop_db().await;
+}

@@ -6,6 +6,7 @@ mod error;
 mod feed;
 mod group;
 mod reads;
+mod system;
 mod txn;
 
 use std::sync::{Arc, Mutex};
