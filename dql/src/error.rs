@@ -11,7 +11,8 @@ pub enum ErrorCode {
     Evaluation,
     /// Syntax that is recognised but not supported by bigpeer: `query/unsupported`.
     Unsupported,
-    /// An unknown system parameter in `SHOW` or `ALTER SYSTEM`: `query/parameter`, as Ditto.
+    /// An unknown system parameter in `SHOW` or `ALTER SYSTEM`, or a value it refuses:
+    /// `query/parameter`, as Ditto.
     Parameter,
 }
 
@@ -75,11 +76,12 @@ impl DqlError {
 
     /// A `query/parameter` error: `name` is not a system parameter.
     pub fn unknown_parameter(name: &str) -> DqlError {
-        DqlError::new(
-            ErrorCode::Parameter,
-            format!("Unknown system parameter \"{name}\""),
-            crate::ast::Span::NONE,
-        )
+        DqlError::parameter(format!("Unknown system parameter \"{name}\""))
+    }
+
+    /// A `query/parameter` error: a system parameter's value is refused.
+    pub fn parameter(message: impl Into<String>) -> DqlError {
+        DqlError::new(ErrorCode::Parameter, message, crate::ast::Span::NONE)
     }
 
     /// The code as a string (`query/invalid`, ...).

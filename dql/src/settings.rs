@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use bigpeer_schema::Value;
 
-use crate::ast::Span;
 use crate::error::{DqlError, Result};
 
 /// The known parameters with their defaults (names are lower case).
@@ -27,23 +26,101 @@ pub fn defaults() -> BTreeMap<String, Value> {
     m
 }
 
-/// Checks a value for a parameter: the name must be known and the type must match the default.
+/// Checks a value for a parameter (`query/parameter` errors, as Ditto's): the name must be
+/// known and the value of the default's type; counts and sizes are integers of at least 0;
+/// `user_collection_sync_scopes` maps collection names (not starting with `__`) to a
+/// [`SyncScope`] name, in any letter case.
 pub fn validate(name: &str, value: &Value) -> Result<()> {
     let d = defaults();
     let Some(default) = d.get(name) else {
         return Err(DqlError::unknown_parameter(name));
     };
-    let same = std::mem::discriminant(default) == std::mem::discriminant(value);
-    if same {
-        Ok(())
-    } else {
-        Err(DqlError::invalid(
-            format!(
-                "Invalid value {value} for system parameter \"{name}\": expected a(n) {}",
-                default.type_name()
-            ),
-            Span::NONE,
+    let type_error = || {
+        DqlError::parameter(format!(
+            "type error: value {value} does not match system parameter {name} of type {}",
+            match default {
+                Value::Int(_) | Value::UInt(_) => "non-negative integer",
+                other => other.type_name(),
+            }
         ))
+    };
+    match (default, value) {
+        (Value::Bool(_), Value::Bool(_)) => Ok(()),
+        (Value::Int(_) | Value::UInt(_), v) => match v {
+            Value::UInt(_) => Ok(()),
+            Value::Int(n) if *n >= 0 => Ok(()),
+            _ => Err(type_error()),
+        },
+        (Value::Object(_), Value::Object(scopes)) if name == SYNC_SCOPES => {
+            for (collection, scope) in scopes {
+                let invalid = |why: String| {
+                    DqlError::parameter(format!(
+                        "parameter validation for {name} failed: {why}"
+                    ))
+                };
+                if collection.starts_with("__") {
+                    return Err(invalid(format!(
+                        "collection \"{collection}\" is a system collection (starts with __)"
+                    )));
+                }
+                let Value::String(s) = scope else {
+                    return Err(invalid(format!("value {scope} is not a string")));
+                };
+                if SyncScope::parse(s).is_none() {
+                    return Err(invalid(format!(
+                        "value \"{s}\" is not one of AllPeers, BigPeerOnly, SmallPeersOnly, \
+                         LocalPeerOnly"
+                    )));
+                }
+            }
+            Ok(())
+        }
+        (d, v) if std::mem::discriminant(d) == std::mem::discriminant(v) => Ok(()),
+        _ => Err(type_error()),
+    }
+}
+
+/// The parameter naming each collection's [`SyncScope`].
+pub const SYNC_SCOPES: &str = "user_collection_sync_scopes";
+
+/// Which peers a collection's documents are sent to (`USER_COLLECTION_SYNC_SCOPES`), checked
+/// by the sender: a document is withheld even when it matches a remote subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncScope {
+    /// Every peer (the default).
+    #[default]
+    AllPeers,
+    /// Only the big peer (not other small peers).
+    BigPeerOnly,
+    /// Only other small peers (never the big peer).
+    SmallPeersOnly,
+    /// No other peer: the documents stay where they are written.
+    LocalPeerOnly,
+}
+
+impl SyncScope {
+    /// A scope by name, in any letter case (as Ditto accepts them).
+    pub fn parse(name: &str) -> Option<SyncScope> {
+        [
+            ("allpeers", SyncScope::AllPeers),
+            ("bigpeeronly", SyncScope::BigPeerOnly),
+            ("smallpeersonly", SyncScope::SmallPeersOnly),
+            ("localpeeronly", SyncScope::LocalPeerOnly),
+        ]
+        .into_iter()
+        .find(|(n, _)| name.eq_ignore_ascii_case(n))
+        .map(|(_, s)| s)
+    }
+
+    /// Whether a peer may send this scope's documents to the big peer.
+    pub fn to_big_peer(self) -> bool {
+        matches!(self, SyncScope::AllPeers | SyncScope::BigPeerOnly)
+    }
+
+    /// Whether a peer may send this scope's documents to small peers (the big peer sending to
+    /// its small peers included).
+    pub fn to_small_peers(self) -> bool {
+        matches!(self, SyncScope::AllPeers | SyncScope::SmallPeersOnly)
     }
 }
 
@@ -79,6 +156,18 @@ impl Settings {
     /// The parameters set away from their defaults (even when set to the default value).
     pub fn overrides(&self) -> &BTreeMap<String, Value> {
         &self.overrides
+    }
+
+    /// The sync scope of `collection` (`AllPeers` unless `USER_COLLECTION_SYNC_SCOPES` says
+    /// otherwise).
+    pub fn sync_scope(&self, collection: &str) -> SyncScope {
+        match self.get(SYNC_SCOPES) {
+            Some(Value::Object(scopes)) => match scopes.get(collection) {
+                Some(Value::String(s)) => SyncScope::parse(s).unwrap_or_default(),
+                _ => SyncScope::AllPeers,
+            },
+            _ => SyncScope::AllPeers,
+        }
     }
 
     pub fn strict_mode(&self) -> bool {

@@ -451,7 +451,7 @@ async fn system_parameters_are_kept_in_the_database() {
         .execute("ALTER SYSTEM SET DQL_STRICT_MODE = 5", &none)
         .await
         .expect_err("not a bool");
-    assert_eq!(err.code(), "query/invalid", "{err}");
+    assert_eq!(err.code(), "query/parameter", "{err}");
     assert_eq!(
         kept().await,
         vec![
