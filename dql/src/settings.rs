@@ -54,9 +54,7 @@ pub fn validate(name: &str, value: &Value) -> Result<()> {
         (Value::Object(_), Value::Object(scopes)) if name == SYNC_SCOPES => {
             for (collection, scope) in scopes {
                 let invalid = |why: String| {
-                    DqlError::parameter(format!(
-                        "parameter validation for {name} failed: {why}"
-                    ))
+                    DqlError::parameter(format!("parameter validation for {name} failed: {why}"))
                 };
                 if collection.starts_with("__") {
                     return Err(invalid(format!(
@@ -167,6 +165,20 @@ impl Settings {
                 _ => SyncScope::AllPeers,
             },
             _ => SyncScope::AllPeers,
+        }
+    }
+
+    /// The collections `USER_COLLECTION_SYNC_SCOPES` names, with their scopes.
+    pub fn sync_scopes(&self) -> BTreeMap<String, SyncScope> {
+        match self.get(SYNC_SCOPES) {
+            Some(Value::Object(scopes)) => scopes
+                .iter()
+                .filter_map(|(c, s)| match s {
+                    Value::String(s) => Some((c.clone(), SyncScope::parse(s)?)),
+                    _ => None,
+                })
+                .collect(),
+            _ => BTreeMap::new(),
         }
     }
 

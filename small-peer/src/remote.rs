@@ -204,15 +204,28 @@ impl Store {
 
     /// Up to `max` documents with local changes to push, oldest local change first: each a
     /// delta against the version vector the big peer is known to have (`seq` is 0). Documents
-    /// whose last push was denied are left out until they are written again.
+    /// whose last push was denied are left out until they are written again, and so are the
+    /// collections whose `USER_COLLECTION_SYNC_SCOPES` keeps them from the big peer
+    /// (`SmallPeersOnly`, `LocalPeerOnly`): they stay in the outbox, and are pushed once the
+    /// scope allows it.
     pub fn pending_push(&self, max: usize) -> Result<Vec<DocChange>> {
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let withheld: Vec<String> = db::load_settings(&self.conn)?
+            .sync_scopes()
+            .into_iter()
+            .filter(|(_, scope)| !scope.to_big_peer())
+            .map(|(collection, _)| collection)
+            .collect();
+        let withheld = serde_json::to_string(&withheld)
+            .map_err(|e| PeerError::Corrupt(format!("sync scopes: {e}")))?;
         let mut stmt = self.conn.prepare_cached(
             "SELECT o.collection, o.id, d.crdt, d.server_vv FROM outbox o \
              JOIN documents d ON d.collection = o.collection AND d.id = o.id \
-             WHERE o.denied IS NULL ORDER BY o.change LIMIT ?1",
+             WHERE o.denied IS NULL \
+               AND o.collection NOT IN (SELECT value FROM json_each(?2)) \
+             ORDER BY o.change LIMIT ?1",
         )?;
-        let mut rows = stmt.query(params![limit])?;
+        let mut rows = stmt.query(params![limit, withheld])?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let collection: String = row.get(0)?;

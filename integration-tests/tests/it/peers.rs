@@ -985,3 +985,55 @@ async fn a_revoked_key_ends_the_client_and_webhook_client_info_reaches_it() {
     p.stop().await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn sync_scopes_keep_collections_from_the_big_peer_until_allowed() {
+    let app = TestApp::spawn().await;
+    let token = admin(&app).await;
+    let mut peer = Peer::new(&app, &token, &[]);
+    peer.exec(
+        "ALTER SYSTEM SET USER_COLLECTION_SYNC_SCOPES = \
+         {'drafts': 'LocalPeerOnly', 'notes': 'smallpeersonly', 'tel': 'BigPeerOnly'}",
+    );
+    for coll in ["drafts", "notes", "tel", "cars"] {
+        peer.exec(&format!(
+            "INSERT INTO {coll} DOCUMENTS ({{'_id': '{coll}-1', 'n': 1}})"
+        ));
+    }
+    peer.start();
+    // Everything the scopes let go reaches the big peer; the rest stays local.
+    peer.pushed().await;
+    assert_eq!(
+        server_docs(&app, &token, "cars").await,
+        json!([{"_id": "cars-1", "n": 1}])
+    );
+    assert_eq!(
+        server_docs(&app, &token, "tel").await,
+        json!([{"_id": "tel-1", "n": 1}])
+    );
+    for coll in ["drafts", "notes"] {
+        assert_eq!(server_docs(&app, &token, coll).await, json!([]), "{coll}");
+    }
+    // Written again while withheld: still nothing leaves.
+    peer.exec("UPDATE drafts SET n = 2");
+    peer.exec("INSERT INTO cars DOCUMENTS ({'_id': 'cars-2', 'n': 2})");
+    peer.pushed().await;
+    assert_eq!(
+        server_docs(&app, &token, "cars")
+            .await
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(server_docs(&app, &token, "drafts").await, json!([]));
+    // Scopes are checked when sending: once allowed, the kept changes go.
+    peer.exec("ALTER SYSTEM SET USER_COLLECTION_SYNC_SCOPES = {'notes': 'SmallPeersOnly'}");
+    peer.pushed().await;
+    assert_eq!(
+        server_docs(&app, &token, "drafts").await,
+        json!([{"_id": "drafts-1", "n": 2}])
+    );
+    assert_eq!(server_docs(&app, &token, "notes").await, json!([]));
+    peer.stop().await;
+    app.shutdown().await;
+}
