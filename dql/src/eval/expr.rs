@@ -133,7 +133,7 @@ pub fn eval<'a>(e: &'a PExpr, env: &Env<'a>) -> Result<Val<'a>> {
             let x = eval(expr, env)?;
             let mut t = Truth::False;
             for item in list {
-                t = t.or(Truth::of(
+                t = t.or_match(Truth::of(
                     compare(CmpOp::Eq, x.as_deref(), eval(item, env)?.as_deref()).as_ref(),
                 ));
             }
@@ -147,7 +147,7 @@ pub fn eval<'a>(e: &'a PExpr, env: &Env<'a>) -> Result<Val<'a>> {
             let x = eval(expr, env)?;
             let t = match eval(array, env)?.as_deref() {
                 Some(Value::Array(items)) => items.iter().fold(Truth::False, |t, item| {
-                    t.or(Truth::of(
+                    t.or_match(Truth::of(
                         compare(CmpOp::Eq, x.as_deref(), Some(item)).as_ref(),
                     ))
                 }),

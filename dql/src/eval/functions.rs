@@ -3,9 +3,8 @@
 use bigpeer_schema::Value;
 
 use super::expr::Val;
-use super::ops::{compare, int_value, Truth};
-use crate::ast::Span;
-use crate::error::{DqlError, Result};
+use super::ops::{compare, int_value};
+use crate::error::Result;
 use crate::plan::{CmpOp, Func};
 
 fn string_arg<'v>(v: &'v Val<'_>) -> Result<&'v str, Option<Value>> {
@@ -81,14 +80,15 @@ pub fn call(func: Func, args: &[Val<'_>]) -> Result<Option<Value>> {
         Func::Type => Some(Value::String(
             arg(0).map_or("missing", Value::type_name).to_owned(),
         )),
+        // Found or not: null elements do not make the answer null; a null needle does.
         Func::ArrayContains => match (arg(0), arg(1)) {
-            (Some(Value::Array(items)), Some(x)) => {
-                let t = items.iter().fold(Truth::False, |t, i| {
-                    t.or(Truth::of(compare(CmpOp::Eq, Some(i), Some(x)).as_ref()))
-                });
-                t.value()
-            }
             (Some(Value::Null), _) => Some(Value::Null),
+            (Some(Value::Array(_)), Some(Value::Null)) => Some(Value::Null),
+            (Some(Value::Array(items)), Some(x)) => {
+                Some(Value::Bool(items.iter().any(|i| {
+                    compare(CmpOp::Eq, Some(i), Some(x)) == Some(Value::Bool(true))
+                })))
+            }
             _ => None,
         },
         Func::ArrayContainsNull => match arg(0) {
@@ -118,17 +118,13 @@ pub fn call(func: Func, args: &[Val<'_>]) -> Result<Option<Value>> {
             Some(Value::Null) => Some(Value::Null),
             _ => None,
         },
-        Func::Coalesce => {
-            let mut null = false;
-            for a in args {
-                match a.as_deref() {
-                    Some(Value::Null) => null = true,
-                    Some(v) => return Ok(Some(v.clone())),
-                    None => {}
-                }
-            }
-            null.then_some(Value::Null)
-        }
+        // The first value that is neither null nor missing; null when there is none.
+        Func::Coalesce => Some(
+            args.iter()
+                .find_map(present)
+                .cloned()
+                .unwrap_or(Value::Null),
+        ),
         Func::Nvl => match args.first().and_then(present) {
             Some(v) => Some(v.clone()),
             None => arg(1).cloned(),
@@ -139,7 +135,10 @@ pub fn call(func: Func, args: &[Val<'_>]) -> Result<Option<Value>> {
             let rest = args.get(1..).unwrap_or(&[]);
             let mut pairs = rest.chunks_exact(2);
             for pair in pairs.by_ref() {
-                let matched = compare(CmpOp::Eq, x, pair[0].as_deref()) == Some(Value::Bool(true));
+                // A null search value matches null (Ditto), unlike `=`.
+                let search = pair[0].as_deref();
+                let matched = compare(CmpOp::Eq, x, search) == Some(Value::Bool(true))
+                    || (x == Some(&Value::Null) && search == Some(&Value::Null));
                 if matched {
                     return Ok(pair[1].as_deref().cloned());
                 }
@@ -166,10 +165,9 @@ pub fn call(func: Func, args: &[Val<'_>]) -> Result<Option<Value>> {
             Some(Value::Null) => Some(Value::Null),
             _ => None,
         },
+        // Text that is not JSON is MISSING (an INSERT of it is refused when it is checked).
         Func::DeserializeJson => match arg(0) {
-            Some(Value::String(s)) => Some(Value::parse_json(s).map_err(|e| {
-                DqlError::evaluation(format!("deserialize_json() failed: {e}"), Span::NONE)
-            })?),
+            Some(Value::String(s)) => Value::parse_json(s).ok(),
             Some(Value::Null) => Some(Value::Null),
             _ => None,
         },

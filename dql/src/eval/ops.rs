@@ -136,6 +136,10 @@ pub enum Truth {
     False,
     Null,
     Missing,
+    /// A value that is not a boolean (nor null) where AND / OR / NOT expect one. It shows as
+    /// MISSING, but within an OR it outranks NULL (Ditto: `1 OR null` and `false OR 1 OR null`
+    /// are MISSING, while `missing OR null` is NULL).
+    NotBool,
 }
 
 impl Truth {
@@ -144,7 +148,8 @@ impl Truth {
             Some(Value::Bool(true)) => Truth::True,
             Some(Value::Bool(false)) => Truth::False,
             Some(Value::Null) => Truth::Null,
-            _ => Truth::Missing,
+            Some(_) => Truth::NotBool,
+            None => Truth::Missing,
         }
     }
 
@@ -153,7 +158,7 @@ impl Truth {
             Truth::True => Some(Value::Bool(true)),
             Truth::False => Some(Value::Bool(false)),
             Truth::Null => Some(Value::Null),
-            Truth::Missing => None,
+            Truth::Missing | Truth::NotBool => None,
         }
     }
 
@@ -161,17 +166,31 @@ impl Truth {
         use Truth::*;
         match (self, other) {
             (False, _) | (_, False) => False,
-            (Missing, _) | (_, Missing) => Missing,
+            (Missing | NotBool, _) | (_, Missing | NotBool) => Missing,
             (Null, _) | (_, Null) => Null,
             (True, True) => True,
         }
     }
 
+    /// OR: TRUE outranks a non-boolean, which outranks NULL, then MISSING, then FALSE.
     pub fn or(self, other: Truth) -> Truth {
         use Truth::*;
         match (self, other) {
             (True, _) | (_, True) => True,
+            (NotBool, _) | (_, NotBool) => NotBool,
+            (Null, _) | (_, Null) => Null,
             (Missing, _) | (_, Missing) => Missing,
+            (False, False) => False,
+        }
+    }
+
+    /// IN: the comparisons with the list's values, any of which may match. A comparison that
+    /// is MISSING (across types) outranks one that is NULL.
+    pub fn or_match(self, other: Truth) -> Truth {
+        use Truth::*;
+        match (self, other) {
+            (True, _) | (_, True) => True,
+            (Missing | NotBool, _) | (_, Missing | NotBool) => Missing,
             (Null, _) | (_, Null) => Null,
             (False, False) => False,
         }
@@ -181,6 +200,7 @@ impl Truth {
         match self {
             Truth::True => Truth::False,
             Truth::False => Truth::True,
+            Truth::NotBool => Truth::Missing,
             other => other,
         }
     }

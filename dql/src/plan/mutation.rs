@@ -17,6 +17,20 @@ fn insert_type_name(v: &Value) -> &'static str {
     }
 }
 
+/// Why a document expression evaluated to MISSING: for `deserialize_json` of text that is not
+/// JSON (MISSING in a query, an error here, as Ditto), the parser's complaint.
+fn missing_document_reason(pe: &crate::plan::PExpr) -> String {
+    use crate::plan::{Func, PExpr};
+    if let PExpr::Call(Func::DeserializeJson, args) = pe {
+        if let Some(Ok(Some(Value::String(text)))) = args.first().map(crate::eval::eval_const) {
+            if let Err(e) = Value::parse_json(&text) {
+                return format!("Error in deserialize_json when parsing json: {e}");
+            }
+        }
+    }
+    "Evaluates to missing instead of an object".to_owned()
+}
+
 pub(super) fn check_insert(
     i: &ast::Insert,
     args: &BTreeMap<String, Value>,
@@ -47,7 +61,10 @@ pub(super) fn check_insert(
             }
             None => {
                 return Err(DqlError::invalid(
-                    format!("{d} is an invalid insert expression: Evaluates to missing instead of an object"),
+                    format!(
+                        "{d} is an invalid insert expression: {}",
+                        missing_document_reason(&pe)
+                    ),
                     d.span,
                 ))
             }

@@ -76,6 +76,20 @@ pub fn bytea_array() -> DataType {
     ))
 }
 
+/// `ARRAY[e, ...]::jsonb[]`.
+pub fn jsonb_array(elems: Vec<Expr>) -> Expr {
+    cast(
+        Expr::Array(sqlparser::ast::Array {
+            elem: elems,
+            named: true,
+        }),
+        DataType::Array(ArrayElemTypeDef::SquareBracket(
+            Box::new(DataType::JSONB),
+            None,
+        )),
+    )
+}
+
 /// `$n`.
 pub fn placeholder(n: usize) -> Expr {
     Expr::value(Value::Placeholder(format!("${n}")))

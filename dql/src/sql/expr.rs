@@ -256,9 +256,11 @@ pub fn compile(e: &PExpr, scope: &Scope, p: &mut Params) -> Result<Expr> {
             let parts = items.iter().map(|i| c(i, p)).collect::<Result<Vec<_>>>()?;
             balanced("dql_and", parts, "true")
         }
+        // One fold over the chain, as the evaluator's: pairwise, a non-boolean operand's rank
+        // (above null) would be lost in the MISSING it shows as.
         PExpr::Any(items) => {
             let parts = items.iter().map(|i| c(i, p)).collect::<Result<Vec<_>>>()?;
-            balanced("dql_or", parts, "false")
+            call("dql_or_all", vec![jsonb_array(parts)])
         }
         PExpr::Cmp(op, a, b) => match (a.as_ref(), b.as_ref()) {
             (x, PExpr::Lit(v)) if scalar_kind(v).is_some() => {

@@ -1,0 +1,84 @@
+-- bigpeer: DQL helpers corrected to what Ditto's engine answers (fixtures probe-functions and
+-- probe-logic in dql/tests/fixtures/oracle). Same conventions as 0002: SQL NULL is MISSING.
+
+-- OR over a whole chain, left to right: TRUE outranks a non-boolean value, which outranks
+-- null, then MISSING, then false (`1 OR null` and `false OR 1 OR null` are MISSING;
+-- `missing OR null` is null).
+CREATE OR REPLACE FUNCTION dql_or_all(args jsonb[]) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+  e jsonb;
+  saw_other boolean := false;
+  saw_null boolean := false;
+  saw_missing boolean := false;
+BEGIN
+  FOREACH e IN ARRAY args LOOP
+    IF e = 'true'::jsonb THEN RETURN 'true'::jsonb;
+    ELSIF e IS NULL THEN saw_missing := true;
+    ELSIF e = 'null'::jsonb THEN saw_null := true;
+    ELSIF jsonb_typeof(e) <> 'boolean' THEN saw_other := true;
+    END IF;
+  END LOOP;
+  IF saw_other THEN RETURN NULL; END IF;
+  IF saw_null THEN RETURN 'null'::jsonb; END IF;
+  IF saw_missing THEN RETURN NULL; END IF;
+  RETURN 'false'::jsonb;
+END
+$$;
+
+-- The first value that is neither null nor MISSING; null when there is none.
+CREATE OR REPLACE FUNCTION dql_coalesce(VARIADIC args jsonb[]) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+  e jsonb;
+BEGIN
+  FOREACH e IN ARRAY args LOOP
+    IF e IS NOT NULL AND e <> 'null'::jsonb THEN RETURN e; END IF;
+  END LOOP;
+  RETURN 'null'::jsonb;
+END
+$$;
+
+-- decode(x, search, result, ..., [default]): a null search value matches a null x.
+CREATE OR REPLACE FUNCTION dql_decode(VARIADIC args jsonb[]) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+  n int := coalesce(array_length(args, 1), 0);
+  i int := 2;
+BEGIN
+  IF args[1] IS NULL THEN RETURN NULL; END IF;
+  WHILE i + 1 <= n LOOP
+    IF dql_compare(0, args[1], args[i]) = 'true'::jsonb
+      OR (args[1] = 'null'::jsonb AND args[i] = 'null'::jsonb) THEN
+      RETURN args[i + 1];
+    END IF;
+    i := i + 2;
+  END LOOP;
+  IF i = n THEN RETURN args[n]; END IF;
+  RETURN 'null'::jsonb;
+END
+$$;
+
+-- array_contains(a, x): found or not (null elements do not make it null); a null array or a
+-- null x gives null.
+CREATE OR REPLACE FUNCTION dql_array_contains(a jsonb, x jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE
+    WHEN a = 'null'::jsonb THEN 'null'::jsonb
+    WHEN jsonb_typeof(a) = 'array' AND x = 'null'::jsonb THEN 'null'::jsonb
+    WHEN jsonb_typeof(a) = 'array' AND x IS NOT NULL THEN to_jsonb(EXISTS (
+      SELECT 1 FROM jsonb_array_elements(a) AS e(v) WHERE dql_compare(0, x, e.v) = 'true'::jsonb))
+    ELSE NULL END
+$$;
+
+-- deserialize_json(text): text that is not JSON is MISSING.
+CREATE OR REPLACE FUNCTION dql_deserialize_json(a jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+  IF a = 'null'::jsonb THEN RETURN 'null'::jsonb; END IF;
+  IF jsonb_typeof(a) IS DISTINCT FROM 'string' THEN RETURN NULL; END IF;
+  RETURN (a #>> '{}')::jsonb;
+EXCEPTION WHEN invalid_text_representation OR untranslatable_character THEN
+  RETURN NULL;
+END
+$$;
