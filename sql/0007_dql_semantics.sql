@@ -82,3 +82,16 @@ EXCEPTION WHEN invalid_text_representation OR untranslatable_character THEN
   RETURN NULL;
 END
 $$;
+
+-- LIKE / ILIKE with % and _; `esc` is the ESCAPE character ('' for none: DQL has no default
+-- escape, a `\%` in the statement's text is already `%` in the string).
+CREATE OR REPLACE FUNCTION dql_like(x jsonb, p jsonb, ci boolean, esc text) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE
+    WHEN jsonb_typeof(x) = 'string' AND jsonb_typeof(p) = 'string' THEN
+      to_jsonb(CASE WHEN ci THEN lower(x #>> '{}') LIKE lower(p #>> '{}') ESCAPE lower(esc)
+        ELSE (x #>> '{}') LIKE (p #>> '{}') ESCAPE esc END)
+    WHEN (x = 'null'::jsonb AND jsonb_typeof(p) IN ('string', 'null'))
+      OR (jsonb_typeof(x) = 'string' AND p = 'null'::jsonb) THEN 'null'::jsonb
+    ELSE NULL END
+$$;

@@ -226,6 +226,8 @@ pub enum ExprKind {
         pattern: Box<Expr>,
         case_insensitive: bool,
         negated: bool,
+        /// `ESCAPE 'c'`.
+        escape: Option<char>,
     },
     Is {
         expr: Box<Expr>,

@@ -28,6 +28,50 @@ impl Dialect for DqlDialect {
     fn supports_nested_comments(&self) -> bool {
         false
     }
+
+    fn supports_string_literal_backslash_escape(&self) -> bool {
+        true
+    }
+}
+
+/// The text of a string literal as written between its quotes, with Ditto's escapes: `\b \f
+/// \n \r \t`, `\uXXXX` (four hex digits, not a surrogate), and `\` before any other character
+/// stands for that character (`\\`, `\'`, `\"`, `\%` ...). A doubled quote stands for one quote
+/// (as in SQL; Ditto rejects it). `None`: an invalid `\u` escape.
+fn unescape_string(raw: &str, quote: char) -> Option<String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('b') => out.push('\u{8}'),
+                Some('f') => out.push('\u{c}'),
+                Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
+                Some('t') => out.push('\t'),
+                Some('u') => {
+                    let hex: String = (0..4).filter_map(|_| chars.next()).collect();
+                    if hex.len() != 4 || !hex.chars().all(|h| h.is_ascii_hexdigit()) {
+                        return None;
+                    }
+                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                }
+                Some(other) => out.push(other),
+                None => out.push('\\'),
+            },
+            q if q == quote && chars.peek() == Some(&quote) => {
+                chars.next();
+                out.push(q);
+            }
+            other => out.push(other),
+        }
+    }
+    Some(out)
+}
+
+/// Identifiers in backticks as written: a doubled backtick stands for one.
+fn unescape_ident(raw: &str) -> String {
+    raw.replace("``", "`")
 }
 
 /// A token and where it starts.
@@ -42,7 +86,9 @@ pub struct Tok {
 /// Splits `text` into tokens, dropping whitespace and comments.
 pub fn tokenize(text: &str) -> Result<Vec<Tok>> {
     let dialect = DqlDialect;
+    // Escapes are read here (`unescape_string`), as Ditto reads them, not by sqlparser.
     let tokens = Tokenizer::new(&dialect, text)
+        .with_unescape(false)
         .tokenize_with_location()
         .map_err(|e| {
             let span = Span::new(
@@ -62,8 +108,30 @@ pub fn tokenize(text: &str) -> Result<Vec<Tok>> {
             u32::try_from(t.span.start.column).unwrap_or(u32::MAX),
         );
         let end_offset = offset_of(&line_starts, t.span.end.line, t.span.end.column);
+        let bad_escape = || {
+            DqlError::invalid(
+                format!(
+                    "DQL parser error: Invalid unicode escape sequence in string literal at line {} column {}",
+                    span.line, span.column
+                ),
+                span,
+            )
+        };
+        let token = match t.token {
+            Token::SingleQuotedString(raw) => {
+                Token::SingleQuotedString(unescape_string(&raw, '\'').ok_or_else(bad_escape)?)
+            }
+            Token::DoubleQuotedString(raw) => {
+                Token::DoubleQuotedString(unescape_string(&raw, '"').ok_or_else(bad_escape)?)
+            }
+            Token::Word(mut w) if w.quote_style == Some('`') => {
+                w.value = unescape_ident(&w.value);
+                Token::Word(w)
+            }
+            other => other,
+        };
         out.push(Tok {
-            token: t.token,
+            token,
             span,
             end_offset,
         });
@@ -120,6 +188,34 @@ pub fn span_offset(text: &str, span: Span) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn string_escapes_are_read_as_ditto_reads_them() {
+        let strings = |text: &str| -> Vec<String> {
+            tokenize(text)
+                .expect("tokens")
+                .into_iter()
+                .filter_map(|t| match t.token {
+                    Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => Some(s),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(
+            strings(r#"'a\_b' 'a\\b' 'a\nb' 'a\'b' "a\"b" 'x\u0041' '\x' 'it''s' """#),
+            vec!["a_b", "a\\b", "a\nb", "a'b", "a\"b", "xA", "x", "it's", ""]
+        );
+        for bad in [r"'\u00zz'", r"'\u00'", r"'\ud83d'"] {
+            let e = tokenize(bad).expect_err(bad);
+            assert!(e.message.contains("Invalid unicode escape"), "{bad}: {e}");
+        }
+        assert!(
+            tokenize(r"'a\'").is_err(),
+            "an escaped closing quote leaves it open"
+        );
+        let ident = tokenize("`a``b`").expect("tokens");
+        assert!(matches!(&ident[0].token, Token::Word(w) if w.value == "a`b"));
+    }
 
     #[test]
     fn drops_comments_and_keeps_positions() {

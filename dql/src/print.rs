@@ -23,9 +23,24 @@ pub fn ident(name: &str) -> String {
     }
 }
 
-/// Writes a string literal in single quotes.
+/// Writes a string literal in single quotes, with the escapes the lexer reads back.
 pub fn string_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 /// Writes a value as a DQL literal.
@@ -119,11 +134,15 @@ impl Display for Expr {
                 pattern,
                 case_insensitive,
                 negated,
+                escape,
             } => write!(
                 f,
-                "({expr} {}{} {pattern})",
+                "({expr} {}{} {pattern}{})",
                 if *negated { "NOT " } else { "" },
-                if *case_insensitive { "ILIKE" } else { "LIKE" }
+                if *case_insensitive { "ILIKE" } else { "LIKE" },
+                escape
+                    .map(|e| format!(" ESCAPE {}", string_literal(&e.to_string())))
+                    .unwrap_or_default()
             ),
             ExprKind::Is {
                 expr,

@@ -23,6 +23,8 @@ const STATEMENTS: &[&str] = &[
     "SELECT * FROM t WHERE NOT a = 1 AND b == 2 AND c != 3 AND d <> 4 AND e < 5 AND f <= 6 AND g > 7 AND h >= 8",
     "SELECT a || 'x' AS s, -a AS n, - 1 AS m, -9223372036854775808 AS mn, 18446744073709551615 AS big, 1e3 AS e, 7 % 3 AS r FROM t",
     "SELECT * FROM t WHERE \"red\" = color AND x = MISSING",
+    "SELECT 'it\\'s', 'a\\\\b', 'tab\\there\\n', 'A\\u00e9\\%', \"q\\\"uote\", 'old''style' FROM t",
+    "SELECT * FROM t WHERE a LIKE 'x!%' ESCAPE '!' AND b NOT ILIKE 'Y#_' ESCAPE '#' AND c LIKE '\\\\%' ESCAPE '\\\\'",
     "SELECT coalesce(a, b, 1), nvl(a, 2), decode(a, 1, 'one', 'other'), type(a), deserialize_json(:s) FROM t",
     "INSERT INTO cars DOCUMENTS (:doc)",
     "INSERT INTO cars VALUES ({'_id': 'a', 'n': 1 + 1}), (deserialize_json(:s)) ON ID CONFLICT DO UPDATE",

@@ -161,12 +161,13 @@ pub fn eval<'a>(e: &'a PExpr, env: &Env<'a>) -> Result<Val<'a>> {
             pattern,
             case_insensitive,
             negated,
+            escape,
         } => {
             let x = eval(expr, env)?;
             let p = eval(pattern, env)?;
             let t = match (x.as_deref(), p.as_deref()) {
                 (Some(Value::String(s)), Some(Value::String(p))) => {
-                    if like(s, p, *case_insensitive) {
+                    if like(s, p, *case_insensitive, *escape) {
                         Truth::True
                     } else {
                         Truth::False

@@ -296,8 +296,10 @@ pub fn int_result(v: i128) -> Option<Value> {
     }
 }
 
-/// SQL LIKE with `%`, `_` and `\` escapes, on characters.
-pub fn like(text: &str, pattern: &str, case_insensitive: bool) -> bool {
+/// SQL LIKE with `%` and `_`, on characters; `escape` (LIKE ... ESCAPE 'c') makes the next
+/// character literal. Without ESCAPE there is no escape character (as in Ditto: a `\%` in the
+/// statement's text is already `%` in the string).
+pub fn like(text: &str, pattern: &str, case_insensitive: bool, escape: Option<char>) -> bool {
     let (t, p): (Vec<char>, Vec<char>) = if case_insensitive {
         (
             text.to_lowercase().chars().collect(),
@@ -305,6 +307,11 @@ pub fn like(text: &str, pattern: &str, case_insensitive: bool) -> bool {
         )
     } else {
         (text.chars().collect(), pattern.chars().collect())
+    };
+    let escape = if case_insensitive {
+        escape.map(|e| e.to_lowercase().next().unwrap_or(e))
+    } else {
+        escape
     };
     // Tokens: Some(c) a literal char, None for `_`; `%` handled as a star.
     #[derive(Clone, Copy, PartialEq)]
@@ -317,7 +324,7 @@ pub fn like(text: &str, pattern: &str, case_insensitive: bool) -> bool {
     let mut i = 0;
     while i < p.len() {
         match p[i] {
-            '\\' if i + 1 < p.len() => {
+            e if Some(e) == escape && i + 1 < p.len() => {
                 toks.push(P::Lit(p[i + 1]));
                 i += 1;
             }
@@ -363,15 +370,16 @@ mod tests {
 
     #[test]
     fn like_patterns() {
-        assert!(like("Alice", "Al%", false));
-        assert!(!like("alan", "Al%", false));
-        assert!(like("alan", "Al%", true));
-        assert!(like("A_x", "A_x", false));
-        assert!(like("50%", "50\\%", false));
-        assert!(!like("5x", "50\\%", false));
-        assert!(like("abcabc", "%b%c", false));
-        assert!(!like("ab", "a_b", false));
-        assert!(like("", "%", false));
+        assert!(like("Alice", "Al%", false, None));
+        assert!(!like("alan", "Al%", false, None));
+        assert!(like("alan", "Al%", true, None));
+        assert!(like("A_x", "A_x", false, None));
+        assert!(like("50%", "50!%", false, Some('!')));
+        assert!(!like("5x", "50!%", false, Some('!')));
+        assert!(like("50\\x", "50\\_", false, None));
+        assert!(like("abcabc", "%b%c", false, None));
+        assert!(!like("ab", "a_b", false, None));
+        assert!(like("", "%", false, None));
     }
 
     #[test]

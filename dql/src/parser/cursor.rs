@@ -249,7 +249,6 @@ impl<'a> Cursor<'a> {
                     "JOIN" | "INNER" | "LEFT" | "RIGHT" | "FULL" | "CROSS" => "JOIN".to_owned(),
                     "UNION" | "INTERSECT" | "EXCEPT" => format!("{w} (set operations)"),
                     "SIMILAR" => "SIMILAR TO".to_owned(),
-                    "ESCAPE" => "LIKE ... ESCAPE".to_owned(),
                     "SELECT" if prev == Some(&Token::LParen) => "subqueries".to_owned(),
                     "CREATE" | "DROP" if self.pos == 0 => {
                         format!("{w} {}", word(1).unwrap_or_default())

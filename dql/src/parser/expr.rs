@@ -177,6 +177,11 @@ impl Cursor<'_> {
 
     fn parse_like(&mut self, lhs: Expr, case_insensitive: bool, negated: bool) -> Result<Expr> {
         let pattern = self.parse_expr_bp(BP_LIKE)?;
+        let escape = if self.eat_kw("ESCAPE") {
+            Some(self.parse_escape_char()?)
+        } else {
+            None
+        };
         let span = lhs.span;
         Ok(Expr::new(
             ExprKind::Like {
@@ -184,9 +189,31 @@ impl Cursor<'_> {
                 pattern: Box::new(pattern),
                 case_insensitive,
                 negated,
+                escape,
             },
             span,
         ))
+    }
+
+    /// `ESCAPE 'c'`: a string literal of exactly one character.
+    fn parse_escape_char(&mut self) -> Result<char> {
+        let span = self.span();
+        match self.peek().cloned() {
+            Some(Token::SingleQuotedString(s) | Token::DoubleQuotedString(s)) => {
+                let mut chars = s.chars();
+                match (chars.next(), chars.next()) {
+                    (Some(c), None) => {
+                        self.advance();
+                        Ok(c)
+                    }
+                    _ => Err(DqlError::invalid(
+                        format!("DQL parser error: Expect a char, found \"{s}\""),
+                        span,
+                    )),
+                }
+            }
+            _ => Err(self.unexpected(Some("literal string"))),
+        }
     }
 
     fn parse_between(&mut self, lhs: Expr, negated: bool) -> Result<Expr> {

@@ -390,11 +390,13 @@ impl<'a> Resolver<'a> {
                 pattern,
                 case_insensitive,
                 negated,
+                escape,
             } => PExpr::Like {
                 expr: r(expr, mode)?,
                 pattern: r(pattern, mode)?,
                 case_insensitive: *case_insensitive,
                 negated: *negated,
+                escape: *escape,
             },
             ExprKind::Is {
                 expr,

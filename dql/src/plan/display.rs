@@ -88,12 +88,16 @@ pub fn describe(e: &PExpr) -> String {
             pattern,
             case_insensitive,
             negated,
+            escape,
         } => format!(
-            "({} {}{} {})",
+            "({} {}{} {}{})",
             describe(expr),
             if *negated { "NOT " } else { "" },
             if *case_insensitive { "ILIKE" } else { "LIKE" },
-            describe(pattern)
+            describe(pattern),
+            escape
+                .map(|e| format!(" ESCAPE {}", crate::print::string_literal(&e.to_string())))
+                .unwrap_or_default()
         ),
         PExpr::Is {
             expr,

@@ -48,6 +48,7 @@ pub enum PExpr {
         pattern: Box<PExpr>,
         case_insensitive: bool,
         negated: bool,
+        escape: Option<char>,
     },
     Is {
         expr: Box<PExpr>,

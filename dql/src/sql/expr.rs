@@ -322,9 +322,12 @@ pub fn compile(e: &PExpr, scope: &Scope, p: &mut Params) -> Result<Expr> {
             pattern,
             case_insensitive,
             negated,
+            escape,
         } => {
             let ci = Expr::value(sqlparser::ast::Value::Boolean(*case_insensitive));
-            let r = call("dql_like", vec![c(expr, p)?, c(pattern, p)?, ci]);
+            // The escape character is a bind parameter ('' for none).
+            let esc = p.text(&escape.map(String::from).unwrap_or_default());
+            let r = call("dql_like", vec![c(expr, p)?, c(pattern, p)?, ci, esc]);
             if *negated {
                 call("dql_not", vec![r])
             } else {
