@@ -95,3 +95,31 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
       OR (jsonb_typeof(x) = 'string' AND p = 'null'::jsonb) THEN 'null'::jsonb
     ELSE NULL END
 $$;
+
+-- A float result, written so that it stays a float: integral values of any size get a '.0'
+-- (jsonb keeps the scale; '9.2e18' alone would read back as an integer), from the shortest
+-- text that reads back as the same float (float8::numeric keeps only 15 digits); non-finite
+-- gives MISSING.
+CREATE OR REPLACE FUNCTION dql_float(x float8) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE WHEN x IS NULL OR x IN ('Infinity'::float8, '-Infinity'::float8, 'NaN'::float8) THEN NULL
+    WHEN x = trunc(x) THEN ((x::text)::numeric::text || '.0')::jsonb
+    ELSE (x::text)::jsonb END
+$$;
+
+-- byte_length, char_length, upper, lower (ops 0..3). upper also maps the characters whose
+-- capital is two letters (ß → SS and the Latin ligatures), as Unicode and Ditto do.
+CREATE OR REPLACE FUNCTION dql_str1(op int, a jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE
+    WHEN jsonb_typeof(a) = 'string' THEN CASE op
+      WHEN 0 THEN to_jsonb(octet_length(a #>> '{}'))
+      WHEN 1 THEN to_jsonb(char_length(a #>> '{}'))
+      WHEN 2 THEN to_jsonb(upper(
+        replace(replace(replace(replace(replace(replace(replace(replace(a #>> '{}',
+          'ß', 'SS'), 'ﬀ', 'FF'), 'ﬁ', 'FI'), 'ﬂ', 'FL'), 'ﬃ', 'FFI'), 'ﬄ', 'FFL'), 'ﬅ', 'ST'),
+          'ﬆ', 'ST')))
+      ELSE to_jsonb(lower(a #>> '{}')) END
+    WHEN a = 'null'::jsonb THEN 'null'::jsonb
+    ELSE NULL END
+$$;
