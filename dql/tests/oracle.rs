@@ -10,10 +10,6 @@ const DEVIATIONS: &[(&str, &str)] = &[
         "`select` is a reserved word: bigpeer rejects it unquoted (the SDK accepts it)",
     ),
     (
-        "e7",
-        "SET _id is rejected when the statement is checked, even when nothing matches",
-    ),
-    (
         "r5",
         "`from` is a reserved word: bigpeer rejects it unquoted (the SDK accepts it as a field)",
     ),

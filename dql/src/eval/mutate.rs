@@ -246,6 +246,18 @@ fn action_path(a: &UpdateAction) -> &[String] {
 pub fn update_ops(plan: &UpdatePlan, doc: &Value) -> Result<Vec<Op>> {
     let mut ops = Vec::with_capacity(plan.actions.len());
     for a in &plan.actions {
+        // Refused for each document it would change (Ditto: a statement that matches nothing
+        // succeeds).
+        if action_path(a).first().map(String::as_str) == Some("_id") {
+            let span = match a {
+                UpdateAction::Set { span, .. } => *span,
+                _ => Span::NONE,
+            };
+            return Err(DqlError::evaluation(
+                "Update failed: The document id `_id` cannot be modified",
+                span,
+            ));
+        }
         check_strict_path(plan, action_path(a))?;
         ops.push(match a {
             UpdateAction::Set {

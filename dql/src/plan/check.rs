@@ -652,10 +652,6 @@ mod tests {
             "query/invalid: Forbidden: Document references in mutation values"
         );
         assert_eq!(
-            error("UPDATE t UNSET _id.x"),
-            "query/invalid: The document id `_id` cannot be modified"
-        );
-        assert_eq!(
             error("SELECT * FROM system:peers"),
             "query/unsupported: not supported by bigpeer: system:peers"
         );

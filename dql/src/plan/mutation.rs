@@ -129,18 +129,7 @@ pub(super) fn check_update(
             path.span,
         )
     };
-    let id_check = |path: &ast::FieldPath| {
-        if path.keys.first().map(String::as_str) == Some("_id") {
-            Err(DqlError::invalid(
-                "The document id `_id` cannot be modified",
-                path.span,
-            ))
-        } else {
-            Ok(())
-        }
-    };
     for a in &u.apply {
-        id_check(&a.path)?;
         let kind = types.kind(&a.path.keys);
         let path = a.path.keys.clone();
         let span = a.path.span;
@@ -169,7 +158,6 @@ pub(super) fn check_update(
         });
     }
     for s in &u.set {
-        id_check(&s.path)?;
         let kind = types.kind(&s.path.keys);
         if kind == FieldKind::Counter {
             return Err(counter_error(&s.path));
@@ -182,7 +170,6 @@ pub(super) fn check_update(
         });
     }
     for p in &u.unset {
-        id_check(p)?;
         actions.push(UpdateAction::Unset {
             path: p.keys.clone(),
             kind: types.kind(&p.keys),
