@@ -26,6 +26,24 @@ const DEVIATIONS: &[(&str, &str)] = &[
         "'it''s' (a doubled quote inside a string) is accepted, as in SQL; the SDK rejects it",
     ),
     (
+        "x-unicode-field",
+        "unquoted identifiers may use any letters (héllo); the SDK takes only ASCII ones unquoted",
+    ),
+    (
+        "x-semicolon",
+        "one trailing `;` is accepted (curl and psql habits); the SDK rejects it",
+    ),
+    (
+        "x-sys-colls-after-delete",
+        "system:collections lists the collections that hold live documents; the SDK lists every \
+         collection written to, even when all its documents are deleted",
+    ),
+    (
+        "x-sys-colls-after-evict",
+        "system:collections lists the collections that hold live documents; the SDK keeps \
+         listing a collection whose documents were all evicted",
+    ),
+    (
         "tombstone",
         "TOMBSTONE FROM is the Big Peer spelling of DELETE; the SDK rejects it",
     ),
