@@ -114,12 +114,6 @@ impl SyncScope {
     pub fn to_big_peer(self) -> bool {
         matches!(self, SyncScope::AllPeers | SyncScope::BigPeerOnly)
     }
-
-    /// Whether a peer may send this scope's documents to small peers (the big peer sending to
-    /// its small peers included).
-    pub fn to_small_peers(self) -> bool {
-        matches!(self, SyncScope::AllPeers | SyncScope::SmallPeersOnly)
-    }
 }
 
 /// Current settings: defaults overridden by what was set.
@@ -154,18 +148,6 @@ impl Settings {
     /// The parameters set away from their defaults (even when set to the default value).
     pub fn overrides(&self) -> &BTreeMap<String, Value> {
         &self.overrides
-    }
-
-    /// The sync scope of `collection` (`AllPeers` unless `USER_COLLECTION_SYNC_SCOPES` says
-    /// otherwise).
-    pub fn sync_scope(&self, collection: &str) -> SyncScope {
-        match self.get(SYNC_SCOPES) {
-            Some(Value::Object(scopes)) => match scopes.get(collection) {
-                Some(Value::String(s)) => SyncScope::parse(s).unwrap_or_default(),
-                _ => SyncScope::AllPeers,
-            },
-            _ => SyncScope::AllPeers,
-        }
     }
 
     /// The collections `USER_COLLECTION_SYNC_SCOPES` names, with their scopes.

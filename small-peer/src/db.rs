@@ -214,17 +214,17 @@ fn json_exact(v: &Value, depth: usize) -> bool {
 
 /// The stored settings overrides.
 pub fn load_settings(conn: &Connection) -> Result<bigpeer_dql::settings::Settings> {
-    let mut settings = bigpeer_dql::settings::Settings::default();
     let mut stmt = conn.prepare_cached("SELECT name, value FROM settings ORDER BY name")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut kept = std::collections::BTreeMap::new();
     for row in rows {
         let (name, text) = row?;
         let value = Value::parse_json(&text)
             .map_err(|e| PeerError::Corrupt(format!("setting {name:?}: {e}")))?;
-        // A parameter a later version dropped (or retyped) is ignored, not fatal.
-        let _ = settings.alter(Some(&name), Some(&value));
+        kept.insert(name, value);
     }
-    Ok(settings)
+    // A parameter a later version dropped (or retyped) is ignored, not fatal.
+    Ok(bigpeer_dql::settings::Settings::from_overrides(kept).0)
 }
 
 /// Replaces the stored overrides with the parameters that differ from their defaults.

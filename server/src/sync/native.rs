@@ -736,16 +736,13 @@ impl Session {
             }
             last = row.seq;
             if !wants_all {
-                let state = if row.deleted {
-                    Doc::default()
+                let (state, value) = if row.deleted {
+                    (Doc::default(), None)
                 } else {
-                    Doc::decode(&row.meta)
-                        .map_err(|e| store_failure(&corrupt_row(&collection, &row.id, e)))?
-                };
-                let value = if row.deleted {
-                    None
-                } else {
-                    materialize_with_id(&state, &row.id)
+                    let state = Doc::decode(&row.meta)
+                        .map_err(|e| store_failure(&corrupt_row(&collection, &row.id, e)))?;
+                    let value = materialize_with_id(&state, &row.id);
+                    (state, value)
                 };
                 if !s.wants(&row.id, value.as_ref(), &state) {
                     continue;

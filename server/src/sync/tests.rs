@@ -54,6 +54,13 @@ fn start_on(
     (in_tx, out_rx, task)
 }
 
+/// Acknowledges `batch` with a credit of 8 more.
+async fn ack(tx: &mpsc::Sender<Inbound>, batch: u64) {
+    tx.send(Inbound::Binary(Msg::Ack { batch, credit: 8 }.encode()))
+        .await
+        .expect("ack");
+}
+
 async fn next(rx: &mut mpsc::Receiver<Outbound>) -> Option<Outbound> {
     tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
@@ -228,9 +235,7 @@ async fn a_session_that_lags_behind_the_feed_rereads_the_database() {
                 match decode(next(&mut rx).await) {
                     Msg::Batch { batch, changes, .. } => {
                         seen.extend(changes.into_iter().map(|c| c.id.to_string()));
-                        tx.send(Inbound::Binary(Msg::Ack { batch, credit: 8 }.encode()))
-                            .await
-                            .expect("ack");
+                        ack(&tx, batch).await;
                     }
                     Msg::Ping { .. } => {}
                     other => panic!("{other:?}"),
@@ -315,9 +320,7 @@ async fn subscribe_and_catch_up(
             } => return seen,
             Msg::Batch { batch, changes, .. } => {
                 seen.extend(changes.into_iter().map(|c| c.id.to_string()));
-                tx.send(Inbound::Binary(Msg::Ack { batch, credit: 8 }.encode()))
-                    .await
-                    .expect("ack");
+                ack(tx, batch).await;
             }
             Msg::Ping { .. } => {}
             other => panic!("{other:?}"),
@@ -336,9 +339,7 @@ async fn live_until(
         match decode(next(rx).await) {
             Msg::Batch { batch, changes, .. } => {
                 seen.extend(changes.into_iter().map(|c| c.id.to_string()));
-                tx.send(Inbound::Binary(Msg::Ack { batch, credit: 8 }.encode()))
-                    .await
-                    .expect("ack");
+                ack(tx, batch).await;
             }
             Msg::Ping { .. } => {}
             other => panic!("{other:?}"),
