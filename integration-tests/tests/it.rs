@@ -10,6 +10,8 @@ mod legacy;
 mod openapi;
 #[path = "it/peers.rs"]
 mod peers;
+#[path = "it/security/mod.rs"]
+mod security;
 #[path = "it/store_execute.rs"]
 mod store_execute;
 #[path = "it/sync.rs"]

@@ -13,22 +13,22 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A minimal peer: frames in, frames out.
-struct Peer {
-    ws: Ws,
+/// A minimal peer: frames in, frames out (also used by the security tests).
+pub(crate) struct Peer {
+    pub(crate) ws: Ws,
     next_batch_seen: u64,
     /// The peer's documents: every batch received is applied here (which also checks that each
     /// delta applies to what the peer has).
-    docs: std::collections::BTreeMap<(String, DocId), Doc>,
+    pub(crate) docs: std::collections::BTreeMap<(String, DocId), Doc>,
 }
 
 impl Peer {
-    async fn connect(app: &TestApp) -> Peer {
+    pub(crate) async fn connect(app: &TestApp) -> Peer {
         let url = format!("ws://{}/api/v4/sync", app.app.local_addr());
         let mut req = url.into_client_request().expect("request");
         req.headers_mut().insert(
@@ -52,7 +52,7 @@ impl Peer {
     }
 
     /// Connects and says hello with `token`; returns the Welcome.
-    async fn open(app: &TestApp, token: &str) -> (Peer, Msg) {
+    pub(crate) async fn open(app: &TestApp, token: &str) -> (Peer, Msg) {
         let mut p = Peer::connect(app).await;
         p.hello(token).await;
         let welcome = p.recv().await;
@@ -61,10 +61,15 @@ impl Peer {
     }
 
     /// Says hello with `token` (a fresh site id).
-    async fn hello(&mut self, token: &str) {
+    pub(crate) async fn hello(&mut self, token: &str) {
+        self.hello_as(SiteId::random(), token).await;
+    }
+
+    /// Says hello with `token` as the site `site`.
+    pub(crate) async fn hello_as(&mut self, site: SiteId, token: &str) {
         self.send(&Msg::Hello {
             minor: 0,
-            site: SiteId::random(),
+            site,
             token: token.into(),
             features: vec![],
             last_sync_ms: 0,
@@ -72,7 +77,7 @@ impl Peer {
         .await;
     }
 
-    async fn send(&mut self, m: &Msg) {
+    pub(crate) async fn send(&mut self, m: &Msg) {
         if let Msg::Push { changes, .. } = m {
             // The peer holds what it pushes (a delta whose base it lacks is a test's doing).
             for c in changes {
@@ -90,7 +95,7 @@ impl Peer {
     }
 
     /// The next protocol message (pings answered, pongs skipped).
-    async fn recv(&mut self) -> Msg {
+    pub(crate) async fn recv(&mut self) -> Msg {
         loop {
             let frame = tokio::time::timeout(WAIT, self.ws.next())
                 .await
@@ -125,7 +130,7 @@ impl Peer {
     }
 
     /// Receives messages until `SubState{caught up}` for `sub`, collecting batch changes.
-    async fn until_caught_up(&mut self, sub: u32) -> (Vec<DocChange>, Cursor) {
+    pub(crate) async fn until_caught_up(&mut self, sub: u32) -> (Vec<DocChange>, Cursor) {
         let mut changes = Vec::new();
         loop {
             match self.recv().await {
@@ -146,12 +151,12 @@ impl Peer {
         }
     }
 
-    async fn ack(&mut self) {
+    pub(crate) async fn ack(&mut self) {
         let batch = self.next_batch_seen;
         self.send(&Msg::Ack { batch, credit: 8 }).await;
     }
 
-    async fn subscribe(&mut self, sub: u32, query: &str, cursor: Option<Cursor>) {
+    pub(crate) async fn subscribe(&mut self, sub: u32, query: &str, cursor: Option<Cursor>) {
         self.send(&Msg::Subscribe {
             sub,
             query: query.into(),
@@ -162,7 +167,7 @@ impl Peer {
     }
 
     /// The next batch (acknowledged).
-    async fn batch(&mut self) -> (Vec<u32>, Vec<DocChange>) {
+    pub(crate) async fn batch(&mut self) -> (Vec<u32>, Vec<DocChange>) {
         match self.recv().await {
             Msg::Batch { subs, changes, .. } => {
                 self.ack().await;
@@ -173,7 +178,7 @@ impl Peer {
     }
 
     /// Asserts that nothing arrives for `d` (pings aside).
-    async fn quiet_for(&mut self, d: Duration) {
+    pub(crate) async fn quiet_for(&mut self, d: Duration) {
         let deadline = tokio::time::Instant::now() + d;
         loop {
             match tokio::time::timeout_at(deadline, self.ws.next()).await {
@@ -188,7 +193,7 @@ impl Peer {
     }
 
     /// Expects a fatal `Error{code}` followed by a close.
-    async fn expect_fatal(&mut self, code: &str) {
+    pub(crate) async fn expect_fatal(&mut self, code: &str) {
         match self.recv().await {
             Msg::Error {
                 code: c,
@@ -209,7 +214,7 @@ impl Peer {
 
 impl Peer {
     /// The JSON of a document the peer holds (`None`: deleted or unknown).
-    fn json(&self, coll: &str, id: &str) -> Option<serde_json::Value> {
+    pub(crate) fn json(&self, coll: &str, id: &str) -> Option<serde_json::Value> {
         self.docs
             .get(&(coll.to_owned(), DocId::string(id)))
             .and_then(Doc::materialize)
@@ -217,14 +222,14 @@ impl Peer {
     }
 }
 
-fn ids(changes: &[DocChange]) -> Vec<String> {
+pub(crate) fn ids(changes: &[DocChange]) -> Vec<String> {
     let mut v: Vec<String> = changes.iter().map(|c| c.id.to_string()).collect();
     v.sort();
     v
 }
 
 /// `POST /api/v4/store/execute` with a key that may do everything.
-async fn execute(app: &TestApp, statement: &str) -> serde_json::Value {
+pub(crate) async fn execute(app: &TestApp, statement: &str) -> serde_json::Value {
     let token = admin(app).await;
     let resp = reqwest::Client::new()
         .post(format!("{}/api/v4/store/execute", app.app.url()))
@@ -239,7 +244,7 @@ async fn execute(app: &TestApp, statement: &str) -> serde_json::Value {
     body
 }
 
-async fn key(app: &TestApp, perms: Permissions) -> String {
+pub(crate) async fn key(app: &TestApp, perms: Permissions) -> String {
     KeyStore::new(app.app.store().pool().clone())
         .create(NewKey {
             name: "peer".into(),
@@ -251,12 +256,12 @@ async fn key(app: &TestApp, perms: Permissions) -> String {
         .secret
 }
 
-async fn admin(app: &TestApp) -> String {
+pub(crate) async fn admin(app: &TestApp) -> String {
     key(app, Permissions::all()).await
 }
 
 /// A peer's own write: a full-state delta of a new document written by `site`.
-fn local_doc(site: u128, json: &str) -> Doc {
+pub(crate) fn local_doc(site: u128, json: &str) -> Doc {
     let mut d = Doc::new();
     let v = Value::parse_json(json).expect("json");
     let obj = v.as_object().cloned().expect("object");
@@ -272,7 +277,7 @@ fn local_doc(site: u128, json: &str) -> Doc {
     d
 }
 
-fn change(coll: &str, id: &str, delta: bigpeer_schema::Delta) -> DocChange {
+pub(crate) fn change(coll: &str, id: &str, delta: bigpeer_schema::Delta) -> DocChange {
     DocChange {
         collection: coll.into(),
         id: DocId::string(id),
