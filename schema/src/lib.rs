@@ -16,7 +16,8 @@ pub mod value;
 pub mod wire;
 
 pub use crdt::{
-    Component, CounterKind, Delta, Doc, FieldView, ObjectMode, Op, TypeView, VersionVector,
+    Component, CounterKind, Delta, Doc, FieldView, ObjectMode, Op, ProvenanceError, TypeView,
+    VersionVector,
 };
 pub use error::{Result, SchemaError};
 pub use hlc::{Clock, Hlc, SiteId, Stamp};

@@ -387,6 +387,7 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
         database.store.clone(),
         crate::sync::SyncOptions {
             playground: config.playground,
+            max_clock_skew: config.max_clock_skew,
             webhook,
             ..crate::sync::SyncOptions::default()
         },

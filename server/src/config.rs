@@ -34,6 +34,9 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// How long in-flight requests may take to finish at shutdown.
     pub shutdown_timeout: Duration,
+    /// How far ahead of this server's clock a peer's stamps may be; a push with a stamp further
+    /// ahead is refused (`sync/clock-skew`).
+    pub max_clock_skew: Duration,
     /// Apply pending migrations when `serve` starts.
     pub migrate_on_start: bool,
     /// Grant every permission to every request, without a key (development only).
@@ -91,6 +94,7 @@ impl Default for Config {
             pool_size: 16,
             connect_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
+            max_clock_skew: Duration::from_secs(300),
             migrate_on_start: true,
             playground: false,
             admin_key: None,
@@ -276,6 +280,13 @@ pub const SETTINGS: &[Setting] = &[
         about: "how long in-flight requests may run on after SIGTERM or Ctrl-C",
     },
     Setting {
+        key: "max_clock_skew",
+        env: &["BIGPEER_MAX_CLOCK_SKEW"],
+        flag: "--max-clock-skew",
+        default: "5m",
+        about: "how far ahead of the server's clock a peer's stamps may be; a sync push with a stamp further ahead is refused (sync/clock-skew)",
+    },
+    Setting {
         key: "migrate_on_start",
         env: &["BIGPEER_MIGRATE_ON_START"],
         flag: "--no-migrate",
@@ -398,6 +409,7 @@ pub struct Flags {
     pub pool_size: Option<String>,
     pub connect_timeout: Option<String>,
     pub shutdown_timeout: Option<String>,
+    pub max_clock_skew: Option<String>,
     pub no_migrate: bool,
     pub playground: bool,
     pub admin_key: Option<String>,
@@ -564,7 +576,7 @@ impl Config {
             }
         }
 
-        let flag_values: [(&'static str, &Option<String>); 18] = [
+        let flag_values: [(&'static str, &Option<String>); 19] = [
             ("listen", &flags.listen),
             ("database_url", &flags.database_url),
             ("data_dir", &flags.data_dir),
@@ -574,6 +586,7 @@ impl Config {
             ("pool_size", &flags.pool_size),
             ("connect_timeout", &flags.connect_timeout),
             ("shutdown_timeout", &flags.shutdown_timeout),
+            ("max_clock_skew", &flags.max_clock_skew),
             ("admin_key", &flags.admin_key),
             ("rate_limit_per_key", &flags.rate_limit_per_key),
             ("rate_limit_per_ip", &flags.rate_limit_per_ip),
@@ -641,6 +654,10 @@ impl Config {
         out.push_str(&format!(
             "shutdown_timeout = {}\n",
             quote(&format_duration(self.shutdown_timeout))
+        ));
+        out.push_str(&format!(
+            "max_clock_skew = {}\n",
+            quote(&format_duration(self.max_clock_skew))
         ));
         out.push_str(&format!("migrate_on_start = {}\n", self.migrate_on_start));
         out.push_str(&format!("playground = {}\n", self.playground));
@@ -751,6 +768,9 @@ impl Config {
         }
         if let Some((raw, origin)) = layers.get("shutdown_timeout") {
             config.shutdown_timeout = duration(raw, "shutdown_timeout", origin)?;
+        }
+        if let Some((raw, origin)) = layers.get("max_clock_skew") {
+            config.max_clock_skew = duration(raw, "max_clock_skew", origin)?;
         }
         if let Some((raw, origin)) = layers.get("migrate_on_start") {
             config.migrate_on_start = boolean(raw, "migrate_on_start", origin)?;

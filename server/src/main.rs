@@ -125,6 +125,9 @@ struct ServeArgs {
     /// How long requests in flight may run on after SIGTERM or Ctrl-C [env: BIGPEER_SHUTDOWN_TIMEOUT] [default: 30s]
     #[arg(long, value_name = "DURATION")]
     shutdown_timeout: Option<String>,
+    /// How far ahead of the server's clock a peer's stamps may be; a sync push with a stamp further ahead is refused [env: BIGPEER_MAX_CLOCK_SKEW] [default: 5m]
+    #[arg(long, value_name = "DURATION")]
+    max_clock_skew: Option<String>,
     /// Do not apply pending migrations at start-up (run `bigpeer migrate` instead) [env: BIGPEER_MIGRATE_ON_START=false]
     #[arg(long)]
     no_migrate: bool,
@@ -177,6 +180,7 @@ impl Cli {
         if let Command::Serve(s) | Command::Config(s) = &self.command {
             flags.listen = s.listen.clone();
             flags.shutdown_timeout = s.shutdown_timeout.clone();
+            flags.max_clock_skew = s.max_clock_skew.clone();
             flags.no_migrate = s.no_migrate;
             flags.playground = s.playground;
             flags.admin_key = s.admin_key.clone();

@@ -146,7 +146,7 @@ fn template_not(e: Expr) -> Expr {
     super::template::not(Expr::Nested(Box::new(e)))
 }
 
-fn constant_bool(b: bool) -> Expr {
+pub(super) fn constant_bool(b: bool) -> Expr {
     Expr::value(sqlparser::ast::Value::Boolean(b))
 }
 

@@ -28,7 +28,7 @@ use crate::ast::Span;
 use crate::error::{DqlError, Result};
 use crate::plan::{CmpOp, PExpr, Plan, Projection, SelectPlan, Source, Target};
 use build::*;
-use expr::{aggregate, sort_terms};
+use expr::{aggregate, constant_bool, sort_terms};
 
 /// A bind parameter. The server binds `$1..$n` in order, with the SQL type given in the text
 /// (`$n::jsonb`, `$n::text`, `$n::bytea`, `$n::bytea[]`, `$n::bigint`).
@@ -91,13 +91,26 @@ const SQL_RECURSION_LIMIT: usize = 400;
 
 /// Compiles a plan for Postgres.
 pub fn compile(plan: &Plan) -> Result<CompiledPlan> {
+    compile_within(plan, None)
+}
+
+/// Compiles a plan for Postgres, seeing only the documents for which `permission` is true (a
+/// read permission): for a SELECT the rows it reads, for an UPDATE / DELETE / EVICT its targets.
+///
+/// The permission is evaluated on the whole stored document, never on a strict-mode view (the
+/// statement's type declarations cannot bend it), and always before the statement's own
+/// filter (`CASE WHEN permission THEN filter ELSE false END`): an error that the filter would
+/// raise on a document outside the permission can never happen, so no answer depends on the
+/// content of documents the caller may not read. INSERT targets are known by id and are
+/// checked by the caller on the locked documents.
+pub fn compile_within(plan: &Plan, permission: Option<&PExpr>) -> Result<CompiledPlan> {
     Ok(match plan {
-        Plan::Select(s) => CompiledPlan::Query(compile_select(s)?),
+        Plan::Select(s) => CompiledPlan::Query(compile_select(s, permission)?),
         Plan::Update(u) => CompiledPlan::Mutation {
-            targets: compile_targets(&u.target)?,
+            targets: compile_targets(&u.target, permission)?,
         },
         Plan::Remove(r) => CompiledPlan::Mutation {
-            targets: compile_targets(&r.target)?,
+            targets: compile_targets(&r.target, permission)?,
         },
         Plan::Insert(i) => {
             let mut p = Params::default();
@@ -316,16 +329,52 @@ fn distinct_wrap(item: &Expr, terms: &[String], from_where: &str, tail: &str) ->
     )
 }
 
-fn compile_select(s: &SelectPlan) -> Result<Compiled> {
+/// The conditions of a scan: the base ones, then the index-friendly prefilters of the
+/// permission and of the filter (containment tests, which cannot fail), then the filter,
+/// evaluated only on documents within the permission (see [`compile_within`]).
+fn scan_conds(
+    src: &Source,
+    filter: Option<&PExpr>,
+    permission: Option<&PExpr>,
+    view: Option<&TypeView>,
+    scope: &Scope,
+    p: &mut Params,
+) -> Result<Vec<Expr>> {
+    let mut conds = base_conds(src, p);
+    let allowed = match permission {
+        Some(perm) => {
+            conds.extend(prefilters(perm, None, p));
+            Some(truth(perm, &Scope::document(col("value")), p)?)
+        }
+        None => None,
+    };
+    let wanted = match filter {
+        Some(f) => {
+            conds.extend(prefilters(f, view, p));
+            Some(truth(f, scope, p)?)
+        }
+        None => None,
+    };
+    conds.extend(match (allowed, wanted) {
+        (Some(a), Some(w)) => Some(case(vec![(a, w)], Some(constant_bool(false)))),
+        (a, w) => a.or(w),
+    });
+    Ok(conds)
+}
+
+fn compile_select(s: &SelectPlan, permission: Option<&PExpr>) -> Result<Compiled> {
     let mut p = Params::default();
     let from = source(&s.source);
     let doc = doc_expr(s.view.as_ref(), &mut p);
     let doc_scope = Scope::document(doc.clone());
-    let mut cond_exprs = base_conds(&s.source, &mut p);
-    if let Some(f) = &s.filter {
-        cond_exprs.extend(prefilters(f, s.view.as_ref(), &mut p));
-        cond_exprs.push(truth(f, &doc_scope, &mut p)?);
-    }
+    let cond_exprs = scan_conds(
+        &s.source,
+        s.filter.as_ref(),
+        permission,
+        s.view.as_ref(),
+        &doc_scope,
+        &mut p,
+    )?;
     let conds: Vec<String> = cond_exprs.iter().map(|c| c.to_string()).collect();
     let from_where = format!("FROM {}{}", from.table, where_clause(&conds));
 
@@ -450,14 +499,17 @@ fn compile_select(s: &SelectPlan) -> Result<Compiled> {
     finish(&text, p)
 }
 
-fn compile_targets(t: &Target) -> Result<Compiled> {
+fn compile_targets(t: &Target, permission: Option<&PExpr>) -> Result<Compiled> {
     let mut p = Params::default();
     let scope = Scope::document(doc_expr(t.view.as_ref(), &mut p));
-    let mut conds = base_conds(&Source::Collection(t.collection.clone()), &mut p);
-    if let Some(f) = &t.filter {
-        conds.extend(prefilters(f, t.view.as_ref(), &mut p));
-        conds.push(truth(f, &scope, &mut p)?);
-    }
+    let conds = scan_conds(
+        &Source::Collection(t.collection.clone()),
+        t.filter.as_ref(),
+        permission,
+        t.view.as_ref(),
+        &scope,
+        &mut p,
+    )?;
     let mut order = order_exprs(&t.order_by, &scope, &mut p)?;
     if !t.order_by.is_empty() {
         order.extend(id_tie_break());

@@ -53,8 +53,14 @@ impl Peer {
 
     /// Connects and says hello with `token`; returns the Welcome.
     pub(crate) async fn open(app: &TestApp, token: &str) -> (Peer, Msg) {
+        Peer::open_as(app, SiteId::random(), token).await
+    }
+
+    /// Connects and says hello with `token` as the site `site` (the site of the writes it will
+    /// push); returns the Welcome.
+    pub(crate) async fn open_as(app: &TestApp, site: SiteId, token: &str) -> (Peer, Msg) {
         let mut p = Peer::connect(app).await;
-        p.hello(token).await;
+        p.hello_as(site, token).await;
         let welcome = p.recv().await;
         assert!(matches!(welcome, Msg::Welcome { .. }), "{welcome:?}");
         (p, welcome)
@@ -349,7 +355,7 @@ async fn hello_subscribe_initial_sync_and_live_changes() {
 async fn pushes_are_merged_and_visible_over_http() {
     let app = TestApp::spawn().await;
     let token = admin(&app).await;
-    let (mut p, _) = Peer::open(&app, &token).await;
+    let (mut p, _) = Peer::open_as(&app, SiteId(77), &token).await;
     let doc = local_doc(77, r#"{"make": "volvo", "n": 1}"#);
     let push = Msg::Push {
         push: 1,
@@ -388,7 +394,7 @@ async fn pushes_are_merged_and_visible_over_http() {
                 value: Value::Int(2),
                 objects: ObjectMode::Map,
             }],
-            Clock::new(SiteId(78)).tick(),
+            Clock::resume(SiteId(77), doc.vv.max_hlc()).tick(),
         )
         .expect("apply");
     let mut unknown_base = later.vv.clone();
@@ -426,8 +432,8 @@ async fn pushes_are_merged_and_visible_over_http() {
 async fn a_push_reaches_another_subscribed_peer() {
     let app = TestApp::spawn().await;
     let token = admin(&app).await;
-    let (mut a, _) = Peer::open(&app, &token).await;
-    let (mut b, _) = Peer::open(&app, &token).await;
+    let (mut a, _) = Peer::open_as(&app, SiteId(5), &token).await;
+    let (mut b, _) = Peer::open_as(&app, SiteId(6), &token).await;
     b.subscribe(1, "SELECT * FROM notes", None).await;
     let (initial, _) = b.until_caught_up(1).await;
     assert!(initial.is_empty());
@@ -555,7 +561,7 @@ async fn read_and_write_permissions_apply() {
     }))
     .expect("permissions");
     let token = key(&app, perms).await;
-    let (mut p, _) = Peer::open(&app, &token).await;
+    let (mut p, _) = Peer::open_as(&app, SiteId(9), &token).await;
     p.subscribe(1, "SELECT * FROM books", None).await;
     let (initial, _) = p.until_caught_up(1).await;
     assert_eq!(ids(&initial), vec!["\"mine\""]);
@@ -872,7 +878,7 @@ async fn shutdown_says_bye_to_connected_peers() {
 async fn want_is_answered_with_a_delta_against_what_the_peer_has() {
     let app = TestApp::spawn().await;
     let token = admin(&app).await;
-    let (mut p, _) = Peer::open(&app, &token).await;
+    let (mut p, _) = Peer::open_as(&app, SiteId(11), &token).await;
     let doc = local_doc(11, r#"{"a": 1}"#);
     p.send(&Msg::Push {
         push: 1,
@@ -1323,10 +1329,10 @@ async fn a_pushed_nul_character_is_denied_alone_and_harms_nothing_else() {
     // and of the shared transaction commit, and the session goes on.
     let app = TestApp::spawn().await;
     let token = admin(&app).await;
-    let (mut p, _) = Peer::open(&app, &token).await;
+    let (mut p, _) = Peer::open_as(&app, SiteId(81), &token).await;
     let good = local_doc(81, r#"{"make": "volvo"}"#);
-    let bad = local_doc(82, r#"{"make": "sa\u0000ab"}"#);
-    let bad_key = local_doc(83, r#"{"ma\u0000ke": "saab"}"#);
+    let bad = local_doc(81, r#"{"make": "sa\u0000ab"}"#);
+    let bad_key = local_doc(81, r#"{"ma\u0000ke": "saab"}"#);
     p.send(&Msg::Push {
         push: 1,
         changes: vec![

@@ -16,6 +16,7 @@
 mod codec;
 mod delta;
 mod ops;
+mod provenance;
 mod view;
 mod vv;
 
@@ -25,6 +26,7 @@ use std::collections::BTreeMap;
 
 pub use delta::Delta;
 pub use ops::{CounterKind, ObjectMode, Op};
+pub use provenance::ProvenanceError;
 pub use view::{FieldView, TypeView};
 pub use vv::VersionVector;
 

@@ -103,18 +103,6 @@ fn predicate(query: &str, ql_version: Option<u8>) -> Result<PExpr, ServiceError>
     }
 }
 
-/// `filter AND allowed` (`allowed` must be `Matching`).
-pub fn restrict(filter: Option<PExpr>, allowed: PExpr) -> Option<PExpr> {
-    Some(match filter {
-        None => allowed,
-        Some(PExpr::All(mut parts)) => {
-            parts.push(allowed);
-            PExpr::All(parts)
-        }
-        Some(f) => PExpr::All(vec![f, allowed]),
-    })
-}
-
 /// Checks every predicate a permission set holds (so a bad key is refused when it is made).
 pub fn validate(perms: &Permissions) -> Result<(), ServiceError> {
     for side in [&perms.read, &perms.write] {

@@ -23,7 +23,6 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::{Postgres, Row};
 
-use super::access::restrict;
 use super::{Access, Allowed, ServiceError};
 use crate::auth::AuthError;
 use crate::store::{GroupCommit, GroupCommitOptions, Store, StoreError, Working};
@@ -218,7 +217,7 @@ impl Executor {
 
     async fn run(&self, plan: Plan, access: &Access) -> Result<ExecuteResult, ServiceError> {
         match plan {
-            Plan::Select(mut select) => {
+            Plan::Select(select) => {
                 let items = match &select.source {
                     Source::Collection(coll) => {
                         let allowed = access.read(coll)?;
@@ -228,14 +227,12 @@ impl Executor {
                                 return Ok(self.read_result(items).await?);
                             }
                         }
-                        match allowed {
-                            Allowed::All => {}
+                        let permission = match allowed {
+                            Allowed::All => None,
                             Allowed::Nothing => return Err(forbidden("read", coll)),
-                            Allowed::Matching(p) => {
-                                select.filter = restrict(select.filter.take(), p)
-                            }
-                        }
-                        match sql::compile(&Plan::Select(select))? {
+                            Allowed::Matching(p) => Some(p),
+                        };
+                        match sql::compile_within(&Plan::Select(select), permission.as_ref())? {
                             CompiledPlan::Query(c) => self.query_items(&c).await?,
                             _ => Vec::new(),
                         }
@@ -254,12 +251,12 @@ impl Executor {
                 Ok(self.read_result(items).await?)
             }
             Plan::Insert(insert) => {
-                let allowed = writable(access, &insert.collection)?;
-                self.insert(insert, allowed).await
+                let scope = WriteScope::of(access, &insert.collection)?;
+                self.insert(insert, scope).await
             }
             Plan::Update(_) | Plan::Remove(_) => {
-                let allowed = writable(access, plan.collection().unwrap_or_default())?;
-                self.update_or_remove(plan, allowed).await
+                let scope = WriteScope::of(access, plan.collection().unwrap_or_default())?;
+                self.update_or_remove(plan, scope).await
             }
             Plan::AlterSystem { name, value } => {
                 if !access.permissions().write.everything {
@@ -350,7 +347,7 @@ impl Executor {
     async fn insert(
         &self,
         insert: plan::InsertPlan,
-        allowed: Option<PExpr>,
+        scope: WriteScope,
     ) -> Result<ExecuteResult, ServiceError> {
         let coll = insert.collection.clone();
         let targets = insert
@@ -358,7 +355,7 @@ impl Executor {
             .iter()
             .map(|d| (coll.clone(), d.id.clone()))
             .collect();
-        let job = move |w: &mut Working<'_>| apply_insert(w, &insert, allowed.as_ref());
+        let job = move |w: &mut Working<'_>| apply_insert(w, &insert, &scope);
         let (ids, info) = self.group.transact(targets, job).await?;
         Ok(ExecuteResult {
             txn: info.txn,
@@ -368,10 +365,17 @@ impl Executor {
         })
     }
 
-    /// The documents an UPDATE / DELETE / EVICT may change, from a snapshot read: the write job
-    /// checks its filter again on each locked document.
-    pub(super) async fn find_targets(&self, plan: &Plan) -> Result<Vec<DocId>, ServiceError> {
-        let CompiledPlan::Mutation { targets: find } = sql::compile(plan)? else {
+    /// The documents an UPDATE / DELETE / EVICT may change, from a snapshot read: among the
+    /// documents the caller may read (`scope`), those its filter matches. The write job checks
+    /// both again on each locked document.
+    pub(super) async fn find_targets(
+        &self,
+        plan: &Plan,
+        scope: &WriteScope,
+    ) -> Result<Vec<DocId>, ServiceError> {
+        let CompiledPlan::Mutation { targets: find } =
+            sql::compile_within(plan, scope.read.as_ref())?
+        else {
             return Err(ServiceError::Store(StoreError::Shared {
                 code: "internal",
                 message: "a mutation compiled to no target query".into(),
@@ -392,9 +396,10 @@ impl Executor {
     async fn update_or_remove(
         &self,
         plan: Plan,
-        allowed: Option<PExpr>,
+        scope: WriteScope,
     ) -> Result<ExecuteResult, ServiceError> {
-        let ids = self.find_targets(&plan).await?;
+        scope.needs_read(plan.collection().unwrap_or_default())?;
+        let ids = self.find_targets(&plan, &scope).await?;
         let coll = plan.collection().unwrap_or_default().to_owned();
         if ids.is_empty() {
             return Ok(ExecuteResult {
@@ -405,9 +410,7 @@ impl Executor {
             });
         }
         let targets = ids.iter().map(|id| (coll.clone(), id.clone())).collect();
-        let job = move |w: &mut Working<'_>| {
-            apply_update_or_remove(w, &plan, &coll, &ids, allowed.as_ref())
-        };
+        let job = move |w: &mut Working<'_>| apply_update_or_remove(w, &plan, &coll, &ids, &scope);
         let (ids, info) = self.group.transact(targets, job).await?;
         Ok(ExecuteResult {
             txn: info.txn,
@@ -445,21 +448,34 @@ fn point_lookup(s: &plan::SelectPlan) -> Option<DocId> {
 }
 
 /// Applies an INSERT plan inside a write job: the ids written.
+///
+/// An existing document outside the caller's read or write permission is refused before its
+/// conflict policy is looked at, with the error a write outside the permission gets: whether
+/// the statement would have skipped, updated or failed on it depends on its content, which the
+/// caller may not learn.
 pub(super) fn apply_insert(
     w: &mut Working<'_>,
     insert: &plan::InsertPlan,
-    allowed: Option<&PExpr>,
+    scope: &WriteScope,
 ) -> Result<Vec<DocId>, StoreError> {
     let mut mutated = Vec::new();
     for d in &insert.documents {
         let existing = w.value(&insert.collection, &d.id)?;
+        if let Some(v) = &existing {
+            if !scope.may_read(v)? {
+                return Err(denied(&insert.collection, &d.id));
+            }
+        }
         match eval::insert_ops(insert, d, existing.as_ref()).map_err(query_error)? {
             InsertOutcome::Skip => {}
             InsertOutcome::Write(ops) => {
-                check_write(allowed, &insert.collection, existing.as_ref())?;
+                if let Some(v) = &existing {
+                    check_write(scope, &insert.collection, &d.id, v)?;
+                }
                 w.apply_ops(&insert.collection, &d.id, &ops)?;
-                let after = w.value(&insert.collection, &d.id)?;
-                check_write(allowed, &insert.collection, after.as_ref())?;
+                if let Some(after) = w.value(&insert.collection, &d.id)? {
+                    check_write(scope, &insert.collection, &d.id, &after)?;
+                }
                 mutated.push(d.id.clone());
             }
         }
@@ -475,9 +491,9 @@ pub(super) fn apply_update_or_remove(
     plan: &Plan,
     coll: &str,
     ids: &[DocId],
-    allowed: Option<&PExpr>,
+    scope: &WriteScope,
 ) -> Result<Vec<DocId>, StoreError> {
-    apply_update_or_remove_then(w, plan, coll, ids, allowed, |_, _| Ok(()))
+    apply_update_or_remove_then(w, plan, coll, ids, scope, |_, _| Ok(()))
 }
 
 /// [`apply_update_or_remove`] with extra work on every updated document (`then`, given the
@@ -487,7 +503,7 @@ pub(super) fn apply_update_or_remove_then(
     plan: &Plan,
     coll: &str,
     ids: &[DocId],
-    allowed: Option<&PExpr>,
+    scope: &WriteScope,
     mut then: impl FnMut(&mut Working<'_>, &DocId) -> Result<(), StoreError>,
 ) -> Result<Vec<DocId>, StoreError> {
     let (filter, view) = match plan {
@@ -502,6 +518,11 @@ pub(super) fn apply_update_or_remove_then(
         let Some(value) = w.value(coll, id)? else {
             continue;
         };
+        // A document the caller may not read does not exist for it: checked first, so that
+        // nothing about it (not even an error of the filter) reaches the caller.
+        if !scope.may_read(&value)? {
+            continue;
+        }
         let seen = match view {
             Some(v) => match w.view(coll, id, v)? {
                 Some(seen) => std::borrow::Cow::Owned(seen),
@@ -512,14 +533,15 @@ pub(super) fn apply_update_or_remove_then(
         if !eval::matches(filter, &seen).map_err(query_error)? {
             continue;
         }
-        check_write(allowed, coll, Some(&value))?;
+        check_write(scope, coll, id, &value)?;
         match plan {
             Plan::Update(u) => {
                 let ops = eval::update_ops(u, &seen).map_err(query_error)?;
                 w.apply_ops(coll, id, &ops)?;
                 then(w, id)?;
-                let after = w.value(coll, id)?;
-                check_write(allowed, coll, after.as_ref())?;
+                if let Some(after) = w.value(coll, id)? {
+                    check_write(scope, coll, id, &after)?;
+                }
             }
             Plan::Remove(r) => match r.kind {
                 RemoveKind::Delete => w.apply_ops(coll, id, &[Op::Delete])?,
@@ -538,34 +560,92 @@ pub(super) fn forbidden(what: &str, collection: &str) -> ServiceError {
     )))
 }
 
-/// The write restriction on a collection: `None` for everything, an error for nothing.
-pub(super) fn writable(access: &Access, collection: &str) -> Result<Option<PExpr>, ServiceError> {
-    match access.write(collection)? {
-        Allowed::All => Ok(None),
-        Allowed::Nothing => Err(forbidden("write to", collection)),
-        Allowed::Matching(p) => Ok(Some(p)),
+/// What a write may touch in one collection: the documents of the read permission (the others
+/// do not exist for the caller: a mutation's targets are restricted to read ∩ write), and of
+/// those the ones the write permission covers before and after the write.
+#[derive(Debug, Clone, Default)]
+pub struct WriteScope {
+    /// The read permission: `None` for everything.
+    pub read: Option<PExpr>,
+    /// The collection cannot be read at all.
+    pub unreadable: bool,
+    /// The write permission: `None` for everything.
+    pub write: Option<PExpr>,
+}
+
+impl WriteScope {
+    /// The scope of `access` on `collection`; an error when it may not write there at all.
+    pub fn of(access: &Access, collection: &str) -> Result<WriteScope, ServiceError> {
+        let write = match access.write(collection)? {
+            Allowed::All => None,
+            Allowed::Nothing => return Err(forbidden("write to", collection)),
+            Allowed::Matching(p) => Some(p),
+        };
+        let (read, unreadable) = match access.read(collection)? {
+            Allowed::All => (None, false),
+            Allowed::Nothing => (None, true),
+            Allowed::Matching(p) => (Some(p), false),
+        };
+        Ok(WriteScope {
+            read,
+            unreadable,
+            write,
+        })
     }
+
+    /// UPDATE, DELETE and EVICT find their documents by what they read: they need the
+    /// permission to read the collection (a refusal that depends on the key alone).
+    pub fn needs_read(&self, collection: &str) -> Result<(), ServiceError> {
+        if self.unreadable {
+            return Err(ServiceError::Auth(AuthError::Forbidden(format!(
+                "no permission to read collection \"{collection}\": UPDATE, DELETE and EVICT \
+                 only see documents the key may read"
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Whether the caller may read this (whole, stored) document.
+    pub fn may_read(&self, value: &Value) -> Result<bool, StoreError> {
+        if self.unreadable {
+            return Ok(false);
+        }
+        // Permission predicates are the operator's: an evaluation error in one is no match.
+        Ok(self
+            .read
+            .as_ref()
+            .is_none_or(|p| eval::matches(Some(p), value).unwrap_or(false)))
+    }
+
+    /// Whether the write permission covers this (whole) document.
+    pub fn may_write(&self, value: &Value) -> bool {
+        self.write
+            .as_ref()
+            .is_none_or(|p| eval::matches(Some(p), value).unwrap_or(false))
+    }
+}
+
+/// The refusal of a write to a document outside the caller's permission. The same words
+/// whether the document is outside the write permission or not readable at all.
+pub(crate) fn denied(collection: &str, id: &DocId) -> StoreError {
+    StoreError::Denied(format!(
+        "no permission to write document {} in collection \"{collection}\"",
+        id.value()
+    ))
 }
 
 /// Refuses a write to a document (before or after the write) outside the write permission.
 fn check_write(
-    allowed: Option<&PExpr>,
+    scope: &WriteScope,
     collection: &str,
-    value: Option<&Value>,
+    id: &DocId,
+    value: &Value,
 ) -> Result<(), StoreError> {
-    let (Some(p), Some(v)) = (allowed, value) else {
-        return Ok(());
-    };
-    if eval::matches(Some(p), v).map_err(query_error)? {
-        return Ok(());
+    if scope.may_write(value) {
+        Ok(())
+    } else {
+        Err(denied(collection, id))
     }
-    let id = v
-        .get_path(&["_id"])
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    Err(StoreError::Denied(format!(
-        "no permission to write document {id} in collection \"{collection}\""
-    )))
 }
 
 /// A DQL error raised inside a write job: it travels as a store error, so that the transaction

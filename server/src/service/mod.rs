@@ -7,7 +7,7 @@ mod write;
 
 pub use access::{validate as validate_permissions, Access, Allowed};
 pub use error::ServiceError;
-pub use execute::{ExecuteResult, Executor, QueryType};
+pub use execute::{ExecuteResult, Executor, QueryType, WriteScope};
 pub use write::{
     parse_path, BatchError, FieldType, UpdateOp, WriteCommand, WriteOutcome, WriteResult,
     WriteStrategy,

@@ -169,6 +169,13 @@ async fn permissions_filter_reads_and_refuse_writes_whole() {
     )
     .expect("permissions");
     let access = super::Access::new(perms);
+    // Reads everything, writes only `loc` 'a'.
+    let reader: crate::auth::Permissions = serde_json::from_str(
+        r#"{"read": {"everything": true},
+            "write": {"queriesByCollection": {"books": ["_id.loc == 'a'"]}}}"#,
+    )
+    .expect("permissions");
+    let reader = super::Access::new(reader);
 
     // Reads: only permitted documents, also under aggregation.
     let r = exec
@@ -199,12 +206,18 @@ async fn permissions_filter_reads_and_refuse_writes_whole() {
         "{names}"
     );
 
-    // Writes: one document outside the permission fails the whole statement.
+    // Writes: a document the key may read but not write fails the whole statement; documents
+    // it may not read do not exist for it (they are not targets).
     let err = exec
-        .execute_as("UPDATE books SET v = v + 10", &none, &access)
+        .execute_as("UPDATE books SET v = v + 10", &none, &reader)
         .await
         .expect_err("partly forbidden");
     assert_eq!(err.code(), "auth/forbidden");
+    let r = exec
+        .execute_as("UPDATE books SET w = 1 WHERE v = 2", &none, &access)
+        .await
+        .expect("matches nothing the key may read");
+    assert!(r.mutated_ids.is_empty(), "{r:?}");
     let err = exec
         .execute_as("INSERT INTO books DOCUMENTS ({'_id': {'loc': 'a', 'n': 9}}), ({'_id': {'loc': 'b', 'n': 9}})", &none, &access)
         .await

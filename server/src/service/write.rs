@@ -17,11 +17,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use bigpeer_dql::plan::{self, PExpr, Plan, PlanOptions, UpdatePlan};
+use bigpeer_dql::plan::{self, Plan, PlanOptions, UpdatePlan};
 use bigpeer_schema::crdt::{Component, Slot};
 use bigpeer_schema::{CounterKind, DocId, ObjectMode, Op, Value, VersionVector};
 
-use super::execute::{apply_insert, apply_update_or_remove_then, query_error, writable};
+use super::execute::{apply_insert, apply_update_or_remove_then, query_error, WriteScope};
 use super::{Access, Executor, ServiceError};
 use crate::store::{StoreError, Working};
 
@@ -131,7 +131,7 @@ impl From<ServiceError> for BatchError {
 struct Planned {
     plan: Plan,
     collection: String,
-    allowed: Option<PExpr>,
+    scope: WriteScope,
     /// `replaceWithCounter` paths (updates only).
     counters: Vec<Vec<String>>,
     /// Candidate documents (updates and removes).
@@ -490,11 +490,14 @@ impl Executor {
                 });
             }
             let collection = plan.collection().unwrap_or_default().to_owned();
-            let allowed = writable(access, &collection).map_err(BatchError::at(i))?;
+            let scope = WriteScope::of(access, &collection).map_err(BatchError::at(i))?;
+            if !matches!(plan, Plan::Insert(_)) {
+                scope.needs_read(&collection).map_err(BatchError::at(i))?;
+            }
             planned.push(Planned {
                 plan,
                 collection,
-                allowed,
+                scope,
                 counters,
                 candidates: Vec::new(),
             });
@@ -510,7 +513,7 @@ impl Executor {
                 }
                 _ => {
                     let mut ids = self
-                        .find_targets(&p.plan)
+                        .find_targets(&p.plan, &p.scope)
                         .await
                         .map_err(BatchError::at(i))?;
                     ids.extend(earlier.iter().cloned());
@@ -566,7 +569,7 @@ impl Executor {
 fn run_command(w: &mut Working<'_>, p: &Planned) -> Result<WriteOutcome, StoreError> {
     match &p.plan {
         Plan::Insert(insert) => {
-            apply_insert(w, insert, p.allowed.as_ref())?;
+            apply_insert(w, insert, &p.scope)?;
             let id = insert
                 .documents
                 .first()
@@ -580,7 +583,7 @@ fn run_command(w: &mut Working<'_>, p: &Planned) -> Result<WriteOutcome, StoreEr
                 &p.plan,
                 &p.collection,
                 &p.candidates,
-                p.allowed.as_ref(),
+                &p.scope,
                 |w, id| {
                     for path in &p.counters {
                         replace_with_counter(w, &p.collection, id, path)?;
@@ -597,7 +600,7 @@ fn run_command(w: &mut Working<'_>, p: &Planned) -> Result<WriteOutcome, StoreEr
                 &p.plan,
                 &p.collection,
                 &p.candidates,
-                p.allowed.as_ref(),
+                &p.scope,
                 |_, _| Ok(()),
             )?
             .len();

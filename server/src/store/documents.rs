@@ -72,6 +72,8 @@ pub struct StoredDoc {
     pub deleted: bool,
     pub seq: i64,
     pub txn: i64,
+    /// The size of the stored CRDT state, in bytes.
+    pub bytes: usize,
 }
 
 impl Store {
@@ -218,6 +220,7 @@ fn stored_doc(r: &sqlx::postgres::PgRow) -> Result<StoredDoc, StoreError> {
     let meta: Vec<u8> = r.try_get(3)?;
     let state = Doc::decode(&meta).map_err(|e| corrupt_row(&collection, &id, e))?;
     Ok(StoredDoc {
+        bytes: meta.len(),
         collection,
         id,
         value,

@@ -6,6 +6,7 @@ mod error;
 mod feed;
 mod group;
 mod reads;
+mod sites;
 mod system;
 mod txn;
 
@@ -22,6 +23,7 @@ pub use documents::{materialize_with_id, Change, Committed, Outcome, StoredDoc};
 pub use error::StoreError;
 pub use feed::{ChangeFeed, FeedOptions};
 pub use group::{GroupCommit, GroupCommitOptions};
+pub use sites::SERVER_SITE_OWNER;
 pub use txn::{TxnInfo, Working, NUL_CHARACTER};
 
 /// Migrations from the repository's `sql/` folder, applied at start-up.
@@ -111,14 +113,28 @@ impl Store {
         f(&mut guard)
     }
 
-    /// A fresh stamp, after everything the document has seen (within the drift bound).
-    pub(crate) fn stamp_after(&self, seen: Hlc) -> Stamp {
-        self.with_clock(|c| {
+    /// A fresh stamp for a local write to a document whose newest clock value is `seen`: newer
+    /// than everything in the document, so that the write wins its conflicts. The process's
+    /// clock follows `seen` only within the drift bound; past it (a stamp from a peer's clock far
+    /// ahead, written before pushes were bounded), this one stamp is placed right after `seen`.
+    pub(crate) fn stamp_after(&self, seen: Hlc) -> Result<Stamp, StoreError> {
+        let mut stamp = self.with_clock(|c| {
             if c.observe(seen) == bigpeer_schema::hlc::Observe::Skewed {
                 tracing::warn!(hlc = %seen, "document carries a clock far in the future; not following it");
             }
             c.tick()
-        })
+        });
+        if stamp.hlc <= seen {
+            stamp.hlc = seen
+                .0
+                .checked_add(1)
+                .map(Hlc)
+                .ok_or_else(|| StoreError::Shared {
+                    code: "crdt/clock-exhausted",
+                    message: "the document carries the largest possible clock value: it cannot be written any more (evict it and write it again)".into(),
+                })?;
+        }
+        Ok(stamp)
     }
 
     /// Advances the clock past a remote value (within the drift bound).

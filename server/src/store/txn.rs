@@ -112,7 +112,7 @@ impl Working<'_> {
         }
         let store = self.store;
         let l = self.slot(collection, id)?;
-        let stamp = store.stamp_after(l.doc.vv.max_hlc());
+        let stamp = store.stamp_after(newest(&l.doc))?;
         // As in the evaluator (bigpeer_dql::exec): writes touch only their own type.
         l.doc.apply_typed(ops, stamp)?;
         Ok(())
@@ -176,6 +176,13 @@ impl Working<'_> {
 /// Postgres cannot store U+0000 in `jsonb` or `text`: a document holding it would fail the whole
 /// shared transaction, so the write that brings it in is refused on its own (and nothing of it
 /// is kept).
+/// The newest clock value anywhere in a document: its version vector and every stamp.
+fn newest(doc: &Doc) -> bigpeer_schema::Hlc {
+    doc.vv
+        .max_hlc()
+        .max(doc.max_stamp().map(|s| s.hlc).unwrap_or_default())
+}
+
 pub const NUL_CHARACTER: &str = "request/nul-character";
 
 fn nul_character() -> StoreError {

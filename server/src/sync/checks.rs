@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use bigpeer_dql::eval;
 use bigpeer_dql::plan::{self, PExpr, Plan, PlanOptions, Source};
+use bigpeer_schema::hlc::now_ms;
 use bigpeer_schema::wire::{DocChange, PushResult};
-use bigpeer_schema::{SchemaError, TypeView, Value};
+use bigpeer_schema::{Hlc, ProvenanceError, SchemaError, SiteId, TypeView, Value};
 
-use crate::service::{Access, Allowed};
+use crate::service::{Access, Allowed, WriteScope};
 use crate::store::{materialize_with_id, Outcome, StoreError, Working};
 
 /// Collection names a peer may write: what DQL can name afterwards.
@@ -16,16 +16,42 @@ pub(super) fn valid_collection(name: &str) -> bool {
     !name.is_empty() && name.len() <= 256 && !name.chars().any(char::is_control)
 }
 
-/// Merges one pushed change inside the write job. Within a write permission that is a filter,
-/// the document before and the merged document must both match it (as for DQL writes).
+/// Merges one pushed change inside the write job, for the peer of site `peer`:
+///
+/// 1. a document outside the read permission does not exist for the peer: it is `Denied`
+///    (`auth/forbidden`), as a write outside the write permission, before anything about it is
+///    looked at;
+/// 2. the change may only add the peer's own writes, with stamps at most `bound`
+///    (`sync/clock-skew`, `sync/foreign-site`: see [`bigpeer_schema::Delta::check_provenance`]);
+/// 3. within a write permission that is a filter, the document before and the merged document
+///    must both match it (as for DQL writes).
 pub(super) fn merge_one(
     w: &mut Working<'_>,
     c: &DocChange,
-    allowed: Option<&PExpr>,
+    scope: &WriteScope,
+    peer: SiteId,
+    bound: Hlc,
 ) -> Result<PushResult, StoreError> {
-    if let Some(p) = allowed {
-        let current = w.state(&c.collection, &c.id)?.clone();
-        let before = materialize_with_id(&current, &c.id);
+    let forbidden = || PushResult::Denied {
+        code: "auth/forbidden".into(),
+    };
+    let current = w.state(&c.collection, &c.id)?;
+    let before = materialize_with_id(current, &c.id);
+    if let Some(v) = &before {
+        if !scope.may_read(v)? {
+            return Ok(forbidden());
+        }
+    }
+    if let Err(e) = c.delta.check_provenance(current, peer, bound) {
+        let code = match e {
+            ProvenanceError::ClockAhead { .. } => CLOCK_SKEW,
+            ProvenanceError::ForeignWrite { .. } => FOREIGN_SITE,
+        };
+        tracing::info!(collection = %c.collection, id = %c.id, %peer, error = %e, "sync push refused");
+        return Ok(PushResult::Denied { code: code.into() });
+    }
+    if scope.write.is_some() {
+        let current = current.clone();
         let mut merged = current.clone();
         match merged.apply_delta(&c.delta) {
             Ok(()) => {}
@@ -35,14 +61,8 @@ pub(super) fn merge_one(
             Err(e) => return Err(e.into()),
         }
         let after = materialize_with_id(&merged, &c.id);
-        let permitted = [before, after]
-            .iter()
-            .flatten()
-            .all(|v| eval::matches(Some(p), v).unwrap_or(false));
-        if !permitted {
-            return Ok(PushResult::Denied {
-                code: "auth/forbidden".into(),
-            });
+        if ![before, after].iter().flatten().all(|v| scope.may_write(v)) {
+            return Ok(forbidden());
         }
     }
     let outcome = match w.apply_delta(&c.collection, &c.id, &c.delta) {
@@ -61,6 +81,18 @@ pub(super) fn merge_one(
             have: w.state(&c.collection, &c.id)?.vv.clone(),
         },
     })
+}
+
+/// `Denied` code of a change with a stamp too far ahead of the server's clock.
+pub(super) const CLOCK_SKEW: &str = "sync/clock-skew";
+/// `Denied` code of a change carrying another site's writes that the server does not have.
+pub(super) const FOREIGN_SITE: &str = "sync/foreign-site";
+
+/// The newest clock value a peer's stamps may carry now: the server's wall clock plus the
+/// allowed skew.
+pub(super) fn clock_bound(max_skew: std::time::Duration) -> Hlc {
+    let skew = u64::try_from(max_skew.as_millis()).unwrap_or(u64::MAX);
+    Hlc::new(now_ms().saturating_add(skew).min((1 << 48) - 1), u16::MAX)
 }
 
 /// A checked subscription query.

@@ -90,8 +90,13 @@ pub struct SyncOptions {
     pub send_queue: usize,
     /// Live changes held for a peer without credit before it is dropped as a slow consumer.
     pub max_pending: usize,
+    /// Bytes of live changes (their stored size) held for a peer without credit before it is
+    /// dropped as a slow consumer.
+    pub max_pending_bytes: usize,
     /// Subscriptions one session may hold at once.
     pub max_subscriptions: usize,
+    /// How far ahead of this server's clock a peer's stamps may be (`sync/clock-skew`).
+    pub max_clock_skew: Duration,
     /// Accept any token with every permission (development only).
     pub playground: bool,
     /// Checks tokens that are not API keys (none: only API keys are accepted).
@@ -109,7 +114,9 @@ impl Default for SyncOptions {
             heartbeat: Duration::from_secs(30),
             send_queue: 64,
             max_pending: 10_000,
+            max_pending_bytes: 64 * 1024 * 1024,
             max_subscriptions: 256,
+            max_clock_skew: Duration::from_secs(300),
             playground: false,
             webhook: None,
             feed: FeedOptions::default(),
@@ -126,6 +133,8 @@ pub struct SyncHub {
     pub group: GroupCommit,
     pub options: SyncOptions,
     feed: Arc<OnceCell<ChangeFeed>>,
+    /// Set once this process's site is recorded as a server's (`Store::claim_site`).
+    server_site: Arc<OnceCell<()>>,
     closing: Arc<watch::Sender<bool>>,
     /// `DQL_STRICT_MODE` when a subscription is planned (see [`SyncHub::with_strict_mode`]).
     strict_mode: Arc<AtomicBool>,
@@ -158,6 +167,7 @@ impl SyncHub {
             group,
             options,
             feed: Arc::new(OnceCell::new()),
+            server_site: Arc::new(OnceCell::new()),
             closing: Arc::new(watch::channel(false).0),
             strict_mode: Arc::new(AtomicBool::new(false)),
         }
@@ -190,6 +200,25 @@ impl SyncHub {
     /// Tells a session when the server shuts down.
     pub fn closing(&self) -> watch::Receiver<bool> {
         self.closing.subscribe()
+    }
+
+    /// Records this process's site as a server's before any peer learns it (from `Welcome`),
+    /// so that no peer can claim it afterwards. Once per process.
+    pub async fn register_server_site(&self) -> Result<(), StoreError> {
+        self.server_site
+            .get_or_try_init(|| async {
+                let site = self.store.site();
+                let owner = self
+                    .store
+                    .claim_site(site, crate::store::SERVER_SITE_OWNER)
+                    .await?;
+                if owner != crate::store::SERVER_SITE_OWNER {
+                    tracing::error!(%site, %owner, "this server's random site id was claimed by a peer before");
+                }
+                Ok(())
+            })
+            .await
+            .map(|_| ())
     }
 
     /// The process's change feed, started on first use.

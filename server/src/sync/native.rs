@@ -16,17 +16,17 @@ use bigpeer_dql::eval;
 use bigpeer_dql::exec::viewed_with_id;
 use bigpeer_dql::plan::PExpr;
 use bigpeer_schema::wire::{self, Cursor, DocChange, EncodedChange, Msg, PushResult, SubStatus};
-use bigpeer_schema::{Delta, Doc, DocId, SchemaError, TypeView, Value, VersionVector};
+use bigpeer_schema::{Delta, Doc, DocId, SchemaError, SiteId, TypeView, Value, VersionVector};
 use futures_util::future::LocalBoxFuture;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use super::checks::{check_subscription, merge_one, valid_collection};
+use super::checks::{check_subscription, clock_bound, merge_one, valid_collection};
 use super::outbox::{change_for, remember, Known, Pending};
 use super::{scan, Inbound, Link, Outbound, SyncHub, SyncProtocol};
 use crate::auth::{now_secs, Permissions, Revoked};
-use crate::service::{Access, Allowed};
+use crate::service::{Access, Allowed, WriteScope};
 use crate::store::{corrupt_row, materialize_with_id, StoreError, StoredDoc, Working};
 
 /// `bigpeer-sync.1`.
@@ -51,6 +51,8 @@ const FEED_DRAIN: usize = 1_000;
 const BATCH_BYTES: usize = 1024 * 1024;
 /// Changes read per query when catching up with the feed after lagging.
 const LAG_PAGE: i64 = 1_000;
+/// `Want`s a session keeps waiting for credit.
+const MAX_WANTS: usize = 256;
 
 // WebSocket close codes.
 const CLOSE_NORMAL: u16 = 1000;
@@ -165,6 +167,9 @@ enum State {
 /// The state of an authenticated session.
 struct Open {
     access: Access,
+    /// The peer's site, bound to its identity at hello: its pushes may add writes of this site
+    /// only.
+    site: SiteId,
     expires_at: Option<i64>,
     /// The session's API key and the watch of revoked keys (none for the playground and for
     /// webhook identities): the session ends when its key is revoked.
@@ -182,6 +187,8 @@ struct Open {
     limit: u64,
     /// Alternates batches between live changes and initial syncs.
     live_turn: bool,
+    /// `Want`s waiting for credit (their answers are batches), oldest first, without repeats.
+    wants: std::collections::VecDeque<(String, DocId, VersionVector)>,
 }
 
 struct Session {
@@ -374,9 +381,12 @@ impl Session {
             fatal(code, e.to_string(), CLOSE_PROTOCOL)
         })?;
         match (&self.state, msg) {
-            (State::AwaitingHello, Msg::Hello { minor, token, .. }) => {
-                self.hello(minor, &token).await
-            }
+            (
+                State::AwaitingHello,
+                Msg::Hello {
+                    minor, site, token, ..
+                },
+            ) => self.hello(minor, site, &token).await,
             (State::AwaitingHello, m) => Err(fatal(
                 "protocol/unexpected-message",
                 format!("the first message must be hello, not {}", m.name()),
@@ -413,7 +423,7 @@ impl Session {
                     id,
                     have,
                 },
-            ) => self.want(collection, id, have).await,
+            ) => self.want(collection, id, have),
             (_, Msg::Ping { nonce }) => self.send(Msg::Pong { nonce }).await,
             (_, Msg::Pong { .. }) | (_, Msg::Unknown { .. }) => Ok(()),
             (_, Msg::Bye { .. }) => Err(Stop::Quiet(CLOSE_NORMAL)),
@@ -442,7 +452,7 @@ impl Session {
 
     // `min(client, server)`: a no-op while the server speaks minor 0.
     #[allow(clippy::unnecessary_min_or_max)]
-    async fn hello(&mut self, minor: u16, token: &str) -> Result<(), Stop> {
+    async fn hello(&mut self, minor: u16, site: SiteId, token: &str) -> Result<(), Stop> {
         let webhook = self
             .hub
             .options
@@ -451,7 +461,7 @@ impl Session {
             .filter(|_| !token.starts_with(crate::auth::SECRET_PREFIX));
         let mut client_info = None;
         let (perms, user, expires_at, key) = if self.hub.options.playground {
-            (Permissions::all(), "playground".to_owned(), None, None)
+            (Permissions::all(), PLAYGROUND_USER.to_owned(), None, None)
         } else if let Some(webhook) = webhook {
             // Not an API key, and the operator has an authentication webhook: ask it.
             match webhook.authenticate(token).await {
@@ -496,6 +506,8 @@ impl Session {
                 Err(e) => return Err(fatal("auth/invalid-token", e.to_string(), CLOSE_POLICY)),
             }
         };
+        self.bind_site(site, key.as_ref().map(|(id, _)| id.as_str()), &user)
+            .await?;
         let feed = self.hub.feed().await.map_err(|e| store_failure(&e))?;
         // Subscribe before reading the position: nothing after it can be missed.
         let rx = feed.subscribe();
@@ -506,6 +518,7 @@ impl Session {
         let window = self.hub.options.window;
         self.state = State::Open(Box::new(Open {
             access: Access::new(perms),
+            site,
             expires_at,
             key,
             epoch,
@@ -518,6 +531,7 @@ impl Session {
             acked: 0,
             limit: u64::from(window),
             live_turn: false,
+            wants: std::collections::VecDeque::new(),
         }));
         let expires_in =
             expires_at.map_or(0, |t| u64::try_from(t - now_secs()).unwrap_or(0).max(1));
@@ -548,6 +562,41 @@ impl Session {
                     "sync session: the webhook's clientInfo is larger than a frame; not sent"
                 );
             }
+        }
+        Ok(())
+    }
+
+    /// Binds the peer's site id to its identity (its API key, else its user): a site belongs to
+    /// one identity for good, and never to a peer when it is a bigpeer process's. A peer that
+    /// claims a taken site could forge another writer's stamps or shadow its changes.
+    async fn bind_site(&self, site: SiteId, key: Option<&str>, user: &str) -> Result<(), Stop> {
+        let taken = || {
+            fatal(
+                SITE_TAKEN,
+                format!("site id {site} belongs to another peer or server: each peer (each local store) needs its own random site id"),
+                CLOSE_POLICY,
+            )
+        };
+        if site == SiteId(0) || site == self.hub.store.site() {
+            return Err(taken());
+        }
+        self.hub
+            .register_server_site()
+            .await
+            .map_err(|e| store_failure(&e))?;
+        let owner = match key {
+            Some(id) => format!("key:{id}"),
+            None => format!("user:{user}"),
+        };
+        let found = self
+            .hub
+            .store
+            .claim_site(site, &owner)
+            .await
+            .map_err(|e| store_failure(&e))?;
+        if found != owner {
+            tracing::warn!(%site, claimed_by = %owner, "sync hello with a site id that belongs to another identity");
+            return Err(taken());
         }
         Ok(())
     }
@@ -612,6 +661,7 @@ impl Session {
             State::Open(o) => {
                 o.sent < o.limit
                     && (o.pending.len() > 0
+                        || !o.wants.is_empty()
                         || o.subs
                             .values()
                             .any(|s| matches!(s.phase, Phase::CatchingUp { .. })))
@@ -620,9 +670,13 @@ impl Session {
         }
     }
 
-    /// Sends one batch: live changes or a page of an initial sync, taking turns.
+    /// Sends one batch: the answer to the oldest `Want`, else live changes or a page of an
+    /// initial sync, taking turns.
     async fn pump(&mut self) -> Result<(), Stop> {
         let o = self.open()?;
+        if let Some((collection, id, have)) = o.wants.pop_front() {
+            return self.answer_want(collection, id, have).await;
+        }
         let catching_up = o
             .subs
             .iter()
@@ -857,6 +911,7 @@ impl Session {
     /// Matches one feed change against the live subscriptions.
     fn live(&mut self, doc: Arc<StoredDoc>) -> Result<(), Stop> {
         let max_pending = self.hub.options.max_pending;
+        let max_pending_bytes = self.hub.options.max_pending_bytes;
         let o = self.open()?;
         if doc.seq <= o.feed_seq {
             return Ok(());
@@ -883,10 +938,41 @@ impl Session {
                 CLOSE_POLICY,
             ));
         }
+        if o.pending.bytes() > max_pending_bytes {
+            return Err(fatal(
+                "sync/slow-consumer",
+                format!(
+                    "more than {max_pending_bytes} bytes of changes wait for the peer's credit"
+                ),
+                CLOSE_POLICY,
+            ));
+        }
         Ok(())
     }
 
-    async fn want(
+    /// Queues a `Want`: its answer is a batch, sent within the peer's credit like every other
+    /// (a peer that asks and does not read holds at most `MAX_WANTS` small requests, never the
+    /// answers). A repeated request replaces the queued one; past the bound the request is
+    /// dropped (a `Want` is a hint: the peer asks again).
+    fn want(&mut self, collection: String, id: DocId, have: VersionVector) -> Result<(), Stop> {
+        let o = self.open()?;
+        if let Some(w) = o
+            .wants
+            .iter_mut()
+            .find(|(c, i, _)| *c == collection && *i == id)
+        {
+            w.2 = have;
+            return Ok(());
+        }
+        if o.wants.len() >= MAX_WANTS {
+            tracing::debug!(session = %self.session, "too many wants waiting for credit; dropped one");
+            return Ok(());
+        }
+        o.wants.push_back((collection, id, have));
+        Ok(())
+    }
+
+    async fn answer_want(
         &mut self,
         collection: String,
         id: DocId,
@@ -936,9 +1022,12 @@ impl Session {
     }
 
     async fn push(&mut self, push: u64, changes: Vec<DocChange>) -> Result<(), Stop> {
+        let bound = clock_bound(self.hub.options.max_clock_skew);
         let o = self.open()?;
+        let peer = o.site;
         let mut results: Vec<Option<PushResult>> = vec![None; changes.len()];
         let mut work = Vec::new();
+        let mut scopes: BTreeMap<String, Result<WriteScope, String>> = BTreeMap::new();
         for (i, c) in changes.into_iter().enumerate() {
             if !valid_collection(&c.collection) {
                 results[i] = Some(PushResult::Denied {
@@ -946,19 +1035,15 @@ impl Session {
                 });
                 continue;
             }
-            match o.access.write(&c.collection) {
-                Ok(Allowed::All) => work.push((i, c, None)),
-                Ok(Allowed::Matching(p)) => work.push((i, c, Some(p))),
-                Ok(Allowed::Nothing) => {
-                    results[i] = Some(PushResult::Denied {
-                        code: "auth/forbidden".into(),
-                    })
-                }
-                Err(e) => {
-                    results[i] = Some(PushResult::Denied {
-                        code: e.code().into(),
-                    })
-                }
+            let scope = scopes
+                .entry(c.collection.clone())
+                .or_insert_with(|| {
+                    WriteScope::of(&o.access, &c.collection).map_err(|e| e.code().to_owned())
+                })
+                .clone();
+            match scope {
+                Ok(scope) => work.push((i, c, scope)),
+                Err(code) => results[i] = Some(PushResult::Denied { code }),
             }
         }
         let txn = if work.is_empty() {
@@ -984,7 +1069,7 @@ impl Session {
                 .collect();
             let job = move |w: &mut Working<'_>| -> Result<Vec<(usize, PushResult)>, StoreError> {
                 work.iter()
-                    .map(|(i, c, allowed)| Ok((*i, merge_one(w, c, allowed.as_ref())?)))
+                    .map(|(i, c, scope)| Ok((*i, merge_one(w, c, scope, peer, bound)?)))
                     .collect()
             };
             let (done, info) = self
@@ -1024,6 +1109,12 @@ impl Session {
         .await
     }
 }
+
+/// The user of playground sessions.
+const PLAYGROUND_USER: &str = "playground";
+
+/// Fatal error code of a hello whose site id belongs to another peer or server.
+const SITE_TAKEN: &str = "sync/site-taken";
 
 /// Resolves when the session's key (`(id, watch)`) is revoked; never without a key.
 async fn key_revoked(key: Option<&mut (String, Revoked)>) {

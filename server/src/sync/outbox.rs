@@ -20,6 +20,8 @@ pub(super) struct PendingDoc {
 pub(super) struct Pending {
     by_seq: BTreeMap<i64, PendingDoc>,
     seq_of: BTreeMap<(String, Vec<u8>), i64>,
+    /// The stored size of the documents held.
+    bytes: usize,
 }
 
 impl Pending {
@@ -28,15 +30,18 @@ impl Pending {
         let mut all = subs;
         if let Some(old) = self.seq_of.remove(&key) {
             if let Some(p) = self.by_seq.remove(&old) {
+                self.bytes = self.bytes.saturating_sub(p.doc.bytes);
                 all.extend(p.subs);
             }
         }
+        self.bytes += doc.bytes;
         self.seq_of.insert(key, doc.seq);
         self.by_seq.insert(doc.seq, PendingDoc { doc, subs: all });
     }
 
     pub fn pop(&mut self) -> Option<PendingDoc> {
         let (_, p) = self.by_seq.pop_first()?;
+        self.bytes = self.bytes.saturating_sub(p.doc.bytes);
         self.seq_of
             .remove(&(p.doc.collection.clone(), p.doc.id.key()));
         Some(p)
@@ -48,6 +53,12 @@ impl Pending {
 
     pub fn len(&self) -> usize {
         self.by_seq.len()
+    }
+
+    /// The stored size of the documents waiting (a bound on what they take in memory, up to a
+    /// constant factor).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
