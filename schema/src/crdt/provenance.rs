@@ -51,6 +51,8 @@ struct Rules<'a> {
     own: SiteId,
     bound: Hlc,
     known: &'a VersionVector,
+    /// The stamps of the removals in the receiver's state.
+    removals: Vec<Stamp>,
 }
 
 impl Rules<'_> {
@@ -69,6 +71,14 @@ impl Rules<'_> {
         } else {
             Ok(())
         }
+    }
+
+    /// Whether the site of `s` made a removal at or after it (removal stamps are kept as the
+    /// newest per site and slot).
+    fn removed_since(&self, s: Stamp) -> bool {
+        self.removals
+            .iter()
+            .any(|r| r.site == s.site && r.hlc >= s.hlc)
     }
 
     fn stamp(&self, s: Stamp) -> Check {
@@ -113,6 +123,9 @@ impl Rules<'_> {
                 match mine.and_then(|m| m.epoch.as_ref()) {
                     Some(m) if m.stamp > e.stamp => {}
                     Some(m) if m.stamp == e.stamp && m.base == e.base => {}
+                    // A counter that the peer's own increment re-created after a removal
+                    // starts from zero in an epoch stamped by that removal, whoever made it.
+                    _ if e.base == N::ZERO && self.removed_since(e.stamp) => {}
                     _ => return Err(self.foreign(e.stamp.site)),
                 }
             }
@@ -184,6 +197,18 @@ impl Rules<'_> {
     }
 }
 
+/// Every removal stamp under `slot`.
+fn removals(slot: &Slot, out: &mut Vec<Stamp>) {
+    if let Some(t) = &slot.tomb {
+        out.extend(t.removers.iter().map(|(site, hlc)| Stamp::new(hlc, site)));
+    }
+    if let Some(m) = &slot.map {
+        for e in m.entries.values() {
+            removals(e, out);
+        }
+    }
+}
+
 /// `mine` at or above `theirs` (a per-site total only grows).
 fn grows<N: CounterNum>(mine: N, theirs: N) -> bool {
     mine.max(theirs) == mine
@@ -200,10 +225,13 @@ impl Delta {
         own: SiteId,
         bound: Hlc,
     ) -> Result<(), ProvenanceError> {
+        let mut found = Vec::new();
+        removals(&current.root, &mut found);
         let rules = Rules {
             own,
             bound,
             known: &current.vv,
+            removals: found,
         };
         rules.vv(&self.state.vv)?;
         rules.slot(&self.state.root, Some(&current.root))

@@ -244,8 +244,13 @@ impl Executor {
                         .fetch_all(&self.store.reads())
                         .await
                         .map_err(StoreError::from)?;
-                        names.retain(|n| access.can_read_some(n));
-                        eval::select(&select, &eval::system_collection_docs(&names))?
+                        let mut listed = Vec::with_capacity(names.len());
+                        for name in names {
+                            if self.has_readable(&name, access).await? {
+                                listed.push(name);
+                            }
+                        }
+                        eval::select(&select, &eval::system_collection_docs(&listed))?
                     }
                 };
                 Ok(self.read_result(items).await?)
@@ -302,6 +307,29 @@ impl Executor {
                 }
                 Ok(self.read_result(vec![item]).await?)
             }
+        }
+    }
+
+    /// Whether `collection` holds a live document `access` may read: a collection whose
+    /// documents are all outside the read permission is not listed (its existence would say
+    /// that documents the caller may not read exist).
+    async fn has_readable(&self, collection: &str, access: &Access) -> Result<bool, ServiceError> {
+        let permission = match access.read(collection)? {
+            Allowed::All => return Ok(true),
+            Allowed::Nothing => return Ok(false),
+            Allowed::Matching(p) => p,
+        };
+        let probe = plan::check(
+            &bigpeer_dql::parse("SELECT _id FROM c LIMIT 1")?,
+            &BTreeMap::new(),
+        )?;
+        let Plan::Select(mut select) = probe else {
+            return Ok(false);
+        };
+        select.source = Source::Collection(collection.to_owned());
+        match sql::compile_within(&Plan::Select(select), Some(&permission))? {
+            CompiledPlan::Query(c) => Ok(!self.query_items(&c).await?.is_empty()),
+            _ => Ok(false),
         }
     }
 

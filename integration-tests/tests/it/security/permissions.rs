@@ -72,6 +72,7 @@ async fn seed(app: &TestApp) {
 /// Bob's document in one of the states the limited key must not be able to tell apart.
 async fn bob_in_state(app: &TestApp, state: usize) {
     execute(app, "EVICT FROM cars WHERE _id = 'bob'").await;
+    execute(app, "EVICT FROM diaries WHERE _id = 'bob'").await;
     let doc = match state {
         0 => Some("{'_id': 'bob', 'owner': 'bob', 'salary': 300000, 'color': 'red', 'hits': 1}"),
         1 => Some("{'_id': 'bob', 'owner': 'bob', 'salary': 'high', 'color': 5, 'tags': [1, 2], 'deep': {'x': {'y': 1}}}"),
@@ -79,6 +80,8 @@ async fn bob_in_state(app: &TestApp, state: usize) {
     };
     if let Some(d) = doc {
         execute(app, &format!("INSERT INTO cars DOCUMENTS ({d})")).await;
+        // Bob's diary is the only one: the key may read some diaries, none of these.
+        execute(app, &format!("INSERT INTO diaries DOCUMENTS ({d})")).await;
     }
 }
 
@@ -106,6 +109,8 @@ fn probes() -> Vec<Req> {
         Req::Dql("SELECT owner, COUNT(*) AS n FROM cars GROUP BY owner"),
         Req::Dql("SELECT * FROM cars WHERE salary / 0 > 1 OR abs(color) > 1"),
         Req::Dql("SELECT * FROM cars WHERE deserialize_json(color) = 1"),
+        Req::Dql("SELECT * FROM system:collections"),
+        Req::Dql("SELECT COUNT(*) AS n FROM diaries"),
         Req::Legacy(json!([
             {"method": "update", "collection": "cars", "query": "salary > 200000",
              "commands": [{"method": "set", "path": "color", "value": "x"}]}
@@ -171,11 +176,11 @@ async fn no_answer_depends_on_documents_outside_the_read_permission() {
     // Read and write limited alike; read limited with writes everywhere; read limited in the
     // DQL predicate language.
     let keys = [
-        json!({"read": {"queriesByCollection": {"cars": ["owner == 'alice'"]}},
+        json!({"read": {"queriesByCollection": {"cars": ["owner == 'alice'"], "diaries": ["owner == 'alice'"]}},
                "write": {"queriesByCollection": {"cars": ["owner == 'alice'"]}}}),
-        json!({"read": {"queriesByCollection": {"cars": ["owner == 'alice'"]}},
+        json!({"read": {"queriesByCollection": {"cars": ["owner == 'alice'"], "diaries": ["owner == 'alice'"]}},
                "write": {"everything": true}}),
-        json!({"read": {"queriesByCollection": {"cars": ["owner = 'alice'"]}},
+        json!({"read": {"queriesByCollection": {"cars": ["owner = 'alice'"], "diaries": ["owner = 'alice'"]}},
                "write": {"queriesByCollection": {"cars": ["true"]}}, "qlVersion": 1}),
     ];
     for perms in keys {
@@ -205,7 +210,7 @@ async fn inserting_a_foreign_id_is_refused_alike_whatever_the_document_holds() {
     seed(&app).await;
     let token = limited_key(
         &app,
-        json!({"read": {"queriesByCollection": {"cars": ["owner == 'alice'"]}},
+        json!({"read": {"queriesByCollection": {"cars": ["owner == 'alice'"], "diaries": ["owner == 'alice'"]}},
                "write": {"everything": true}}),
     )
     .await;
@@ -332,7 +337,7 @@ async fn sync_pushes_to_documents_outside_the_read_permission_are_denied_alike()
     // Writes everywhere, reads only alice's documents.
     let token = limited_key(
         &app,
-        json!({"read": {"queriesByCollection": {"cars": ["owner == 'alice'"]}},
+        json!({"read": {"queriesByCollection": {"cars": ["owner == 'alice'"], "diaries": ["owner == 'alice'"]}},
                "write": {"everything": true}}),
     )
     .await;
