@@ -238,7 +238,7 @@ impl Executor {
                         }
                     }
                     Source::SystemCollections => {
-                        let mut names: Vec<String> = sqlx::query_scalar(
+                        let names: Vec<String> = sqlx::query_scalar(
                             "SELECT DISTINCT collection FROM documents WHERE NOT deleted ORDER BY collection",
                         )
                         .fetch_all(&self.store.reads())
