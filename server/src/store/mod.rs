@@ -5,6 +5,7 @@ mod documents;
 mod error;
 mod feed;
 mod group;
+mod health;
 mod reads;
 mod system;
 mod txn;
@@ -18,7 +19,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 pub(crate) use documents::corrupt_row;
-pub use documents::{materialize_with_id, Change, Committed, Outcome, StoredDoc};
+pub use documents::{materialize_with_id, Change, ChangePage, Committed, Outcome, StoredDoc};
 pub use error::StoreError;
 pub use feed::{ChangeFeed, FeedOptions};
 pub use group::{GroupCommit, GroupCommitOptions};
@@ -58,6 +59,8 @@ pub struct Store {
     seen_txn: Arc<std::sync::atomic::AtomicI64>,
     /// Read pools of the threads that asked for one ([`Store::add_thread_reads`]).
     thread_reads: Arc<reads::ThreadReads>,
+    /// The document size limit in force and the rows found unreadable.
+    health: Arc<health::Health>,
 }
 
 impl Store {
@@ -81,7 +84,51 @@ impl Store {
             clock: Arc::new(Mutex::new(Clock::new(SiteId::random()))),
             seen_txn: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             thread_reads: Arc::new(reads::ThreadReads::new()),
+            health: Arc::new(health::Health::default()),
         })
+    }
+
+    /// Sets the document size limit (`document_size_hard_limit_bytes`, in bytes of the encoded
+    /// CRDT state): a write that would make a document larger is refused (`document/too-large`).
+    pub fn set_document_size_limit(&self, bytes: u64) {
+        self.health
+            .set_document_setting(usize::try_from(bytes).unwrap_or(usize::MAX));
+    }
+
+    /// Caps the document size limit whatever the setting says (a document must fit in a sync
+    /// frame). Only ever lowers the cap.
+    pub fn cap_document_size(&self, bytes: usize) {
+        self.health.cap_document(bytes);
+    }
+
+    /// The document size limit in force, in bytes of the encoded CRDT state.
+    pub fn document_size_limit(&self) -> usize {
+        self.health.document_limit()
+    }
+
+    /// Records a row that a reader could not read and skipped (logged, counted, remembered).
+    pub(crate) fn skipped_row(
+        &self,
+        reader: &str,
+        collection: &str,
+        key: &[u8],
+        seq: i64,
+        error: &dyn std::fmt::Display,
+    ) {
+        self.health
+            .skipped(reader, collection, key, seq, &error.to_string());
+    }
+
+    /// Records a stored value that a reader could not read and skipped, when the row is not
+    /// known (a query's answer): logged and counted.
+    pub(crate) fn skipped_value(&self, reader: &str, error: &dyn std::fmt::Display) {
+        self.health.skipped_unknown(reader, &error.to_string());
+    }
+
+    /// How many times readers skipped an unreadable row, and how many distinct unreadable rows
+    /// are known now.
+    pub fn unreadable_rows(&self) -> (u64, usize) {
+        (self.health.skipped_total(), self.health.known_unreadable())
     }
 
     /// Records that transaction `txn` is committed.
