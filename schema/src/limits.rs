@@ -91,7 +91,9 @@ type Result<T = ()> = std::result::Result<T, LimitError>;
 /// characters (U+0000 is `request/nul-character`).
 pub fn check_collection(name: &str) -> Result {
     if name.is_empty() {
-        return Err(LimitError::InvalidName("the collection name is empty".into()));
+        return Err(LimitError::InvalidName(
+            "the collection name is empty".into(),
+        ));
     }
     if name.len() > MAX_COLLECTION_BYTES {
         return Err(LimitError::TooLong(format!(
@@ -378,7 +380,7 @@ mod tests {
             set(vec!["a\0".into()], Value::Int(1)),
         ] {
             let mut d = Doc::new();
-            d.apply(&[bad.clone()], stamp).expect("apply");
+            d.apply(std::slice::from_ref(&bad), stamp).expect("apply");
             let state_err = check_state(&d).expect_err("state");
             let ops_err = check_ops(&[bad]).expect_err("ops");
             assert_eq!(state_err.code(), ops_err.code());

@@ -1021,7 +1021,10 @@ async fn a_database_refusal_fails_only_its_own_job() {
     for (i, rx) in answers {
         let r = rx.await.expect("answer");
         if i == 17 {
-            assert_eq!(r.expect_err("the poisoned job fails").code(), "store/backend");
+            assert_eq!(
+                r.expect_err("the poisoned job fails").code(),
+                "store/backend"
+            );
         } else {
             r.unwrap_or_else(|e| panic!("job {i} failed with its neighbour: {e}"));
         }
@@ -1045,7 +1048,12 @@ async fn writes_over_a_limit_fail_only_their_own_job() {
     let long_id = DocId::string("x".repeat(4000));
     let long_coll = "c".repeat(4000);
     let cases: Vec<(String, DocId, Vec<Op>, &str)> = vec![
-        ("c".into(), DocId::string("deep"), set_ops("a", deep), limits::TOO_DEEP),
+        (
+            "c".into(),
+            DocId::string("deep"),
+            set_ops("a", deep),
+            limits::TOO_DEEP,
+        ),
         (
             "c".into(),
             DocId::string("path"),
@@ -1056,10 +1064,30 @@ async fn writes_over_a_limit_fail_only_their_own_job() {
             }],
             limits::TOO_DEEP,
         ),
-        ("c".into(), long_id, set_ops("a", Value::Int(1)), limits::TOO_LONG),
-        (long_coll, DocId::string("a"), set_ops("a", Value::Int(1)), limits::TOO_LONG),
-        ("".into(), DocId::string("a"), set_ops("a", Value::Int(1)), "query/invalid"),
-        ("a\u{1}".into(), DocId::string("a"), set_ops("a", Value::Int(1)), "query/invalid"),
+        (
+            "c".into(),
+            long_id,
+            set_ops("a", Value::Int(1)),
+            limits::TOO_LONG,
+        ),
+        (
+            long_coll,
+            DocId::string("a"),
+            set_ops("a", Value::Int(1)),
+            limits::TOO_LONG,
+        ),
+        (
+            "".into(),
+            DocId::string("a"),
+            set_ops("a", Value::Int(1)),
+            "query/invalid",
+        ),
+        (
+            "a\u{1}".into(),
+            DocId::string("a"),
+            set_ops("a", Value::Int(1)),
+            "query/invalid",
+        ),
     ];
     let mut jobs = Vec::new();
     let mut answers = Vec::new();
@@ -1082,7 +1110,10 @@ async fn writes_over_a_limit_fail_only_their_own_job() {
         assert_eq!(e.code(), code, "{e}");
         assert!(e.is_refusal() || code == "query/invalid", "{e}");
     }
-    ok_rx.await.expect("answer").expect("the valid write commits");
+    ok_rx
+        .await
+        .expect("answer")
+        .expect("the valid write commits");
     let stored = s.changes_since(0, 100).await.expect("feed");
     assert_eq!(stored.len(), 1);
     db.drop_db().await;
@@ -1146,9 +1177,12 @@ async fn the_document_size_limit_holds_for_small_writes() {
 async fn an_unreadable_row_fails_only_its_own_document() {
     let db = TestDb::new().await;
     let s = &db.store;
-    s.apply(vec![insert("c", "bad", r#"{"a":1}"#), insert("c", "good", r#"{"a":1}"#)])
-        .await
-        .expect("insert");
+    s.apply(vec![
+        insert("c", "bad", r#"{"a":1}"#),
+        insert("c", "good", r#"{"a":1}"#),
+    ])
+    .await
+    .expect("insert");
     sqlx::query("UPDATE documents SET meta = '\\x01ffff'::bytea WHERE id = $1")
         .bind(DocId::string("bad").key())
         .execute(s.pool())
@@ -1175,7 +1209,9 @@ async fn an_unreadable_row_fails_only_its_own_document() {
         ra.await.expect("answer").expect_err("unreadable").code(),
         "crdt/corrupt"
     );
-    rb.await.expect("answer").expect("the other document is written");
+    rb.await
+        .expect("answer")
+        .expect("the other document is written");
     s.transact(vec![("c".to_owned(), bad.clone())], {
         let bad = bad.clone();
         move |w| w.evict("c", &bad)

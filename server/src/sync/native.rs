@@ -562,7 +562,10 @@ impl Session {
 
     /// Bytes of changes one batch may carry: the frame must stay within `max_frame`.
     fn frame_budget(&self) -> usize {
-        self.hub.options.max_frame.saturating_sub(super::FRAME_SLACK)
+        self.hub
+            .options
+            .max_frame
+            .saturating_sub(super::FRAME_SLACK)
     }
 
     /// A document whose change cannot fit in a frame (written before the document size limit
@@ -684,7 +687,8 @@ impl Session {
             else {
                 continue;
             };
-            let size = wire::change_size(&change.collection, &change.id, change.delta.encode().len());
+            let size =
+                wire::change_size(&change.collection, &change.id, change.delta.encode().len());
             if size > budget {
                 oversized.push((change.collection, change.id, size));
                 continue;

@@ -77,7 +77,8 @@ fn value(v: &serde_json::Value) -> Value {
 /// A peer's new document `id` in `coll` with `ops` applied by `site`.
 fn pushed(coll: &str, id: DocId, site: u128, ops: &[Op]) -> bigpeer_schema::wire::DocChange {
     let mut d = Doc::new();
-    d.apply(ops, Clock::new(SiteId(site)).tick()).expect("apply");
+    d.apply(ops, Clock::new(SiteId(site)).tick())
+        .expect("apply");
     bigpeer_schema::wire::DocChange {
         collection: coll.into(),
         id,
@@ -96,7 +97,11 @@ fn set(path: &[&str], v: Value) -> Op {
 }
 
 /// Pushes `changes` and returns the results.
-async fn push(p: &mut Peer, n: u64, changes: Vec<bigpeer_schema::wire::DocChange>) -> Vec<PushResult> {
+async fn push(
+    p: &mut Peer,
+    n: u64,
+    changes: Vec<bigpeer_schema::wire::DocChange>,
+) -> Vec<PushResult> {
     p.send(&Msg::Push { push: n, changes }).await;
     loop {
         match p.recv().await {
@@ -122,11 +127,23 @@ async fn nesting_over_the_limit_is_refused_on_every_path() {
     let insert = "INSERT INTO c DOCUMENTS (:d)";
 
     // At the limit: a document 64 deep (the document object, then 63 more).
-    let (s, b) = exec(&app, &token, insert, json!({"d": {"_id": "max", "v": nested(63)}})).await;
+    let (s, b) = exec(
+        &app,
+        &token,
+        insert,
+        json!({"d": {"_id": "max", "v": nested(63)}}),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     // One more, or far more (past what serde_json reads back, 128): refused.
     for (id, levels) in [("over", 64), ("far", 120)] {
-        let (s, b) = exec(&app, &token, insert, json!({"d": {"_id": id, "v": nested(levels)}})).await;
+        let (s, b) = exec(
+            &app,
+            &token,
+            insert,
+            json!({"d": {"_id": id, "v": nested(levels)}}),
+        )
+        .await;
         assert_eq!((s, code(&b)), (400, "request/too-deep"), "{id}: {b}");
     }
     // SET: a deep value, a long path, a long path plus a deep value.
@@ -148,7 +165,13 @@ async fn nesting_over_the_limit_is_refused_on_every_path() {
     let (s, b) = exec(&app, &token, insert, json!({"d": {"_id": nested_id(16)}})).await;
     assert_eq!(s, 200, "{b}");
     for levels in [17, 65] {
-        let (s, b) = exec(&app, &token, insert, json!({"d": {"_id": nested_id(levels)}})).await;
+        let (s, b) = exec(
+            &app,
+            &token,
+            insert,
+            json!({"d": {"_id": nested_id(levels)}}),
+        )
+        .await;
         assert_eq!((s, code(&b)), (400, "request/too-deep"), "id {levels}: {b}");
     }
 
@@ -159,8 +182,18 @@ async fn nesting_over_the_limit_is_refused_on_every_path() {
         json!({"method": "update", "collection": "c", "query": "_id == 'max'",
                "commands": [{"method": "set", "path": long_path, "value": 1}]}),
     ] {
-        let (s, b) = post(&app, &token, "/api/v4/store/write", json!({"commands": [command]})).await;
-        assert_eq!((s, b["code"].as_str()), (400, Some("request/too-deep")), "{b}");
+        let (s, b) = post(
+            &app,
+            &token,
+            "/api/v4/store/write",
+            json!({"commands": [command]}),
+        )
+        .await;
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (400, Some("request/too-deep")),
+            "{b}"
+        );
     }
 
     // A sync push: each change refused on its own, the valid one applied.
@@ -171,9 +204,24 @@ async fn nesting_over_the_limit_is_refused_on_every_path() {
         1,
         vec![
             pushed("c", DocId::string("s1"), 11, &[set(&["v"], deep_value)]),
-            pushed("c", DocId::string("s2"), 12, &[set(&vec!["p"; 70], value(&nested(70)))]),
-            pushed("c", DocId::new(value(&nested_id(40))).expect("id"), 13, &[set(&["a"], Value::Int(1))]),
-            pushed("c", DocId::string("s4"), 14, &[set(&["fine"], Value::Int(1))]),
+            pushed(
+                "c",
+                DocId::string("s2"),
+                12,
+                &[set(&vec!["p"; 70], value(&nested(70)))],
+            ),
+            pushed(
+                "c",
+                DocId::new(value(&nested_id(40))).expect("id"),
+                13,
+                &[set(&["a"], Value::Int(1))],
+            ),
+            pushed(
+                "c",
+                DocId::string("s4"),
+                14,
+                &[set(&["fine"], Value::Int(1))],
+            ),
         ],
     )
     .await;
@@ -194,7 +242,13 @@ async fn nesting_over_the_limit_is_refused_on_every_path() {
     assert_eq!(items.len(), 3, "{b}");
     let max = items.iter().find(|d| d["_id"] == "max").expect("max");
     assert_eq!(max["v"], nested(63));
-    let (s, _) = exec(&app, &token, "UPDATE c SET v = 2 WHERE _id = 'max'", json!({})).await;
+    let (s, _) = exec(
+        &app,
+        &token,
+        "UPDATE c SET v = 2 WHERE _id = 'max'",
+        json!({}),
+    )
+    .await;
     assert_eq!(s, 200, "the document at the limit can be updated");
     app.shutdown().await;
 }
@@ -209,12 +263,42 @@ async fn names_and_ids_are_checked_alike_everywhere() {
     let token = admin(&app).await;
     let long = "x".repeat(4000);
     let cases: Vec<(&str, String, serde_json::Value, &str)> = vec![
-        ("empty collection", "INSERT INTO `` DOCUMENTS ({'_id': 'a'})".into(), json!({}), "query/invalid"),
-        ("control character", "INSERT INTO `a\u{1}b` DOCUMENTS ({'_id': 'a'})".into(), json!({}), "query/invalid"),
-        ("long collection", format!("INSERT INTO `{long}` DOCUMENTS ({{'_id': 'a'}})"), json!({}), "request/too-long"),
-        ("long id", "INSERT INTO c DOCUMENTS (:d)".into(), json!({"d": {"_id": long}}), "request/too-long"),
-        ("nul value", "INSERT INTO c DOCUMENTS (:d)".into(), json!({"d": {"_id": "n", "s": "a\u{0}b"}}), "request/nul-character"),
-        ("deep", "INSERT INTO c DOCUMENTS (:d)".into(), json!({"d": {"_id": "d", "v": nested(80)}}), "request/too-deep"),
+        (
+            "empty collection",
+            "INSERT INTO `` DOCUMENTS ({'_id': 'a'})".into(),
+            json!({}),
+            "query/invalid",
+        ),
+        (
+            "control character",
+            "INSERT INTO `a\u{1}b` DOCUMENTS ({'_id': 'a'})".into(),
+            json!({}),
+            "query/invalid",
+        ),
+        (
+            "long collection",
+            format!("INSERT INTO `{long}` DOCUMENTS ({{'_id': 'a'}})"),
+            json!({}),
+            "request/too-long",
+        ),
+        (
+            "long id",
+            "INSERT INTO c DOCUMENTS (:d)".into(),
+            json!({"d": {"_id": long}}),
+            "request/too-long",
+        ),
+        (
+            "nul value",
+            "INSERT INTO c DOCUMENTS (:d)".into(),
+            json!({"d": {"_id": "n", "s": "a\u{0}b"}}),
+            "request/nul-character",
+        ),
+        (
+            "deep",
+            "INSERT INTO c DOCUMENTS (:d)".into(),
+            json!({"d": {"_id": "d", "v": nested(80)}}),
+            "request/too-deep",
+        ),
     ];
     let mut small = smallpeer::Store::open_in_memory().expect("small peer");
     for (what, statement, args, expected) in &cases {
@@ -229,7 +313,10 @@ async fn names_and_ids_are_checked_alike_everywhere() {
     }
     // A small peer's later edits of a valid document still go (nothing was stuck).
     small
-        .execute("INSERT INTO c DOCUMENTS ({'_id': 'ok', 'n': 1})", &BTreeMap::new())
+        .execute(
+            "INSERT INTO c DOCUMENTS ({'_id': 'ok', 'n': 1})",
+            &BTreeMap::new(),
+        )
         .expect("valid write");
 
     // The legacy route.
@@ -247,7 +334,11 @@ async fn names_and_ids_are_checked_alike_everywhere() {
             json!({"commands": [{"method": "upsert", "collection": collection, "id": id, "value": {"n": 1}}]}),
         )
         .await;
-        assert_eq!((s, b["code"].as_str()), (400, Some(expected)), "{collection:?}: {b}");
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (400, Some(expected)),
+            "{collection:?}: {b}"
+        );
     }
 
     // A sync push.
@@ -261,7 +352,12 @@ async fn names_and_ids_are_checked_alike_everywhere() {
             one("a\u{1}b", DocId::string("a"), 22),
             one(&long, DocId::string("a"), 23),
             one("c", DocId::string(long.clone()), 24),
-            pushed("c", DocId::string("n"), 25, &[set(&["s"], Value::String("a\0b".into()))]),
+            pushed(
+                "c",
+                DocId::string("n"),
+                25,
+                &[set(&["s"], Value::String("a\0b".into()))],
+            ),
             one("c", DocId::string("fine"), 26),
         ],
     )
@@ -279,7 +375,11 @@ async fn names_and_ids_are_checked_alike_everywhere() {
     );
     let (s, b) = exec(&app, &token, "SELECT * FROM system:collections", json!({})).await;
     assert_eq!(s, 200, "{b}");
-    assert_eq!(b["items"].as_array().map(Vec::len), Some(1), "only `c` exists: {b}");
+    assert_eq!(
+        b["items"].as_array().map(Vec::len),
+        Some(1),
+        "only `c` exists: {b}"
+    );
     app.shutdown().await;
 }
 
@@ -310,18 +410,42 @@ async fn recv_sized(p: &mut Peer) -> (Msg, usize) {
 async fn the_document_size_limit_holds_and_every_frame_fits() {
     let app = TestApp::spawn().await;
     let token = admin(&app).await;
-    let (_, b) = exec(&app, &token, "SHOW document_size_hard_limit_bytes", json!({})).await;
+    let (_, b) = exec(
+        &app,
+        &token,
+        "SHOW document_size_hard_limit_bytes",
+        json!({}),
+    )
+    .await;
     assert_eq!(b["items"][0]["document_size_hard_limit_bytes"], 5_242_880);
     assert_eq!(app.app.store().document_size_limit(), 5_242_880);
 
-    let (s, b) = exec(&app, &token, "ALTER SYSTEM SET document_size_hard_limit_bytes = 200000", json!({})).await;
+    let (s, b) = exec(
+        &app,
+        &token,
+        "ALTER SYSTEM SET document_size_hard_limit_bytes = 200000",
+        json!({}),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     let chunk = "y".repeat(30_000);
-    let (s, _) = exec(&app, &token, "INSERT INTO big DOCUMENTS ({'_id': 'g'})", json!({})).await;
+    let (s, _) = exec(
+        &app,
+        &token,
+        "INSERT INTO big DOCUMENTS ({'_id': 'g'})",
+        json!({}),
+    )
+    .await;
     assert_eq!(s, 200);
     let mut refused_at = None;
     for i in 0..20 {
-        let (s, b) = exec(&app, &token, &format!("UPDATE big SET f{i} = :c WHERE _id = 'g'"), json!({"c": chunk})).await;
+        let (s, b) = exec(
+            &app,
+            &token,
+            &format!("UPDATE big SET f{i} = :c WHERE _id = 'g'"),
+            json!({"c": chunk}),
+        )
+        .await;
         if s != 200 {
             assert_eq!((s, code(&b)), (400, "document/too-large"), "{b}");
             refused_at = Some(i);
@@ -338,7 +462,11 @@ async fn the_document_size_limit_holds_and_every_frame_fits() {
                              "commands": [{"method": "set", "path": "more", "value": chunk}]}]}),
     )
     .await;
-    assert_eq!((s, b["code"].as_str()), (400, Some("document/too-large")), "{b}");
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (400, Some("document/too-large")),
+        "{b}"
+    );
     let (mut p, welcome) = Peer::open(&app, &token).await;
     let Msg::Welcome { max_frame, .. } = welcome else {
         unreachable!()
@@ -346,7 +474,12 @@ async fn the_document_size_limit_holds_and_every_frame_fits() {
     let results = push(
         &mut p,
         1,
-        vec![pushed("big", DocId::string("h"), 31, &[set(&["s"], Value::String("z".repeat(300_000)))])],
+        vec![pushed(
+            "big",
+            DocId::string("h"),
+            31,
+            &[set(&["s"], Value::String("z".repeat(300_000)))],
+        )],
     )
     .await;
     assert_eq!(results, vec![denied("document/too-large")]);
@@ -354,7 +487,10 @@ async fn the_document_size_limit_holds_and_every_frame_fits() {
     let mut small = smallpeer::Store::open_in_memory().expect("small peer");
     let none = BTreeMap::new();
     small
-        .execute("ALTER SYSTEM SET document_size_hard_limit_bytes = 200000", &none)
+        .execute(
+            "ALTER SYSTEM SET document_size_hard_limit_bytes = 200000",
+            &none,
+        )
         .expect("alter");
     let mut args = BTreeMap::new();
     args.insert("c".to_owned(), Value::String("z".repeat(300_000)));
@@ -366,16 +502,34 @@ async fn the_document_size_limit_holds_and_every_frame_fits() {
     // A limit above what a frame holds is capped: built by writes of 3 MB each, the document is
     // refused before it passes max_frame, and a subscribed peer gets every version in frames
     // no larger than max_frame.
-    let (s, _) = exec(&app, &token, "ALTER SYSTEM SET document_size_hard_limit_bytes = 100000000", json!({})).await;
+    let (s, _) = exec(
+        &app,
+        &token,
+        "ALTER SYSTEM SET document_size_hard_limit_bytes = 100000000",
+        json!({}),
+    )
+    .await;
     assert_eq!(s, 200);
     p.subscribe(1, "SELECT * FROM huge", None).await;
     p.until_caught_up(1).await;
-    let (s, _) = exec(&app, &token, "INSERT INTO huge DOCUMENTS ({'_id': 'h'})", json!({})).await;
+    let (s, _) = exec(
+        &app,
+        &token,
+        "INSERT INTO huge DOCUMENTS ({'_id': 'h'})",
+        json!({}),
+    )
+    .await;
     assert_eq!(s, 200);
     let three_mb = "w".repeat(3_000_000);
     let mut written = 0;
     for i in 0..4 {
-        let (s, b) = exec(&app, &token, &format!("UPDATE huge SET f{i} = :c WHERE _id = 'h'"), json!({"c": three_mb})).await;
+        let (s, b) = exec(
+            &app,
+            &token,
+            &format!("UPDATE huge SET f{i} = :c WHERE _id = 'h'"),
+            json!({"c": three_mb}),
+        )
+        .await;
         if s == 200 {
             written += 1;
         } else {
@@ -387,7 +541,10 @@ async fn the_document_size_limit_holds_and_every_frame_fits() {
     let mut seen = 0;
     while seen < 3 {
         let (m, bytes) = recv_sized(&mut p).await;
-        assert!(bytes as u64 <= max_frame, "a frame of {bytes} bytes, max_frame {max_frame}");
+        assert!(
+            bytes as u64 <= max_frame,
+            "a frame of {bytes} bytes, max_frame {max_frame}"
+        );
         if let Msg::Batch { changes, batch, .. } = m {
             seen += changes.len();
             p.send(&Msg::Ack { batch, credit: 8 }).await;
@@ -441,8 +598,22 @@ async fn an_unreadable_row_never_stops_the_feed_a_sync_or_a_select() {
     let bad_key = DocId::string("b").key();
     // b's CRDT state no longer decodes; a row whose id does not decode; a value nested far
     // deeper than any JSON reader takes (its state is fine).
-    raw_row(&app, "bad", &bad_key, Some(r#"{"_id":"b","x":1}"#), &[1, 0xff, 0xff]).await;
-    raw_row(&app, "bad", &[0xff, 0xfe], Some(r#"{"_id":"k","x":1}"#), &[1, 0xff]).await;
+    raw_row(
+        &app,
+        "bad",
+        &bad_key,
+        Some(r#"{"_id":"b","x":1}"#),
+        &[1, 0xff, 0xff],
+    )
+    .await;
+    raw_row(
+        &app,
+        "bad",
+        &[0xff, 0xfe],
+        Some(r#"{"_id":"k","x":1}"#),
+        &[1, 0xff],
+    )
+    .await;
     let mut deep_state = Doc::new();
     deep_state
         .apply(&[set(&["x"], Value::Int(1))], Clock::new(SiteId(41)).tick())
@@ -460,13 +631,22 @@ async fn an_unreadable_row_never_stops_the_feed_a_sync_or_a_select() {
     .await;
 
     // The feed goes on: a change of another collection reaches the peer.
-    let (s, _) = exec(&app, &token, "INSERT INTO other DOCUMENTS ({'_id': 'o'})", json!({})).await;
+    let (s, _) = exec(
+        &app,
+        &token,
+        "INSERT INTO other DOCUMENTS ({'_id': 'o'})",
+        json!({}),
+    )
+    .await;
     assert_eq!(s, 200);
     let (_, changes) = p.batch().await;
     assert_eq!(ids(&changes), vec!["\"o\""]);
 
     // Initial syncs of the damaged collection skip what they cannot read, with a filter or not.
-    for (sub, query) in [(2, "SELECT * FROM bad"), (3, "SELECT * FROM bad WHERE x = 1")] {
+    for (sub, query) in [
+        (2, "SELECT * FROM bad"),
+        (3, "SELECT * FROM bad WHERE x = 1"),
+    ] {
         p.subscribe(sub, query, None).await;
         let (changes, _) = p.until_caught_up(sub).await;
         assert_eq!(ids(&changes), vec!["\"a\"", "\"c\"", "\"deep\""], "{query}");
@@ -477,11 +657,20 @@ async fn an_unreadable_row_never_stops_the_feed_a_sync_or_a_select() {
     // damaged.)
     let (s, b) = exec(&app, &token, "SELECT * FROM bad", json!({})).await;
     assert_eq!(s, 200, "{b}");
-    let mut got: Vec<String> = b["items"].as_array().expect("items").iter().map(|d| d["_id"].to_string()).collect();
+    let mut got: Vec<String> = b["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|d| d["_id"].to_string())
+        .collect();
     got.sort();
     assert_eq!(got, vec!["\"a\"", "\"b\"", "\"c\"", "\"k\""], "{b}");
     let (s, b) = exec(&app, &token, "SELECT * FROM bad WHERE _id = 'c'", json!({})).await;
-    assert_eq!((s, b["items"].as_array().map(Vec::len)), (200, Some(1)), "{b}");
+    assert_eq!(
+        (s, b["items"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{b}"
+    );
 
     // Counted and shown.
     let (s, ready) = app.get("/readyz").await;
@@ -504,7 +693,13 @@ async fn an_unreadable_row_never_stops_the_feed_a_sync_or_a_select() {
     // The damaged document can be evicted (and is forgotten); the others are still written.
     let (s, b) = exec(&app, &token, "EVICT FROM bad WHERE _id = 'b'", json!({})).await;
     assert_eq!(s, 200, "{b}");
-    let (s, b) = exec(&app, &token, "UPDATE bad SET y = 2 WHERE _id = 'a'", json!({})).await;
+    let (s, b) = exec(
+        &app,
+        &token,
+        "UPDATE bad SET y = 2 WHERE _id = 'a'",
+        json!({}),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     let (_, ready) = app.get("/readyz").await;
     assert_eq!(
@@ -535,10 +730,26 @@ async fn one_bad_write_never_fails_its_neighbours() {
     let mut tasks = Vec::new();
     for i in 0..120 {
         let (statement, args, expected) = match i % 10 {
-            3 => ("INSERT INTO c DOCUMENTS (:d)".to_owned(), json!({"d": {"_id": long}}), 400),
-            5 => (format!("INSERT INTO `{long}` DOCUMENTS ({{'_id': 'a'}})"), json!({}), 400),
-            7 => ("INSERT INTO poison DOCUMENTS (:d)".to_owned(), json!({"d": {"_id": i}}), 503),
-            _ => ("INSERT INTO c DOCUMENTS (:d)".to_owned(), json!({"d": {"_id": i}}), 200),
+            3 => (
+                "INSERT INTO c DOCUMENTS (:d)".to_owned(),
+                json!({"d": {"_id": long}}),
+                400,
+            ),
+            5 => (
+                format!("INSERT INTO `{long}` DOCUMENTS ({{'_id': 'a'}})"),
+                json!({}),
+                400,
+            ),
+            7 => (
+                "INSERT INTO poison DOCUMENTS (:d)".to_owned(),
+                json!({"d": {"_id": i}}),
+                503,
+            ),
+            _ => (
+                "INSERT INTO c DOCUMENTS (:d)".to_owned(),
+                json!({"d": {"_id": i}}),
+                200,
+            ),
         };
         let url = app.app.url();
         let token = token.clone();
@@ -583,8 +794,21 @@ async fn a_document_too_large_for_a_frame_is_skipped_not_sent() {
         .expect("apply");
         d.encode()
     };
-    raw_row(&app, "h", &DocId::string("old").key(), Some(r#"{"_id":"old","s":"..."}"#), &huge(51)).await;
-    let (s, _) = exec(&app, &token, "INSERT INTO h DOCUMENTS ({'_id': 'small'})", json!({})).await;
+    raw_row(
+        &app,
+        "h",
+        &DocId::string("old").key(),
+        Some(r#"{"_id":"old","s":"..."}"#),
+        &huge(51),
+    )
+    .await;
+    let (s, _) = exec(
+        &app,
+        &token,
+        "INSERT INTO h DOCUMENTS ({'_id': 'small'})",
+        json!({}),
+    )
+    .await;
     assert_eq!(s, 200);
     let (mut p, welcome) = Peer::open(&app, &token).await;
     let Msg::Welcome { max_frame, .. } = welcome else {
@@ -594,21 +818,43 @@ async fn a_document_too_large_for_a_frame_is_skipped_not_sent() {
     let mut got = Vec::new();
     loop {
         let (m, bytes) = recv_sized(&mut p).await;
-        assert!(bytes as u64 <= max_frame, "a frame of {bytes} bytes, max_frame {max_frame}");
+        assert!(
+            bytes as u64 <= max_frame,
+            "a frame of {bytes} bytes, max_frame {max_frame}"
+        );
         match m {
             Msg::Batch { changes, batch, .. } => {
                 got.extend(changes.into_iter().map(|c| c.id.to_string()));
                 p.send(&Msg::Ack { batch, credit: 8 }).await;
             }
-            Msg::SubState { status: SubStatus::CaughtUp { .. }, .. } => break,
-            Msg::SubState { status: SubStatus::Active, .. } => {}
+            Msg::SubState {
+                status: SubStatus::CaughtUp { .. },
+                ..
+            } => break,
+            Msg::SubState {
+                status: SubStatus::Active,
+                ..
+            } => {}
             other => panic!("unexpected {other:?}"),
         }
     }
     assert_eq!(got, vec!["\"small\""]);
     // Live: the large document changes, then a small one; only the small one comes.
-    raw_row(&app, "h", &DocId::string("old").key(), Some(r#"{"_id":"old","s":"..."}"#), &huge(52)).await;
-    let (s, _) = exec(&app, &token, "INSERT INTO h DOCUMENTS ({'_id': 'later'})", json!({})).await;
+    raw_row(
+        &app,
+        "h",
+        &DocId::string("old").key(),
+        Some(r#"{"_id":"old","s":"..."}"#),
+        &huge(52),
+    )
+    .await;
+    let (s, _) = exec(
+        &app,
+        &token,
+        "INSERT INTO h DOCUMENTS ({'_id': 'later'})",
+        json!({}),
+    )
+    .await;
     assert_eq!(s, 200);
     let (m, bytes) = recv_sized(&mut p).await;
     assert!(bytes as u64 <= max_frame);
