@@ -221,9 +221,23 @@ impl Store {
             let (mut colls, mut ids, mut metas, mut shapes) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for (coll, key, meta) in rows {
-                let id = bigpeer_schema::DocId::from_key(&key)?;
-                let doc = bigpeer_schema::Doc::decode(&meta)
-                    .map_err(|e| documents::corrupt_row(&coll, &id, e))?;
+                // A row that does not decode keeps no shape (it cannot be read anyway); the
+                // backfill goes on.
+                let decoded = bigpeer_schema::DocId::from_key(&key).and_then(|id| {
+                    bigpeer_schema::Doc::decode(&meta).map_err(|e| {
+                        match documents::corrupt_row(&coll, &id, e) {
+                            StoreError::Schema(e) => e,
+                            other => bigpeer_schema::SchemaError::Corrupt(other.to_string()),
+                        }
+                    })
+                });
+                let doc = match decoded {
+                    Ok(doc) => doc,
+                    Err(e) => {
+                        self.skipped_row("shape backfill", &coll, &key, 0, &e);
+                        continue;
+                    }
+                };
                 if let Some(shape) = doc.shape() {
                     colls.push(coll);
                     ids.push(key);

@@ -983,14 +983,17 @@ impl Session {
                 Ok(Allowed::Nothing) | Err(_) => return Ok(()),
             }
         };
-        let Some(doc) = self
-            .hub
-            .store
-            .get(&collection, &id)
-            .await
-            .map_err(|e| store_failure(&e))?
-        else {
-            return Ok(());
+        let doc = match self.hub.store.get(&collection, &id).await {
+            Ok(Some(doc)) => doc,
+            Ok(None) => return Ok(()),
+            // A stored row that cannot be read: nothing to send (logged and counted).
+            Err(e @ StoreError::Schema(_)) => {
+                self.hub
+                    .store
+                    .skipped_row("want", &collection, &id.key(), 0, &e);
+                return Ok(());
+            }
+            Err(e) => return Err(store_failure(&e)),
         };
         let probe = Sub {
             collection: collection.clone(),
