@@ -16,8 +16,8 @@ pub fn defaults() -> BTreeMap<String, Value> {
         Value::Int(262_144),
     );
     m.insert(
-        "document_size_hard_limit_bytes".to_owned(),
-        Value::Int(5_242_880),
+        DOCUMENT_SIZE_HARD_LIMIT.to_owned(),
+        Value::Int(bigpeer_schema::limits::DEFAULT_MAX_DOCUMENT_BYTES as i64),
     );
     m.insert(
         "user_collection_sync_scopes".to_owned(),
@@ -116,6 +116,9 @@ impl SyncScope {
     }
 }
 
+/// The parameter holding the document size limit the big peer and small peers enforce.
+pub const DOCUMENT_SIZE_HARD_LIMIT: &str = "document_size_hard_limit_bytes";
+
 /// Current settings: defaults overridden by what was set.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Settings {
@@ -161,6 +164,16 @@ impl Settings {
                 })
                 .collect(),
             _ => BTreeMap::new(),
+        }
+    }
+
+    /// `DOCUMENT_SIZE_HARD_LIMIT_BYTES`: the largest document, in bytes of its encoded CRDT
+    /// state (`bigpeer_schema::limits`).
+    pub fn document_size_hard_limit(&self) -> u64 {
+        match self.get(DOCUMENT_SIZE_HARD_LIMIT) {
+            Some(Value::Int(n)) => u64::try_from(n).unwrap_or(0),
+            Some(Value::UInt(n)) => n,
+            _ => bigpeer_schema::limits::DEFAULT_MAX_DOCUMENT_BYTES as u64,
         }
     }
 

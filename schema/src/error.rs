@@ -21,6 +21,9 @@ pub enum SchemaError {
     /// A delta whose base version vector the receiver does not dominate.
     #[error("delta base not dominated by the receiver's version vector")]
     BaseNotDominated,
+    /// A write over one of the [`crate::limits`].
+    #[error(transparent)]
+    Limit(#[from] crate::limits::LimitError),
 }
 
 impl SchemaError {
@@ -33,6 +36,7 @@ impl SchemaError {
             SchemaError::UnsupportedVersion(_) => "crdt/unsupported-version",
             SchemaError::TypeMismatch(_) => "crdt/type-mismatch",
             SchemaError::BaseNotDominated => "crdt/base-not-dominated",
+            SchemaError::Limit(e) => e.code(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - [`hlc`]: hybrid logical clocks, site ids, stamps.
 //! - [`crdt`]: the document CRDT (registers, add-wins maps, counters, attachment tokens,
 //!   tombstones), its write operations, deltas, merge and binary encoding.
+//! - [`limits`]: the one validator of depths, sizes and names every write path uses.
 //! - [`wire`]: the sync protocol messages and their binary encoding.
 
 pub mod codec;
@@ -12,6 +13,7 @@ pub mod crdt;
 pub mod error;
 pub mod hlc;
 pub mod id;
+pub mod limits;
 pub mod value;
 pub mod wire;
 
@@ -22,4 +24,5 @@ pub use crdt::{
 pub use error::{Result, SchemaError};
 pub use hlc::{Clock, Hlc, SiteId, Stamp};
 pub use id::DocId;
+pub use limits::LimitError;
 pub use value::Value;

@@ -87,6 +87,13 @@ pub fn encode_batch(
     w.0
 }
 
+/// The most bytes one change takes in a `Batch` frame, its delta's `delta_len` bytes included
+/// (a sender sizes batches with it to stay within `max_frame`).
+pub fn change_size(collection: &str, id: &DocId, delta_len: usize) -> usize {
+    // Length prefixes and the sequence number are varints of at most 10 bytes each.
+    collection.len() + id.value().canonical_bytes().len() + delta_len + 30
+}
+
 /// What happened to one pushed document.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PushResult {

@@ -84,9 +84,13 @@ impl PeerError {
         }
     }
 
-    /// True for errors caused by the statement or its arguments (not by the store).
+    /// True for errors caused by the statement or its arguments (not by the store), a write
+    /// over a limit included.
     pub fn is_user_error(&self) -> bool {
-        matches!(self, PeerError::Dql(_) | PeerError::Args(_))
+        matches!(
+            self,
+            PeerError::Dql(_) | PeerError::Args(_) | PeerError::Schema(SchemaError::Limit(_))
+        )
     }
 }
 

@@ -7,7 +7,9 @@ use std::path::Path;
 use bigpeer_dql::exec::{self, DocWrite, DocumentStore, QueryResult};
 use bigpeer_dql::plan::{self, Plan, PlanOptions};
 use bigpeer_dql::settings::Settings;
-use bigpeer_schema::{Clock, Doc, DocId, SiteId, Stamp, TypeView, Value, VersionVector};
+use bigpeer_schema::{
+    limits, Clock, Doc, DocId, SchemaError, SiteId, Stamp, TypeView, Value, VersionVector,
+};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::db;
@@ -345,9 +347,12 @@ impl DocumentStore for Local<'_> {
 
     fn write(&mut self, collection: &str, writes: Vec<DocWrite>) -> Result<()> {
         self.ensure_writable()?;
+        let limit = usize::try_from(db::load_settings(self.conn)?.document_size_hard_limit())
+            .unwrap_or(usize::MAX);
         for w in writes {
             match w {
                 DocWrite::Put { id, doc } => {
+                    check_write(self.conn, collection, &id, &doc, limit)?;
                     let change = self.next_change();
                     put_doc(self.conn, collection, &id, &doc, change)?;
                     self.conn
@@ -371,6 +376,33 @@ impl DocumentStore for Local<'_> {
         }
         Ok(())
     }
+}
+
+/// Checks a local write with the big peer's validator (`bigpeer_schema::limits`), so that what
+/// this store accepts is never refused when it is pushed: the collection name and the id, what
+/// the write brings (the delta from the stored state, as the push will carry it) and the
+/// document size. Deleting a document is always allowed; so is making one over the size limit
+/// smaller.
+fn check_write(
+    conn: &Connection,
+    collection: &str,
+    id: &DocId,
+    doc: &Doc,
+    limit: usize,
+) -> Result<()> {
+    let stored = load_stored(conn, collection, &id.key())?;
+    let (before, before_size) = match &stored {
+        Some(s) => (&s.doc.vv, s.crdt.len()),
+        None => (&VersionVector::new(), 0),
+    };
+    let new = doc.delta(before);
+    if !doc.is_deleted() {
+        limits::check_collection(collection).map_err(SchemaError::from)?;
+        limits::check_id(id).map_err(SchemaError::from)?;
+    }
+    limits::check_state(&new.state).map_err(SchemaError::from)?;
+    limits::check_size(doc.encode().len(), before_size, limit).map_err(SchemaError::from)?;
+    Ok(())
 }
 
 const LIVE_COLUMNS: &str = "SELECT id, value, CASE WHEN value_exact THEN NULL ELSE crdt END \

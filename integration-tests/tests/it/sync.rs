@@ -308,7 +308,7 @@ async fn hello_subscribe_initial_sync_and_live_changes() {
     else {
         unreachable!()
     };
-    assert_eq!(max_frame, 4 * 1024 * 1024);
+    assert_eq!(max_frame, 8 * 1024 * 1024);
     assert!(window > 0);
 
     p.subscribe(1, "SELECT * FROM cars WHERE color = 'red'", None)
@@ -719,7 +719,7 @@ async fn malformed_text_and_oversized_frames_close_only_their_session() {
 
     // A frame over max_frame.
     let (mut p, _) = Peer::open(&app, &token).await;
-    let too_big = vec![0x08; 4 * 1024 * 1024 + 1];
+    let too_big = vec![0x08; 8 * 1024 * 1024 + 1];
     p.ws.send(Message::Binary(too_big)).await.expect("send");
     p.expect_fatal("protocol/frame-too-large").await;
 

@@ -2,7 +2,8 @@
 //!
 //! - `GET /healthz`: 200 `{"status":"ok"}` whenever the process serves HTTP.
 //! - `GET /readyz`: 200 `{"status":"ok"}` when Postgres answers and every migration this build
-//!   knows is applied; otherwise 503 `{"status":"unavailable","code":...,"message":...,"hint":...}`.
+//!   knows is applied (with `"unreadableRows": n` when stored rows are known that cannot be
+//!   read: readers skip them, so the server stays ready); otherwise 503 `{"status":"unavailable","code":...,"message":...,"hint":...}`.
 
 use std::time::Duration;
 
@@ -26,6 +27,13 @@ pub struct Healthy {
     /// Always `ok`.
     #[schema(schema_with = ok_schema)]
     pub status: &'static str,
+    /// `/readyz` only, when there are some: stored document rows that cannot be read (an
+    /// undecodable state or id). Readers skip them (logged with their collection and id, and
+    /// counted in `bigpeer_unreadable_rows_skipped_total`); EVICT them or restore them from a
+    /// backup.
+    #[serde(rename = "unreadableRows", skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1)]
+    pub unreadable_rows: Option<usize>,
 }
 
 fn ok_schema() -> utoipa::openapi::Object {
@@ -70,7 +78,10 @@ fn unavailable_schema() -> utoipa::openapi::Object {
     responses((status = 200, description = "The process runs.", body = Healthy)),
 )]
 async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(Healthy { status: "ok" })
+    HttpResponse::Ok().json(Healthy {
+        status: "ok",
+        unreadable_rows: None,
+    })
 }
 
 /// Readiness: Postgres answers and every migration is applied.
@@ -88,7 +99,10 @@ async fn healthz() -> HttpResponse {
 )]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match tokio::time::timeout(READY_TIMEOUT, state.store.ready()).await {
-        Ok(Ok(true)) => HttpResponse::Ok().json(Healthy { status: "ok" }),
+        Ok(Ok(true)) => HttpResponse::Ok().json(Healthy {
+            status: "ok",
+            unreadable_rows: Some(state.store.unreadable_rows().1).filter(|n| *n > 0),
+        }),
         Ok(Ok(false)) => unavailable(
             "store/not-migrated",
             "the database lacks migrations that this build needs".to_string(),

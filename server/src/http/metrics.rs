@@ -155,6 +155,17 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     out.push_str("# HELP bigpeer_point_read_statements_total Postgres statements that answered them (concurrent point reads share one).\n");
     out.push_str("# TYPE bigpeer_point_read_statements_total counter\n");
     let _ = writeln!(out, "bigpeer_point_read_statements_total {statements}");
+    let (skipped, _) = state.store.unreadable_rows();
+    out.push_str("# HELP bigpeer_unreadable_rows_skipped_total Stored rows a reader could not read and skipped (see /readyz and the logs).\n");
+    out.push_str("# TYPE bigpeer_unreadable_rows_skipped_total counter\n");
+    let _ = writeln!(out, "bigpeer_unreadable_rows_skipped_total {skipped}");
+    out.push_str("# HELP bigpeer_sync_oversized_changes_total Document changes not sent to a sync peer because they do not fit in a frame.\n");
+    out.push_str("# TYPE bigpeer_sync_oversized_changes_total counter\n");
+    let _ = writeln!(
+        out,
+        "bigpeer_sync_oversized_changes_total {}",
+        state.sync.oversized_changes()
+    );
     if let Ok(txn) = state.store.known_txn().await {
         out.push_str("# HELP bigpeer_committed_transaction_id The newest committed transaction id this process knows.\n");
         out.push_str("# TYPE bigpeer_committed_transaction_id gauge\n");

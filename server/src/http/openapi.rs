@@ -502,6 +502,9 @@ pub struct WriteErrorDoc {
         (status = 400, description = "A malformed or empty command list \
             (`request/invalid-command`), an invalid query (`query/...`), an invalid document or \
             id (`document/...`, `crdt/...`), text holding U+0000 (`request/nul-character`), a \
+            value, path or id nested too deep (`request/too-deep`), an id or collection name \
+            too long (`request/too-long`), a document over the size limit \
+            (`document/too-large`), a \
             bad `X-DITTO-TXN-ID` (`request/invalid-header`), malformed JSON, wrong types or \
             unknown fields (`request/invalid-json`); nothing was written.", body = WriteErrorDoc),
         (status = 401, description = "No API key, or an unknown, expired or revoked one \

@@ -88,6 +88,7 @@ pub struct ErrorBody {
     /// The stable error code: `query/invalid`, `query/evaluation`, `query/unsupported`,
     /// `query/parameter`,
     /// `query/result-too-large`, `request/invalid-json`, `request/too-large`,
+    /// `request/too-deep`, `request/too-long`, `request/nul-character`, `document/too-large`,
     /// `request/content-type`, `request/invalid-header`, `request/rate-limited`,
     /// `auth/missing-credentials`, `auth/invalid-key`, `auth/expired-key`, `auth/revoked-key`,
     /// `auth/forbidden`, `store/txn-not-available`, `store/timeout`, `store/unavailable`,
@@ -168,7 +169,12 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
             "store/timeout" => StatusCode::REQUEST_TIMEOUT,
             "store/unavailable" | "store/backend" => StatusCode::SERVICE_UNAVAILABLE,
             c if c.starts_with("query/") => StatusCode::BAD_REQUEST,
-            c if c.starts_with("crdt/") || c.starts_with("document/") => StatusCode::BAD_REQUEST,
+            c if c.starts_with("crdt/")
+                || c.starts_with("document/")
+                || c.starts_with("request/") =>
+            {
+                StatusCode::BAD_REQUEST
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         },
     }
@@ -190,30 +196,18 @@ pub fn error_response(e: &ServiceError) -> HttpResponse {
     HttpResponse::build(status).json(ExecuteResponse::error(e.code(), description, position))
 }
 
-/// The code of a request whose text holds U+0000.
-pub const NUL_CODE: &str = "request/nul-character";
+/// The code of a request whose text holds U+0000 (`bigpeer_schema::limits`).
+pub const NUL_CODE: &str = bigpeer_schema::limits::NUL_CHARACTER;
 
 /// Whether any string or object key in `value` holds U+0000, which Postgres cannot keep in
-/// `text` or `jsonb` (it would fail the statement, and with group commit its neighbours too).
+/// `text` or `jsonb` (the one check of `bigpeer_schema::limits`).
 pub fn has_nul(value: &Value) -> bool {
-    match value {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(has_nul),
-        Value::Object(members) => members.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-        _ => false,
-    }
+    bigpeer_schema::limits::has_nul(value)
 }
 
 /// [`has_nul`] for JSON.
 pub fn json_has_nul(value: &serde_json::Value) -> bool {
-    match value {
-        serde_json::Value::String(s) => s.contains('\0'),
-        serde_json::Value::Array(items) => items.iter().any(json_has_nul),
-        serde_json::Value::Object(members) => members
-            .iter()
-            .any(|(k, v)| k.contains('\0') || json_has_nul(v)),
-        _ => false,
-    }
+    bigpeer_schema::limits::json_has_nul(value)
 }
 
 /// The message of a [`NUL_CODE`] error about `what`.
@@ -288,7 +282,9 @@ pub fn txn_header(req: &HttpRequest) -> Result<Option<i64>, BadTxnHeader> {
             )),
         (status = 400, description = "Invalid DQL (`query/invalid`, `query/unsupported`, an \
             unknown system parameter `query/parameter`), \
-            text holding U+0000 (`request/nul-character`), a failing statement or bad arguments \
+            text holding U+0000 (`request/nul-character`), a value, path or id nested too deep \
+            (`request/too-deep`), an id or collection name too long (`request/too-long`), a \
+            document over the size limit (`document/too-large`), a failing statement or bad arguments \
             (`query/evaluation`), a result over the size cap (`query/result-too-large`), malformed JSON, wrong types or unknown fields \
             (`request/invalid-json`), a bad `X-DITTO-TXN-ID` (`request/invalid-header`), an \
             invalid document or id (`document/...`, `crdt/...`).",

@@ -115,6 +115,8 @@ impl Executor {
     /// again. Returns the kept parameters that are not valid any more (left at their defaults).
     pub async fn load_settings(&self) -> Result<Vec<String>, StoreError> {
         let (loaded, dropped) = Settings::from_overrides(self.store.system_settings().await?);
+        self.store
+            .set_document_size_limit(loaded.document_size_hard_limit());
         let changed = {
             let mut s = self.settings.write().unwrap_or_else(|p| p.into_inner());
             let changed = *s != loaded;
@@ -364,10 +366,13 @@ impl Executor {
                     limit: self.max_items,
                 });
             }
-            let item = r
-                .try_get::<sqlx::types::Json<Value>, _>(0)
-                .map_err(StoreError::from)?;
-            items.push(item.0);
+            match r.try_get::<sqlx::types::Json<Value>, _>(0) {
+                Ok(item) => items.push(item.0),
+                // A stored value no JSON reader takes (written before the depth limit held):
+                // left out, logged and counted; the rest of the answer stands.
+                Err(e @ sqlx::Error::ColumnDecode { .. }) => self.store.skipped_value("select", &e),
+                Err(e) => return Err(StoreError::from(e).into()),
+            }
         }
         Ok(items)
     }
@@ -416,7 +421,14 @@ impl Executor {
         let mut ids = Vec::with_capacity(rows.len());
         for r in &rows {
             let key: Vec<u8> = r.try_get(0).map_err(StoreError::from)?;
-            ids.push(DocId::from_key(&key).map_err(StoreError::from)?);
+            match DocId::from_key(&key) {
+                Ok(id) => ids.push(id),
+                // A row whose id does not decode cannot be written; the others still are.
+                Err(e) => {
+                    let coll = plan.collection().unwrap_or_default();
+                    self.store.skipped_row("write", coll, &key, 0, &e);
+                }
+            }
         }
         Ok(ids)
     }
@@ -541,6 +553,14 @@ pub(super) fn apply_update_or_remove_then(
     };
     let mut mutated = Vec::new();
     for id in ids {
+        match unreadable_row(w, plan, coll, id, scope)? {
+            Unreadable::Evicted => {
+                mutated.push(id.clone());
+                continue;
+            }
+            Unreadable::Skipped => continue,
+            Unreadable::No => {}
+        }
         // Check the filter again on the locked, newest state (as the statement sees it: in
         // strict mode through its type declarations). Permissions look at the whole document.
         let Some(value) = w.value(coll, id)? else {
@@ -580,6 +600,39 @@ pub(super) fn apply_update_or_remove_then(
         mutated.push(id.clone());
     }
     Ok(mutated)
+}
+
+/// What became of a target whose stored row does not decode.
+enum Unreadable {
+    /// The row decodes.
+    No,
+    /// Evicted (an EVICT that matched it, by a key that may read and write the whole
+    /// collection).
+    Evicted,
+    /// Left alone: its filter cannot be checked, and for a key with a narrower permission it
+    /// does not exist (nothing is said about it).
+    Skipped,
+}
+
+/// A target whose stored row does not decode (its filter cannot be checked again) is evicted by
+/// an EVICT of a key that may read and write the whole collection, and skipped otherwise.
+fn unreadable_row(
+    w: &mut Working<'_>,
+    plan: &Plan,
+    coll: &str,
+    id: &DocId,
+    scope: &WriteScope,
+) -> Result<Unreadable, StoreError> {
+    if !w.is_unreadable(coll, id)? {
+        return Ok(Unreadable::No);
+    }
+    let evicting = matches!(plan, Plan::Remove(r) if r.kind == RemoveKind::Evict);
+    let whole = scope.read.is_none() && !scope.unreadable && scope.write.is_none();
+    if evicting && whole {
+        w.evict(coll, id)?;
+        return Ok(Unreadable::Evicted);
+    }
+    Ok(Unreadable::Skipped)
 }
 
 pub(super) fn forbidden(what: &str, collection: &str) -> ServiceError {

@@ -271,11 +271,10 @@ fn fresh_arg(args: &BTreeMap<String, Value>, n: usize) -> String {
     name
 }
 
+/// The collection name a command writes to (`bigpeer_schema::limits`, as every write).
 fn collection_name(c: &str) -> Result<(), ServiceError> {
-    if c.is_empty() {
-        return Err(invalid("the collection name is empty".into()));
-    }
-    Ok(())
+    bigpeer_schema::limits::check_collection(c)
+        .map_err(|e| ServiceError::Store(StoreError::Schema(e.into())))
 }
 
 /// A command as DQL: the statement, its arguments and the `replaceWithCounter` paths.

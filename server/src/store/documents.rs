@@ -61,6 +61,17 @@ pub struct Committed {
     pub outcomes: Vec<Outcome>,
 }
 
+/// A page of the change feed (see [`Store::changes_page`]).
+#[derive(Debug, Clone, Default)]
+pub struct ChangePage {
+    /// The readable documents, in sequence order.
+    pub docs: Vec<StoredDoc>,
+    /// Rows read, readable or not (a full page: there may be more).
+    pub read: usize,
+    /// The largest sequence number read, readable or not (the cursor when none).
+    pub last: i64,
+}
+
 /// A stored document as read from Postgres.
 #[derive(Debug, Clone)]
 pub struct StoredDoc {
@@ -82,7 +93,9 @@ impl Store {
     pub async fn apply(&self, batch: Vec<Change>) -> Result<Committed, StoreError> {
         let targets = batch_targets(&batch);
         let (outcomes, info) = self
-            .transact(targets, move |w| run_batch(w, &batch).map(|o| (o, batch)))
+            .transact(targets, move |w| {
+                run_batch(w, &batch).map(|o| (o, batch.clone()))
+            })
             .await?;
         Ok(committed(outcomes, &info))
     }
@@ -105,11 +118,19 @@ impl Store {
     /// The feed holds the latest change per document. Because sequence numbers are taken under
     /// the `seq_counter` row lock, a reader that saw sequence `n` will never later see a commit
     /// with a sequence below `n`: moving the cursor to the last row returned skips nothing.
+    /// Rows that cannot be read are left out (see [`Store::changes_page`]).
     pub async fn changes_since(
         &self,
         cursor: i64,
         limit: i64,
     ) -> Result<Vec<StoredDoc>, StoreError> {
+        Ok(self.changes_page(cursor, limit).await?.docs)
+    }
+
+    /// [`Store::changes_since`] with what a follower needs to move on past rows that cannot be
+    /// read (an undecodable state or id, a value no JSON reader takes): those are logged,
+    /// counted and left out, and the page says how far it read.
+    pub async fn changes_page(&self, cursor: i64, limit: i64) -> Result<ChangePage, StoreError> {
         let rows = sqlx::query(
             "SELECT collection, id, value::text, meta, deleted, seq, txn FROM documents \
              WHERE seq > $1 ORDER BY seq LIMIT $2",
@@ -118,7 +139,25 @@ impl Store {
         .bind(limit.max(0))
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(stored_doc).collect()
+        let mut page = ChangePage {
+            docs: Vec::with_capacity(rows.len()),
+            read: rows.len(),
+            last: cursor,
+        };
+        for r in &rows {
+            let seq: i64 = r.try_get(5)?;
+            page.last = page.last.max(seq);
+            match stored_doc(r) {
+                Ok(doc) => page.docs.push(doc),
+                Err(e @ (StoreError::Schema(_) | StoreError::Database(sqlx::Error::Decode(_)))) => {
+                    let collection: String = r.try_get(0)?;
+                    let key: Vec<u8> = r.try_get(1)?;
+                    self.skipped_row("change feed", &collection, &key, seq, &e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(page)
     }
 
     /// The newest committed transaction id (0 before the first write).

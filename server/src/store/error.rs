@@ -36,6 +36,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A write refused for what it holds (over a limit of `bigpeer_schema::limits`): nothing of
+    /// it was kept, and the caller's other writes are not affected.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Schema(bigpeer_schema::SchemaError::Limit(_))
+        )
+    }
+
     /// Stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {

@@ -3,8 +3,9 @@
 //! Each write is queued as a job; a small pool of committer tasks takes whatever is queued (up to
 //! a bound on documents), runs the jobs in one transaction and answers each with its own result
 //! and the shared transaction id. A job stays atomic on its own: one that fails (an invalid
-//! operation, an id conflict) is undone in memory and answered with its error while the others
-//! commit.
+//! operation, an id conflict, a write over a limit) is undone in memory and answered with its
+//! error while the others commit; one whose data the database refuses is found by running the
+//! jobs again in smaller transactions, and only it fails.
 
 use std::sync::Arc;
 
@@ -72,7 +73,10 @@ impl GroupCommit {
         GroupCommit { tx }
     }
 
-    /// Runs `f` on `targets`, possibly in a transaction shared with other writers.
+    /// Runs `f` on `targets`, possibly in a transaction shared with other writers. `f` may run
+    /// more than once (see [`Store::run_jobs`]): once the database refused a shared
+    /// transaction's writes, its jobs run again in smaller ones, so that one job's data never
+    /// fails the others.
     pub async fn transact<R, F>(
         &self,
         targets: Vec<(String, DocId)>,
@@ -80,7 +84,7 @@ impl GroupCommit {
     ) -> Result<(R, TxnInfo), StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&mut Working<'_>) -> Result<R, StoreError> + Send + 'static,
+        F: FnMut(&mut Working<'_>) -> Result<R, StoreError> + Send + 'static,
     {
         let (job, rx) = Job::new(targets, f);
         self.tx.send(job).await.map_err(|_| stopped())?;
@@ -92,7 +96,7 @@ impl GroupCommit {
         let targets = batch_targets(&changes);
         let (out, info) = self
             .transact(targets, move |w| {
-                run_batch(w, &changes).map(|o| (o, changes))
+                run_batch(w, &changes).map(|o| (o, changes.clone()))
             })
             .await?;
         Ok(committed(out, &info))

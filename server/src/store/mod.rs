@@ -5,6 +5,7 @@ mod documents;
 mod error;
 mod feed;
 mod group;
+mod health;
 mod reads;
 mod sites;
 mod system;
@@ -19,7 +20,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 pub(crate) use documents::corrupt_row;
-pub use documents::{materialize_with_id, Change, Committed, Outcome, StoredDoc};
+pub use documents::{materialize_with_id, Change, ChangePage, Committed, Outcome, StoredDoc};
 pub use error::StoreError;
 pub use feed::{ChangeFeed, FeedOptions};
 pub use group::{GroupCommit, GroupCommitOptions};
@@ -60,6 +61,8 @@ pub struct Store {
     seen_txn: Arc<std::sync::atomic::AtomicI64>,
     /// Read pools of the threads that asked for one ([`Store::add_thread_reads`]).
     thread_reads: Arc<reads::ThreadReads>,
+    /// The document size limit in force and the rows found unreadable.
+    health: Arc<health::Health>,
 }
 
 impl Store {
@@ -83,7 +86,51 @@ impl Store {
             clock: Arc::new(Mutex::new(Clock::new(SiteId::random()))),
             seen_txn: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             thread_reads: Arc::new(reads::ThreadReads::new()),
+            health: Arc::new(health::Health::default()),
         })
+    }
+
+    /// Sets the document size limit (`document_size_hard_limit_bytes`, in bytes of the encoded
+    /// CRDT state): a write that would make a document larger is refused (`document/too-large`).
+    pub fn set_document_size_limit(&self, bytes: u64) {
+        self.health
+            .set_document_setting(usize::try_from(bytes).unwrap_or(usize::MAX));
+    }
+
+    /// Caps the document size limit whatever the setting says (a document must fit in a sync
+    /// frame). Only ever lowers the cap.
+    pub fn cap_document_size(&self, bytes: usize) {
+        self.health.cap_document(bytes);
+    }
+
+    /// The document size limit in force, in bytes of the encoded CRDT state.
+    pub fn document_size_limit(&self) -> usize {
+        self.health.document_limit()
+    }
+
+    /// Records a row that a reader could not read and skipped (logged, counted, remembered).
+    pub(crate) fn skipped_row(
+        &self,
+        reader: &str,
+        collection: &str,
+        key: &[u8],
+        seq: i64,
+        error: &dyn std::fmt::Display,
+    ) {
+        self.health
+            .skipped(reader, collection, key, seq, &error.to_string());
+    }
+
+    /// Records a stored value that a reader could not read and skipped, when the row is not
+    /// known (a query's answer): logged and counted.
+    pub(crate) fn skipped_value(&self, reader: &str, error: &dyn std::fmt::Display) {
+        self.health.skipped_unknown(reader, &error.to_string());
+    }
+
+    /// How many times readers skipped an unreadable row, and how many distinct unreadable rows
+    /// are known now.
+    pub fn unreadable_rows(&self) -> (u64, usize) {
+        (self.health.skipped_total(), self.health.known_unreadable())
     }
 
     /// Records that transaction `txn` is committed.
@@ -190,9 +237,23 @@ impl Store {
             let (mut colls, mut ids, mut metas, mut shapes) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for (coll, key, meta) in rows {
-                let id = bigpeer_schema::DocId::from_key(&key)?;
-                let doc = bigpeer_schema::Doc::decode(&meta)
-                    .map_err(|e| documents::corrupt_row(&coll, &id, e))?;
+                // A row that does not decode keeps no shape (it cannot be read anyway); the
+                // backfill goes on.
+                let decoded = bigpeer_schema::DocId::from_key(&key).and_then(|id| {
+                    bigpeer_schema::Doc::decode(&meta).map_err(|e| {
+                        match documents::corrupt_row(&coll, &id, e) {
+                            StoreError::Schema(e) => e,
+                            other => bigpeer_schema::SchemaError::Corrupt(other.to_string()),
+                        }
+                    })
+                });
+                let doc = match decoded {
+                    Ok(doc) => doc,
+                    Err(e) => {
+                        self.skipped_row("shape backfill", &coll, &key, 0, &e);
+                        continue;
+                    }
+                };
                 if let Some(shape) = doc.shape() {
                     colls.push(coll);
                     ids.push(key);

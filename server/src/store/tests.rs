@@ -980,3 +980,245 @@ async fn writes_store_the_typed_state_and_migrate_backfills_it() {
     assert_eq!(pending, 0);
     db.drop_db().await;
 }
+
+fn set_ops(k: &str, v: Value) -> Vec<Op> {
+    vec![Op::Set {
+        path: vec![k.into()],
+        value: v,
+        objects: ObjectMode::Map,
+    }]
+}
+
+/// One job whose data the database refuses (here a trigger: what passes every validator but
+/// Postgres will not store) fails alone; the jobs that shared its transaction commit.
+#[tokio::test]
+async fn a_database_refusal_fails_only_its_own_job() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN RAISE EXCEPTION 'poisoned row'; END $$; \
+         CREATE TRIGGER refuse_poison BEFORE INSERT OR UPDATE ON documents \
+         FOR EACH ROW WHEN (NEW.collection = 'poison') EXECUTE FUNCTION refuse_poison();",
+    )
+    .execute(s.pool())
+    .await
+    .expect("trigger");
+    let mut jobs = Vec::new();
+    let mut answers = Vec::new();
+    for i in 0..40 {
+        let coll = if i == 17 { "poison" } else { "c" };
+        let id = DocId::string(format!("d{i}"));
+        let (job, rx) = super::txn::Job::new(vec![(coll.to_owned(), id.clone())], {
+            let ops = set_ops("n", Value::Int(i));
+            move |w| w.apply_ops(coll, &id, &ops)
+        });
+        jobs.push(job);
+        answers.push((i, rx));
+    }
+    // One call: all forty jobs start in one shared transaction.
+    s.run_jobs(jobs).await;
+    for (i, rx) in answers {
+        let r = rx.await.expect("answer");
+        if i == 17 {
+            assert_eq!(
+                r.expect_err("the poisoned job fails").code(),
+                "store/backend"
+            );
+        } else {
+            r.unwrap_or_else(|e| panic!("job {i} failed with its neighbour: {e}"));
+        }
+    }
+    let stored = s.changes_since(0, 100).await.expect("feed");
+    assert_eq!(stored.len(), 39);
+    assert!(stored.iter().all(|d| d.collection == "c"));
+    db.drop_db().await;
+}
+
+/// Writes over a limit fail on their own (400-class codes), before anything is stored.
+#[tokio::test]
+async fn writes_over_a_limit_fail_only_their_own_job() {
+    use bigpeer_schema::limits;
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let mut deep = Value::Int(1);
+    for _ in 0..limits::MAX_DEPTH {
+        deep = Value::Array(vec![deep]);
+    }
+    let long_id = DocId::string("x".repeat(4000));
+    let long_coll = "c".repeat(4000);
+    let cases: Vec<(String, DocId, Vec<Op>, &str)> = vec![
+        (
+            "c".into(),
+            DocId::string("deep"),
+            set_ops("a", deep),
+            limits::TOO_DEEP,
+        ),
+        (
+            "c".into(),
+            DocId::string("path"),
+            vec![Op::Set {
+                path: vec!["p".into(); 200],
+                value: Value::Int(1),
+                objects: ObjectMode::Map,
+            }],
+            limits::TOO_DEEP,
+        ),
+        (
+            "c".into(),
+            long_id,
+            set_ops("a", Value::Int(1)),
+            limits::TOO_LONG,
+        ),
+        (
+            long_coll,
+            DocId::string("a"),
+            set_ops("a", Value::Int(1)),
+            limits::TOO_LONG,
+        ),
+        (
+            "".into(),
+            DocId::string("a"),
+            set_ops("a", Value::Int(1)),
+            "query/invalid",
+        ),
+        (
+            "a\u{1}".into(),
+            DocId::string("a"),
+            set_ops("a", Value::Int(1)),
+            "query/invalid",
+        ),
+    ];
+    let mut jobs = Vec::new();
+    let mut answers = Vec::new();
+    for (coll, id, ops, code) in cases {
+        let (job, rx) = super::txn::Job::new(vec![(coll.clone(), id.clone())], move |w| {
+            w.apply_ops(&coll, &id, &ops)
+        });
+        jobs.push(job);
+        answers.push((code, rx));
+    }
+    let ok = DocId::string("ok");
+    let (job, ok_rx) = super::txn::Job::new(vec![("c".to_owned(), ok.clone())], {
+        let (ok, ops) = (ok.clone(), set_ops("a", Value::Int(1)));
+        move |w| w.apply_ops("c", &ok, &ops)
+    });
+    jobs.push(job);
+    s.run_jobs(jobs).await;
+    for (code, rx) in answers {
+        let e = rx.await.expect("answer").expect_err(code);
+        assert_eq!(e.code(), code, "{e}");
+        assert!(e.is_refusal() || code == "query/invalid", "{e}");
+    }
+    ok_rx
+        .await
+        .expect("answer")
+        .expect("the valid write commits");
+    let stored = s.changes_since(0, 100).await.expect("feed");
+    assert_eq!(stored.len(), 1);
+    db.drop_db().await;
+}
+
+/// The document size limit holds however a document grows (many small writes), measured on the
+/// encoded CRDT state; a document over it may still shrink or be deleted.
+#[tokio::test]
+async fn the_document_size_limit_holds_for_small_writes() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    s.set_document_size_limit(4096);
+    let id = DocId::string("big");
+    let mut refused = None;
+    for i in 0..100 {
+        let ops = set_ops(&format!("f{i}"), Value::String("x".repeat(100)));
+        match s
+            .apply(vec![Change::Ops {
+                collection: "c".into(),
+                id: id.clone(),
+                ops,
+            }])
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                refused = Some((i, e));
+                break;
+            }
+        }
+    }
+    let (at, e) = refused.expect("refused before 10 kB");
+    assert!(at > 10, "refused after {at} writes");
+    assert_eq!(e.code(), "document/too-large");
+    let stored = s.get("c", &id).await.expect("get").expect("doc");
+    assert!(stored.state.encode().len() <= 4096);
+    // Lower the limit: the document is over it now, and can still shrink or go.
+    s.set_document_size_limit(100);
+    s.apply(vec![Change::Ops {
+        collection: "c".into(),
+        id: id.clone(),
+        ops: vec![Op::Unset {
+            path: vec!["f0".into()],
+        }],
+    }])
+    .await
+    .expect("shrinks");
+    s.apply(vec![Change::Ops {
+        collection: "c".into(),
+        id: id.clone(),
+        ops: vec![Op::Delete],
+    }])
+    .await
+    .expect("deleted");
+    db.drop_db().await;
+}
+
+/// A stored state that does not decode fails only the writes to that document (which can still
+/// evict it); the feed skips it, counts it and moves on.
+#[tokio::test]
+async fn an_unreadable_row_fails_only_its_own_document() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    s.apply(vec![
+        insert("c", "bad", r#"{"a":1}"#),
+        insert("c", "good", r#"{"a":1}"#),
+    ])
+    .await
+    .expect("insert");
+    sqlx::query("UPDATE documents SET meta = '\\x01ffff'::bytea WHERE id = $1")
+        .bind(DocId::string("bad").key())
+        .execute(s.pool())
+        .await
+        .expect("corrupt");
+    let page = s.changes_page(0, 10).await.expect("feed reads on");
+    assert_eq!(page.read, 2);
+    assert_eq!(page.docs.len(), 1);
+    assert_eq!(page.docs[0].id, DocId::string("good"));
+    assert_eq!(s.unreadable_rows().1, 1);
+
+    let bad = DocId::string("bad");
+    let good = DocId::string("good");
+    let (a, ra) = super::txn::Job::new(vec![("c".to_owned(), bad.clone())], {
+        let (bad, ops) = (bad.clone(), set_ops("a", Value::Int(2)));
+        move |w| w.apply_ops("c", &bad, &ops)
+    });
+    let (b, rb) = super::txn::Job::new(vec![("c".to_owned(), good.clone())], {
+        let (good, ops) = (good.clone(), set_ops("a", Value::Int(2)));
+        move |w| w.apply_ops("c", &good, &ops)
+    });
+    s.run_jobs(vec![a, b]).await;
+    assert_eq!(
+        ra.await.expect("answer").expect_err("unreadable").code(),
+        "crdt/corrupt"
+    );
+    rb.await
+        .expect("answer")
+        .expect("the other document is written");
+    s.transact(vec![("c".to_owned(), bad.clone())], {
+        let bad = bad.clone();
+        move |w| w.evict("c", &bad)
+    })
+    .await
+    .expect("evicted");
+    assert!(s.get("c", &bad).await.expect("get").is_none());
+    assert_eq!(s.unreadable_rows().1, 0, "forgotten once evicted");
+    db.drop_db().await;
+}

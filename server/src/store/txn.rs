@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bigpeer_schema::{Delta, Doc, DocId, Op, SchemaError, Value};
+use bigpeer_schema::{limits, Delta, Doc, DocId, Op, SchemaError, Value};
 use sqlx::Row;
 
 use super::documents::{corrupt_row, materialize_with_id, Outcome};
@@ -52,6 +52,21 @@ struct Loaded {
     original: Option<Vec<u8>>,
     /// Remove the row without a tombstone (EVICT): nothing is synced.
     evict: bool,
+    /// The encoding of `doc` when a checked change made it (written as it is).
+    encoded: Option<Vec<u8>>,
+    /// The encoded size of `doc` when known (after a checked change, or as read).
+    size: Option<usize>,
+    /// Why the stored row does not decode: the document can only be evicted.
+    unreadable: Option<String>,
+}
+
+impl Loaded {
+    /// The encoded size of the current state.
+    fn size(&self) -> usize {
+        self.size
+            .or_else(|| self.original.as_ref().map(Vec::len))
+            .unwrap_or(0)
+    }
 }
 
 /// The documents one job may read and change, inside the transaction.
@@ -62,7 +77,8 @@ pub struct Working<'a> {
 }
 
 impl Working<'_> {
-    fn slot(&mut self, collection: &str, id: &DocId) -> Result<&mut Loaded, StoreError> {
+    /// The document, locked by this job (readable or not).
+    fn locked(&mut self, collection: &str, id: &DocId) -> Result<&mut Loaded, StoreError> {
         let key = (collection.to_owned(), id.key());
         if !self.allowed.contains(&key) {
             return Err(StoreError::NotLocked {
@@ -76,6 +92,20 @@ impl Working<'_> {
                 collection: collection.to_owned(),
                 id: id.to_string(),
             })
+    }
+
+    /// The document, locked by this job; an error when its stored row does not decode.
+    fn slot(&mut self, collection: &str, id: &DocId) -> Result<&mut Loaded, StoreError> {
+        let l = self.locked(collection, id)?;
+        match &l.unreadable {
+            Some(why) => Err(StoreError::Schema(SchemaError::Corrupt(why.clone()))),
+            None => Ok(l),
+        }
+    }
+
+    /// Whether the document's stored row does not decode (it can only be evicted).
+    pub fn is_unreadable(&mut self, collection: &str, id: &DocId) -> Result<bool, StoreError> {
+        Ok(self.locked(collection, id)?.unreadable.is_some())
     }
 
     /// The current CRDT state (empty when the document never existed).
@@ -100,64 +130,76 @@ impl Working<'_> {
         Ok(materialize_with_id(&l.doc, &l.id))
     }
 
-    /// Applies local operations, stamped now by this store's clock.
+    /// Applies local operations, stamped now by this store's clock. Refused (and nothing
+    /// changes) when they break a limit (`bigpeer_schema::limits`): a collection name, an id,
+    /// a path or a value, or the document size.
     pub fn apply_ops(
         &mut self,
         collection: &str,
         id: &DocId,
         ops: &[Op],
     ) -> Result<(), StoreError> {
-        if id_has_nul(id) || ops.iter().any(op_has_nul) {
-            return Err(nul_character());
+        if !limits::only_deletes(ops) {
+            check_target(collection, id)?;
+            limits::check_ops(ops).map_err(SchemaError::from)?;
         }
         let store = self.store;
+        let limit = store.document_size_limit();
         let l = self.slot(collection, id)?;
         let stamp = store.stamp_after(newest(&l.doc))?;
+        let before = l.doc.clone();
         // As in the evaluator (bigpeer_dql::exec): writes touch only their own type.
         l.doc.apply_typed(ops, stamp)?;
-        Ok(())
+        settle(l, before, limit)
     }
 
-    /// Joins a remote delta: `Refused` when this store lacks the delta's base.
+    /// Joins a remote delta: `Refused` when this store lacks the delta's base. Refused with an
+    /// error (and nothing changes) when it breaks a limit.
     pub fn apply_delta(
         &mut self,
         collection: &str,
         id: &DocId,
         delta: &Delta,
     ) -> Result<Outcome, StoreError> {
+        check_target(collection, id)?;
+        limits::check_state(&delta.state).map_err(SchemaError::from)?;
         let store = self.store;
+        let limit = store.document_size_limit();
         let l = self.slot(collection, id)?;
         store.observe(delta.state.vv.max_hlc());
         let before = l.doc.clone();
         match l.doc.apply_delta(delta) {
             Ok(()) if l.doc == before => Ok(Outcome::Unchanged),
-            Ok(()) if materialize_with_id(&l.doc, &l.id).is_some_and(|v| has_nul(&v)) => {
-                l.doc = before;
-                Err(nul_character())
-            }
-            Ok(()) => Ok(Outcome::Changed { seq: 0 }),
+            Ok(()) => settle(l, before, limit).map(|()| Outcome::Changed { seq: 0 }),
             Err(SchemaError::BaseNotDominated) => Ok(Outcome::Refused),
             Err(e) => Err(e.into()),
         }
     }
 
     /// Evicts the document: its row is removed without a tombstone, so nothing propagates
-    /// (EVICT). A later write in the same transaction re-creates it from scratch.
+    /// (EVICT). A later write in the same transaction re-creates it from scratch. Also for a
+    /// document whose stored row does not decode.
     pub fn evict(&mut self, collection: &str, id: &DocId) -> Result<(), StoreError> {
-        let l = self.slot(collection, id)?;
+        let l = self.locked(collection, id)?;
         l.doc = Doc::new();
         l.evict = l.original.is_some();
+        l.unreadable = None;
+        l.encoded = None;
+        l.size = Some(0);
         Ok(())
     }
 
-    /// Joins a full remote state.
+    /// Joins a full remote state (checked as [`Working::apply_delta`]).
     pub fn join_state(
         &mut self,
         collection: &str,
         id: &DocId,
         state: &Doc,
     ) -> Result<Outcome, StoreError> {
+        check_target(collection, id)?;
+        limits::check_state(state).map_err(SchemaError::from)?;
         let store = self.store;
+        let limit = store.document_size_limit();
         let l = self.slot(collection, id)?;
         store.observe(state.vv.max_hlc());
         let before = l.doc.clone();
@@ -165,17 +207,10 @@ impl Working<'_> {
         if l.doc == before {
             return Ok(Outcome::Unchanged);
         }
-        if materialize_with_id(&l.doc, &l.id).is_some_and(|v| has_nul(&v)) {
-            l.doc = before;
-            return Err(nul_character());
-        }
-        Ok(Outcome::Changed { seq: 0 })
+        settle(l, before, limit).map(|()| Outcome::Changed { seq: 0 })
     }
 }
 
-/// Postgres cannot store U+0000 in `jsonb` or `text`: a document holding it would fail the whole
-/// shared transaction, so the write that brings it in is refused on its own (and nothing of it
-/// is kept).
 /// The newest clock value anywhere in a document: its version vector and every stamp.
 fn newest(doc: &Doc) -> bigpeer_schema::Hlc {
     doc.vv
@@ -183,54 +218,50 @@ fn newest(doc: &Doc) -> bigpeer_schema::Hlc {
         .max(doc.max_stamp().map(|s| s.hlc).unwrap_or_default())
 }
 
-pub const NUL_CHARACTER: &str = "request/nul-character";
+/// The collection name and the id of a document a write creates or changes.
+fn check_target(collection: &str, id: &DocId) -> Result<(), StoreError> {
+    limits::check_collection(collection).map_err(SchemaError::from)?;
+    limits::check_id(id).map_err(SchemaError::from)?;
+    Ok(())
+}
 
-fn nul_character() -> StoreError {
-    StoreError::Shared {
-        code: NUL_CHARACTER,
-        message: "text may not contain the character U+0000 (Postgres cannot store it)".into(),
+/// After a change of `l.doc` (from `before`): keeps it when the document stays within the size
+/// limit (or does not grow), with its encoding for the write; otherwise restores `before`.
+fn settle(l: &mut Loaded, before: Doc, limit: usize) -> Result<(), StoreError> {
+    let encoded = l.doc.encode();
+    if let Err(e) = limits::check_size(encoded.len(), l.size(), limit) {
+        l.doc = before;
+        return Err(SchemaError::from(e).into());
     }
+    l.size = Some(encoded.len());
+    l.encoded = Some(encoded);
+    Ok(())
 }
 
-/// Whether a value holds U+0000 in a string or an object key, at any depth.
-pub fn has_nul(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(a) => a.iter().any(has_nul),
-        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-        _ => false,
-    }
-}
-
-fn id_has_nul(id: &DocId) -> bool {
-    has_nul(id.value())
-}
-
-fn op_has_nul(op: &Op) -> bool {
-    let path = |p: &[String]| p.iter().any(|k| k.contains('\0'));
-    match op {
-        Op::Set { path: p, value, .. } => path(p) || has_nul(value),
-        Op::Merge { path: p, value, .. } => {
-            path(p) || value.iter().any(|(k, v)| k.contains('\0') || has_nul(v))
-        }
-        Op::Unset { path: p } | Op::Remove { path: p, .. } | Op::Restart { path: p, .. } => path(p),
-        Op::Increment { path: p, by, .. } => path(p) || has_nul(by),
-        Op::Attach { path: p, token } => path(p) || has_nul(token),
-        Op::Delete => false,
-    }
-}
+/// Postgres cannot store U+0000 in `jsonb` or `text`: a write that brings it in is refused on
+/// its own (and nothing of it is kept).
+pub use bigpeer_schema::limits::NUL_CHARACTER;
 
 /// Delivers a job's result once the transaction committed.
 pub(crate) type Finish = Box<dyn FnOnce(&TxnInfo) + Send>;
 
-type RunFn = Box<dyn FnOnce(&mut Working<'_>) -> Result<Finish, StoreError> + Send>;
+/// Runs a job on the working set. May run more than once: when a shared transaction fails in
+/// the database, its jobs run again in smaller transactions (see [`Store::run_jobs`]).
+type RunFn = Box<dyn FnMut(&mut Working<'_>) -> Result<Finish, StoreError> + Send>;
 type FailFn = Box<dyn FnOnce(StoreError) + Send>;
 
 struct JobSlot {
     targets: Vec<(String, DocId)>,
-    run: Option<RunFn>,
+    run: RunFn,
+    /// `None` once the job has been answered (with its error).
     fail: Option<FailFn>,
     finish: Option<Finish>,
+}
+
+impl JobSlot {
+    fn waiting(&self) -> bool {
+        self.fail.is_some()
+    }
 }
 
 /// A type-erased job.
@@ -241,18 +272,19 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    /// Wraps a typed job; its outcome arrives on the returned receiver.
+    /// Wraps a typed job; its outcome arrives on the returned receiver. `f` may be called more
+    /// than once (each time on a fresh working set, after the earlier attempt was rolled back).
     #[allow(clippy::type_complexity)]
     pub fn new<R, F>(
         targets: Vec<(String, DocId)>,
-        f: F,
+        mut f: F,
     ) -> (
         Job,
         tokio::sync::oneshot::Receiver<Result<(R, TxnInfo), StoreError>>,
     )
     where
         R: Send + 'static,
-        F: FnOnce(&mut Working<'_>) -> Result<R, StoreError> + Send + 'static,
+        F: FnMut(&mut Working<'_>) -> Result<R, StoreError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let tx = std::sync::Arc::new(std::sync::Mutex::new(Some(tx)));
@@ -264,6 +296,7 @@ impl Job {
             targets,
             run: Box::new(move |w| {
                 let r = f(w)?;
+                let tx = tx.clone();
                 Ok(Box::new(move |info: &TxnInfo| {
                     if let Some(tx) = take(&tx) {
                         let _ = tx.send(Ok((r, info.clone())));
@@ -280,6 +313,37 @@ impl Job {
     }
 }
 
+/// Why a transaction of jobs failed.
+enum TxnFailure {
+    /// Before any job ran, or not because of what the jobs wrote (a lost connection): every
+    /// waiting job gets the error.
+    All(StoreError),
+    /// The database refused what the jobs wrote (the write or the commit): one of them may be
+    /// the cause, so the others run again without it.
+    Written(StoreError),
+}
+
+impl From<StoreError> for TxnFailure {
+    fn from(e: StoreError) -> Self {
+        TxnFailure::All(e)
+    }
+}
+
+impl From<sqlx::Error> for TxnFailure {
+    fn from(e: sqlx::Error) -> Self {
+        TxnFailure::All(e.into())
+    }
+}
+
+/// A failure of the statements that write the jobs' changes: the database refusing them (some
+/// job's data) can be retried without that job; anything else fails the transaction.
+fn written(e: sqlx::Error) -> TxnFailure {
+    match e {
+        sqlx::Error::Database(_) => TxnFailure::Written(e.into()),
+        other => TxnFailure::All(other.into()),
+    }
+}
+
 impl Store {
     /// Runs `f` on the documents `targets` in one transaction of its own and commits.
     pub async fn transact<R, F>(
@@ -289,7 +353,7 @@ impl Store {
     ) -> Result<(R, TxnInfo), StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&mut Working<'_>) -> Result<R, StoreError> + Send + 'static,
+        F: FnMut(&mut Working<'_>) -> Result<R, StoreError> + Send + 'static,
     {
         let (job, rx) = Job::new(targets, f);
         self.run_jobs(vec![job]).await;
@@ -301,36 +365,62 @@ impl Store {
 
     /// Runs jobs in one transaction; every job gets its result or its error through its own
     /// callbacks.
+    ///
+    /// No job fails because of another job's data: when the database refuses the shared
+    /// transaction's writes (a row it cannot store), the jobs are split in halves, each run
+    /// again in a transaction of its own, until the job that causes the refusal runs alone and
+    /// gets the error. The others commit.
     pub(crate) async fn run_jobs(&self, jobs: Vec<Job>) {
-        let mut slots: Vec<JobSlot> = jobs
+        let slots: Vec<JobSlot> = jobs
             .into_iter()
             .map(|j| JobSlot {
                 targets: j.targets,
-                run: Some(j.run),
+                run: j.run,
                 fail: Some(j.fail),
                 finish: None,
             })
             .collect();
-        if let Err(e) = self.run_jobs_inner(&mut slots).await {
-            // The transaction failed as a whole: every job still waiting gets the error.
-            let code = e.code();
-            let message = e.to_string();
-            let mut first = Some(e);
-            for fail in slots.into_iter().filter_map(|s| s.fail) {
-                fail(first.take().unwrap_or(StoreError::Shared {
-                    code,
-                    message: message.clone(),
-                }));
+        let mut groups = vec![slots];
+        while let Some(mut group) = groups.pop() {
+            let failure = match self.run_jobs_inner(&mut group).await {
+                Ok(()) => continue,
+                Err(f) => f,
+            };
+            let mut waiting: Vec<JobSlot> = group.into_iter().filter(JobSlot::waiting).collect();
+            for slot in &mut waiting {
+                // Its result was not committed: it runs again, or fails.
+                slot.finish = None;
+            }
+            match failure {
+                TxnFailure::Written(e) if waiting.len() > 1 => {
+                    tracing::warn!(jobs = waiting.len(), error = %e,
+                        "the database refused a shared write transaction; retrying its jobs in smaller ones");
+                    let second = waiting.split_off(waiting.len() / 2);
+                    groups.push(second);
+                    groups.push(waiting);
+                }
+                TxnFailure::Written(e) | TxnFailure::All(e) => {
+                    // The transaction failed as a whole: every job still waiting gets the error.
+                    let code = e.code();
+                    let message = e.to_string();
+                    let mut first = Some(e);
+                    for fail in waiting.into_iter().filter_map(|s| s.fail) {
+                        fail(first.take().unwrap_or(StoreError::Shared {
+                            code,
+                            message: message.clone(),
+                        }));
+                    }
+                }
             }
         }
     }
 
-    async fn run_jobs_inner(&self, slots: &mut [JobSlot]) -> Result<(), StoreError> {
+    async fn run_jobs_inner(&self, slots: &mut [JobSlot]) -> Result<(), TxnFailure> {
         let mut tx = self.pool().begin().await?;
 
         // 1. Lock and load every target.
         let mut targets: BTreeMap<Key, DocId> = BTreeMap::new();
-        for slot in slots.iter() {
+        for slot in slots.iter().filter(|s| s.waiting()) {
             for (coll, id) in &slot.targets {
                 targets
                     .entry((coll.clone(), id.key()))
@@ -358,9 +448,18 @@ impl Store {
         let mut docs: BTreeMap<Key, Loaded> = BTreeMap::new();
         for (key, id) in targets {
             let original = found.remove(&key);
-            let doc = match &original {
-                Some(bytes) => Doc::decode(bytes).map_err(|e| corrupt_row(&key.0, &id, e))?,
-                None => Doc::new(),
+            // A row that does not decode fails only the jobs that read or change it (and can be
+            // evicted); the other jobs go on.
+            let (doc, unreadable) = match &original {
+                Some(bytes) => match Doc::decode(bytes) {
+                    Ok(doc) => (doc, None),
+                    Err(e) => {
+                        let e = corrupt_row(&key.0, &id, e);
+                        self.skipped_row("write", &key.0, &key.1, 0, &e);
+                        (Doc::new(), Some(e.to_string()))
+                    }
+                },
+                None => (Doc::new(), None),
             };
             docs.insert(
                 key,
@@ -369,34 +468,50 @@ impl Store {
                     doc,
                     original,
                     evict: false,
+                    encoded: None,
+                    size: None,
+                    unreadable,
                 },
             );
         }
 
         // 2. Run the jobs in memory; a failing job is undone and answered at once.
-        for slot in slots.iter_mut() {
-            let Some(run) = slot.run.take() else { continue };
+        for slot in slots.iter_mut().filter(|s| s.waiting()) {
             let allowed: BTreeSet<Key> = slot
                 .targets
                 .iter()
                 .map(|(c, id)| (c.clone(), id.key()))
                 .collect();
-            let snapshot: Vec<(Key, Doc, bool)> = allowed
+            type Snapshot = (Key, Doc, bool, Option<usize>, Option<String>);
+            let snapshot: Vec<Snapshot> = allowed
                 .iter()
-                .filter_map(|k| docs.get(k).map(|l| (k.clone(), l.doc.clone(), l.evict)))
+                .filter_map(|k| {
+                    docs.get(k).map(|l| {
+                        (
+                            k.clone(),
+                            l.doc.clone(),
+                            l.evict,
+                            l.size,
+                            l.unreadable.clone(),
+                        )
+                    })
+                })
                 .collect();
             let mut working = Working {
                 store: self,
                 docs: &mut docs,
                 allowed: &allowed,
             };
-            match run(&mut working) {
+            match (slot.run)(&mut working) {
                 Ok(finish) => slot.finish = Some(finish),
                 Err(e) => {
-                    for (k, d, evict) in snapshot {
+                    for (k, d, evict, size, unreadable) in snapshot {
                         if let Some(l) = docs.get_mut(&k) {
                             l.doc = d;
                             l.evict = evict;
+                            l.size = size;
+                            l.unreadable = unreadable;
+                            l.encoded = None;
                         }
                     }
                     if let Some(fail) = slot.fail.take() {
@@ -409,15 +524,18 @@ impl Store {
         // 3. Write what changed.
         let mut changed: Vec<(&Key, &Loaded, Vec<u8>)> = Vec::new();
         let mut evicted: Vec<&Key> = Vec::new();
-        for (key, l) in &docs {
+        for (key, l) in docs.iter_mut() {
             if l.evict && l.doc == Doc::default() {
                 evicted.push(key);
                 continue;
             }
+            if l.unreadable.is_some() {
+                continue; // not evicted, so untouched
+            }
             if l.original.is_none() && l.doc == Doc::default() {
                 continue; // never existed and still empty (a refused delta, a failed job)
             }
-            let encoded = l.doc.encode();
+            let encoded = l.encoded.take().unwrap_or_else(|| l.doc.encode());
             if l.original.as_deref() != Some(encoded.as_slice()) {
                 changed.push((key, l, encoded));
             }
@@ -436,7 +554,8 @@ impl Store {
             .bind(&colls)
             .bind(&keys)
             .execute(&mut *tx)
-            .await?;
+            .await
+            .map_err(written)?;
         }
         let mut info = TxnInfo::default();
         if changed.is_empty() {
@@ -485,15 +604,19 @@ impl Store {
             .bind(n)
             .bind(&shapes)
             .fetch_one(&mut *tx)
-            .await?;
+            .await
+            .map_err(written)?;
             let first = last - n + 1;
             info.txn = last;
             for (i, (key, _, _)) in changed.iter().enumerate() {
                 info.seqs.insert((*key).clone(), first + i as i64);
             }
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(written)?;
         self.saw_txn(info.txn);
+        for key in evicted.iter().copied().chain(changed.iter().map(|c| c.0)) {
+            self.health.forget(&key.0, &key.1);
+        }
 
         // 4. Answer the jobs.
         for slot in slots.iter_mut() {

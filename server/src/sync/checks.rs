@@ -6,14 +6,19 @@ use std::collections::BTreeMap;
 use bigpeer_dql::plan::{self, PExpr, Plan, PlanOptions, Source};
 use bigpeer_schema::hlc::now_ms;
 use bigpeer_schema::wire::{DocChange, PushResult};
-use bigpeer_schema::{Hlc, ProvenanceError, SchemaError, SiteId, TypeView, Value};
+use bigpeer_schema::{limits, Hlc, ProvenanceError, SchemaError, SiteId, TypeView, Value};
 
 use crate::service::{Access, Allowed, WriteScope};
 use crate::store::{materialize_with_id, Outcome, StoreError, Working};
 
-/// Collection names a peer may write: what DQL can name afterwards.
-pub(super) fn valid_collection(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 256 && !name.chars().any(char::is_control)
+/// Checks a pushed change against the write limits (`bigpeer_schema::limits`, the same as for
+/// every other write) before anything runs: the collection name, the id and what the delta
+/// holds. `Err` is the code of the `Denied` answer.
+pub(super) fn validate_change(c: &DocChange) -> Result<(), &'static str> {
+    limits::check_collection(&c.collection).map_err(|e| e.code())?;
+    limits::check_id(&c.id).map_err(|e| e.code())?;
+    limits::check_state(&c.delta.state).map_err(|e| e.code())?;
+    Ok(())
 }
 
 /// Merges one pushed change inside the write job, for the peer of site `peer`:
@@ -66,8 +71,9 @@ pub(super) fn merge_one(
         }
     }
     let outcome = match w.apply_delta(&c.collection, &c.id, &c.delta) {
-        // Refused on its own (the store kept nothing of it); the rest of the push goes on.
-        Err(e) if e.code() == crate::store::NUL_CHARACTER => {
+        // Refused on its own (over a limit: the store kept nothing of it); the rest of the push
+        // goes on.
+        Err(e) if e.is_refusal() => {
             return Ok(PushResult::Denied {
                 code: e.code().into(),
             })

@@ -16,7 +16,7 @@ mod scan;
 pub mod webhook;
 mod ws;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,10 +76,17 @@ pub fn protocols() -> &'static [&'static dyn SyncProtocol] {
     &[&native::Native]
 }
 
+/// Bytes of a frame that are not a document's delta, at most (message head, collection name,
+/// id, sequence number, cursor): a document must fit in `max_frame` minus this, so the
+/// document size limit is capped there (see [`SyncHub::new`]).
+pub const FRAME_SLACK: usize = 64 * 1024;
+
 /// Sync settings.
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
-    /// Largest frame either side may send (announced in `Welcome`).
+    /// Largest frame either side may send (announced in `Welcome`). The document size limit
+    /// (5 MiB by default) is capped at this minus [`FRAME_SLACK`], so that every document fits
+    /// in a frame, whole.
     pub max_frame: usize,
     /// Unacknowledged batches the server keeps in flight at first.
     pub window: u32,
@@ -109,7 +116,7 @@ pub struct SyncOptions {
 impl Default for SyncOptions {
     fn default() -> Self {
         SyncOptions {
-            max_frame: 4 * 1024 * 1024,
+            max_frame: 8 * 1024 * 1024,
             window: 8,
             heartbeat: Duration::from_secs(30),
             send_queue: 64,
@@ -138,6 +145,8 @@ pub struct SyncHub {
     closing: Arc<watch::Sender<bool>>,
     /// `DQL_STRICT_MODE` when a subscription is planned (see [`SyncHub::with_strict_mode`]).
     strict_mode: Arc<AtomicBool>,
+    /// Changes not sent because they do not fit in a frame.
+    oversized: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for SyncHub {
@@ -152,8 +161,10 @@ impl std::fmt::Debug for SyncHub {
 impl SyncHub {
     /// A hub over `store`, with its own group-commit tasks for pushes (started on the current
     /// runtime). The change feed starts with the first session, so a server whose database is
-    /// not migrated yet still starts.
+    /// not migrated yet still starts. Caps the store's document size limit at what a frame
+    /// holds.
     pub fn new(store: Store, options: SyncOptions) -> SyncHub {
+        store.cap_document_size(options.max_frame.saturating_sub(FRAME_SLACK));
         let group = GroupCommit::start(
             store.clone(),
             &GroupCommitOptions {
@@ -170,7 +181,19 @@ impl SyncHub {
             server_site: Arc::new(OnceCell::new()),
             closing: Arc::new(watch::channel(false).0),
             strict_mode: Arc::new(AtomicBool::new(false)),
+            oversized: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Counts a change (or frame) not sent because it does not fit in `max_frame`.
+    pub(crate) fn oversized_skipped(&self) {
+        self.oversized.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many changes (or frames) sessions did not send because they do not fit in
+    /// `max_frame` (`bigpeer_sync_oversized_changes_total`).
+    pub fn oversized_changes(&self) -> u64 {
+        self.oversized.load(Ordering::Relaxed)
     }
 
     /// Plans subscriptions with the DQL executor's `DQL_STRICT_MODE` (off when not shared): a

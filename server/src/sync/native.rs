@@ -22,7 +22,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use super::checks::{check_subscription, clock_bound, merge_one, valid_collection};
+use super::checks::{check_subscription, clock_bound, merge_one, validate_change};
 use super::outbox::{change_for, remember, Known, Pending};
 use super::{scan, Inbound, Link, Outbound, SyncHub, SyncProtocol};
 use crate::auth::{now_secs, Permissions, Revoked};
@@ -335,6 +335,14 @@ impl Session {
     }
 
     async fn send_frame(&mut self, frame: Vec<u8>) -> Result<(), Stop> {
+        if frame.len() > self.hub.options.max_frame {
+            // Batches are sized to fit (and documents are limited to fit), so this is a last
+            // guard: a frame the peer must refuse is never sent, and the session goes on.
+            self.hub.oversized_skipped();
+            tracing::error!(session = %self.session, bytes = frame.len(),
+                max_frame = self.hub.options.max_frame, "sync frame over max_frame not sent");
+            return Ok(());
+        }
         let wait = self.heartbeat();
         match tokio::time::timeout(wait, self.outbound.send(Outbound::Binary(frame))).await {
             Ok(Ok(())) => {
@@ -601,6 +609,24 @@ impl Session {
         Ok(())
     }
 
+    /// Bytes of changes one batch may carry: the frame must stay within `max_frame`.
+    fn frame_budget(&self) -> usize {
+        self.hub
+            .options
+            .max_frame
+            .saturating_sub(super::FRAME_SLACK)
+    }
+
+    /// A document whose change cannot fit in a frame (written before the document size limit
+    /// held, or a `Want` whose base makes the delta too large): not sent, logged and counted;
+    /// the session goes on.
+    fn oversized(&self, collection: &str, id: &DocId, bytes: usize) {
+        self.hub.oversized_skipped();
+        tracing::warn!(session = %self.session, %collection, %id, bytes,
+            max_frame = self.hub.options.max_frame,
+            "sync: a document's change does not fit in a frame; not sent");
+    }
+
     fn open(&mut self) -> Result<&mut Open, Stop> {
         match &mut self.state {
             State::Open(o) => Ok(o),
@@ -690,10 +716,12 @@ impl Session {
     }
 
     async fn send_live(&mut self) -> Result<(), Stop> {
+        let budget = self.frame_budget();
         let o = self.open()?;
         let mut changes = Vec::new();
         let mut subs = BTreeSet::new();
         let mut bytes = 0;
+        let mut oversized = Vec::new();
         while let Some(seq) = o.pending.first_seq() {
             if bytes >= BATCH_BYTES {
                 break;
@@ -708,16 +736,28 @@ impl Session {
             if live.is_empty() {
                 continue;
             }
-            let Some(change) = change_for(
-                &mut o.known,
-                &p.doc.collection,
-                &p.doc.id,
-                seq,
-                &p.doc.state,
-            ) else {
+            let Some(change) =
+                change_for(&o.known, &p.doc.collection, &p.doc.id, seq, &p.doc.state)
+            else {
                 continue;
             };
-            bytes += change.delta.encode().len() + 64;
+            let size =
+                wire::change_size(&change.collection, &change.id, change.delta.encode().len());
+            if size > budget {
+                oversized.push((change.collection, change.id, size));
+                continue;
+            }
+            if !changes.is_empty() && bytes + size > budget {
+                // The next batch takes it.
+                o.pending.add(p.doc, p.subs);
+                break;
+            }
+            remember(
+                &mut o.known,
+                (change.collection.clone(), change.id.key()),
+                &p.doc.state.vv,
+            );
+            bytes += size;
             subs.extend(live);
             changes.push(change);
         }
@@ -725,9 +765,13 @@ impl Session {
             Some(s) => s - 1,
             None => o.feed_seq,
         };
+        for (collection, id, size) in oversized {
+            self.oversized(&collection, &id, size);
+        }
         if changes.is_empty() {
             return Ok(());
         }
+        let o = self.open()?;
         let cursor = Some(Cursor {
             epoch: o.epoch.clone(),
             seq: u64::try_from(cursor_seq).unwrap_or(0),
@@ -768,33 +812,47 @@ impl Session {
         let page = scan::page(&self.hub.store, &collection, after, tombstones, PAGE)
             .await
             .map_err(|e| store_failure(&e))?;
+        let budget = self.frame_budget();
+        let store = self.hub.store.clone();
+        let mut oversized = Vec::new();
         let o = self.open()?;
         let Open { subs, known, .. } = o;
         let Some(s) = subs.get_mut(&sub) else {
             return Ok(());
         };
-        let full = page.rows.len() as i64 >= PAGE;
+        let full = page.read as i64 >= PAGE;
         // Initial and resumed syncs send full states (a delta against nothing): the peer may have
         // evicted what this session sent it before. A full-state delta is made from the stored
         // bytes without decoding them; a document is decoded only when the subscription or the
-        // read permission has to look at its value.
+        // read permission has to look at its value. A row that does not decode is skipped
+        // (logged and counted), never the end of the sync.
         let mut deltas: Vec<(usize, Vec<u8>)> = Vec::with_capacity(page.rows.len());
         let mut bytes = 0;
         let mut last = after;
         let mut stopped_early = false;
         let wants_all = s.wants_all();
+        let skip = |row: &scan::ScanRow, e: SchemaError| {
+            let e = corrupt_row(&collection, &row.id, e);
+            store.skipped_row("initial sync", &collection, &row.id.key(), row.seq, &e);
+        };
         for (i, row) in page.rows.iter().enumerate() {
             if bytes >= BATCH_BYTES {
                 stopped_early = true;
                 break;
             }
+            let before = last;
             last = row.seq;
             if !wants_all {
                 let (state, value) = if row.deleted {
                     (Doc::default(), None)
                 } else {
-                    let state = Doc::decode(&row.meta)
-                        .map_err(|e| store_failure(&corrupt_row(&collection, &row.id, e)))?;
+                    let state = match Doc::decode(&row.meta) {
+                        Ok(state) => state,
+                        Err(e) => {
+                            skip(row, e);
+                            continue;
+                        }
+                    };
                     let value = materialize_with_id(&state, &row.id);
                     (state, value)
                 };
@@ -802,15 +860,35 @@ impl Session {
                     continue;
                 }
             }
-            let (delta, vv) = Delta::encode_full_state(&row.meta)
-                .map_err(|e| store_failure(&corrupt_row(&collection, &row.id, e)))?;
+            let (delta, vv) = match Delta::encode_full_state(&row.meta) {
+                Ok(d) => d,
+                Err(e) => {
+                    skip(row, e);
+                    continue;
+                }
+            };
             if vv.is_empty() {
                 // Nothing was ever written to it: nothing to send.
                 continue;
             }
+            let size = wire::change_size(&collection, &row.id, delta.len());
+            if size > budget {
+                oversized.push((row.id.clone(), size));
+                continue;
+            }
+            if !deltas.is_empty() && bytes + size > budget {
+                // The next page starts with it.
+                last = before;
+                stopped_early = true;
+                break;
+            }
             remember(known, (collection.clone(), row.id.key()), &vv);
-            bytes += delta.len() + collection.len() + 48;
+            bytes += size;
             deltas.push((i, delta));
+        }
+        if !stopped_early {
+            // Past rows left out of the page (their ids do not decode) too.
+            last = last.max(page.last);
         }
         let done = !full && !stopped_early;
         s.phase = if done {
@@ -845,6 +923,9 @@ impl Session {
             let frame = wire::encode_batch(o.sent, &[sub], &changes, &cursor);
             drop(changes);
             self.send_frame(frame).await?;
+        }
+        for (id, size) in oversized {
+            self.oversized(&collection, &id, size);
         }
         if done {
             self.send(Msg::SubState {
@@ -892,17 +973,19 @@ impl Session {
         // Resume from our own cursor; later broadcasts at or below it are skipped.
         loop {
             let from = self.open()?.feed_seq;
-            let rows = self
+            let page = self
                 .hub
                 .store
-                .changes_since(from, LAG_PAGE)
+                .changes_page(from, LAG_PAGE)
                 .await
                 .map_err(|e| store_failure(&e))?;
-            let n = rows.len() as i64;
-            for doc in rows {
+            for doc in page.docs {
                 self.live(Arc::new(doc))?;
             }
-            if n < LAG_PAGE {
+            // Past unreadable rows too (skipped, logged and counted by the store).
+            let o = self.open()?;
+            o.feed_seq = o.feed_seq.max(page.last);
+            if (page.read as i64) < LAG_PAGE {
                 return Ok(());
             }
         }
@@ -986,14 +1069,17 @@ impl Session {
                 Ok(Allowed::Nothing) | Err(_) => return Ok(()),
             }
         };
-        let Some(doc) = self
-            .hub
-            .store
-            .get(&collection, &id)
-            .await
-            .map_err(|e| store_failure(&e))?
-        else {
-            return Ok(());
+        let doc = match self.hub.store.get(&collection, &id).await {
+            Ok(Some(doc)) => doc,
+            Ok(None) => return Ok(()),
+            // A stored row that cannot be read: nothing to send (logged and counted).
+            Err(e @ StoreError::Schema(_)) => {
+                self.hub
+                    .store
+                    .skipped_row("want", &collection, &id.key(), 0, &e);
+                return Ok(());
+            }
+            Err(e) => return Err(store_failure(&e)),
         };
         let probe = Sub {
             collection: collection.clone(),
@@ -1005,19 +1091,24 @@ impl Session {
         if !probe.wants(&id, doc.value.as_ref(), &doc.state) {
             return Ok(());
         }
-        let mut after = have.clone();
-        after.join(&doc.state.vv);
-        remember(
-            &mut self.open()?.known,
-            (collection.clone(), id.key()),
-            &after,
-        );
         let change = DocChange {
             collection,
             id,
             seq: u64::try_from(doc.seq).unwrap_or(0),
             delta: doc.state.delta(&have),
         };
+        let size = wire::change_size(&change.collection, &change.id, change.delta.encode().len());
+        if size > self.frame_budget() {
+            self.oversized(&change.collection, &change.id, size);
+            return Ok(());
+        }
+        let mut after = have;
+        after.join(&doc.state.vv);
+        remember(
+            &mut self.open()?.known,
+            (change.collection.clone(), change.id.key()),
+            &after,
+        );
         self.send_batch(Vec::new(), vec![change], None).await
     }
 
@@ -1029,10 +1120,8 @@ impl Session {
         let mut work = Vec::new();
         let mut scopes: BTreeMap<String, Result<WriteScope, String>> = BTreeMap::new();
         for (i, c) in changes.into_iter().enumerate() {
-            if !valid_collection(&c.collection) {
-                results[i] = Some(PushResult::Denied {
-                    code: "query/invalid".into(),
-                });
+            if let Err(code) = validate_change(&c) {
+                results[i] = Some(PushResult::Denied { code: code.into() });
                 continue;
             }
             let scope = scopes

@@ -79,9 +79,9 @@ pub(super) fn remember(known: &mut Known, key: (String, Vec<u8>), vv: &VersionVe
 
 /// A document as a change for the peer: the delta against what it is known to have (its full
 /// state the first time in this session); `None` when the peer has it all already (the echo of
-/// its own push, say).
+/// its own push, say). The caller [`remember`]s the state once the change is sent.
 pub(super) fn change_for(
-    known: &mut Known,
+    known: &Known,
     collection: &str,
     id: &DocId,
     seq: i64,
@@ -93,7 +93,6 @@ pub(super) fn change_for(
     if delta.is_empty() {
         return None;
     }
-    remember(known, key, &state.vv);
     Some(DocChange {
         collection: collection.to_owned(),
         id: id.clone(),

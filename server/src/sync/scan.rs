@@ -18,7 +18,12 @@ pub struct ScanRow {
 
 /// A page of a collection after a sequence number.
 pub struct Page {
+    /// The readable rows (a row whose id does not decode is logged, counted and left out).
     pub rows: Vec<ScanRow>,
+    /// How many rows the page read, readable or not (a full page: there may be more).
+    pub read: usize,
+    /// The largest sequence number the page read, readable or not (`after` when none).
+    pub last: i64,
     /// The newest committed sequence number in the page's snapshot.
     pub head: i64,
     pub epoch: String,
@@ -71,6 +76,8 @@ pub async fn page(
     tx.commit().await?;
     let mut page = Page {
         rows: Vec::with_capacity(rows.len()),
+        read: 0,
+        last: after,
         head: 0,
         epoch: String::new(),
     };
@@ -80,10 +87,20 @@ pub async fn page(
         let Some(key) = r.try_get::<Option<Vec<u8>>, _>(2)? else {
             continue;
         };
+        let seq: i64 = r.try_get(4)?;
+        page.read += 1;
+        page.last = page.last.max(seq);
+        let id = match DocId::from_key(&key) {
+            Ok(id) => id,
+            Err(e) => {
+                store.skipped_row("initial sync", collection, &key, seq, &e);
+                continue;
+            }
+        };
         page.rows.push(ScanRow {
-            id: DocId::from_key(&key)?,
+            id,
             meta: r.try_get(3)?,
-            seq: r.try_get(4)?,
+            seq,
             deleted: r.try_get(5)?,
         });
     }

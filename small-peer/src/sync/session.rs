@@ -257,7 +257,7 @@ impl<'a> Session<'a> {
             next_push: 1,
             window: 1,
             heartbeat: Duration::from_secs(30),
-            max_frame: 4 * 1024 * 1024,
+            max_frame: 8 * 1024 * 1024,
             last_sent: now,
             last_received: now,
             nonce: 0,
