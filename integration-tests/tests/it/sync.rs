@@ -199,6 +199,20 @@ impl Peer {
     }
 
     /// Expects a fatal `Error{code}` followed by a close.
+    /// Pushes `changes` as push `n` and returns its results (batches that arrive meanwhile are
+    /// acknowledged; sub states are passed over).
+    pub(crate) async fn push(&mut self, n: u64, changes: Vec<DocChange>) -> Vec<PushResult> {
+        self.send(&Msg::Push { push: n, changes }).await;
+        loop {
+            match self.recv().await {
+                Msg::PushAck { push, results, .. } if push == n => return results,
+                Msg::Batch { .. } => self.ack().await,
+                Msg::SubState { .. } => {}
+                other => panic!("expected the ack of push {n}, got {other:?}"),
+            }
+        }
+    }
+
     pub(crate) async fn expect_fatal(&mut self, code: &str) {
         match self.recv().await {
             Msg::Error {

@@ -40,21 +40,6 @@ fn full(d: &Doc) -> Delta {
     d.delta(&VersionVector::new())
 }
 
-async fn push(
-    p: &mut Peer,
-    n: u64,
-    changes: Vec<bigpeer_schema::wire::DocChange>,
-) -> Vec<PushResult> {
-    p.send(&Msg::Push { push: n, changes }).await;
-    loop {
-        match p.recv().await {
-            Msg::PushAck { push, results, .. } if push == n => return results,
-            Msg::PushAck { .. } | Msg::Batch { .. } | Msg::SubState { .. } => {}
-            other => panic!("expected a push ack, got {other:?}"),
-        }
-    }
-}
-
 fn denied(code: &str) -> PushResult {
     PushResult::Denied { code: code.into() }
 }
@@ -101,26 +86,26 @@ async fn stamps_too_far_ahead_are_refused_and_later_server_writes_win() {
             Clock::resume(site, Hlc::new(year_3000, 0)).tick_at(year_3000),
         )
         .expect("increment");
-    let results = push(
-        &mut p,
-        1,
-        vec![
-            change("cars", "far", full(&far)),
-            change("cars", "max", full(&max)),
-            change("cars", "skew", full(&past_skew)),
-            change("cars", "vv", full(&vv_only)),
-            change("cars", "tomb", full(&tomb)),
-            change("cars", "counter", full(&counter)),
-        ],
-    )
-    .await;
+    let results = p
+        .push(
+            1,
+            vec![
+                change("cars", "far", full(&far)),
+                change("cars", "max", full(&max)),
+                change("cars", "skew", full(&past_skew)),
+                change("cars", "vv", full(&vv_only)),
+                change("cars", "tomb", full(&tomb)),
+                change("cars", "counter", full(&counter)),
+            ],
+        )
+        .await;
     assert_eq!(results, vec![denied("sync/clock-skew"); 6]);
     assert_eq!(select(&app, "SELECT * FROM cars").await, json!([]));
 
     // Within the skew (a peer clock a minute ahead): applied, and a server write right after
     // still wins, answered and kept.
     let ahead = written_at(site, now + MINUTE_MS, r#"{"owner": "mallory"}"#);
-    let results = push(&mut p, 2, vec![change("cars", "car", full(&ahead))]).await;
+    let results = p.push(2, vec![change("cars", "car", full(&ahead))]).await;
     assert_eq!(results, vec![PushResult::Applied]);
     let body = execute(&app, "UPDATE cars SET owner = 'alice' WHERE _id = 'car'").await;
     assert_eq!(body["mutatedDocumentIds"], json!(["car"]));
@@ -192,7 +177,7 @@ async fn writes_of_sites_a_peer_does_not_own_are_refused() {
     )
     .expect("increment");
     assert_eq!(
-        push(&mut a, 1, vec![change("cars", "c", full(&doc))]).await,
+        a.push(1, vec![change("cars", "c", full(&doc))]).await,
         vec![PushResult::Applied]
     );
 
@@ -219,19 +204,19 @@ async fn writes_of_sites_a_peer_does_not_own_are_refused() {
     }
     assert_ne!(forged_counter, doc);
     assert_ne!(forged_value, doc);
-    let results = push(
-        &mut b,
-        1,
-        vec![
-            change("cars", "c", full(&claims_server)),
-            change("cars", "c", full(&as_a)),
-            change("cars", "c", full(&as_server)),
-            change("cars", "c", full(&forged_counter)),
-            change("cars", "c", full(&forged_value)),
-            change("cars", "new", full(&as_a)),
-        ],
-    )
-    .await;
+    let results = b
+        .push(
+            1,
+            vec![
+                change("cars", "c", full(&claims_server)),
+                change("cars", "c", full(&as_a)),
+                change("cars", "c", full(&as_server)),
+                change("cars", "c", full(&forged_counter)),
+                change("cars", "c", full(&forged_value)),
+                change("cars", "new", full(&as_a)),
+            ],
+        )
+        .await;
     assert_eq!(results, vec![denied("sync/foreign-site"); 6]);
     assert_eq!(
         select(&app, "SELECT * FROM cars").await,
@@ -262,7 +247,7 @@ async fn writes_of_sites_a_peer_does_not_own_are_refused() {
     )
     .expect("edit");
     assert_eq!(
-        push(&mut b, 2, vec![change("cars", "c", full(&held))]).await,
+        b.push(2, vec![change("cars", "c", full(&held))]).await,
         vec![PushResult::Applied]
     );
     assert_eq!(

@@ -96,22 +96,6 @@ fn set(path: &[&str], v: Value) -> Op {
     }
 }
 
-/// Pushes `changes` and returns the results.
-async fn push(
-    p: &mut Peer,
-    n: u64,
-    changes: Vec<bigpeer_schema::wire::DocChange>,
-) -> Vec<PushResult> {
-    p.send(&Msg::Push { push: n, changes }).await;
-    loop {
-        match p.recv().await {
-            Msg::PushAck { push, results, .. } if push == n => return results,
-            Msg::Batch { .. } => p.ack().await,
-            other => panic!("expected the push ack, got {other:?}"),
-        }
-    }
-}
-
 fn denied(code: &str) -> PushResult {
     PushResult::Denied { code: code.into() }
 }
@@ -199,32 +183,32 @@ async fn nesting_over_the_limit_is_refused_on_every_path() {
     // A sync push: each change refused on its own, the valid one applied.
     let (mut p, _) = Peer::open_as(&app, SiteId(14), &token).await;
     let deep_value = value(&nested(100));
-    let results = push(
-        &mut p,
-        1,
-        vec![
-            pushed("c", DocId::string("s1"), 11, &[set(&["v"], deep_value)]),
-            pushed(
-                "c",
-                DocId::string("s2"),
-                12,
-                &[set(&vec!["p"; 70], value(&nested(70)))],
-            ),
-            pushed(
-                "c",
-                DocId::new(value(&nested_id(40))).expect("id"),
-                13,
-                &[set(&["a"], Value::Int(1))],
-            ),
-            pushed(
-                "c",
-                DocId::string("s4"),
-                14,
-                &[set(&["fine"], Value::Int(1))],
-            ),
-        ],
-    )
-    .await;
+    let results = p
+        .push(
+            1,
+            vec![
+                pushed("c", DocId::string("s1"), 11, &[set(&["v"], deep_value)]),
+                pushed(
+                    "c",
+                    DocId::string("s2"),
+                    12,
+                    &[set(&vec!["p"; 70], value(&nested(70)))],
+                ),
+                pushed(
+                    "c",
+                    DocId::new(value(&nested_id(40))).expect("id"),
+                    13,
+                    &[set(&["a"], Value::Int(1))],
+                ),
+                pushed(
+                    "c",
+                    DocId::string("s4"),
+                    14,
+                    &[set(&["fine"], Value::Int(1))],
+                ),
+            ],
+        )
+        .await;
     assert_eq!(
         results,
         vec![
@@ -344,24 +328,24 @@ async fn names_and_ids_are_checked_alike_everywhere() {
     // A sync push.
     let (mut p, _) = Peer::open_as(&app, SiteId(26), &token).await;
     let one = |coll: &str, id: DocId, site| pushed(coll, id, site, &[set(&["n"], Value::Int(1))]);
-    let results = push(
-        &mut p,
-        1,
-        vec![
-            one("", DocId::string("a"), 21),
-            one("a\u{1}b", DocId::string("a"), 22),
-            one(&long, DocId::string("a"), 23),
-            one("c", DocId::string(long.clone()), 24),
-            pushed(
-                "c",
-                DocId::string("n"),
-                25,
-                &[set(&["s"], Value::String("a\0b".into()))],
-            ),
-            one("c", DocId::string("fine"), 26),
-        ],
-    )
-    .await;
+    let results = p
+        .push(
+            1,
+            vec![
+                one("", DocId::string("a"), 21),
+                one("a\u{1}b", DocId::string("a"), 22),
+                one(&long, DocId::string("a"), 23),
+                one("c", DocId::string(long.clone()), 24),
+                pushed(
+                    "c",
+                    DocId::string("n"),
+                    25,
+                    &[set(&["s"], Value::String("a\0b".into()))],
+                ),
+                one("c", DocId::string("fine"), 26),
+            ],
+        )
+        .await;
     assert_eq!(
         results,
         vec![
@@ -471,17 +455,17 @@ async fn the_document_size_limit_holds_and_every_frame_fits() {
     let Msg::Welcome { max_frame, .. } = welcome else {
         unreachable!()
     };
-    let results = push(
-        &mut p,
-        1,
-        vec![pushed(
-            "big",
-            DocId::string("h"),
-            31,
-            &[set(&["s"], Value::String("z".repeat(300_000)))],
-        )],
-    )
-    .await;
+    let results = p
+        .push(
+            1,
+            vec![pushed(
+                "big",
+                DocId::string("h"),
+                31,
+                &[set(&["s"], Value::String("z".repeat(300_000)))],
+            )],
+        )
+        .await;
     assert_eq!(results, vec![denied("document/too-large")]);
     // A small peer with the same setting refuses locally.
     let mut small = smallpeer::Store::open_in_memory().expect("small peer");
