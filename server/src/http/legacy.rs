@@ -306,16 +306,20 @@ fn refuse_serialization(serialized_as: &Option<String>) -> Option<HttpResponse> 
 async fn find(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<FindRequest>,
+    payload: web::Payload,
 ) -> HttpResponse {
     let access = match access(&req, &state).await {
         Ok(a) => a,
         Err(resp) => return resp,
     };
+    // Only now, with the credentials checked, is the body read.
+    let body: FindRequest = match super::auth::json_body(&req, payload).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
     if let Some(resp) = wait_for_txn_header(&req, &state).await {
         return resp;
     }
-    let body = body.into_inner();
     if let Some(resp) = refuse_nul(
         &state,
         [body.collection.as_str(), body.query.as_str()]
@@ -425,16 +429,20 @@ async fn find(
 async fn find_by_id(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<FindByIdRequest>,
+    payload: web::Payload,
 ) -> HttpResponse {
     let access = match access(&req, &state).await {
         Ok(a) => a,
         Err(resp) => return resp,
     };
+    // Only now, with the credentials checked, is the body read.
+    let body: FindByIdRequest = match super::auth::json_body(&req, payload).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
     if let Some(resp) = wait_for_txn_header(&req, &state).await {
         return resp;
     }
-    let body = body.into_inner();
     if let Some(resp) = refuse_nul(&state, [body.collection.as_str()], &BTreeMap::new())
         .or_else(|| super::store::has_nul(&body.id).then(|| nul_error(&state)))
     {
@@ -518,16 +526,20 @@ async fn find_by_id(
 async fn count(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<CountRequest>,
+    payload: web::Payload,
 ) -> HttpResponse {
     let access = match access(&req, &state).await {
         Ok(a) => a,
         Err(resp) => return resp,
     };
+    // Only now, with the credentials checked, is the body read.
+    let body: CountRequest = match super::auth::json_body(&req, payload).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
     if let Some(resp) = wait_for_txn_header(&req, &state).await {
         return resp;
     }
-    let body = body.into_inner();
     if let Some(resp) = refuse_nul(
         &state,
         [body.collection.as_str(), body.query.as_str()],

@@ -88,7 +88,7 @@ pub struct ErrorBody {
     /// The stable error code: `query/invalid`, `query/evaluation`, `query/unsupported`,
     /// `query/parameter`,
     /// `query/result-too-large`, `request/invalid-json`, `request/too-large`,
-    /// `request/content-type`, `request/invalid-header`, `request/rate-limited`,
+    /// `request/content-type`, `request/invalid-header`, `request/rate-limited`, `request/timeout`,
     /// `auth/missing-credentials`, `auth/invalid-key`, `auth/expired-key`, `auth/revoked-key`,
     /// `auth/forbidden`, `store/txn-not-available`, `store/timeout`, `store/unavailable`,
     /// `store/backend`, `document/...`, `crdt/...`, `internal`.
@@ -325,7 +325,7 @@ pub fn txn_header(req: &HttpRequest) -> Result<Option<i64>, BadTxnHeader> {
 pub async fn execute(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<ExecuteRequest>,
+    payload: web::Payload,
 ) -> HttpResponse {
     let (store, executor) = (&state.store, &state.executor);
     let access = match super::auth::admit(&req, &state).await {
@@ -344,6 +344,11 @@ pub async fn execute(
                     None,
                 ));
         }
+    };
+    // Only now, with the credentials checked, is the body read.
+    let body: ExecuteRequest = match super::auth::json_body(&req, payload).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
     };
     if body.statement.contains('\0')
         || body
@@ -379,7 +384,6 @@ pub async fn execute(
             Err(e) => return error_response(&e),
         }
     }
-    let body = body.into_inner();
     let args = body.args.unwrap_or_default();
     match executor.execute_as(&body.statement, &args, &access).await {
         Ok(r) => HttpResponse::Ok().json(ExecuteResponse::ok(r)),
@@ -391,7 +395,7 @@ pub async fn execute(
 }
 
 /// JSON bodies: malformed JSON, wrong types and unknown fields get a 400, oversized bodies 413,
-/// other content types 415; in `/store/execute`'s envelope there, in `{code, message}` (the
+/// other content types 415, a body that does not arrive within `body_timeout` 408; in `/store/execute`'s envelope there, in `{code, message}` (the
 /// error body of every other route) elsewhere.
 pub fn json_config(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default()
@@ -405,6 +409,9 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
                 }
                 JsonPayloadError::ContentType => {
                     (StatusCode::UNSUPPORTED_MEDIA_TYPE, "request/content-type")
+                }
+                JsonPayloadError::Payload(p) if super::edge::is_body_timeout(p) => {
+                    (StatusCode::REQUEST_TIMEOUT, "request/timeout")
                 }
                 _ => (StatusCode::BAD_REQUEST, "request/invalid-json"),
             };

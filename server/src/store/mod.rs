@@ -5,6 +5,7 @@ mod documents;
 mod error;
 mod feed;
 mod group;
+mod health;
 mod reads;
 mod system;
 mod txn;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use bigpeer_schema::{Clock, Hlc, SiteId, Stamp};
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 
 pub(crate) use documents::corrupt_row;
@@ -22,6 +23,7 @@ pub use documents::{materialize_with_id, Change, Committed, Outcome, StoredDoc};
 pub use error::StoreError;
 pub use feed::{ChangeFeed, FeedOptions};
 pub use group::{GroupCommit, GroupCommitOptions};
+pub use health::{is_connection_lost, Health};
 pub use txn::{TxnInfo, Working, NUL_CHARACTER};
 
 /// Migrations from the repository's `sql/` folder, applied at start-up.
@@ -58,6 +60,8 @@ pub struct Store {
     seen_txn: Arc<std::sync::atomic::AtomicI64>,
     /// Read pools of the threads that asked for one ([`Store::add_thread_reads`]).
     thread_reads: Arc<reads::ThreadReads>,
+    /// Whether Postgres is known to be down, and which connections are stale.
+    health: Arc<Health>,
 }
 
 impl Store {
@@ -67,21 +71,50 @@ impl Store {
         let connect: PgConnectOptions = url.parse().map_err(StoreError::Connect)?;
         let timeout_ms = opts.statement_timeout.as_millis().to_string();
         let connect = connect.options([("statement_timeout", timeout_ms.as_str())]);
-        let pool = PgPoolOptions::new()
+        let health = Health::new();
+        let pool = health
+            .pool_options()
             .max_connections(opts.max_connections)
             .acquire_timeout(opts.connect_timeout)
-            // No ping before every use of a pooled connection (a round trip per statement): a
-            // connection that broke fails its next statement, and the pool replaces it.
-            .test_before_acquire(false)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(StoreError::Connect)?;
+        health.start_probe(connect);
         Ok(Store {
             pool,
             clock: Arc::new(Mutex::new(Clock::new(SiteId::random()))),
             seen_txn: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             thread_reads: Arc::new(reads::ThreadReads::new()),
+            health,
         })
+    }
+
+    /// Postgres' health as this process sees it.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// True while Postgres is known to be down: fail at once rather than wait for a connection.
+    pub fn known_down(&self) -> bool {
+        self.health.is_down()
+    }
+
+    /// Runs a read (idempotent work) and, when its connection turns out to be lost, runs it
+    /// once more on a fresh connection (every connection open before is dropped from the pools
+    /// first).
+    pub async fn retry_read<T, F, Fut>(&self, read: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        match read().await {
+            Err(StoreError::Database(e)) if is_connection_lost(&e) => {
+                tracing::debug!(error = %e, "a read lost its connection; retrying it once");
+                self.health.connection_lost();
+                read().await
+            }
+            other => other,
+        }
     }
 
     /// Records that transaction `txn` is committed.
@@ -226,6 +259,7 @@ impl Store {
 
     /// Closes every connection.
     pub async fn close(&self) {
+        self.health.close();
         for pool in self.thread_reads.pools() {
             pool.close().await;
         }
