@@ -384,7 +384,11 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
     }
     executor.refresh_settings_every(SETTINGS_REFRESH);
     // One key store (and cache) for HTTP and sync: a revocation reaches both at once.
-    let keys = crate::auth::KeyStore::new(database.store.pool().clone());
+    let keys = crate::auth::KeyStore::new(database.store.pool().clone())
+        .with_health(database.store.health().clone());
+    // One set of rate limits for HTTP and sync: a key's pushes count against its requests.
+    let limits =
+        crate::http::limits::RateLimits::new(config.rate_limit_per_key, config.rate_limit_per_ip);
     let sync = crate::sync::SyncHub::new(
         database.store.clone(),
         crate::sync::SyncOptions {
@@ -394,7 +398,8 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
         },
     )
     .with_keys(keys.clone())
-    .with_strict_mode(executor.strict_mode_flag());
+    .with_strict_mode(executor.strict_mode_flag())
+    .with_limits(limits.clone());
     let sync_sessions = sync.clone();
     let state = web::Data::new(AppState {
         store: database.store.clone(),
@@ -403,10 +408,7 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
         keys,
         playground: config.playground,
         admin_key: config.admin_key.clone(),
-        limits: crate::http::limits::RateLimits::new(
-            config.rate_limit_per_key,
-            config.rate_limit_per_ip,
-        ),
+        limits,
         metrics: Default::default(),
         connections: crate::http::edge::Connections::new(crate::http::edge::EdgeOptions {
             header_timeout: config.header_timeout,
@@ -418,11 +420,14 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
     });
     {
         // Close connections that send no complete request in time.
-        let connections = state.connections.clone();
+        let connections = std::sync::Arc::downgrade(&state.connections);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
                 tick.tick().await;
+                let Some(connections) = connections.upgrade() else {
+                    return;
+                };
                 connections.sweep();
             }
         });

@@ -367,11 +367,7 @@ async fn find(
     if let Some(o) = body.offset {
         statement.push_str(&format!(" OFFSET {o}"));
     }
-    match state
-        .executor
-        .execute_as(&statement, &body.args, &access)
-        .await
-    {
+    match super::store::execute_retrying(&state, &statement, &body.args, &access).await {
         Ok(r) => HttpResponse::Ok().json(FindResponse {
             documents: r.items.into_iter().map(document).collect(),
             txn_id: r.txn,
@@ -456,7 +452,7 @@ async fn find_by_id(
     }
     let statement = format!("SELECT * FROM {} WHERE _id = :id", ident(&body.collection));
     let args = BTreeMap::from([("id".to_owned(), body.id.clone())]);
-    match state.executor.execute_as(&statement, &args, &access).await {
+    match super::store::execute_retrying(&state, &statement, &args, &access).await {
         Ok(r) => match r.items.into_iter().next() {
             Some(item) => {
                 let doc = document(item);
@@ -555,11 +551,7 @@ async fn count(
         "SELECT COUNT(*) AS n FROM {} WHERE {filter}",
         ident(&body.collection)
     );
-    match state
-        .executor
-        .execute_as(&statement, &body.args, &access)
-        .await
-    {
+    match super::store::execute_retrying(&state, &statement, &body.args, &access).await {
         Ok(r) => {
             let n = r
                 .items

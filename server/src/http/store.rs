@@ -327,7 +327,7 @@ pub async fn execute(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> HttpResponse {
-    let (store, executor) = (&state.store, &state.executor);
+    let store = &state.store;
     let access = match super::auth::admit(&req, &state).await {
         Ok(a) => a,
         Err(super::auth::Refusal::Error(e)) => {
@@ -385,12 +385,37 @@ pub async fn execute(
         }
     }
     let args = body.args.unwrap_or_default();
-    match executor.execute_as(&body.statement, &args, &access).await {
+    match execute_retrying(&state, &body.statement, &args, &access).await {
         Ok(r) => HttpResponse::Ok().json(ExecuteResponse::ok(r)),
         Err(e) => {
             state.metrics.error(e.code());
             error_response(&e)
         }
+    }
+}
+
+/// Runs a statement; a read (SELECT, SHOW, EXPLAIN) whose connection turns out to be lost is run
+/// once more, on a fresh connection (writes are not: their outcome is unknown).
+pub async fn execute_retrying(
+    state: &AppState,
+    statement: &str,
+    args: &BTreeMap<String, Value>,
+    access: &crate::service::Access,
+) -> Result<ExecuteResult, ServiceError> {
+    use bigpeer_dql::ast::Statement;
+    match state.executor.execute_as(statement, args, access).await {
+        Err(ServiceError::Store(crate::store::StoreError::Database(e)))
+            if crate::store::is_connection_lost(&e)
+                && matches!(
+                    bigpeer_dql::parse(statement),
+                    Ok(Statement::Select(_) | Statement::Show(_) | Statement::Explain(_))
+                ) =>
+        {
+            tracing::debug!(error = %e, "a read lost its connection; retrying it once");
+            state.store.health().connection_lost();
+            state.executor.execute_as(statement, args, access).await
+        }
+        other => other,
     }
 }
 

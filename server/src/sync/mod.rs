@@ -24,6 +24,7 @@ use futures_util::future::LocalBoxFuture;
 use tokio::sync::{mpsc, watch, OnceCell};
 
 use crate::auth::KeyStore;
+use crate::http::limits::RateLimits;
 use crate::store::{ChangeFeed, FeedOptions, GroupCommit, GroupCommitOptions, Store, StoreError};
 
 pub use ws::configure;
@@ -129,6 +130,8 @@ pub struct SyncHub {
     closing: Arc<watch::Sender<bool>>,
     /// `DQL_STRICT_MODE` when a subscription is planned (see [`SyncHub::with_strict_mode`]).
     strict_mode: Arc<AtomicBool>,
+    /// The per-key rate limit applies to pushes (see [`SyncHub::with_limits`]).
+    pub limits: RateLimits,
 }
 
 impl std::fmt::Debug for SyncHub {
@@ -160,7 +163,15 @@ impl SyncHub {
             feed: Arc::new(OnceCell::new()),
             closing: Arc::new(watch::channel(false).0),
             strict_mode: Arc::new(AtomicBool::new(false)),
+            limits: RateLimits::default(),
         }
+    }
+
+    /// Applies the HTTP API's rate limits (shared buckets) to sessions: a key's pushes count
+    /// against its requests per second.
+    pub fn with_limits(mut self, limits: RateLimits) -> SyncHub {
+        self.limits = limits;
+        self
     }
 
     /// Plans subscriptions with the DQL executor's `DQL_STRICT_MODE` (off when not shared): a

@@ -29,6 +29,8 @@ use crate::auth::{now_secs, Permissions, Revoked};
 use crate::service::{Access, Allowed};
 use crate::store::{corrupt_row, materialize_with_id, StoreError, StoredDoc, Working};
 
+mod throttle;
+
 /// `bigpeer-sync.1`.
 pub struct Native;
 
@@ -194,6 +196,8 @@ struct Session {
     nonce: u64,
     /// The session id sent in `Welcome` (empty before).
     session: String,
+    /// Who the session authenticated as (empty before `Welcome`).
+    user: String,
 }
 
 impl Session {
@@ -208,6 +212,7 @@ impl Session {
             last_received: now,
             nonce: 0,
             session: String::new(),
+            user: String::new(),
         }
     }
 
@@ -524,6 +529,7 @@ impl Session {
         let session = format!("{:016x}", rand::random::<u64>());
         tracing::info!(%session, %user, "sync session open");
         self.session = session.clone();
+        self.user = user.clone();
         self.send(Msg::Welcome {
             minor: minor.min(wire::MINOR),
             site: self.hub.store.site(),
@@ -936,6 +942,7 @@ impl Session {
     }
 
     async fn push(&mut self, push: u64, changes: Vec<DocChange>) -> Result<(), Stop> {
+        self.admit_push().await?;
         let o = self.open()?;
         let mut results: Vec<Option<PushResult>> = vec![None; changes.len()];
         let mut work = Vec::new();

@@ -94,6 +94,23 @@ async fn sync(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    // The client address's rate limit, before anything else (the key is only known at Hello).
+    if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
+        if let Err(secs) = state.limits.check_ip(ip) {
+            state.metrics.error("request/rate-limited");
+            let mut resp = refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                "request/rate-limited",
+                format!("too many requests: retry in {secs} s"),
+                "connect less often: this client address is over its rate limit".to_owned(),
+            );
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(secs),
+            );
+            return Ok(resp);
+        }
+    }
     if let Some((status, code, message, hint)) = upgrade_refusal(&req) {
         return Ok(refusal(status, code, message, hint));
     }
