@@ -14,8 +14,8 @@
 //! [`super::auth::json_body`]).
 
 use std::any::Any;
-use std::future::Future as _;
 use std::collections::HashMap;
+use std::future::Future as _;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -423,7 +423,10 @@ mod tests {
             max_connections_per_ip: 2,
             ..EdgeOptions::default()
         });
-        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let (a, b): (IpAddr, IpAddr) = (
+            "10.0.0.1".parse().expect("ip"),
+            "10.0.0.2".parse().expect("ip"),
+        );
         let (c1, c2, c3, c4) = (conn(&c), conn(&c), conn(&c), conn(&c));
         let first = c.admit(a, &c1).expect("first");
         c.admit(a, &c2).expect("second");

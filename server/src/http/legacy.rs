@@ -303,11 +303,7 @@ fn refuse_serialization(serialized_as: &Option<String>) -> Option<HttpResponse> 
             `store/backend`): retry with backoff.", body = ErrorMessage),
     )
 )]
-async fn find(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    payload: web::Payload,
-) -> HttpResponse {
+async fn find(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
     let access = match access(&req, &state).await {
         Ok(a) => a,
         Err(resp) => return resp,

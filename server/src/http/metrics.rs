@@ -203,6 +203,9 @@ mod tests {
             .filter(|l| l.starts_with("bigpeer_http_requests_total{"))
             .count();
         assert_eq!(series, 2, "{out}");
-        assert!(out.contains("method=\"other\",status=\"404\"} 100"), "{out}");
+        assert!(
+            out.contains("method=\"other\",status=\"404\"} 100"),
+            "{out}"
+        );
     }
 }

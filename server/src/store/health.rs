@@ -146,7 +146,10 @@ async fn probe(health: Weak<Health>, options: PgConnectOptions) {
             return;
         }
         let alive = match conn.as_mut() {
-            Some(c) => matches!(tokio::time::timeout(PROBE_TIMEOUT, c.ping()).await, Ok(Ok(()))),
+            Some(c) => matches!(
+                tokio::time::timeout(PROBE_TIMEOUT, c.ping()).await,
+                Ok(Ok(()))
+            ),
             None => false,
         };
         if !alive {
@@ -189,12 +192,21 @@ mod tests {
     #[test]
     fn connections_opened_before_an_outage_are_stale() {
         let h = Health::new();
-        assert!(!h.is_stale(Duration::from_secs(3600)), "nothing is stale at first");
+        assert!(
+            !h.is_stale(Duration::from_secs(3600)),
+            "nothing is stale at first"
+        );
         std::thread::sleep(Duration::from_millis(20));
         h.mark_stale();
         std::thread::sleep(Duration::from_millis(20));
-        assert!(h.is_stale(Duration::from_millis(30)), "opened before the mark");
-        assert!(!h.is_stale(Duration::from_millis(5)), "opened after the mark");
+        assert!(
+            h.is_stale(Duration::from_millis(30)),
+            "opened before the mark"
+        );
+        assert!(
+            !h.is_stale(Duration::from_millis(5)),
+            "opened after the mark"
+        );
     }
 
     #[test]

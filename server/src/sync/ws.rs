@@ -104,10 +104,8 @@ async fn sync(
                 format!("too many requests: retry in {secs} s"),
                 "connect less often: this client address is over its rate limit".to_owned(),
             );
-            resp.headers_mut().insert(
-                header::RETRY_AFTER,
-                header::HeaderValue::from(secs),
-            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
             return Ok(resp);
         }
     }

@@ -46,7 +46,10 @@ fn parse(raw: &[u8]) -> (u16, serde_json::Value) {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not HTTP: {text:?}"));
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// The error code of either error body (`{code}` or `/store/execute`'s `{error: {code}}`).
@@ -88,14 +91,39 @@ async fn bodies_are_not_read_before_the_credentials_are_checked() {
     let addr = app.app.local_addr();
     let body_head = "Content-Type: application/json\r\nContent-Length: 4000000";
     let cases = [
-        ("/api/v4/store/execute", None, 401, "auth/missing-credentials"),
-        ("/api/v4/store/execute", Some("bpk_nosuchkey"), 401, "auth/invalid-key"),
+        (
+            "/api/v4/store/execute",
+            None,
+            401,
+            "auth/missing-credentials",
+        ),
+        (
+            "/api/v4/store/execute",
+            Some("bpk_nosuchkey"),
+            401,
+            "auth/invalid-key",
+        ),
         ("/api/v4/store/find", None, 401, "auth/missing-credentials"),
-        ("/api/v4/store/findbyid", Some("not-even-a-key"), 401, "auth/invalid-key"),
+        (
+            "/api/v4/store/findbyid",
+            Some("not-even-a-key"),
+            401,
+            "auth/invalid-key",
+        ),
         ("/api/v4/store/count", None, 401, "auth/missing-credentials"),
-        ("/api/v4/store/write", Some("bpk_nosuchkey"), 401, "auth/invalid-key"),
+        (
+            "/api/v4/store/write",
+            Some("bpk_nosuchkey"),
+            401,
+            "auth/invalid-key",
+        ),
         ("/api/v4/admin/keys", None, 401, "auth/missing-credentials"),
-        ("/api/v4/admin/keys", Some("bpk_nosuchkey"), 403, "auth/forbidden"),
+        (
+            "/api/v4/admin/keys",
+            Some("bpk_nosuchkey"),
+            403,
+            "auth/forbidden",
+        ),
     ];
     for (path, token, status, want) in cases {
         let auth = token.map_or(String::new(), |t| format!("\r\nAuthorization: Bearer {t}"));
@@ -117,7 +145,11 @@ async fn admin_routes_reveal_nothing_of_their_body_to_strangers() {
         (None, 401, "auth/missing-credentials"),
         (Some("wrong"), 403, "auth/forbidden"),
         (Some("an-admin-key-of-enough-lengtX"), 403, "auth/forbidden"),
-        (Some("an-admin-key-of-enough-length-and-more"), 403, "auth/forbidden"),
+        (
+            Some("an-admin-key-of-enough-length-and-more"),
+            403,
+            "auth/forbidden",
+        ),
     ] {
         let mut req = reqwest::Client::new()
             .post(format!("{}/api/v4/admin/keys", app.app.url()))
@@ -191,7 +223,11 @@ async fn slow_bodies_time_out_and_close_the_connection() {
             "{path}: a trickled body kept the connection open"
         );
         let (status, body) = parse(&raw);
-        assert_eq!((status, code(&body)), (408, "request/timeout"), "{path}: {body}");
+        assert_eq!(
+            (status, code(&body)),
+            (408, "request/timeout"),
+            "{path}: {body}"
+        );
     }
     // A body that arrives whole is still read.
     let (status, _) = integration_tests::request(addr, "GET", "/healthz", None)
@@ -314,8 +350,15 @@ async fn connections_over_the_per_ip_cap_are_refused() {
             .await;
         let mut raw = Vec::new();
         let read = tokio::time::timeout(BOUND, extra.read_to_end(&mut raw)).await;
-        assert!(read.is_ok(), "attempt {attempt}: the extra connection was left open");
-        assert!(raw.is_empty(), "attempt {attempt}: answered: {:?}", String::from_utf8_lossy(&raw));
+        assert!(
+            read.is_ok(),
+            "attempt {attempt}: the extra connection was left open"
+        );
+        assert!(
+            raw.is_empty(),
+            "attempt {attempt}: answered: {:?}",
+            String::from_utf8_lossy(&raw)
+        );
     }
     // The connections within the cap still work, and so does another client address.
     for s in &mut held {
@@ -334,7 +377,10 @@ async fn connections_over_the_per_ip_cap_are_refused() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(freed.is_some(), "the place of a closed connection was not freed");
+    assert!(
+        freed.is_some(),
+        "the place of a closed connection was not freed"
+    );
     app.shutdown().await;
 }
 
@@ -354,7 +400,10 @@ async fn connections_over_the_total_cap_are_refused() {
     assert_eq!(healthz_on(&mut b).await, Some(200));
     for ip in [[127, 0, 0, 1], [127, 0, 0, 4]] {
         let mut extra = connect_from(ip, addr).await;
-        assert!(closed_by_server(&mut extra).await, "{ip:?}: over the cap, still open");
+        assert!(
+            closed_by_server(&mut extra).await,
+            "{ip:?}: over the cap, still open"
+        );
     }
     assert_eq!(healthz_on(&mut a).await, Some(200));
     app.shutdown().await;
@@ -374,8 +423,7 @@ async fn upgrade_status(app: &TestApp) -> u16 {
             if resp.status().as_u16() == 429 {
                 assert!(resp.headers().contains_key("retry-after"));
                 let body: serde_json::Value =
-                    serde_json::from_slice(resp.body().as_deref().unwrap_or(b"{}"))
-                        .expect("json");
+                    serde_json::from_slice(resp.body().as_deref().unwrap_or(b"{}")).expect("json");
                 assert_eq!(code(&body), "request/rate-limited", "{body}");
             }
             resp.status().as_u16()
@@ -418,7 +466,11 @@ async fn pushes_over_the_key_rate_limit_are_told_and_throttled_not_lost() {
         let doc = local_doc(77, &format!(r#"{{"n": {push}}}"#));
         p.send(&Msg::Push {
             push,
-            changes: vec![change("cars", &format!("c{push}"), doc.delta(&VersionVector::new()))],
+            changes: vec![change(
+                "cars",
+                &format!("c{push}"),
+                doc.delta(&VersionVector::new()),
+            )],
         })
         .await;
     }
@@ -430,15 +482,20 @@ async fn pushes_over_the_key_rate_limit_are_told_and_throttled_not_lost() {
                 acked.push(push);
             }
             Msg::Error {
-                code,
-                fatal: false,
-                ..
+                code, fatal: false, ..
             } if code == "request/rate-limited" => told += 1,
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(acked, (1..=PUSHES).collect::<Vec<_>>(), "every push answered, in order");
-    assert!(told > 0, "pushes beyond the limit went through without a word");
+    assert_eq!(
+        acked,
+        (1..=PUSHES).collect::<Vec<_>>(),
+        "every push answered, in order"
+    );
+    assert!(
+        told > 0,
+        "pushes beyond the limit went through without a word"
+    );
     // Everything pushed is stored.
     let body = crate::sync::execute(&app, "SELECT COUNT(*) AS n FROM cars").await;
     assert_eq!(body["items"][0]["n"], json!(PUSHES), "{body}");
@@ -498,8 +555,11 @@ impl Proxy {
     }
 
     fn serve(&self, listener: TcpListener) {
-        let (upstream, pipes, accepted) =
-            (self.upstream.clone(), self.pipes.clone(), self.accepted.clone());
+        let (upstream, pipes, accepted) = (
+            self.upstream.clone(),
+            self.pipes.clone(),
+            self.accepted.clone(),
+        );
         let task = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 accepted.fetch_add(1, Ordering::SeqCst);
@@ -578,7 +638,16 @@ async fn a_postgres_outage_fails_fast_and_recovery_needs_no_retries() {
     let token = key(&app, Permissions::all()).await;
     // Warm every pool (the shared one and the HTTP workers' read pools).
     for i in 0..5 {
-        assert_eq!(run(&app, &token, &format!("INSERT INTO cars DOCUMENTS ({{'_id': 'w{i}'}})")).await.0, 200);
+        assert_eq!(
+            run(
+                &app,
+                &token,
+                &format!("INSERT INTO cars DOCUMENTS ({{'_id': 'w{i}'}})")
+            )
+            .await
+            .0,
+            200
+        );
     }
     for _ in 0..20 {
         assert_eq!(run(&app, &token, "SELECT * FROM cars").await.0, 200);
@@ -591,7 +660,9 @@ async fn a_postgres_outage_fails_fast_and_recovery_needs_no_retries() {
     // The server notices (readiness says so) ...
     let mut noticed = false;
     for _ in 0..100 {
-        if app.get("/readyz").await.0 == 503 && app.get("/readyz").await.1["code"] == "store/unavailable" {
+        if app.get("/readyz").await.0 == 503
+            && app.get("/readyz").await.1["code"] == "store/unavailable"
+        {
             noticed = true;
             break;
         }
@@ -599,9 +670,16 @@ async fn a_postgres_outage_fails_fast_and_recovery_needs_no_retries() {
     }
     assert!(noticed, "the outage was not noticed");
     // ... and then every request that needs Postgres is answered 503 at once.
-    for statement in ["SELECT * FROM cars", "INSERT INTO cars DOCUMENTS ({'_id': 'x'})"] {
+    for statement in [
+        "SELECT * FROM cars",
+        "INSERT INTO cars DOCUMENTS ({'_id': 'x'})",
+    ] {
         for _ in 0..3 {
-            assert_eq!(run(&app, &token, statement).await, (503, "store/unavailable".into()), "{statement}");
+            assert_eq!(
+                run(&app, &token, statement).await,
+                (503, "store/unavailable".into()),
+                "{statement}"
+            );
         }
     }
     let legacy = reqwest::Client::new()
@@ -634,9 +712,18 @@ async fn a_postgres_outage_fails_fast_and_recovery_needs_no_retries() {
     assert!(back, "the recovery was not noticed");
     // Once ready, no request meets a connection from before the outage.
     for i in 0..20 {
-        assert_eq!(run(&app, &token, "SELECT * FROM cars").await, (200, String::new()), "read {i}");
         assert_eq!(
-            run(&app, &token, &format!("INSERT INTO cars DOCUMENTS ({{'_id': 'after{i}'}})")).await,
+            run(&app, &token, "SELECT * FROM cars").await,
+            (200, String::new()),
+            "read {i}"
+        );
+        assert_eq!(
+            run(
+                &app,
+                &token,
+                &format!("INSERT INTO cars DOCUMENTS ({{'_id': 'after{i}'}})")
+            )
+            .await,
             (200, String::new()),
             "write {i}"
         );
