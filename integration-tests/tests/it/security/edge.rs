@@ -731,3 +731,63 @@ async fn a_postgres_outage_fails_fast_and_recovery_needs_no_retries() {
     assert!(proxy.accepted.load(Ordering::SeqCst) > 0);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn before_its_welcome_a_peer_cannot_make_the_server_buffer_large_messages() {
+    use futures_util::SinkExt as _;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let app = TestApp::spawn().await;
+    let token = key(&app, Permissions::all()).await;
+    // A Hello whose token alone is 100 KB.
+    let mut p = Peer::connect(&app).await;
+    p.hello_as(SiteId(77), &"x".repeat(100 * 1024)).await;
+    p.expect_fatal("protocol/frame-too-large").await;
+    // Any large message first.
+    let mut p = Peer::connect(&app).await;
+    p.ws.send(Message::Binary(vec![0x01; 200 * 1024]))
+        .await
+        .expect("send");
+    p.expect_fatal("protocol/frame-too-large").await;
+    // The same in small fragments (each within the limit, together over it).
+    let mut p = Peer::connect(&app).await;
+    let piece = vec![0x01; 16 * 1024];
+    for i in 0..8 {
+        let opcode = if i == 0 {
+            OpCode::Data(Data::Binary)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        let header = FrameHeader {
+            is_final: i == 7,
+            opcode,
+            ..FrameHeader::default()
+        };
+        if p.ws
+            .send(Message::Frame(Frame::from_payload(header, piece.clone().into())))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    p.expect_fatal("protocol/frame-too-large").await;
+    // A small Hello is welcomed, and after the welcome large messages are fine.
+    let mut p = Peer::connect(&app).await;
+    p.hello_as(SiteId(77), &token).await;
+    assert!(matches!(p.recv().await, Msg::Welcome { .. }));
+    let big = "y".repeat(512 * 1024);
+    let doc = local_doc(77, &format!(r#"{{"text": "{big}"}}"#));
+    p.send(&Msg::Push {
+        push: 1,
+        changes: vec![change("notes", "big", doc.delta(&VersionVector::new()))],
+    })
+    .await;
+    match p.recv().await {
+        Msg::PushAck { results, .. } => assert_eq!(results, vec![PushResult::Applied]),
+        other => panic!("expected the push's ack, got {other:?}"),
+    }
+    app.shutdown().await;
+}
