@@ -81,4 +81,25 @@ mod tests {
         assert!(!super::secrets_equal("", "a"));
         assert!(super::secrets_equal("", ""));
     }
+
+    /// The class of bug: a handler that extracts a JSON body (`web::Json<T>` as an argument)
+    /// reads it before it can check the credentials. Every handler reads bodies with
+    /// `json_body` after admission instead.
+    #[test]
+    fn no_handler_reads_a_body_before_admission() {
+        let sources = [
+            ("store.rs", include_str!("store.rs")),
+            ("legacy.rs", include_str!("legacy.rs")),
+            ("write.rs", include_str!("write.rs")),
+            ("admin.rs", include_str!("admin.rs")),
+            ("metrics.rs", include_str!("metrics.rs")),
+            ("health.rs", include_str!("health.rs")),
+            ("openapi.rs", include_str!("openapi.rs")),
+            ("ws.rs", include_str!("../sync/ws.rs")),
+        ];
+        let extractor = ["web::Json", "<"].concat();
+        for (name, text) in sources {
+            assert!(!text.contains(&extractor), "{name} extracts a JSON body");
+        }
+    }
 }

@@ -766,7 +766,7 @@ async fn before_its_welcome_a_peer_cannot_make_the_server_buffer_large_messages(
             ..FrameHeader::default()
         };
         if p.ws
-            .send(Message::Frame(Frame::from_payload(header, piece.clone().into())))
+            .send(Message::Frame(Frame::from_payload(header, piece.clone())))
             .await
             .is_err()
         {
