@@ -299,8 +299,14 @@ async fn slow_request_heads_are_cut_off() {
             "variant {variant}: a trickled request head kept the connection open"
         );
     }
-    // Prompt clients are served as before.
+    // Prompt clients are served as before, and a sync session (a request in progress for as
+    // long as it lasts) is not cut for being quiet.
     assert_eq!(app.get("/healthz").await.0, 200);
+    let token = key(&app, Permissions::all()).await;
+    let (mut p, _) = Peer::open(&app, &token).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    p.send(&Msg::Ping { nonce: 7 }).await;
+    assert_eq!(p.recv().await, Msg::Pong { nonce: 7 });
     app.shutdown().await;
 }
 
