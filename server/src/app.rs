@@ -31,6 +31,8 @@ pub struct AppState {
     pub limits: crate::http::limits::RateLimits,
     /// Request counts and latencies for `/metrics`.
     pub metrics: std::sync::Arc<crate::http::metrics::Metrics>,
+    /// Open connections, their caps and timeouts.
+    pub connections: std::sync::Arc<crate::http::edge::Connections>,
 }
 
 /// Why bigpeer could not start or run.
@@ -382,7 +384,11 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
     }
     executor.refresh_settings_every(SETTINGS_REFRESH);
     // One key store (and cache) for HTTP and sync: a revocation reaches both at once.
-    let keys = crate::auth::KeyStore::new(database.store.pool().clone());
+    let keys = crate::auth::KeyStore::new(database.store.pool().clone())
+        .with_health(database.store.health().clone());
+    // One set of rate limits for HTTP and sync: a key's pushes count against its requests.
+    let limits =
+        crate::http::limits::RateLimits::new(config.rate_limit_per_key, config.rate_limit_per_ip);
     let sync = crate::sync::SyncHub::new(
         database.store.clone(),
         crate::sync::SyncOptions {
@@ -393,7 +399,8 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
         },
     )
     .with_keys(keys.clone())
-    .with_strict_mode(executor.strict_mode_flag());
+    .with_strict_mode(executor.strict_mode_flag())
+    .with_limits(limits.clone());
     let sync_sessions = sync.clone();
     let state = web::Data::new(AppState {
         store: database.store.clone(),
@@ -402,12 +409,30 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
         keys,
         playground: config.playground,
         admin_key: config.admin_key.clone(),
-        limits: crate::http::limits::RateLimits::new(
-            config.rate_limit_per_key,
-            config.rate_limit_per_ip,
-        ),
+        limits,
         metrics: Default::default(),
+        connections: crate::http::edge::Connections::new(crate::http::edge::EdgeOptions {
+            header_timeout: config.header_timeout,
+            body_timeout: config.body_timeout,
+            keep_alive: config.keep_alive_timeout,
+            max_connections: config.max_connections,
+            max_connections_per_ip: config.max_connections_per_ip,
+        }),
     });
+    {
+        // Close connections that send no complete request in time.
+        let connections = std::sync::Arc::downgrade(&state.connections);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let Some(connections) = connections.upgrade() else {
+                    return;
+                };
+                connections.sweep();
+            }
+        });
+    }
     {
         // Forget idle rate-limit keys now and then, so that memory stays bounded.
         let limits = state.limits.clone();
@@ -426,6 +451,7 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
     }
     let workers = http_workers();
     let per_worker_reads = split_pool(config.pool_size, workers).1;
+    let connections = state.connections.clone();
     let server = HttpServer::new(move || {
         // Called on each worker thread, within its single-threaded runtime: the worker reads
         // through connections its own runtime drives (see `Store::add_thread_reads`).
@@ -440,6 +466,7 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
             .app_data(crate::http::store::json_config(
                 crate::http::store::MAX_BODY_BYTES,
             ))
+            .wrap(actix_web::middleware::from_fn(crate::http::edge::guard))
             .wrap_fn(move |req, srv| {
                 let metrics = metrics.clone();
                 let started = Instant::now();
@@ -466,6 +493,9 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
             })
             .configure(configure_app)
     })
+    .on_connect(move |io, data| connections.on_connect(io, data))
+    .client_request_timeout(config.header_timeout)
+    .keep_alive(config.keep_alive_timeout)
     // Signals are the binary's business (see `RunningApp::run_until`); tests send none.
     .disable_signals()
     .workers(workers)

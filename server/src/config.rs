@@ -47,6 +47,16 @@ pub struct Config {
     pub rate_limit_per_key: u32,
     /// Requests per second one client IP address may make (bursts of twice that); 0: unlimited.
     pub rate_limit_per_ip: u32,
+    /// Open connections in all; 0: no cap.
+    pub max_connections: u32,
+    /// Open connections per client IP address; 0: no cap.
+    pub max_connections_per_ip: u32,
+    /// How long a client may take to send a request's head.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body, from its head.
+    pub body_timeout: Duration,
+    /// How long an idle connection stays open.
+    pub keep_alive_timeout: Duration,
     /// PEM certificate chain: with `tls_key`, the server speaks HTTPS (and `wss://`) only.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
@@ -100,6 +110,11 @@ impl Default for Config {
             admin_key: None,
             rate_limit_per_key: 0,
             rate_limit_per_ip: 0,
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(5),
             tls_cert: None,
             tls_key: None,
             app_id: "bigpeer".to_string(),
@@ -322,6 +337,41 @@ pub const SETTINGS: &[Setting] = &[
         about: "requests per second one client IP address may make, bursts of twice that (0: unlimited)",
     },
     Setting {
+        key: "max_connections",
+        env: &["BIGPEER_MAX_CONNECTIONS"],
+        flag: "--max-connections",
+        default: "10000",
+        about: "open connections in all (0: no cap); a connection over the cap is closed at once",
+    },
+    Setting {
+        key: "max_connections_per_ip",
+        env: &["BIGPEER_MAX_CONNECTIONS_PER_IP"],
+        flag: "--max-connections-per-ip",
+        default: "256",
+        about: "open connections per client IP address (0: no cap); behind a proxy or a large NAT raise it or set 0",
+    },
+    Setting {
+        key: "header_timeout",
+        env: &["BIGPEER_HEADER_TIMEOUT"],
+        flag: "--header-timeout",
+        default: "5s",
+        about: "how long a client may take to send a request's head (408 and close); between requests, a connection may wait keep_alive_timeout plus this",
+    },
+    Setting {
+        key: "body_timeout",
+        env: &["BIGPEER_BODY_TIMEOUT"],
+        flag: "--body-timeout",
+        default: "30s",
+        about: "how long a client may take to send a request's body, from its head (408 request/timeout and close)",
+    },
+    Setting {
+        key: "keep_alive_timeout",
+        env: &["BIGPEER_KEEP_ALIVE_TIMEOUT"],
+        flag: "--keep-alive-timeout",
+        default: "5s",
+        about: "how long an idle HTTP connection stays open",
+    },
+    Setting {
         key: "tls_cert",
         env: &["BIGPEER_TLS_CERT"],
         flag: "--tls-cert",
@@ -415,6 +465,11 @@ pub struct Flags {
     pub admin_key: Option<String>,
     pub rate_limit_per_key: Option<String>,
     pub rate_limit_per_ip: Option<String>,
+    pub max_connections: Option<String>,
+    pub max_connections_per_ip: Option<String>,
+    pub header_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub keep_alive_timeout: Option<String>,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
     pub app_id: Option<String>,
@@ -576,7 +631,7 @@ impl Config {
             }
         }
 
-        let flag_values: [(&'static str, &Option<String>); 19] = [
+        let flag_values: [(&'static str, &Option<String>); 24] = [
             ("listen", &flags.listen),
             ("database_url", &flags.database_url),
             ("data_dir", &flags.data_dir),
@@ -590,6 +645,11 @@ impl Config {
             ("admin_key", &flags.admin_key),
             ("rate_limit_per_key", &flags.rate_limit_per_key),
             ("rate_limit_per_ip", &flags.rate_limit_per_ip),
+            ("max_connections", &flags.max_connections),
+            ("max_connections_per_ip", &flags.max_connections_per_ip),
+            ("header_timeout", &flags.header_timeout),
+            ("body_timeout", &flags.body_timeout),
+            ("keep_alive_timeout", &flags.keep_alive_timeout),
             ("tls_cert", &flags.tls_cert),
             ("tls_key", &flags.tls_key),
             ("app_id", &flags.app_id),
@@ -670,6 +730,18 @@ impl Config {
             self.rate_limit_per_key
         ));
         out.push_str(&format!("rate_limit_per_ip = {}\n", self.rate_limit_per_ip));
+        out.push_str(&format!("max_connections = {}\n", self.max_connections));
+        out.push_str(&format!(
+            "max_connections_per_ip = {}\n",
+            self.max_connections_per_ip
+        ));
+        for (key, value) in [
+            ("header_timeout", self.header_timeout),
+            ("body_timeout", self.body_timeout),
+            ("keep_alive_timeout", self.keep_alive_timeout),
+        ] {
+            out.push_str(&format!("{key} = {}\n", quote(&format_duration(value))));
+        }
         for (key, value) in [("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)] {
             match value {
                 Some(p) => out.push_str(&format!("{key} = {}\n", quote(&p.to_string_lossy()))),
@@ -878,6 +950,44 @@ impl Config {
                     config.rate_limit_per_key = n as u32;
                 } else {
                     config.rate_limit_per_ip = n as u32;
+                }
+            }
+        }
+        for key in ["max_connections", "max_connections_per_ip"] {
+            if let Some((raw, origin)) = layers.get(key) {
+                let n = integer(raw, key, origin)?;
+                if !(0..=10_000_000).contains(&n) {
+                    return Err(invalid(
+                        key,
+                        raw,
+                        origin,
+                        "must be between 0 and 10000000".into(),
+                        "give a number of connections, or 0 for no cap".into(),
+                    ));
+                }
+                if key == "max_connections" {
+                    config.max_connections = n as u32;
+                } else {
+                    config.max_connections_per_ip = n as u32;
+                }
+            }
+        }
+        for key in ["header_timeout", "body_timeout", "keep_alive_timeout"] {
+            if let Some((raw, origin)) = layers.get(key) {
+                let d = duration(raw, key, origin)?;
+                if d.is_zero() || d > Duration::from_secs(24 * 3600) {
+                    return Err(invalid(
+                        key,
+                        raw,
+                        origin,
+                        "must be longer than zero and at most 24h".into(),
+                        "give a duration such as 5s or 30s".into(),
+                    ));
+                }
+                match key {
+                    "header_timeout" => config.header_timeout = d,
+                    "body_timeout" => config.body_timeout = d,
+                    _ => config.keep_alive_timeout = d,
                 }
             }
         }

@@ -143,6 +143,21 @@ struct ServeArgs {
     /// Requests per second one client IP address may make, bursts of twice that [env: BIGPEER_RATE_LIMIT_PER_IP] [default: 0, unlimited]
     #[arg(long, value_name = "N")]
     rate_limit_per_ip: Option<String>,
+    /// Open connections in all; a connection over the cap is closed at once [env: BIGPEER_MAX_CONNECTIONS] [default: 10000; 0: no cap]
+    #[arg(long, value_name = "N")]
+    max_connections: Option<String>,
+    /// Open connections per client IP address [env: BIGPEER_MAX_CONNECTIONS_PER_IP] [default: 256; 0: no cap]
+    #[arg(long, value_name = "N")]
+    max_connections_per_ip: Option<String>,
+    /// How long a client may take to send a request's head [env: BIGPEER_HEADER_TIMEOUT] [default: 5s]
+    #[arg(long, value_name = "DURATION")]
+    header_timeout: Option<String>,
+    /// How long a client may take to send a request's body, from its head [env: BIGPEER_BODY_TIMEOUT] [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    body_timeout: Option<String>,
+    /// How long an idle HTTP connection stays open [env: BIGPEER_KEEP_ALIVE_TIMEOUT] [default: 5s]
+    #[arg(long, value_name = "DURATION")]
+    keep_alive_timeout: Option<String>,
     /// PEM certificate chain; with --tls-key the API is served over HTTPS and sync over wss:// [env: BIGPEER_TLS_CERT] [default: unset, plain HTTP]
     #[arg(long, value_name = "FILE")]
     tls_cert: Option<String>,
@@ -186,6 +201,11 @@ impl Cli {
             flags.admin_key = s.admin_key.clone();
             flags.rate_limit_per_key = s.rate_limit_per_key.clone();
             flags.rate_limit_per_ip = s.rate_limit_per_ip.clone();
+            flags.max_connections = s.max_connections.clone();
+            flags.max_connections_per_ip = s.max_connections_per_ip.clone();
+            flags.header_timeout = s.header_timeout.clone();
+            flags.body_timeout = s.body_timeout.clone();
+            flags.keep_alive_timeout = s.keep_alive_timeout.clone();
             flags.tls_cert = s.tls_cert.clone();
             flags.tls_key = s.tls_key.clone();
             flags.app_id = s.app_id.clone();

@@ -87,6 +87,8 @@ pub struct KeyStore {
     pool: PgPool,
     cache: moka::future::Cache<Hash, Option<Arc<ApiKey>>>,
     revocations: Arc<Revocations>,
+    /// Told when a lookup's connection is lost (see [`KeyStore::with_health`]).
+    health: Option<Arc<crate::store::Health>>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -109,7 +111,15 @@ impl KeyStore {
                 tx: watch::Sender::new(Arc::default()),
                 poller: OnceLock::new(),
             }),
+            health: None,
         }
+    }
+
+    /// A key lookup whose connection turns out to be lost marks the pool's connections stale
+    /// (see [`crate::store::Health`]) and is retried once on a fresh connection.
+    pub fn with_health(mut self, health: Arc<crate::store::Health>) -> KeyStore {
+        self.health = Some(health);
+        self
     }
 
     /// The ids of keys revoked since the first call, by this process at once and by other
@@ -218,13 +228,20 @@ impl KeyStore {
         }
         let h = hash(secret);
         let pool = self.pool.clone();
+        let health = self.health.clone();
         let found = self
             .cache
             .try_get_with(h, async move {
-                let row = sqlx::query(&format!("{SELECT_KEY} WHERE secret_hash = $1"))
-                    .bind(h.as_slice())
-                    .fetch_optional(&pool)
-                    .await?;
+                let sql = format!("{SELECT_KEY} WHERE secret_hash = $1");
+                let lookup = || sqlx::query(&sql).bind(h.as_slice()).fetch_optional(&pool);
+                let row = match (lookup().await, &health) {
+                    (Err(e), Some(health)) if crate::store::is_connection_lost(&e) => {
+                        // Another connection, opened after this one was lost.
+                        health.connection_lost();
+                        lookup().await?
+                    }
+                    (row, _) => row?,
+                };
                 row.map(|r| key_from_row(&r).map(Arc::new)).transpose()
             })
             .await

@@ -146,12 +146,16 @@ fn refuse_non_admin(req: &HttpRequest, state: &AppState) -> Option<HttpResponse>
 async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<CreateKey>,
+    payload: web::Payload,
 ) -> HttpResponse {
     if let Some(resp) = refuse_non_admin(&req, &state) {
         return resp;
     }
-    let body = body.into_inner();
+    // Only now, with the admin key checked, is the body read (and its fields revealed).
+    let body: CreateKey = match super::auth::json_body(&req, payload).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
     let permissions_nul = serde_json::to_value(&body.permissions)
         .map(|p| super::store::json_has_nul(&p))
         .unwrap_or(false);

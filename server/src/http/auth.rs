@@ -46,13 +46,29 @@ pub async fn admit(req: &HttpRequest, state: &AppState) -> Result<Access, Refusa
     Ok(Access::new(key.permissions.clone()))
 }
 
-/// Constant-time comparison, so that timing does not reveal how much of a secret matched.
-pub fn secrets_equal(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
+/// Reads a JSON body: call it only once the request's credentials are checked, so that nobody
+/// without them makes the server read (and hold) a body. Handlers take `web::Payload`, which reads
+/// nothing by itself. The body's limits and error answers are the app's `JsonConfig`'s
+/// ([`super::store::json_config`]).
+pub async fn json_body<T: serde::de::DeserializeOwned + 'static>(
+    req: &HttpRequest,
+    payload: actix_web::web::Payload,
+) -> Result<T, actix_web::HttpResponse> {
+    use actix_web::FromRequest as _;
+    let mut payload = payload.into_inner();
+    match actix_web::web::Json::<T>::from_request(req, &mut payload).await {
+        Ok(json) => Ok(json.into_inner()),
+        Err(e) => Err(e.error_response()),
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Constant-time comparison, so that timing reveals neither how much of a secret matched nor
+/// its length: both sides are hashed (SHA-256) first, and the digests compared with `subtle`.
+pub fn secrets_equal(a: &str, b: &str) -> bool {
+    use sha2::{Digest as _, Sha256};
+    use subtle::ConstantTimeEq as _;
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    bool::from(a.as_slice().ct_eq(b.as_slice()))
 }
 
 #[cfg(test)]
@@ -62,5 +78,28 @@ mod tests {
         assert!(super::secrets_equal("abc", "abc"));
         assert!(!super::secrets_equal("abc", "abd"));
         assert!(!super::secrets_equal("abc", "abcd"));
+        assert!(!super::secrets_equal("", "a"));
+        assert!(super::secrets_equal("", ""));
+    }
+
+    /// The class of bug: a handler that extracts a JSON body (`web::Json<T>` as an argument)
+    /// reads it before it can check the credentials. Every handler reads bodies with
+    /// `json_body` after admission instead.
+    #[test]
+    fn no_handler_reads_a_body_before_admission() {
+        let sources = [
+            ("store.rs", include_str!("store.rs")),
+            ("legacy.rs", include_str!("legacy.rs")),
+            ("write.rs", include_str!("write.rs")),
+            ("admin.rs", include_str!("admin.rs")),
+            ("metrics.rs", include_str!("metrics.rs")),
+            ("health.rs", include_str!("health.rs")),
+            ("openapi.rs", include_str!("openapi.rs")),
+            ("ws.rs", include_str!("../sync/ws.rs")),
+        ];
+        let extractor = ["web::Json", "<"].concat();
+        for (name, text) in sources {
+            assert!(!text.contains(&extractor), "{name} extracts a JSON body");
+        }
     }
 }

@@ -98,6 +98,13 @@ async fn healthz() -> HttpResponse {
     ),
 )]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.store.known_down() {
+        return unavailable(
+            "store/unavailable",
+            "Postgres is unreachable".to_string(),
+            "check that Postgres runs and accepts connections",
+        );
+    }
     match tokio::time::timeout(READY_TIMEOUT, state.store.ready()).await {
         Ok(Ok(true)) => HttpResponse::Ok().json(Healthy {
             status: "ok",

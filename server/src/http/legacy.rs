@@ -303,19 +303,19 @@ fn refuse_serialization(serialized_as: &Option<String>) -> Option<HttpResponse> 
             `store/backend`): retry with backoff.", body = ErrorMessage),
     )
 )]
-async fn find(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    body: web::Json<FindRequest>,
-) -> HttpResponse {
+async fn find(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
     let access = match access(&req, &state).await {
         Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    // Only now, with the credentials checked, is the body read.
+    let body: FindRequest = match super::auth::json_body(&req, payload).await {
+        Ok(b) => b,
         Err(resp) => return resp,
     };
     if let Some(resp) = wait_for_txn_header(&req, &state).await {
         return resp;
     }
-    let body = body.into_inner();
     if let Some(resp) = refuse_nul(
         &state,
         [body.collection.as_str(), body.query.as_str()]
@@ -363,11 +363,7 @@ async fn find(
     if let Some(o) = body.offset {
         statement.push_str(&format!(" OFFSET {o}"));
     }
-    match state
-        .executor
-        .execute_as(&statement, &body.args, &access)
-        .await
-    {
+    match super::store::execute_retrying(&state, &statement, &body.args, &access).await {
         Ok(r) => HttpResponse::Ok().json(FindResponse {
             documents: r.items.into_iter().map(document).collect(),
             txn_id: r.txn,
@@ -425,16 +421,20 @@ async fn find(
 async fn find_by_id(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<FindByIdRequest>,
+    payload: web::Payload,
 ) -> HttpResponse {
     let access = match access(&req, &state).await {
         Ok(a) => a,
         Err(resp) => return resp,
     };
+    // Only now, with the credentials checked, is the body read.
+    let body: FindByIdRequest = match super::auth::json_body(&req, payload).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
     if let Some(resp) = wait_for_txn_header(&req, &state).await {
         return resp;
     }
-    let body = body.into_inner();
     if let Some(resp) = refuse_nul(&state, [body.collection.as_str()], &BTreeMap::new())
         .or_else(|| super::store::has_nul(&body.id).then(|| nul_error(&state)))
     {
@@ -448,7 +448,7 @@ async fn find_by_id(
     }
     let statement = format!("SELECT * FROM {} WHERE _id = :id", ident(&body.collection));
     let args = BTreeMap::from([("id".to_owned(), body.id.clone())]);
-    match state.executor.execute_as(&statement, &args, &access).await {
+    match super::store::execute_retrying(&state, &statement, &args, &access).await {
         Ok(r) => match r.items.into_iter().next() {
             Some(item) => {
                 let doc = document(item);
@@ -518,16 +518,20 @@ async fn find_by_id(
 async fn count(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<CountRequest>,
+    payload: web::Payload,
 ) -> HttpResponse {
     let access = match access(&req, &state).await {
         Ok(a) => a,
         Err(resp) => return resp,
     };
+    // Only now, with the credentials checked, is the body read.
+    let body: CountRequest = match super::auth::json_body(&req, payload).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
     if let Some(resp) = wait_for_txn_header(&req, &state).await {
         return resp;
     }
-    let body = body.into_inner();
     if let Some(resp) = refuse_nul(
         &state,
         [body.collection.as_str(), body.query.as_str()],
@@ -543,11 +547,7 @@ async fn count(
         "SELECT COUNT(*) AS n FROM {} WHERE {filter}",
         ident(&body.collection)
     );
-    match state
-        .executor
-        .execute_as(&statement, &body.args, &access)
-        .await
-    {
+    match super::store::execute_retrying(&state, &statement, &body.args, &access).await {
         Ok(r) => {
             let n = r
                 .items

@@ -61,6 +61,13 @@ impl RateLimits {
         }
     }
 
+    /// Waits until the key is within its limit, and counts one request.
+    pub async fn until_key_ready(&self, key_id: &str) {
+        if let Some(l) = &self.per_key {
+            l.until_key_ready(&key_id.to_owned()).await;
+        }
+    }
+
     /// Forgets idle keys and addresses (call now and then, so memory stays bounded).
     pub fn shrink(&self) {
         if let Some(l) = &self.per_key {

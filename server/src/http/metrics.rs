@@ -45,8 +45,11 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Records one request. `route` is the matched route pattern (bounded cardinality).
+    /// Records one request. `route` is the matched route pattern or `unmatched`; `method` is
+    /// kept only when it is a standard one (else `other`), so that clients cannot make up new
+    /// series.
     pub fn record(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let method = method_label(method);
         let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         *m.requests
             .entry((route.to_owned(), method.to_owned(), status))
@@ -108,6 +111,18 @@ impl Metrics {
             let _ = writeln!(out, "bigpeer_errors_total{{code=\"{}\"}} {n}", escape(code));
         }
     }
+}
+
+/// The label of an HTTP method: the standard methods as they are, anything else `other`.
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
 }
 
 fn escape(s: &str) -> String {
@@ -179,4 +194,29 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 /// Registers `GET /metrics`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/metrics", web::get().to(metrics));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        let m = Metrics::default();
+        for i in 0..100 {
+            m.record("unmatched", &format!("X{i}"), 404, Duration::from_millis(1));
+        }
+        m.record("unmatched", "GET", 404, Duration::from_millis(1));
+        let mut out = String::new();
+        m.render(&mut out);
+        let series = out
+            .lines()
+            .filter(|l| l.starts_with("bigpeer_http_requests_total{"))
+            .count();
+        assert_eq!(series, 2, "{out}");
+        assert!(
+            out.contains("method=\"other\",status=\"404\"} 100"),
+            "{out}"
+        );
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod edge;
 pub mod health;
 pub mod legacy;
 pub mod limits;

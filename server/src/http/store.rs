@@ -89,7 +89,7 @@ pub struct ErrorBody {
     /// `query/parameter`,
     /// `query/result-too-large`, `request/invalid-json`, `request/too-large`,
     /// `request/too-deep`, `request/too-long`, `request/nul-character`, `document/too-large`,
-    /// `request/content-type`, `request/invalid-header`, `request/rate-limited`,
+    /// `request/content-type`, `request/invalid-header`, `request/rate-limited`, `request/timeout`,
     /// `auth/missing-credentials`, `auth/invalid-key`, `auth/expired-key`, `auth/revoked-key`,
     /// `auth/forbidden`, `store/txn-not-available`, `store/timeout`, `store/unavailable`,
     /// `store/backend`, `document/...`, `crdt/...`, `internal`.
@@ -321,9 +321,9 @@ pub fn txn_header(req: &HttpRequest) -> Result<Option<i64>, BadTxnHeader> {
 pub async fn execute(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<ExecuteRequest>,
+    payload: web::Payload,
 ) -> HttpResponse {
-    let (store, executor) = (&state.store, &state.executor);
+    let store = &state.store;
     let access = match super::auth::admit(&req, &state).await {
         Ok(a) => a,
         Err(super::auth::Refusal::Error(e)) => {
@@ -340,6 +340,11 @@ pub async fn execute(
                     None,
                 ));
         }
+    };
+    // Only now, with the credentials checked, is the body read.
+    let body: ExecuteRequest = match super::auth::json_body(&req, payload).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
     };
     if body.statement.contains('\0')
         || body
@@ -375,9 +380,8 @@ pub async fn execute(
             Err(e) => return error_response(&e),
         }
     }
-    let body = body.into_inner();
     let args = body.args.unwrap_or_default();
-    match executor.execute_as(&body.statement, &args, &access).await {
+    match execute_retrying(&state, &body.statement, &args, &access).await {
         Ok(r) => HttpResponse::Ok().json(ExecuteResponse::ok(r)),
         Err(e) => {
             state.metrics.error(e.code());
@@ -386,8 +390,33 @@ pub async fn execute(
     }
 }
 
+/// Runs a statement; a read (SELECT, SHOW, EXPLAIN) whose connection turns out to be lost is run
+/// once more, on a fresh connection (writes are not: their outcome is unknown).
+pub async fn execute_retrying(
+    state: &AppState,
+    statement: &str,
+    args: &BTreeMap<String, Value>,
+    access: &crate::service::Access,
+) -> Result<ExecuteResult, ServiceError> {
+    use bigpeer_dql::ast::Statement;
+    match state.executor.execute_as(statement, args, access).await {
+        Err(ServiceError::Store(crate::store::StoreError::Database(e)))
+            if crate::store::is_connection_lost(&e)
+                && matches!(
+                    bigpeer_dql::parse(statement),
+                    Ok(Statement::Select(_) | Statement::Show(_) | Statement::Explain(_))
+                ) =>
+        {
+            tracing::debug!(error = %e, "a read lost its connection; retrying it once");
+            state.store.health().connection_lost();
+            state.executor.execute_as(statement, args, access).await
+        }
+        other => other,
+    }
+}
+
 /// JSON bodies: malformed JSON, wrong types and unknown fields get a 400, oversized bodies 413,
-/// other content types 415; in `/store/execute`'s envelope there, in `{code, message}` (the
+/// other content types 415, a body that does not arrive within `body_timeout` 408; in `/store/execute`'s envelope there, in `{code, message}` (the
 /// error body of every other route) elsewhere.
 pub fn json_config(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default()
@@ -401,6 +430,9 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
                 }
                 JsonPayloadError::ContentType => {
                     (StatusCode::UNSUPPORTED_MEDIA_TYPE, "request/content-type")
+                }
+                JsonPayloadError::Payload(p) if super::edge::is_body_timeout(p) => {
+                    (StatusCode::REQUEST_TIMEOUT, "request/timeout")
                 }
                 _ => (StatusCode::BAD_REQUEST, "request/invalid-json"),
             };

@@ -247,10 +247,15 @@ fn command_error(
 pub async fn write(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<WriteRequest>,
+    payload: web::Payload,
 ) -> HttpResponse {
     let access = match access(&req, &state).await {
         Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    // Only now, with the credentials checked, is the body read.
+    let body: WriteRequest = match super::auth::json_body(&req, payload).await {
+        Ok(b) => b,
         Err(resp) => return resp,
     };
     let Ok(txn) = txn_header(&req) else {
@@ -273,7 +278,7 @@ pub async fn write(
             Err(e) => return error(status_of(&e), e.code(), e.to_string()),
         }
     }
-    let raw = body.into_inner().commands;
+    let raw = body.commands;
     if raw.is_empty() {
         state.metrics.error("request/invalid-command");
         return command_error(

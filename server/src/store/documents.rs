@@ -162,8 +162,12 @@ impl Store {
 
     /// The newest committed transaction id (0 before the first write).
     pub async fn committed_txn(&self) -> Result<i64, StoreError> {
-        let t: i64 = sqlx::query_scalar("SELECT v FROM seq_counter WHERE id = 0")
-            .fetch_one(self.pool())
+        let t: i64 = self
+            .retry_read(|| async {
+                Ok(sqlx::query_scalar("SELECT v FROM seq_counter WHERE id = 0")
+                    .fetch_one(self.pool())
+                    .await?)
+            })
             .await?;
         self.saw_txn(t);
         Ok(t)

@@ -6,6 +6,7 @@ mod error;
 mod feed;
 mod group;
 mod health;
+mod integrity;
 mod reads;
 mod sites;
 mod system;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use bigpeer_schema::{Clock, Hlc, SiteId, Stamp};
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 
 pub(crate) use documents::corrupt_row;
@@ -24,6 +25,7 @@ pub use documents::{materialize_with_id, Change, ChangePage, Committed, Outcome,
 pub use error::StoreError;
 pub use feed::{ChangeFeed, FeedOptions};
 pub use group::{GroupCommit, GroupCommitOptions};
+pub use health::{is_connection_lost, Health};
 pub use sites::SERVER_SITE_OWNER;
 pub use txn::{TxnInfo, Working, NUL_CHARACTER};
 
@@ -62,7 +64,9 @@ pub struct Store {
     /// Read pools of the threads that asked for one ([`Store::add_thread_reads`]).
     thread_reads: Arc<reads::ThreadReads>,
     /// The document size limit in force and the rows found unreadable.
-    health: Arc<health::Health>,
+    integrity: Arc<integrity::Integrity>,
+    /// Whether Postgres is known to be down, and which connections are stale.
+    health: Arc<Health>,
 }
 
 impl Store {
@@ -72,40 +76,41 @@ impl Store {
         let connect: PgConnectOptions = url.parse().map_err(StoreError::Connect)?;
         let timeout_ms = opts.statement_timeout.as_millis().to_string();
         let connect = connect.options([("statement_timeout", timeout_ms.as_str())]);
-        let pool = PgPoolOptions::new()
+        let health = Health::new();
+        let pool = health
+            .pool_options()
             .max_connections(opts.max_connections)
             .acquire_timeout(opts.connect_timeout)
-            // No ping before every use of a pooled connection (a round trip per statement): a
-            // connection that broke fails its next statement, and the pool replaces it.
-            .test_before_acquire(false)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(StoreError::Connect)?;
+        health.start_probe(connect);
         Ok(Store {
             pool,
             clock: Arc::new(Mutex::new(Clock::new(SiteId::random()))),
             seen_txn: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             thread_reads: Arc::new(reads::ThreadReads::new()),
-            health: Arc::new(health::Health::default()),
+            health,
+            integrity: Arc::new(integrity::Integrity::default()),
         })
     }
 
     /// Sets the document size limit (`document_size_hard_limit_bytes`, in bytes of the encoded
     /// CRDT state): a write that would make a document larger is refused (`document/too-large`).
     pub fn set_document_size_limit(&self, bytes: u64) {
-        self.health
+        self.integrity
             .set_document_setting(usize::try_from(bytes).unwrap_or(usize::MAX));
     }
 
     /// Caps the document size limit whatever the setting says (a document must fit in a sync
     /// frame). Only ever lowers the cap.
     pub fn cap_document_size(&self, bytes: usize) {
-        self.health.cap_document(bytes);
+        self.integrity.cap_document(bytes);
     }
 
     /// The document size limit in force, in bytes of the encoded CRDT state.
     pub fn document_size_limit(&self) -> usize {
-        self.health.document_limit()
+        self.integrity.document_limit()
     }
 
     /// Records a row that a reader could not read and skipped (logged, counted, remembered).
@@ -117,20 +122,51 @@ impl Store {
         seq: i64,
         error: &dyn std::fmt::Display,
     ) {
-        self.health
+        self.integrity
             .skipped(reader, collection, key, seq, &error.to_string());
     }
 
     /// Records a stored value that a reader could not read and skipped, when the row is not
     /// known (a query's answer): logged and counted.
     pub(crate) fn skipped_value(&self, reader: &str, error: &dyn std::fmt::Display) {
-        self.health.skipped_unknown(reader, &error.to_string());
+        self.integrity.skipped_unknown(reader, &error.to_string());
     }
 
     /// How many times readers skipped an unreadable row, and how many distinct unreadable rows
     /// are known now.
     pub fn unreadable_rows(&self) -> (u64, usize) {
-        (self.health.skipped_total(), self.health.known_unreadable())
+        (
+            self.integrity.skipped_total(),
+            self.integrity.known_unreadable(),
+        )
+    }
+
+    /// Postgres' health as this process sees it.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// True while Postgres is known to be down: fail at once rather than wait for a connection.
+    pub fn known_down(&self) -> bool {
+        self.health.is_down()
+    }
+
+    /// Runs a read (idempotent work) and, when its connection turns out to be lost, runs it
+    /// once more on a fresh connection (every connection open before is dropped from the pools
+    /// first).
+    pub async fn retry_read<T, F, Fut>(&self, read: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        match read().await {
+            Err(StoreError::Database(e)) if is_connection_lost(&e) => {
+                tracing::debug!(error = %e, "a read lost its connection; retrying it once");
+                self.health.connection_lost();
+                read().await
+            }
+            other => other,
+        }
     }
 
     /// Records that transaction `txn` is committed.
@@ -303,6 +339,7 @@ impl Store {
 
     /// Closes every connection.
     pub async fn close(&self) {
+        self.health.close();
         for pool in self.thread_reads.pools() {
             pool.close().await;
         }

@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bigpeer_schema::Value;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 use tokio::sync::oneshot;
 
@@ -157,10 +156,11 @@ impl Store {
     pub fn add_thread_reads(&self, max_connections: u32) {
         let shared = self.pool.options();
         let max_connections = max_connections.max(1);
-        let pool = PgPoolOptions::new()
+        let pool = self
+            .health
+            .pool_options()
             .max_connections(max_connections)
             .acquire_timeout(shared.get_acquire_timeout())
-            .test_before_acquire(false)
             .connect_lazy_with((*self.pool.connect_options()).clone());
         let store = self.thread_reads.store;
         let queue = Arc::new(Mutex::new(Queue {
@@ -223,7 +223,17 @@ impl Store {
 
     /// The current value of a live document (`None`: missing or deleted), read with other
     /// point reads waiting on this thread at the same moment (see the module's documentation).
+    /// A read whose connection turns out to be lost is retried once on a fresh connection.
     pub async fn read_current(
+        &self,
+        collection: &str,
+        key: &[u8],
+    ) -> Result<Option<Value>, StoreError> {
+        self.retry_read(|| self.read_current_once(collection, key))
+            .await
+    }
+
+    async fn read_current_once(
         &self,
         collection: &str,
         key: &[u8],

@@ -615,7 +615,7 @@ impl Store {
         tx.commit().await.map_err(written)?;
         self.saw_txn(info.txn);
         for key in evicted.iter().copied().chain(changed.iter().map(|c| c.0)) {
-            self.health.forget(&key.0, &key.1);
+            self.integrity.forget(&key.0, &key.1);
         }
 
         // 4. Answer the jobs.

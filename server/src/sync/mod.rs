@@ -24,6 +24,7 @@ use futures_util::future::LocalBoxFuture;
 use tokio::sync::{mpsc, watch, OnceCell};
 
 use crate::auth::KeyStore;
+use crate::http::limits::RateLimits;
 use crate::store::{ChangeFeed, FeedOptions, GroupCommit, GroupCommitOptions, Store, StoreError};
 
 pub use ws::configure;
@@ -147,6 +148,8 @@ pub struct SyncHub {
     strict_mode: Arc<AtomicBool>,
     /// Changes not sent because they do not fit in a frame.
     oversized: Arc<AtomicU64>,
+    /// The per-key rate limit applies to pushes (see [`SyncHub::with_limits`]).
+    pub limits: RateLimits,
 }
 
 impl std::fmt::Debug for SyncHub {
@@ -182,6 +185,7 @@ impl SyncHub {
             closing: Arc::new(watch::channel(false).0),
             strict_mode: Arc::new(AtomicBool::new(false)),
             oversized: Arc::new(AtomicU64::new(0)),
+            limits: RateLimits::default(),
         }
     }
 
@@ -194,6 +198,13 @@ impl SyncHub {
     /// `max_frame` (`bigpeer_sync_oversized_changes_total`).
     pub fn oversized_changes(&self) -> u64 {
         self.oversized.load(Ordering::Relaxed)
+    }
+
+    /// Applies the HTTP API's rate limits (shared buckets) to sessions: a key's pushes count
+    /// against its requests per second.
+    pub fn with_limits(mut self, limits: RateLimits) -> SyncHub {
+        self.limits = limits;
+        self
     }
 
     /// Plans subscriptions with the DQL executor's `DQL_STRICT_MODE` (off when not shared): a

@@ -29,6 +29,8 @@ use crate::auth::{now_secs, Permissions, Revoked};
 use crate::service::{Access, Allowed, WriteScope};
 use crate::store::{corrupt_row, materialize_with_id, StoreError, StoredDoc, Working};
 
+mod throttle;
+
 /// `bigpeer-sync.1`.
 pub struct Native;
 
@@ -201,6 +203,8 @@ struct Session {
     nonce: u64,
     /// The session id sent in `Welcome` (empty before).
     session: String,
+    /// Who the session authenticated as (empty before `Welcome`).
+    user: String,
 }
 
 impl Session {
@@ -215,6 +219,7 @@ impl Session {
             last_received: now,
             nonce: 0,
             session: String::new(),
+            user: String::new(),
         }
     }
 
@@ -546,6 +551,7 @@ impl Session {
         let session = format!("{:016x}", rand::random::<u64>());
         tracing::info!(%session, %user, "sync session open");
         self.session = session.clone();
+        self.user = user.clone();
         self.send(Msg::Welcome {
             minor: minor.min(wire::MINOR),
             site: self.hub.store.site(),
@@ -1113,6 +1119,7 @@ impl Session {
     }
 
     async fn push(&mut self, push: u64, changes: Vec<DocChange>) -> Result<(), Stop> {
+        self.admit_push().await?;
         let bound = clock_bound(self.hub.options.max_clock_skew);
         let o = self.open()?;
         let peer = o.site;

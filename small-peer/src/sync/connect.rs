@@ -136,8 +136,9 @@ impl Target {
                         Some(format!("{code}: {message}"))
                     })
                     .unwrap_or(body);
-                // 5xx: the server (or a proxy) may recover; 4xx: it will answer the same.
-                let code = if status.is_server_error() {
+                // 5xx: the server (or a proxy) may recover; 429: over a rate limit for now;
+                // any other 4xx: it will answer the same.
+                let code = if status.is_server_error() || status.as_u16() == 429 {
                     "sync/unreachable"
                 } else {
                     "sync/refused"

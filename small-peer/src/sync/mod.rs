@@ -41,7 +41,7 @@
 //! random between half and all of it; a session that reached `Welcome` resets the backoff.
 //! Errors that a retry cannot cure end the client: `auth/invalid-token` and `auth/expired` (start
 //! a new client with a new token), `protocol/...` and `crdt/...` (the two sides do not
-//! understand each other), `sync/refused` (the WebSocket upgrade was refused with a 4xx),
+//! understand each other), `sync/refused` (the WebSocket upgrade was refused with a 4xx other than 429),
 //! `store/corrupt`. [`SyncStatus::finished`] then holds the error, and the waits return it.
 //! Local writes go on meanwhile; they wait in the outbox.
 //!
