@@ -339,9 +339,11 @@ impl Executor {
                     limit: self.max_items,
                 });
             }
+            // A computed item the server cannot represent (a number beyond the float range,
+            // nesting too deep to read back) fails the statement, not the server.
             let item = r
                 .try_get::<sqlx::types::Json<Value>, _>(0)
-                .map_err(StoreError::from)?;
+                .map_err(unreadable_item)?;
             items.push(item.0);
         }
         Ok(items)
@@ -566,6 +568,15 @@ fn check_write(
     Err(StoreError::Denied(format!(
         "no permission to write document {id} in collection \"{collection}\""
     )))
+}
+
+fn unreadable_item(e: sqlx::Error) -> ServiceError {
+    tracing::debug!(error = ?e, "a result item does not decode");
+    ServiceError::Dql(bigpeer_dql::DqlError::evaluation(
+        "a result value cannot be represented (a number beyond the float range, or nesting \
+         too deep)",
+        bigpeer_dql::ast::Span::NONE,
+    ))
 }
 
 /// A DQL error raised inside a write job: it travels as a store error, so that the transaction
