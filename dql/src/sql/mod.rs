@@ -688,6 +688,23 @@ mod tests {
     }
 
     #[test]
+    fn long_condition_chains_compile_on_every_path() {
+        let eqs = (0..450)
+            .map(|i| format!("a{i} = {i}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        for text in [
+            format!("SELECT * FROM c WHERE {eqs}"),
+            format!("SELECT DISTINCT n FROM c WHERE {eqs}"),
+            format!("SELECT n, COUNT(*) AS k FROM c WHERE {eqs} GROUP BY n"),
+            format!("DELETE FROM c WHERE {eqs}"),
+        ] {
+            let c = compiled(&text);
+            assert!(c.sql.contains("value @> $"), "{}", &c.sql[..200]);
+        }
+    }
+
+    #[test]
     fn constant_lists_are_one_parameter() {
         let ints = (0..5000)
             .map(|i| i.to_string())
