@@ -124,10 +124,7 @@ pub fn truth(e: &PExpr, scope: &Scope, p: &mut Params) -> Result<Expr> {
             for i in items {
                 parts.push(truth(i, scope, p)?);
             }
-            parts
-                .into_iter()
-                .reduce(|a, b| bin(a, op.clone(), b))
-                .unwrap_or_else(|| constant_bool(false))
+            balanced_op(op, parts).unwrap_or_else(|| constant_bool(false))
         }
         PExpr::Cmp(op, a, b) => match (a.as_ref(), b.as_ref()) {
             (x, PExpr::Lit(v)) if scalar_kind(v).is_some() => {
@@ -201,19 +198,139 @@ fn compare_with_literal(op: CmpOp, x: Expr, v: &Value, p: &mut Params) -> Expr {
 }
 
 /// Combines with an associative function as a balanced tree (shallow SQL for long chains).
-fn balanced(f: &str, mut parts: Vec<Expr>, empty: &str) -> Expr {
+fn balanced(f: &str, parts: Vec<Expr>, empty: &str) -> Expr {
+    tree(parts, &|a, b| call(f, vec![a, b])).unwrap_or_else(|| jsonb_constant(empty))
+}
+
+/// Combines with an associative binary operator as a balanced tree: `a OR b OR ...` stays
+/// shallow however long the chain (a deep tree would overflow the stack while it is printed).
+pub(super) fn balanced_op(op: BinaryOperator, parts: Vec<Expr>) -> Option<Expr> {
+    tree(parts, &|a, b| bin(a, op.clone(), b))
+}
+
+fn tree(mut parts: Vec<Expr>, join: &dyn Fn(Expr, Expr) -> Expr) -> Option<Expr> {
     while parts.len() > 1 {
         let mut next = Vec::with_capacity(parts.len().div_ceil(2));
         let mut it = parts.into_iter();
         while let Some(a) = it.next() {
             match it.next() {
-                Some(b) => next.push(call(f, vec![a, b])),
+                Some(b) => next.push(join(a, b)),
                 None => next.push(a),
             }
         }
         parts = next;
     }
-    parts.pop().unwrap_or_else(|| jsonb_constant(empty))
+    parts.pop()
+}
+
+/// Postgres passes at most 100 arguments to a function (`FUNC_MAX_ARGS`), variadic ones too:
+/// longer lists are split into calls of at most this many arguments.
+pub(super) const MAX_ARGS: usize = 100;
+
+/// Fields set by one chain of `dql_obj_set` calls; larger objects are merged (`||`) from such
+/// chains, so that the SQL stays shallow.
+const OBJECT_CHAIN: usize = 16;
+
+/// The literal values of `items`, when every one is a literal.
+fn literals<'a>(items: impl IntoIterator<Item = &'a PExpr>) -> Option<Vec<Value>> {
+    items
+        .into_iter()
+        .map(|i| match i {
+            PExpr::Lit(v) => Some(v.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An array literal: one bound jsonb value when every element is a literal, else
+/// `jsonb_build_array` over groups of at most [`MAX_ARGS`] elements joined with `||`.
+fn array(items: &[PExpr], scope: &Scope, p: &mut Params) -> Result<Expr> {
+    if let Some(values) = literals(items) {
+        return Ok(p.jsonb(&Value::Array(values)));
+    }
+    let mut groups = Vec::with_capacity(items.len().div_ceil(MAX_ARGS));
+    for group in items.chunks(MAX_ARGS) {
+        groups.push(match literals(group) {
+            Some(values) => p.jsonb(&Value::Array(values)),
+            None => {
+                let args = group
+                    .iter()
+                    .map(|i| compile(i, scope, p))
+                    .collect::<Result<Vec<_>>>()?;
+                call("jsonb_build_array", args)
+            }
+        });
+    }
+    Ok(balanced_op(BinaryOperator::StringConcat, groups).unwrap_or_else(|| jsonb_constant("[]")))
+}
+
+/// `base` with the fields set in order (a MISSING value sets nothing): chains of
+/// `dql_obj_set` of at most [`OBJECT_CHAIN`] fields, merged with `||` (the later field wins, as
+/// in the chain).
+pub(super) fn object_with(base: Expr, fields: Vec<(Expr, Expr)>) -> Expr {
+    let chain = |start: Expr, fields: Vec<(Expr, Expr)>| {
+        fields
+            .into_iter()
+            .fold(start, |o, (k, v)| call("dql_obj_set", vec![o, k, v]))
+    };
+    if fields.len() <= OBJECT_CHAIN {
+        return chain(base, fields);
+    }
+    let mut parts = vec![base];
+    let mut fields = fields.into_iter().peekable();
+    while fields.peek().is_some() {
+        let group: Vec<(Expr, Expr)> = fields.by_ref().take(OBJECT_CHAIN).collect();
+        parts.push(chain(jsonb_constant("{}"), group));
+    }
+    balanced_op(BinaryOperator::StringConcat, parts).unwrap_or_else(|| jsonb_constant("{}"))
+}
+
+/// A variadic helper over any number of arguments: calls of at most [`MAX_ARGS`] arguments,
+/// nested (`f(f(a1..a100), f(a101..))`). Only for functions where that gives the same result
+/// (`dql_concat`, `dql_coalesce`).
+fn variadic(f: &str, mut args: Vec<Expr>) -> Expr {
+    while args.len() > MAX_ARGS {
+        let mut next = Vec::with_capacity(args.len().div_ceil(MAX_ARGS));
+        let mut it = args.into_iter().peekable();
+        while it.peek().is_some() {
+            next.push(call(f, it.by_ref().take(MAX_ARGS).collect()));
+        }
+        args = next;
+    }
+    call(f, args)
+}
+
+/// `decode(x, search, result, ..., [default])`: `dql_decode` while the arguments fit one call,
+/// else the same as a `CASE` (which has no argument limit).
+fn decode(mut args: Vec<Expr>) -> Expr {
+    if args.len() <= MAX_ARGS {
+        return call("dql_decode", args);
+    }
+    let x = args.remove(0);
+    let mut pairs = args.chunks_exact(2);
+    let mut whens = vec![(Expr::IsNull(Box::new(x.clone())), null_jsonb())];
+    for pair in pairs.by_ref() {
+        // A null search value matches a null x (as `dql_decode`).
+        let matched = bin(
+            bin(
+                call("dql_compare", vec![int(0), x.clone(), pair[0].clone()]),
+                BinaryOperator::Eq,
+                jsonb_constant("true"),
+            ),
+            BinaryOperator::Or,
+            bin(
+                bin(x.clone(), BinaryOperator::Eq, jsonb_constant("null")),
+                BinaryOperator::And,
+                bin(pair[0].clone(), BinaryOperator::Eq, jsonb_constant("null")),
+            ),
+        );
+        whens.push((matched, pair[1].clone()));
+    }
+    let default = match pairs.remainder() {
+        [d] => d.clone(),
+        _ => jsonb_constant("null"),
+    };
+    case(whens, Some(default))
 }
 
 /// `(e) = 'true'::jsonb`: the SQL condition "the DQL value is TRUE".
@@ -239,16 +356,21 @@ pub fn compile(e: &PExpr, scope: &Scope, p: &mut Params) -> Result<Expr> {
         },
         PExpr::Member(base, k) => bin(c(base, p)?, BinaryOperator::Arrow, p.text(k)),
         PExpr::Index(base, i) => call("dql_index", vec![c(base, p)?, c(i, p)?]),
-        PExpr::Array(items) => {
-            let args = items.iter().map(|i| c(i, p)).collect::<Result<Vec<_>>>()?;
-            call("jsonb_build_array", args)
-        }
+        PExpr::Array(items) => array(items, scope, p)?,
         PExpr::Object(fields) => {
-            let mut out = jsonb_constant("{}");
-            for (k, v) in fields {
-                out = call("dql_obj_set", vec![out, p.text(k), c(v, p)?]);
+            if let Some(values) = literals(fields.iter().map(|(_, v)| v)) {
+                // Later keys win, as in the chain of `dql_obj_set`.
+                let mut object = std::collections::BTreeMap::new();
+                for ((k, _), v) in fields.iter().zip(values) {
+                    object.insert(k.clone(), v);
+                }
+                return Ok(p.jsonb(&Value::Object(object)));
             }
-            out
+            let mut sets = Vec::with_capacity(fields.len());
+            for (k, v) in fields {
+                sets.push((p.text(k), c(v, p)?));
+            }
+            object_with(jsonb_constant("{}"), sets)
         }
         PExpr::Not(x) => call("dql_not", vec![c(x, p)?]),
         PExpr::Neg(x) => call("dql_neg", vec![c(x, p)?]),
@@ -294,11 +416,20 @@ pub fn compile(e: &PExpr, scope: &Scope, p: &mut Params) -> Result<Expr> {
             negated,
         } => {
             let x = c(expr, p)?;
-            let mut parts = Vec::with_capacity(list.len());
-            for item in list {
-                parts.push(call("dql_compare", vec![int(0), x.clone(), c(item, p)?]));
-            }
-            let acc = balanced("dql_or", parts, "false");
+            let acc = match literals(list) {
+                // The same fold as `dql_in` (OR of the equalities, from false), over one
+                // bound array instead of a parameter per value.
+                Some(values) if list.len() > 1 => {
+                    call("dql_in", vec![x, p.jsonb(&Value::Array(values))])
+                }
+                _ => {
+                    let mut parts = Vec::with_capacity(list.len());
+                    for item in list {
+                        parts.push(call("dql_compare", vec![int(0), x.clone(), c(item, p)?]));
+                    }
+                    balanced("dql_or", parts, "false")
+                }
+            };
             if *negated {
                 call("dql_not", vec![acc])
             } else {
@@ -397,7 +528,7 @@ fn function(f: Func, mut a: Vec<Expr>) -> Expr {
         )
     };
     match f {
-        Func::Concat => call("dql_concat", a),
+        Func::Concat => variadic("dql_concat", a),
         Func::Contains => call("dql_str2", [vec![int(0)], a].concat()),
         Func::StartsWith => call("dql_str2", [vec![int(1)], a].concat()),
         Func::EndsWith => call("dql_str2", [vec![int(2)], a].concat()),
@@ -415,7 +546,7 @@ fn function(f: Func, mut a: Vec<Expr>) -> Expr {
         Func::ObjectLength => call("dql_coll", vec![int(2), first(&mut a)]),
         Func::ObjectKeys => call("dql_coll", vec![int(3), first(&mut a)]),
         Func::ObjectValues => call("dql_coll", vec![int(4), first(&mut a)]),
-        Func::Coalesce => call("dql_coalesce", a),
+        Func::Coalesce => variadic("dql_coalesce", a),
         Func::Nvl => {
             let x = first(&mut a);
             let d = first(&mut a);
@@ -431,7 +562,7 @@ fn function(f: Func, mut a: Vec<Expr>) -> Expr {
                 Some(x),
             )
         }
-        Func::Decode => call("dql_decode", a),
+        Func::Decode => decode(a),
         Func::Abs => call("dql_math", vec![int(0), first(&mut a)]),
         Func::Ceil => call("dql_math", vec![int(1), first(&mut a)]),
         Func::Floor => call("dql_math", vec![int(2), first(&mut a)]),
@@ -471,8 +602,9 @@ pub fn aggregate(a: &AggCall, scope: &Scope, p: &mut Params) -> Result<Expr> {
         }
         AggFunc::Sum | AggFunc::Avg => {
             let isum = call_with("sum", vec![when_number(numeric.clone())], d);
+            // `dql_fsum`: an overflowing float sum is infinite (null in the end), not an error.
             let fsum = call_with(
-                "sum",
+                "dql_fsum",
                 vec![when_number(cast(numeric.clone(), DataType::Float8))],
                 d,
             );

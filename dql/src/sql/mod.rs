@@ -65,6 +65,7 @@ pub enum CompiledPlan {
 /// Parses the assembled text with sqlparser's PostgreSQL dialect and prints the tree: the result
 /// is one well-formed statement, printed by sqlparser.
 fn finish(text: &str, params: Params) -> Result<Compiled> {
+    check_params(&params)?;
     let dialect = PostgreSqlDialect {};
     let stmts = sqlparser::parser::Parser::new(&dialect)
         .with_recursion_limit(SQL_RECURSION_LIMIT)
@@ -307,18 +308,19 @@ fn window(limit: Option<u64>, offset: Option<u64>, p: &mut Params) -> String {
 }
 
 fn item_expr(projection: &Projection, scope: &Scope, p: &mut Params) -> Result<Expr> {
-    let (mut out, fields) = match projection {
+    let (out, fields) = match projection {
         Projection::Document { extra } => (
             scope.doc.clone().unwrap_or_else(|| jsonb_constant("{}")),
             extra,
         ),
         Projection::Fields(f) => (jsonb_constant("{}"), f),
     };
+    let mut sets = Vec::with_capacity(fields.len());
     for (name, e) in fields {
         let v = compile_expr(e, scope, p)?;
-        out = call("dql_obj_set", vec![out, p.text(name), v]);
+        sets.push((p.text(name), v));
     }
-    Ok(out)
+    Ok(expr::object_with(out, sets))
 }
 
 /// Wraps a query that yields `item` and an ordering so that only the first of equal items stays.
@@ -327,6 +329,32 @@ fn distinct_wrap(item: &Expr, terms: &[String], from_where: &str, tail: &str) ->
         "SELECT item FROM (SELECT item, min(ord) AS ord FROM (SELECT {item} AS item, row_number() OVER (ORDER BY {}) AS ord {from_where}) AS s GROUP BY item) AS d ORDER BY ord{tail}",
         terms.join(", ")
     )
+}
+
+/// The most sort keys (ORDER BY and GROUP BY together) a statement may have on Postgres: each
+/// takes four sort terms, and a query's target list, sort terms included, holds at most 1664.
+pub const MAX_SORT_KEYS: usize = 400;
+
+/// The most GROUP BY keys and distinct aggregates together (each one a column of a target list).
+pub const MAX_GROUP_COLUMNS: usize = 1600;
+
+fn check_shape(order_by: usize, grouping: Option<&crate::plan::Grouping>) -> Result<()> {
+    let keys = grouping.map_or(0, |g| g.keys.len());
+    if order_by + keys > MAX_SORT_KEYS {
+        return Err(DqlError::invalid(
+            format!("ORDER BY and GROUP BY have more than {MAX_SORT_KEYS} keys together"),
+            Span::NONE,
+        ));
+    }
+    if keys + grouping.map_or(0, |g| g.aggregates.len()) > MAX_GROUP_COLUMNS {
+        return Err(DqlError::invalid(
+            format!(
+                "the statement has more than {MAX_GROUP_COLUMNS} GROUP BY keys and aggregates together"
+            ),
+            Span::NONE,
+        ));
+    }
+    Ok(())
 }
 
 /// The conditions of a scan: the base ones, then the index-friendly prefilters of the
@@ -363,6 +391,7 @@ fn scan_conds(
 }
 
 fn compile_select(s: &SelectPlan, permission: Option<&PExpr>) -> Result<Compiled> {
+    check_shape(s.order_by.len(), s.grouping.as_ref())?;
     let mut p = Params::default();
     let from = source(&s.source);
     let doc = doc_expr(s.view.as_ref(), &mut p);
@@ -452,9 +481,9 @@ fn compile_select(s: &SelectPlan, permission: Option<&PExpr>) -> Result<Compiled
     } else {
         let keys: Vec<String> = (0..g.keys.len()).map(|i| format!("k{i}")).collect();
         let keys = keys.join(", ");
-        format!(
-            " GROUP BY GROUPING SETS (({keys}), ()) HAVING (GROUPING({keys}) = 0 OR count(*) = 0)"
-        )
+        // The keys are all grouped or all not (two grouping sets): GROUPING of the first tells
+        // which set a row is from (GROUPING takes at most 31 arguments).
+        format!(" GROUP BY GROUPING SETS (({keys}), ()) HAVING (GROUPING(k0) = 0 OR count(*) = 0)")
     };
     let grouped = format!(
         "SELECT {} FROM (SELECT {} {from_where}) AS src{grouping}",
@@ -500,6 +529,7 @@ fn compile_select(s: &SelectPlan, permission: Option<&PExpr>) -> Result<Compiled
 }
 
 fn compile_targets(t: &Target, permission: Option<&PExpr>) -> Result<Compiled> {
+    check_shape(t.order_by.len(), None)?;
     let mut p = Params::default();
     let scope = Scope::document(doc_expr(t.view.as_ref(), &mut p));
     let conds = scan_conds(
@@ -527,7 +557,22 @@ fn compile_targets(t: &Target, permission: Option<&PExpr>) -> Result<Compiled> {
     built(template::build(scan), p)
 }
 
+/// The most bind parameters one Postgres statement can carry (the protocol counts them in 16
+/// bits). Equal values share one, and constant arrays are one each.
+pub const MAX_PARAMS: usize = 65_535;
+
+fn check_params(params: &Params) -> Result<()> {
+    if params.list.len() > MAX_PARAMS {
+        return Err(DqlError::invalid(
+            format!("the statement has more than {MAX_PARAMS} distinct values"),
+            Span::NONE,
+        ));
+    }
+    Ok(())
+}
+
 fn built(sql: Option<String>, params: Params) -> Result<Compiled> {
+    check_params(&params)?;
     match sql {
         Some(sql) => Ok(Compiled {
             sql,
@@ -622,6 +667,165 @@ mod tests {
             .filter(|p| **p == SqlParam::Text("x".into()))
             .count();
         assert_eq!(x, 1);
+    }
+
+    /// The most arguments any one function call of `sql` has (`ARRAY[...]` is no call).
+    fn max_call_args(sql: &str) -> usize {
+        // One entry per open parenthesis: whether it is a call's, and its commas so far.
+        let mut stack: Vec<(bool, usize)> = Vec::new();
+        let (mut most, mut quoted, mut prev) = (0, false, ' ');
+        for ch in sql.chars() {
+            match ch {
+                '\'' => quoted = !quoted,
+                _ if quoted => {}
+                '(' => stack.push((prev.is_alphanumeric() || prev == '_', 0)),
+                ',' => {
+                    if let Some(top) = stack.last_mut() {
+                        top.1 += 1;
+                    }
+                }
+                ')' => {
+                    if let Some((true, commas)) = stack.pop() {
+                        most = most.max(commas + 1);
+                    }
+                }
+                _ => {}
+            }
+            prev = ch;
+        }
+        most
+    }
+
+    #[test]
+    fn no_call_passes_postgres_more_than_100_arguments() {
+        let list =
+            |n: usize, f: &dyn Fn(usize) -> String| (0..n).map(f).collect::<Vec<_>>().join(", ");
+        for n in [100usize, 101, 500, 5000] {
+            let mixed = |i: usize| {
+                if i % 2 == 0 {
+                    "n".to_owned()
+                } else {
+                    i.to_string()
+                }
+            };
+            for text in [
+                format!("SELECT [{}] AS a FROM c", list(n, &mixed)),
+                format!("SELECT * FROM c WHERE n IN ({})", list(n, &mixed)),
+                format!("SELECT * FROM c WHERE n IN [{}]", list(n, &mixed)),
+                format!("SELECT concat({}) AS a FROM c", list(n, &|_| "s".into())),
+                format!("SELECT coalesce({}) AS a FROM c", list(n, &mixed)),
+                format!("SELECT decode({}) AS a FROM c", list(n, &mixed)),
+                format!(
+                    "SELECT {{{}}} AS a FROM c",
+                    list(n, &|i| format!("'k{i}': n"))
+                ),
+                format!("SELECT {} FROM c", list(n, &|i| format!("n AS p{i}"))),
+                format!(
+                    "SELECT DISTINCT {} FROM c",
+                    list(n, &|i| format!("n AS p{i}"))
+                ),
+                format!("UPDATE c SET x = 1 WHERE s IN [{}]", list(n, &mixed)),
+            ] {
+                let c = compiled(&text);
+                let most = max_call_args(&c.sql);
+                assert!(most <= 100, "{most} arguments: {}", &text[..60]);
+            }
+        }
+        // GROUPING takes at most 31 arguments.
+        let keys = list(40, &|i| format!("k{i}"));
+        let c = compiled(&format!(
+            "SELECT {keys}, COUNT(*) AS n FROM c GROUP BY {keys}"
+        ));
+        assert!(c.sql.contains("GROUPING(k0) = 0"), "{}", c.sql);
+    }
+
+    #[test]
+    fn long_condition_chains_compile_on_every_path() {
+        let eqs = (0..450)
+            .map(|i| format!("a{i} = {i}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        for text in [
+            format!("SELECT * FROM c WHERE {eqs}"),
+            format!("SELECT DISTINCT n FROM c WHERE {eqs}"),
+            format!("SELECT n, COUNT(*) AS k FROM c WHERE {eqs} GROUP BY n"),
+            format!("DELETE FROM c WHERE {eqs}"),
+        ] {
+            let c = compiled(&text);
+            assert!(c.sql.contains("value @> $"), "{}", &c.sql[..200]);
+        }
+    }
+
+    #[test]
+    fn constant_lists_are_one_parameter() {
+        let ints = (0..5000)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        for text in [
+            format!("SELECT [{ints}] AS a FROM c"),
+            format!("SELECT * FROM c WHERE n IN ({ints})"),
+            format!("SELECT * FROM c WHERE n NOT IN [{ints}]"),
+        ] {
+            let c = compiled(&text);
+            assert!(
+                c.params.len() <= 3,
+                "{} parameters: {}",
+                c.params.len(),
+                c.sql
+            );
+        }
+        let keys = (0..5000)
+            .map(|i| format!("'k{i}': {i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let c = compiled(&format!("SELECT {{{keys}, 'k0': 'last'}} AS o FROM c"));
+        let object = c.params.iter().find_map(|p| match p {
+            SqlParam::Jsonb(serde_json::Value::Object(o)) => Some(o.clone()),
+            _ => None,
+        });
+        let object = object.expect("one bound object");
+        assert_eq!(
+            (object.len(), &object["k0"]),
+            (5000, &serde_json::json!("last"))
+        );
+    }
+
+    #[test]
+    fn statements_beyond_postgres_limits_are_invalid() {
+        let err = |text: &str| match compile_statement(text, &std::collections::BTreeMap::new()) {
+            Err(e) => e,
+            Ok(_) => panic!("compiled: {}", &text[..60]),
+        };
+        let keys = |n: usize| {
+            (0..n)
+                .map(|i| format!("k{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let e = err(&format!(
+            "SELECT * FROM c ORDER BY {}",
+            keys(MAX_SORT_KEYS + 1)
+        ));
+        assert_eq!(e.code, crate::error::ErrorCode::Invalid);
+        let e = err(&format!(
+            "DELETE FROM c ORDER BY {} LIMIT 1",
+            keys(MAX_SORT_KEYS + 1)
+        ));
+        assert_eq!(e.code, crate::error::ErrorCode::Invalid);
+        let aggs = (0..=MAX_GROUP_COLUMNS)
+            .map(|i| format!("MAX(k{i}) AS a{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let e = err(&format!("SELECT {aggs} FROM c"));
+        assert_eq!(e.code, crate::error::ErrorCode::Invalid);
+        let values = (0..=MAX_PARAMS)
+            .map(|i| format!("'v{i}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let e = err(&format!("SELECT concat({values}) AS a FROM c"));
+        assert_eq!(e.code, crate::error::ErrorCode::Invalid);
+        compiled(&format!("SELECT * FROM c ORDER BY {}", keys(MAX_SORT_KEYS)));
     }
 
     #[test]

@@ -68,10 +68,7 @@ pub fn build(scan: Scan) -> Option<String> {
             _ => return None,
         }
     }
-    select.selection = scan
-        .conds
-        .into_iter()
-        .reduce(|a, b| super::build::bin(a, sqlparser::ast::BinaryOperator::And, b));
+    select.selection = super::expr::balanced_op(sqlparser::ast::BinaryOperator::And, scan.conds);
     let ob = q.order_by.as_mut()?;
     let OrderByKind::Expressions(exprs) = &mut ob.kind else {
         return None;

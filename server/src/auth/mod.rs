@@ -47,7 +47,9 @@ impl AuthError {
 
 impl From<sqlx::Error> for AuthError {
     fn from(e: sqlx::Error) -> Self {
-        AuthError::Backend(e.to_string())
+        // The store error's words, never the database's own text.
+        tracing::warn!(error = ?e, "key storage error");
+        AuthError::Backend(crate::store::StoreError::from(e).to_string())
     }
 }
 

@@ -147,7 +147,12 @@ pub(super) fn error(status: StatusCode, code: &str, message: String) -> HttpResp
 
 fn service_error(state: &AppState, e: &ServiceError) -> HttpResponse {
     state.metrics.error(e.code());
-    error(super::store::status_of(e), e.code(), e.to_string())
+    let status = super::store::status_of(e);
+    error(
+        status,
+        e.code(),
+        super::store::public_description(e, status),
+    )
 }
 
 pub(super) async fn access(req: &HttpRequest, state: &AppState) -> Result<Access, HttpResponse> {

@@ -180,6 +180,22 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
     }
 }
 
+/// What a response says about a service error: its message (our own words: store errors never
+/// carry the database's text), or only "internal error" for a 500. Server-side failures are
+/// logged with their details.
+pub fn public_description(e: &ServiceError, status: StatusCode) -> String {
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(error = ?e, code = e.code(), "request failed");
+        return "internal error".to_owned();
+    }
+    if status.is_server_error() {
+        tracing::warn!(error = ?e, code = e.code(), "request failed");
+    } else if let ServiceError::Store(s) = e {
+        tracing::debug!(error = ?s, code = e.code(), "statement failed on its data");
+    }
+    e.to_string()
+}
+
 /// Renders a service error in the envelope.
 pub fn error_response(e: &ServiceError) -> HttpResponse {
     let status = status_of(e);
@@ -187,12 +203,7 @@ pub fn error_response(e: &ServiceError) -> HttpResponse {
         ServiceError::Dql(d) if d.line > 0 => Some((d.line, d.column)),
         _ => None,
     };
-    let description = if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::error!(error = %e, code = e.code(), "request failed");
-        "internal error".to_owned()
-    } else {
-        e.to_string()
-    };
+    let description = public_description(e, status);
     HttpResponse::build(status).json(ExecuteResponse::error(e.code(), description, position))
 }
 

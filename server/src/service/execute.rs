@@ -234,8 +234,9 @@ impl Executor {
                             Allowed::Nothing => return Err(forbidden("read", coll)),
                             Allowed::Matching(p) => Some(p),
                         };
+                        let whole = whole_documents(&select);
                         match sql::compile_within(&Plan::Select(select), permission.as_ref())? {
-                            CompiledPlan::Query(c) => self.query_items(&c).await?,
+                            CompiledPlan::Query(c) => self.query_items(&c, whole).await?,
                             _ => Vec::new(),
                         }
                     }
@@ -330,7 +331,7 @@ impl Executor {
         };
         select.source = Source::Collection(collection.to_owned());
         match sql::compile_within(&Plan::Select(select), Some(&permission))? {
-            CompiledPlan::Query(c) => Ok(!self.query_items(&c).await?.is_empty()),
+            CompiledPlan::Query(c) => Ok(!self.query_items(&c, true).await?.is_empty()),
             _ => Ok(false),
         }
     }
@@ -355,7 +356,13 @@ impl Executor {
             .collect())
     }
 
-    async fn query_items(&self, c: &Compiled) -> Result<Vec<Value>, ServiceError> {
+    /// The items of a compiled SELECT. `whole_documents`: the items are stored documents as
+    /// they are (`SELECT *`), so one that does not decode is an unreadable row, skipped.
+    async fn query_items(
+        &self,
+        c: &Compiled,
+        whole_documents: bool,
+    ) -> Result<Vec<Value>, ServiceError> {
         use futures_util::TryStreamExt as _;
         let reads = self.store.reads();
         let mut rows = bind(sqlx::query(&c.sql), &c.params).fetch(&reads);
@@ -368,9 +375,14 @@ impl Executor {
             }
             match r.try_get::<sqlx::types::Json<Value>, _>(0) {
                 Ok(item) => items.push(item.0),
-                // A stored value no JSON reader takes (written before the depth limit held):
-                // left out, logged and counted; the rest of the answer stands.
-                Err(e @ sqlx::Error::ColumnDecode { .. }) => self.store.skipped_value("select", &e),
+                // A stored document no JSON reader takes (written before the depth limit
+                // held): left out, logged and counted; the rest of the answer stands.
+                Err(e @ sqlx::Error::ColumnDecode { .. }) if whole_documents => {
+                    self.store.skipped_value("select", &e)
+                }
+                // A computed item the server cannot represent (a number beyond the float
+                // range, nesting too deep to read back) fails the statement, not the server.
+                Err(e @ sqlx::Error::ColumnDecode { .. }) => return Err(unreadable_item(e)),
                 Err(e) => return Err(StoreError::from(e).into()),
             }
         }
@@ -485,6 +497,12 @@ fn point_lookup(s: &plan::SelectPlan) -> Option<DocId> {
         },
         _ => None,
     }
+}
+
+/// Whether a SELECT returns the stored documents as they are (no computed item).
+fn whole_documents(s: &plan::SelectPlan) -> bool {
+    s.grouping.is_none()
+        && matches!(&s.projection, plan::Projection::Document { extra } if extra.is_empty())
 }
 
 /// Applies an INSERT plan inside a write job: the ids written.
@@ -727,6 +745,15 @@ fn check_write(
     } else {
         Err(denied(collection, id))
     }
+}
+
+fn unreadable_item(e: sqlx::Error) -> ServiceError {
+    tracing::debug!(error = ?e, "a result item does not decode");
+    ServiceError::Dql(bigpeer_dql::DqlError::evaluation(
+        "a result value cannot be represented (a number beyond the float range, or nesting \
+         too deep)",
+        bigpeer_dql::ast::Span::NONE,
+    ))
 }
 
 /// A DQL error raised inside a write job: it travels as a store error, so that the transaction

@@ -11,8 +11,10 @@ pub enum StoreError {
     /// A migration failed.
     #[error("database migration failed: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
-    /// Any other database error.
-    #[error("database error: {0}")]
+    /// Any other database error. Its message says what kind of failure it was in our own
+    /// words: the database's text (which can quote the statement, values or the schema) stays
+    /// in the error for the logs (`{:?}`) and never reaches a client.
+    #[error("{}", database_message(.0))]
     Database(#[from] sqlx::Error),
     /// A stored or received CRDT blob, id or value is invalid.
     #[error(transparent)]
@@ -55,6 +57,11 @@ impl StoreError {
             {
                 "store/timeout"
             }
+            StoreError::Database(sqlx::Error::Database(d))
+                if d.code().as_deref().is_some_and(is_data_error) =>
+            {
+                "query/evaluation"
+            }
             StoreError::Database(sqlx::Error::PoolTimedOut) => "store/unavailable",
             StoreError::Database(_) => "store/backend",
             StoreError::Schema(e) => e.code(),
@@ -64,5 +71,147 @@ impl StoreError {
             StoreError::Denied(_) => "auth/forbidden",
             StoreError::Shared { code, .. } => code,
         }
+    }
+}
+
+/// Whether a SQLSTATE is caused by the statement's data or size rather than by the database:
+/// class 22 (data exception: a number out of range, division by zero, invalid text, ...) and
+/// class 54 (program limit exceeded: too many arguments or columns, nested too deeply, a value
+/// too large). The same statement fails again on the same data: a 4xx, not a retry.
+pub fn is_data_error(sqlstate: &str) -> bool {
+    sqlstate.starts_with("22") || sqlstate.starts_with("54")
+}
+
+/// Our own words for a database failure (never the database's text).
+fn database_message(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => match d.code() {
+            Some(code) if is_data_error(&code) => {
+                format!(
+                    "the statement failed on its data: {} (SQLSTATE {code})",
+                    data_error_reason(&code)
+                )
+            }
+            Some(code) => format!("the database failed the statement (SQLSTATE {code})"),
+            None => "the database failed the statement".to_owned(),
+        },
+        sqlx::Error::PoolTimedOut => "no database connection became free in time".to_owned(),
+        sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+            "the database connection pool is closed".to_owned()
+        }
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => {
+            "the connection to the database failed".to_owned()
+        }
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            "a value read from the database cannot be represented".to_owned()
+        }
+        _ => "database error".to_owned(),
+    }
+}
+
+/// What a class 22 or 54 SQLSTATE means, in words a client can act on.
+fn data_error_reason(sqlstate: &str) -> &'static str {
+    match sqlstate {
+        "22003" => "a number is out of range",
+        "22012" => "division by zero",
+        "22001" => "a text value is too long",
+        "22P02" | "22P05" | "22021" => "a value is not valid text for its type",
+        "22019" | "22025" => "an invalid escape in a LIKE pattern",
+        "2201W" | "2201X" => "LIMIT or OFFSET is out of range",
+        "2202E" => "an array index is out of range",
+        "22030" | "22032" | "22033" | "22034" | "22035" | "22036" | "22037" | "22038" | "22039"
+        | "2203A" | "2203B" | "2203C" | "2203D" | "2203E" | "2203F" => {
+            "a JSON value is not valid for the operation"
+        }
+        "54001" => "the statement is nested too deeply",
+        "54011" => "the statement has too many columns or sort keys",
+        "54023" => "a function has too many arguments",
+        c if c.starts_with("54") => "the statement or a value exceeds a limit of the database",
+        _ => "a value is not valid for the operation",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_errors_are_our_words_and_query_evaluation() {
+        assert!(is_data_error("22003"));
+        assert!(is_data_error("2201W"));
+        assert!(is_data_error("54023"));
+        assert!(!is_data_error("57014"));
+        assert!(!is_data_error("08006"));
+        assert_eq!(
+            data_error_reason("54023"),
+            "a function has too many arguments"
+        );
+        assert_eq!(
+            data_error_reason("22999"),
+            "a value is not valid for the operation"
+        );
+        let e = StoreError::Database(sqlx::Error::Protocol("raw text from the server".into()));
+        assert_eq!(e.to_string(), "the connection to the database failed");
+        assert_eq!(e.code(), "store/backend");
+        let e = StoreError::Database(sqlx::Error::PoolTimedOut);
+        assert_eq!(e.code(), "store/unavailable");
+    }
+
+    /// Real Postgres failures: a failure on the statement's data is a 400 `query/evaluation`,
+    /// anything else a `store/backend`, and neither message holds the database's text.
+    #[tokio::test]
+    async fn postgres_failures_are_classified_in_our_words() {
+        use crate::http::store::status_of;
+        use crate::service::ServiceError;
+        let db = crate::testdb::TestDb::new().await;
+        let args = (0..101)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let too_many = format!("SELECT jsonb_build_array({args})");
+        for (sql, sqlstate, database_words) in [
+            ("SELECT 1 / 0", "22012", "returned from database"),
+            ("SELECT 1e308::float8 * 10", "22003", "value out of range"),
+            (
+                "SELECT 'xy' LIKE 'x!' ESCAPE '!'",
+                "22025",
+                "must not end with escape",
+            ),
+            ("SELECT 'a'::int", "22P02", "invalid input syntax"),
+            ("SELECT 1 LIMIT -1", "2201W", "LIMIT must not be negative"),
+            (too_many.as_str(), "54023", "cannot pass more than"),
+        ] {
+            let e = sqlx::query(sql)
+                .fetch_one(db.store.pool())
+                .await
+                .map(|_| ())
+                .expect_err(sql);
+            let e = StoreError::from(e);
+            assert_eq!(e.code(), "query/evaluation", "{sql}");
+            let message = e.to_string();
+            assert!(message.contains(sqlstate), "{sql}: {message}");
+            assert!(!message.contains(database_words), "{sql}: {message}");
+            let e = ServiceError::from(e);
+            assert_eq!(status_of(&e).as_u16(), 400, "{sql}");
+        }
+        let e = sqlx::query("SELECT * FROM no_such_table_here")
+            .fetch_one(db.store.pool())
+            .await
+            .map(|_| ())
+            .expect_err("no such table");
+        let e = StoreError::from(e);
+        assert_eq!(e.code(), "store/backend");
+        assert_eq!(
+            e.to_string(),
+            "the database failed the statement (SQLSTATE 42P01)"
+        );
+        let e = crate::auth::AuthError::from(
+            sqlx::query("SELECT * FROM no_such_table_here")
+                .fetch_one(db.store.pool())
+                .await
+                .map(|_| ())
+                .expect_err("no such table"),
+        );
+        assert!(!e.to_string().contains("no_such_table_here"), "{e}");
     }
 }

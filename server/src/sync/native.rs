@@ -97,7 +97,7 @@ fn unexpected(what: &str) -> Stop {
 
 fn store_failure(e: &StoreError) -> Stop {
     let code = e.code();
-    tracing::error!(code, error = %e, "sync session: store error");
+    tracing::error!(code, error = ?e, "sync session: store error");
     let close = if code.starts_with("crdt/") {
         CLOSE_PROTOCOL
     } else {
