@@ -198,6 +198,11 @@ impl<N: CounterNum> Counter<N> {
             Ordering::Greater => *self = other.clone(),
             Ordering::Less => {}
             Ordering::Equal => {
+                // Two bases under one epoch stamp only happen with corrupted input (a reused
+                // site id, a forged state). Keep the join commutative anyway: the larger wins.
+                if let (Some(mine), Some(theirs)) = (&mut self.epoch, &other.epoch) {
+                    mine.base = mine.base.max(theirs.base);
+                }
                 for (site, c) in &other.contrib {
                     match self.contrib.get_mut(site) {
                         None => {
