@@ -24,6 +24,9 @@ pub struct Gen {
     pub now_ms: u64,
     /// The deepest value built (objects and arrays).
     pub max_depth: usize,
+    /// The site that writes most stamps (a peer's own, so that a big peer, which takes a
+    /// peer's own writes only, applies some of them); `None`: any site alike.
+    pub own: Option<SiteId>,
 }
 
 impl Default for Gen {
@@ -37,10 +40,22 @@ impl Gen {
         Gen {
             now_ms,
             max_depth: 40,
+            own: None,
         }
     }
 
+    /// The same generator with most stamps, and nearly all of them near now, written by `own`.
+    pub fn owned_by(mut self, own: SiteId) -> Gen {
+        self.own = Some(own);
+        self
+    }
+
     pub fn site(&self, u: &mut Unstructured) -> Result<SiteId> {
+        if let Some(own) = self.own {
+            if !u.ratio(1, 16)? {
+                return Ok(own);
+            }
+        }
         Ok(SiteId(match u.int_in_range(0..=6)? {
             0 => 0,
             1 => u128::MAX,
@@ -51,6 +66,11 @@ impl Gen {
 
     pub fn hlc(&self, u: &mut Unstructured) -> Result<Hlc> {
         let now = Hlc::new(self.now_ms, 0).0;
+        if self.own.is_some() && !u.ratio(1, 16)? {
+            return Ok(Hlc(now
+                .saturating_add(u.int_in_range(0..=1u64 << 30)?)
+                .saturating_sub(1 << 29)));
+        }
         Ok(Hlc(match u.int_in_range(0..=7)? {
             0 => 0,
             1 => u64::MAX,
