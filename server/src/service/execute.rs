@@ -17,15 +17,12 @@ use std::sync::{Arc, RwLock};
 use bigpeer_dql::eval::{self, InsertOutcome};
 use bigpeer_dql::plan::{self, PExpr, Plan, PlanOptions, RemoveKind, Source};
 use bigpeer_dql::settings::Settings;
-use bigpeer_dql::sql::{self, Compiled, CompiledPlan, SqlParam};
+use bigpeer_dql::sql::{self, Compiled, CompiledPlan};
 use bigpeer_schema::{DocId, Op, Value};
-use sqlx::postgres::PgArguments;
-use sqlx::query::Query;
-use sqlx::{Postgres, Row};
 
 use super::{Access, Allowed, ServiceError};
 use crate::auth::AuthError;
-use crate::store::{GroupCommit, GroupCommitOptions, Store, StoreError, Working};
+use crate::store::{GroupCommit, GroupCommitOptions, Items, Store, StoreError, Working};
 
 /// What kind of statement ran (Ditto's `queryType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +141,7 @@ impl Executor {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(period).await;
-                if exec.store.pool().is_closed() {
+                if exec.store.is_closed() {
                     break;
                 }
                 if let Err(e) = exec.load_settings().await {
@@ -241,12 +238,7 @@ impl Executor {
                         }
                     }
                     Source::SystemCollections => {
-                        let names: Vec<String> = sqlx::query_scalar(
-                            "SELECT DISTINCT collection FROM documents WHERE NOT deleted ORDER BY collection",
-                        )
-                        .fetch_all(&self.store.reads())
-                        .await
-                        .map_err(StoreError::from)?;
+                        let names = self.store.live_collections().await?;
                         let mut listed = Vec::with_capacity(names.len());
                         for name in names {
                             if self.has_readable(&name, access).await? {
@@ -363,30 +355,17 @@ impl Executor {
         c: &Compiled,
         whole_documents: bool,
     ) -> Result<Vec<Value>, ServiceError> {
-        use futures_util::TryStreamExt as _;
-        let reads = self.store.reads();
-        let mut rows = bind(sqlx::query(&c.sql), &c.params).fetch(&reads);
-        let mut items = Vec::new();
-        while let Some(r) = rows.try_next().await.map_err(StoreError::from)? {
-            if items.len() >= self.max_items {
-                return Err(ServiceError::ResultTooLarge {
-                    limit: self.max_items,
-                });
-            }
-            match r.try_get::<sqlx::types::Json<Value>, _>(0) {
-                Ok(item) => items.push(item.0),
-                // A stored document no JSON reader takes (written before the depth limit
-                // held): left out, logged and counted; the rest of the answer stands.
-                Err(e @ sqlx::Error::ColumnDecode { .. }) if whole_documents => {
-                    self.store.skipped_value("select", &e)
-                }
-                // A computed item the server cannot represent (a number beyond the float
-                // range, nesting too deep to read back) fails the statement, not the server.
-                Err(e @ sqlx::Error::ColumnDecode { .. }) => return Err(unreadable_item(e)),
-                Err(e) => return Err(StoreError::from(e).into()),
-            }
+        match self
+            .store
+            .select_items(c, self.max_items, whole_documents)
+            .await?
+        {
+            Items::Found(items) => Ok(items),
+            Items::TooMany => Err(ServiceError::ResultTooLarge {
+                limit: self.max_items,
+            }),
+            Items::Unrepresentable => Err(unrepresentable_item()),
         }
-        Ok(items)
     }
 
     async fn insert(
@@ -426,23 +405,10 @@ impl Executor {
                 message: "a mutation compiled to no target query".into(),
             }));
         };
-        let rows = bind(sqlx::query(&find.sql), &find.params)
-            .fetch_all(&self.store.reads())
-            .await
-            .map_err(StoreError::from)?;
-        let mut ids = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let key: Vec<u8> = r.try_get(0).map_err(StoreError::from)?;
-            match DocId::from_key(&key) {
-                Ok(id) => ids.push(id),
-                // A row whose id does not decode cannot be written; the others still are.
-                Err(e) => {
-                    let coll = plan.collection().unwrap_or_default();
-                    self.store.skipped_row("write", coll, &key, 0, &e);
-                }
-            }
-        }
-        Ok(ids)
+        Ok(self
+            .store
+            .target_ids(&find, plan.collection().unwrap_or_default())
+            .await?)
     }
 
     async fn update_or_remove(
@@ -747,8 +713,7 @@ fn check_write(
     }
 }
 
-fn unreadable_item(e: sqlx::Error) -> ServiceError {
-    tracing::debug!(error = ?e, "a result item does not decode");
+fn unrepresentable_item() -> ServiceError {
     ServiceError::Dql(bigpeer_dql::DqlError::evaluation(
         "a result value cannot be represented (a number beyond the float range, or nesting \
          too deep)",
@@ -766,20 +731,4 @@ pub(super) fn sorted(mut ids: Vec<DocId>) -> Vec<Value> {
     ids.sort();
     ids.dedup();
     ids.into_iter().map(DocId::into_value).collect()
-}
-
-pub(super) fn bind<'q>(
-    mut q: Query<'q, Postgres, PgArguments>,
-    params: &'q [SqlParam],
-) -> Query<'q, Postgres, PgArguments> {
-    for p in params {
-        q = match p {
-            SqlParam::Text(s) => q.bind(s.as_str()),
-            SqlParam::Jsonb(v) => q.bind(sqlx::types::Json(v)),
-            SqlParam::Bytea(b) => q.bind(b.as_slice()),
-            SqlParam::ByteaArray(a) => q.bind(a.as_slice()),
-            SqlParam::Int8(i) => q.bind(*i),
-        };
-    }
-    q
 }

@@ -7,7 +7,9 @@ mod feed;
 mod group;
 mod health;
 mod integrity;
+mod queries;
 mod reads;
+mod scan;
 mod sites;
 mod system;
 mod txn;
@@ -26,6 +28,8 @@ pub use error::StoreError;
 pub use feed::{ChangeFeed, FeedOptions};
 pub use group::{GroupCommit, GroupCommitOptions};
 pub use health::{is_connection_lost, Health};
+pub use queries::Items;
+pub use scan::{Page, ScanRow};
 pub use sites::SERVER_SITE_OWNER;
 pub use txn::{TxnInfo, Working, NUL_CHARACTER};
 

@@ -12,7 +12,6 @@
 mod checks;
 pub mod native;
 mod outbox;
-mod scan;
 pub mod webhook;
 mod ws;
 

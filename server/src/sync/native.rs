@@ -24,10 +24,10 @@ use tokio::time::Instant;
 
 use super::checks::{check_subscription, clock_bound, merge_one, validate_change};
 use super::outbox::{change_for, remember, Known, Pending};
-use super::{scan, Inbound, Link, Outbound, SyncHub, SyncProtocol};
+use super::{Inbound, Link, Outbound, SyncHub, SyncProtocol};
 use crate::auth::{now_secs, Permissions, Revoked};
 use crate::service::{Access, Allowed, WriteScope};
-use crate::store::{corrupt_row, materialize_with_id, StoreError, StoredDoc, Working};
+use crate::store::{corrupt_row, materialize_with_id, ScanRow, StoreError, StoredDoc, Working};
 
 mod throttle;
 
@@ -525,7 +525,10 @@ impl Session {
         // Subscribe before reading the position: nothing after it can be missed.
         let rx = feed.subscribe();
         let feed_seq = feed.position();
-        let epoch = scan::epoch(&self.hub.store)
+        let epoch = self
+            .hub
+            .store
+            .epoch()
             .await
             .map_err(|e| store_failure(&e))?;
         let window = self.hub.options.window;
@@ -815,7 +818,10 @@ impl Session {
                 _ => return Ok(()),
             }
         };
-        let page = scan::page(&self.hub.store, &collection, after, tombstones, PAGE)
+        let page = self
+            .hub
+            .store
+            .scan_page(&collection, after, tombstones, PAGE)
             .await
             .map_err(|e| store_failure(&e))?;
         let budget = self.frame_budget();
@@ -837,7 +843,7 @@ impl Session {
         let mut last = after;
         let mut stopped_early = false;
         let wants_all = s.wants_all();
-        let skip = |row: &scan::ScanRow, e: SchemaError| {
+        let skip = |row: &ScanRow, e: SchemaError| {
             let e = corrupt_row(&collection, &row.id, e);
             store.skipped_row("initial sync", &collection, &row.id.key(), row.seq, &e);
         };

@@ -1,11 +1,11 @@
-//! The two reads sync needs beyond the store's API: the feed's epoch, and one page of a
-//! collection in change-sequence order together with the head of the sequence in the same
-//! snapshot (so that "everything up to the head" is exactly what the pages covered).
+//! The two reads of an initial sync: the feed's epoch, and one page of a collection in
+//! change-sequence order together with the head of the sequence in the same snapshot (so that
+//! "everything up to the head" is exactly what the pages covered).
 
 use bigpeer_schema::DocId;
 use sqlx::Row;
 
-use crate::store::{Store, StoreError};
+use super::{Store, StoreError};
 
 /// One document of a page, its state as stored (the document encoding): the sender turns it
 /// into a full-state delta without decoding it, and decodes it only to filter.
@@ -29,18 +29,30 @@ pub struct Page {
     pub epoch: String,
 }
 
-/// The current epoch of the sequence space.
-pub async fn epoch(store: &Store) -> Result<String, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT epoch FROM seq_counter WHERE id = 0")
-            .fetch_one(store.pool())
-            .await?,
-    )
+impl Store {
+    /// The current epoch of the sequence space.
+    pub async fn epoch(&self) -> Result<String, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT epoch FROM seq_counter WHERE id = 0")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Documents of `collection` with `seq > after`, in sequence order, at most `limit`;
+    /// tombstones only when `tombstones`.
+    pub async fn scan_page(
+        &self,
+        collection: &str,
+        after: i64,
+        tombstones: bool,
+        limit: i64,
+    ) -> Result<Page, StoreError> {
+        page(self, collection, after, tombstones, limit).await
+    }
 }
 
-/// Documents of `collection` with `seq > after`, in sequence order, at most `limit`; tombstones
-/// only when `tombstones`.
-pub async fn page(
+async fn page(
     store: &Store,
     collection: &str,
     after: i64,
@@ -53,7 +65,7 @@ pub async fn page(
     // for the first `limit` (about 50 ms per page of 1,000 at 100k documents, for every page);
     // with bitmap scans and sorts off, the ordered index scan is the only plan left. The rows'
     // order is restored here, so the statement needs no sort of its own.
-    let mut tx = store.pool().begin().await?;
+    let mut tx = store.pool.begin().await?;
     sqlx::raw_sql(
         "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off; SET LOCAL jit = off",
     )
