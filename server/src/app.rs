@@ -225,77 +225,20 @@ async fn connect(url: &str, options: &StoreOptions) -> Result<Store, AppError> {
     }
 }
 
-/// Says what went wrong connecting, as precisely as the error allows. The pool retries refused
-/// connections until its timeout and then only says that it timed out, so a direct TCP probe
-/// tells the user whether anything listens there at all.
+/// Says what went wrong connecting, as precisely as the error allows (see
+/// [`crate::store::diagnose_connect`]).
 async fn diagnose(url: &str, source: StoreError, waited: Duration) -> AppError {
-    let Ok(opts) = url.parse::<sqlx::postgres::PgConnectOptions>() else {
-        return AppError::Store {
+    match crate::store::diagnose_connect(url, &source, waited).await {
+        Some(d) => AppError::Connect {
+            target: d.target,
+            detail: d.detail,
+            source,
+            hint: d.hint,
+        },
+        None => AppError::Store {
             hint: Some("check DATABASE_URL, or unset it to run the embedded Postgres".to_string()),
             source,
-        };
-    };
-    let (host, port) = (opts.get_host().to_string(), opts.get_port());
-    let target = match opts.get_socket() {
-        Some(dir) => format!("the Unix socket in \"{}\"", dir.display()),
-        None => format!("{host}:{port}"),
-    };
-    let user = opts.get_username().to_string();
-    let database = opts.get_database().unwrap_or(&user).to_string();
-    let check =
-        "check that Postgres runs there and that DATABASE_URL names the right host and port, \
-                 or unset DATABASE_URL to run the embedded Postgres";
-
-    let (detail, hint) = match &source {
-        StoreError::Connect(sqlx::Error::Database(db))
-        | StoreError::Database(sqlx::Error::Database(db)) => {
-            let hint = match db.code().as_deref() {
-                Some("3D000") => format!(
-                    "create the database (`createdb -h {host} -p {port} {database}`) or fix its name in DATABASE_URL"
-                ),
-                Some("28P01") | Some("28000") => {
-                    format!("check the user (\"{user}\") and password in DATABASE_URL")
-                }
-                _ => "check DATABASE_URL and the Postgres server log".to_string(),
-            };
-            (db.message().to_string(), hint)
-        }
-        StoreError::Connect(sqlx::Error::PoolTimedOut) if opts.get_socket().is_none() => {
-            let probe = tokio::time::timeout(
-                Duration::from_secs(2),
-                tokio::net::TcpStream::connect((host.as_str(), port)),
-            )
-            .await;
-            let detail = match probe {
-                Ok(Ok(_)) => format!(
-                    "the port accepts connections but Postgres did not answer within {}s",
-                    waited.as_secs_f32()
-                ),
-                Ok(Err(e)) => lowercase_first(&e.to_string()),
-                Err(_) => {
-                    "no answer (the host may be down or a firewall may drop packets)".to_string()
-                }
-            };
-            (detail, check.to_string())
-        }
-        StoreError::Connect(sqlx::Error::Io(e)) => {
-            (lowercase_first(&e.to_string()), check.to_string())
-        }
-        other => (other.to_string(), check.to_string()),
-    };
-    AppError::Connect {
-        target,
-        detail,
-        source,
-        hint,
-    }
-}
-
-fn lowercase_first(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
+        },
     }
 }
 
@@ -384,8 +327,7 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
     }
     executor.refresh_settings_every(SETTINGS_REFRESH);
     // One key store (and cache) for HTTP and sync: a revocation reaches both at once.
-    let keys = crate::auth::KeyStore::new(database.store.pool().clone())
-        .with_health(database.store.health().clone());
+    let keys = crate::auth::KeyStore::new(database.store.clone());
     // One set of rate limits for HTTP and sync: a key's pushes count against its requests.
     let limits =
         crate::http::limits::RateLimits::new(config.rate_limit_per_key, config.rate_limit_per_ip);

@@ -1164,17 +1164,12 @@ fn check_database_url(url: &str) -> Result<(), Problem> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(("expected a postgres:// URL".to_string(), hint));
     }
-    url.parse::<sqlx::postgres::PgConnectOptions>()
-        .map(|_| ())
-        .map_err(|e| {
-            (
-                format!(
-                    "not a valid Postgres URL ({})",
-                    mask_password(&e.to_string())
-                ),
-                hint,
-            )
-        })
+    crate::store::check_url(url).map_err(|e| {
+        (
+            format!("not a valid Postgres URL ({})", mask_password(&e)),
+            hint,
+        )
+    })
 }
 
 fn read_file(path: &Path) -> Result<Vec<(&'static str, toml::Value)>, ConfigError> {

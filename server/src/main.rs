@@ -320,7 +320,7 @@ async fn keys_in(
     if config.migrate_on_start {
         database.migrate().await?;
     }
-    let store = KeyStore::new(database.store.pool().clone());
+    let store = KeyStore::new(database.store.clone());
     let show = |k: &bigpeer::auth::ApiKey, secret: Option<&str>| {
         let mut v = serde_json::json!({
             "id": k.id, "name": k.name, "description": k.description, "prefix": k.prefix,

@@ -17,7 +17,7 @@ use smallpeer::Store;
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn key(app: &TestApp, perms: Permissions) -> String {
-    KeyStore::new(app.app.store().pool().clone())
+    KeyStore::new(app.app.store().clone())
         .create(NewKey {
             name: "peer".into(),
             permissions: perms,
@@ -793,7 +793,7 @@ async fn peers_sync_over_wss_with_a_self_signed_certificate() {
         c.tls_key = Some(key_file);
     })
     .await;
-    let token = KeyStore::new(app.app.store().pool().clone())
+    let token = KeyStore::new(app.app.store().clone())
         .create(NewKey {
             name: "tls".into(),
             permissions: Permissions::all(),
@@ -899,7 +899,7 @@ async fn an_evicted_document_comes_back_whole_through_want() {
 #[tokio::test]
 async fn an_expiring_key_ends_the_client_with_auth_expired() {
     let app = TestApp::spawn().await;
-    let token = KeyStore::new(app.app.store().pool().clone())
+    let token = KeyStore::new(app.app.store().clone())
         .create(NewKey {
             name: "short".into(),
             permissions: Permissions::all(),
@@ -936,7 +936,7 @@ async fn an_expiring_key_ends_the_client_with_auth_expired() {
 #[tokio::test]
 async fn a_revoked_key_ends_the_client_and_webhook_client_info_reaches_it() {
     let app = TestApp::spawn().await;
-    let keys = KeyStore::new(app.app.store().pool().clone());
+    let keys = KeyStore::new(app.app.store().clone());
     let created = keys
         .create(NewKey {
             name: "revoked soon".into(),

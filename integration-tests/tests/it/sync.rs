@@ -265,7 +265,7 @@ pub(crate) async fn execute(app: &TestApp, statement: &str) -> serde_json::Value
 }
 
 pub(crate) async fn key(app: &TestApp, perms: Permissions) -> String {
-    KeyStore::new(app.app.store().pool().clone())
+    KeyStore::new(app.app.store().clone())
         .create(NewKey {
             name: "peer".into(),
             permissions: perms,
@@ -942,7 +942,7 @@ async fn want_is_answered_with_a_delta_against_what_the_peer_has() {
 async fn a_session_ends_when_its_key_expires() {
     let app = TestApp::spawn().await;
     let expires_at = bigpeer::auth::now_secs() + 2;
-    let token = KeyStore::new(app.app.store().pool().clone())
+    let token = KeyStore::new(app.app.store().clone())
         .create(NewKey {
             name: "short".into(),
             permissions: Permissions::all(),
@@ -969,7 +969,7 @@ async fn a_session_ends_when_its_key_is_revoked_here_or_by_another_process() {
     })
     .await;
     // Another bigpeer process on the same database: its own key store, cache and revocations.
-    let elsewhere = KeyStore::new(app.app.store().pool().clone());
+    let elsewhere = KeyStore::new(app.app.store().clone());
     let mut created = Vec::new();
     for name in ["here", "there", "kept"] {
         created.push(

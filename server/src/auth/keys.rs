@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use rand::Rng;
 use sha2::{Digest, Sha256};
-use sqlx::{PgPool, Row};
 use tokio::sync::watch;
 
 use super::{AuthError, Permissions};
+use crate::store::{KeyRow, NewKeyRow, Store};
 
 /// The part of every secret before the random characters.
 pub const SECRET_PREFIX: &str = "bpk_";
@@ -84,11 +84,9 @@ struct Revocations {
 /// API key storage with a small lookup cache.
 #[derive(Clone)]
 pub struct KeyStore {
-    pool: PgPool,
+    store: Store,
     cache: moka::future::Cache<Hash, Option<Arc<ApiKey>>>,
     revocations: Arc<Revocations>,
-    /// Told when a lookup's connection is lost (see [`KeyStore::with_health`]).
-    health: Option<Arc<crate::store::Health>>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -100,9 +98,11 @@ impl std::fmt::Debug for KeyStore {
 }
 
 impl KeyStore {
-    pub fn new(pool: PgPool) -> KeyStore {
+    /// Keys kept in `store`. A lookup whose connection turns out to be lost is retried once on
+    /// a fresh connection (see [`Store::retry_read`]).
+    pub fn new(store: Store) -> KeyStore {
         KeyStore {
-            pool,
+            store,
             cache: moka::future::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(CACHE_TTL)
@@ -111,15 +111,7 @@ impl KeyStore {
                 tx: watch::Sender::new(Arc::default()),
                 poller: OnceLock::new(),
             }),
-            health: None,
         }
-    }
-
-    /// A key lookup whose connection turns out to be lost marks the pool's connections stale
-    /// (see [`crate::store::Health`]) and is retried once on a fresh connection.
-    pub fn with_health(mut self, health: Arc<crate::store::Health>) -> KeyStore {
-        self.health = Some(health);
-        self
     }
 
     /// The ids of keys revoked since the first call, by this process at once and by other
@@ -130,7 +122,7 @@ impl KeyStore {
         self.revocations.poller.get_or_init(|| {
             tokio::spawn(poll_revocations(
                 Arc::downgrade(&self.revocations),
-                self.pool.clone(),
+                self.store.clone(),
                 self.cache.clone(),
             ));
         });
@@ -165,27 +157,25 @@ impl KeyStore {
         let prefix: String = secret.chars().take(SECRET_PREFIX.len() + 8).collect();
         let perms = serde_json::to_value(&new.permissions)
             .map_err(|e| AuthError::InvalidRequest(format!("permissions: {e}")))?;
-        let row = sqlx::query(
-            "INSERT INTO api_keys (id, name, description, secret_hash, prefix, permissions, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7)) \
-             RETURNING extract(epoch FROM created_at)::int8",
-        )
-        .bind(&id)
-        .bind(&new.name)
-        .bind(&new.description)
-        .bind(hash(&secret).as_slice())
-        .bind(&prefix)
-        .bind(sqlx::types::Json(perms))
-        .bind(new.expires_at.map(|t| t as f64))
-        .fetch_one(&self.pool)
-        .await?;
+        let created_at = self
+            .store
+            .insert_key(NewKeyRow {
+                id: &id,
+                name: &new.name,
+                description: &new.description,
+                secret_hash: hash(&secret).as_slice(),
+                prefix: &prefix,
+                permissions: &perms,
+                expires_at: new.expires_at,
+            })
+            .await?;
         let key = ApiKey {
             id,
             name: new.name,
             description: new.description,
             prefix,
             permissions: new.permissions,
-            created_at: row.try_get(0)?,
+            created_at,
             expires_at: new.expires_at,
             revoked_at: None,
         };
@@ -194,24 +184,19 @@ impl KeyStore {
 
     /// Every key, newest first.
     pub async fn list(&self) -> Result<Vec<ApiKey>, AuthError> {
-        let rows = sqlx::query(&format!("{SELECT_KEY} ORDER BY created_at DESC, id"))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(key_from_row).collect()
+        self.store
+            .list_keys()
+            .await?
+            .into_iter()
+            .map(key_from_row)
+            .collect()
     }
 
     /// Revokes a key; `false` when there is no such key. Takes effect at once in this process.
     pub async fn revoke(&self, id: &str) -> Result<bool, AuthError> {
-        let row = sqlx::query(
-            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING secret_hash",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
+        match self.store.revoke_key(id).await? {
             None => Ok(false),
-            Some(r) => {
-                let h: Vec<u8> = r.try_get(0)?;
+            Some(h) => {
                 if let Ok(h) = Hash::try_from(h.as_slice()) {
                     self.cache.invalidate(&h).await;
                 }
@@ -227,22 +212,12 @@ impl KeyStore {
             return Err(AuthError::InvalidKey);
         }
         let h = hash(secret);
-        let pool = self.pool.clone();
-        let health = self.health.clone();
+        let store = self.store.clone();
         let found = self
             .cache
             .try_get_with(h, async move {
-                let sql = format!("{SELECT_KEY} WHERE secret_hash = $1");
-                let lookup = || sqlx::query(&sql).bind(h.as_slice()).fetch_optional(&pool);
-                let row = match (lookup().await, &health) {
-                    (Err(e), Some(health)) if crate::store::is_connection_lost(&e) => {
-                        // Another connection, opened after this one was lost.
-                        health.connection_lost();
-                        lookup().await?
-                    }
-                    (row, _) => row?,
-                };
-                row.map(|r| key_from_row(&r).map(Arc::new)).transpose()
+                let row = store.key_by_hash(h.as_slice()).await?;
+                row.map(|r| key_from_row(r).map(Arc::new)).transpose()
             })
             .await
             .map_err(|e: Arc<AuthError>| AuthError::Backend(e.to_string()))?;
@@ -256,7 +231,7 @@ impl KeyStore {
 /// entries go and their ids join the watch. Ends when the key store is gone.
 async fn poll_revocations(
     revocations: Weak<Revocations>,
-    pool: PgPool,
+    store: Store,
     cache: moka::future::Cache<Hash, Option<Arc<ApiKey>>>,
 ) {
     let mut since: Option<f64> = None;
@@ -269,10 +244,7 @@ async fn poll_revocations(
         }
         let from = match since {
             Some(t) => t,
-            None => match sqlx::query_scalar::<_, f64>("SELECT extract(epoch FROM now())::float8")
-                .fetch_one(&pool)
-                .await
-            {
+            None => match store.database_now().await {
                 Ok(now) => *since.insert(now - REVOCATION_MARGIN_SECS),
                 Err(e) => {
                     tracing::debug!(error = %e, "looking for revoked keys");
@@ -280,13 +252,7 @@ async fn poll_revocations(
                 }
             },
         };
-        let rows = sqlx::query(
-            "SELECT id, secret_hash FROM api_keys WHERE revoked_at >= to_timestamp($1)",
-        )
-        .bind(from)
-        .fetch_all(&pool)
-        .await;
-        let rows = match rows {
+        let rows = match store.keys_revoked_since(from).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "looking for revoked keys");
@@ -298,10 +264,7 @@ async fn poll_revocations(
         };
         let known = rev.tx.borrow().clone();
         let mut new = Vec::new();
-        for r in &rows {
-            let (Ok(id), Ok(h)) = (r.try_get::<String, _>(0), r.try_get::<Vec<u8>, _>(1)) else {
-                continue;
-            };
+        for (id, h) in rows {
             if known.contains(&id) {
                 continue;
             }
@@ -316,23 +279,18 @@ async fn poll_revocations(
     }
 }
 
-const SELECT_KEY: &str = "SELECT id, name, description, prefix, permissions, \
-     extract(epoch FROM created_at)::int8, extract(epoch FROM expires_at)::int8, \
-     extract(epoch FROM revoked_at)::int8 FROM api_keys";
-
-fn key_from_row(r: &sqlx::postgres::PgRow) -> Result<ApiKey, AuthError> {
-    let perms: sqlx::types::Json<serde_json::Value> = r.try_get(4)?;
-    let permissions = serde_json::from_value(perms.0)
+fn key_from_row(r: KeyRow) -> Result<ApiKey, AuthError> {
+    let permissions = serde_json::from_value(r.permissions)
         .map_err(|e| AuthError::Backend(format!("stored permissions do not decode: {e}")))?;
     Ok(ApiKey {
-        id: r.try_get(0)?,
-        name: r.try_get(1)?,
-        description: r.try_get(2)?,
-        prefix: r.try_get(3)?,
+        id: r.id,
+        name: r.name,
+        description: r.description,
+        prefix: r.prefix,
         permissions,
-        created_at: r.try_get(5)?,
-        expires_at: r.try_get(6)?,
-        revoked_at: r.try_get(7)?,
+        created_at: r.created_at,
+        expires_at: r.expires_at,
+        revoked_at: r.revoked_at,
     })
 }
 

@@ -45,11 +45,11 @@ impl AuthError {
     }
 }
 
-impl From<sqlx::Error> for AuthError {
-    fn from(e: sqlx::Error) -> Self {
+impl From<crate::store::StoreError> for AuthError {
+    fn from(e: crate::store::StoreError) -> Self {
         // The store error's words, never the database's own text.
         tracing::warn!(error = ?e, "key storage error");
-        AuthError::Backend(crate::store::StoreError::from(e).to_string())
+        AuthError::Backend(e.to_string())
     }
 }
 

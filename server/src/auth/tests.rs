@@ -14,7 +14,7 @@ fn reader_of(coll: &str) -> Permissions {
 #[tokio::test]
 async fn create_authenticate_list_revoke() {
     let db = TestDb::new().await;
-    let keys = KeyStore::new(db.store.pool().clone());
+    let keys = KeyStore::new(db.store.clone());
     let created = keys
         .create(NewKey {
             name: "ci".into(),
@@ -69,8 +69,8 @@ async fn create_authenticate_list_revoke() {
 #[tokio::test]
 async fn revocation_by_another_process_takes_effect_within_a_second() {
     let db = TestDb::new().await;
-    let here = KeyStore::new(db.store.pool().clone());
-    let there = KeyStore::new(db.store.pool().clone());
+    let here = KeyStore::new(db.store.clone());
+    let there = KeyStore::new(db.store.clone());
     let created = here
         .create(NewKey {
             name: "k".into(),
@@ -104,7 +104,7 @@ async fn revocation_by_another_process_takes_effect_within_a_second() {
 #[tokio::test]
 async fn expiry_and_bad_requests() {
     let db = TestDb::new().await;
-    let keys = KeyStore::new(db.store.pool().clone());
+    let keys = KeyStore::new(db.store.clone());
     let past = keys
         .create(NewKey {
             name: "old".into(),

@@ -205,13 +205,13 @@ mod tests {
             e.to_string(),
             "the database failed the statement (SQLSTATE 42P01)"
         );
-        let e = crate::auth::AuthError::from(
+        let e = crate::auth::AuthError::from(StoreError::from(
             sqlx::query("SELECT * FROM no_such_table_here")
                 .fetch_one(db.store.pool())
                 .await
                 .map(|_| ())
                 .expect_err("no such table"),
-        );
+        ));
         assert!(!e.to_string().contains("no_such_table_here"), "{e}");
     }
 }

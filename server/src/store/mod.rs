@@ -1,12 +1,14 @@
 //! The only code that talks to Postgres: documents, the commit-ordered change sequence,
 //! transaction ids and migrations (`sql/`, embedded at build time).
 
+mod connect;
 mod documents;
 mod error;
 mod feed;
 mod group;
 mod health;
 mod integrity;
+mod keys;
 mod queries;
 mod reads;
 mod scan;
@@ -22,12 +24,14 @@ use bigpeer_schema::{Clock, Hlc, SiteId, Stamp};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 
+pub use connect::{check_url, diagnose_connect, ConnectDiagnosis};
 pub(crate) use documents::corrupt_row;
 pub use documents::{materialize_with_id, Change, ChangePage, Committed, Outcome, StoredDoc};
 pub use error::StoreError;
 pub use feed::{ChangeFeed, FeedOptions};
 pub use group::{GroupCommit, GroupCommitOptions};
 pub use health::{is_connection_lost, Health};
+pub use keys::{KeyRow, NewKeyRow};
 pub use queries::Items;
 pub use scan::{Page, ScanRow};
 pub use sites::SERVER_SITE_OWNER;

@@ -175,7 +175,7 @@ impl SyncHub {
             },
         );
         SyncHub {
-            keys: KeyStore::new(store.pool().clone()),
+            keys: KeyStore::new(store.clone()),
             store,
             group,
             options,
