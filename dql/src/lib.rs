@@ -21,9 +21,10 @@
 //! match sql::compile(&plan)? {
 //!     sql::CompiledPlan::Query(c) => { /* run c.sql with c.params; each row: one jsonb `item` */ }
 //!     sql::CompiledPlan::Mutation { targets } => {
-//!         // In one transaction: run `targets` (id, meta, value, deleted; locked FOR UPDATE),
-//!         // then per row: eval::update_ops(&u, &value) / eval::insert_ops(&i, &doc, existing)
-//!         // / Op::Delete, apply to the decoded Doc with one stamp, write back.
+//!         // Run `targets` (the ids, a snapshot read); then in one transaction lock and load
+//!         // each document, check the filter again, and per document: eval::update_ops(&u,
+//!         // &value) / eval::insert_ops(&i, &doc, existing) / Op::Delete, apply to the decoded
+//!         // Doc with one stamp, write back.
 //!     }
 //!     sql::CompiledPlan::NoSql => { /* ALTER SYSTEM / SHOW (settings::Settings), EXPLAIN (plan::explain) */ }
 //! }

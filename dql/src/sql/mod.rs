@@ -53,10 +53,10 @@ pub struct Compiled {
 pub enum CompiledPlan {
     /// SELECT: every row has one `jsonb` column `item`, in result order.
     Query(Compiled),
-    /// UPDATE / DELETE / EVICT / INSERT: inside the write transaction, run `targets` (rows:
-    /// `id bytea, meta bytea, value jsonb, deleted bool`, locked `FOR UPDATE`), then compute each
-    /// document's operations with [`crate::eval::update_ops`] / [`crate::eval::insert_ops`] (or
-    /// `Op::Delete`, or removal for EVICT) and write them back.
+    /// UPDATE / DELETE / EVICT / INSERT: `targets` finds the documents (rows: `id bytea`) in a
+    /// snapshot; then, inside the write transaction, lock and load each one, check the filter
+    /// again on its newest state, compute its operations with [`crate::eval::update_ops`] /
+    /// [`crate::eval::insert_ops`] (or `Op::Delete`, or removal for EVICT) and write it back.
     Mutation { targets: Compiled },
     /// ALTER SYSTEM, SHOW, EXPLAIN: answered without touching documents.
     NoSql,
@@ -120,7 +120,7 @@ pub fn compile_within(plan: &Plan, permission: Option<&PExpr>) -> Result<Compile
                 i.documents.iter().map(|d| d.id.key()).collect(),
             ));
             let text = format!(
-                "SELECT id, meta, value, deleted FROM documents WHERE collection = {coll} AND id = ANY({}) FOR UPDATE",
+                "SELECT id FROM documents WHERE collection = {coll} AND id = ANY({})",
                 cast(ids, bytea_array())
             );
             CompiledPlan::Mutation {
@@ -442,7 +442,7 @@ fn compile_select(s: &SelectPlan, permission: Option<&PExpr>) -> Result<Compiled
                 order,
                 limit,
                 offset,
-                for_update: false,
+                targets: false,
             };
             return built(template::build(scan), p);
         }
@@ -552,7 +552,7 @@ fn compile_targets(t: &Target, permission: Option<&PExpr>) -> Result<Compiled> {
         order,
         limit,
         offset,
-        for_update: true,
+        targets: true,
     };
     built(template::build(scan), p)
 }
@@ -829,15 +829,10 @@ mod tests {
     }
 
     #[test]
-    fn mutations_lock_their_targets() {
+    fn mutation_targets_ask_only_for_ids() {
         let c = compiled("UPDATE cars SET n = n + 1 WHERE color = 'red' ORDER BY n LIMIT 2");
-        assert!(
-            c.sql
-                .starts_with("SELECT id, meta, value, deleted FROM documents"),
-            "{}",
-            c.sql
-        );
-        assert!(c.sql.ends_with("FOR UPDATE"), "{}", c.sql);
+        assert!(c.sql.starts_with("SELECT id FROM documents"), "{}", c.sql);
+        assert!(!c.sql.contains("FOR UPDATE"), "{}", c.sql);
         let c = compiled("INSERT INTO cars DOCUMENTS ({'_id': 'a'}), ({'_id': 'b'})");
         assert!(c.sql.contains("id = ANY($2::BYTEA[])"), "{}", c.sql);
     }

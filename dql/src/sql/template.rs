@@ -10,19 +10,19 @@ use sqlparser::dialect::PostgreSqlDialect;
 
 /// What fills the template.
 pub struct Scan {
-    /// The item column (`None`: the target columns `id, meta, value, deleted`).
+    /// The item column (`None`: the targets' `id`).
     pub item: Option<Expr>,
     pub conds: Vec<Expr>,
     /// Sort terms, `true` for descending.
     pub order: Vec<(Expr, bool)>,
     pub limit: Option<Expr>,
     pub offset: Option<Expr>,
-    pub for_update: bool,
+    /// The targets of a mutation (their ids) rather than items.
+    pub targets: bool,
 }
 
 const ITEM: &str = "SELECT 1 AS item FROM documents WHERE true ORDER BY 1 ASC LIMIT 1 OFFSET 1";
-const TARGETS: &str =
-    "SELECT id, meta, value, deleted FROM documents WHERE true ORDER BY 1 ASC LIMIT 1 OFFSET 1 FOR UPDATE";
+const TARGETS: &str = "SELECT id FROM documents WHERE true ORDER BY 1 ASC LIMIT 1 OFFSET 1";
 
 fn parsed(
     text: &'static str,
@@ -36,10 +36,10 @@ fn parsed(
     .as_ref()
 }
 
-fn template(for_update: bool) -> Option<&'static Statement> {
+fn template(targets: bool) -> Option<&'static Statement> {
     static ITEM_T: OnceLock<Option<Statement>> = OnceLock::new();
     static TARGETS_T: OnceLock<Option<Statement>> = OnceLock::new();
-    if for_update {
+    if targets {
         parsed(TARGETS, &TARGETS_T)
     } else {
         parsed(ITEM, &ITEM_T)
@@ -55,7 +55,7 @@ pub fn not(e: Expr) -> Expr {
 
 /// Fills the template; `None` only if the constant template failed to parse (a bug).
 pub fn build(scan: Scan) -> Option<String> {
-    let mut stmt = template(scan.for_update)?.clone();
+    let mut stmt = template(scan.targets)?.clone();
     let Statement::Query(q) = &mut stmt else {
         return None;
     };
