@@ -340,8 +340,8 @@ impl Store {
         Ok(applied as usize >= MIGRATOR.iter().count())
     }
 
-    /// The underlying pool (for modules that run their own queries through the store).
-    pub fn pool(&self) -> &PgPool {
+    /// The underlying pool: the store's own, and the server's unit tests'.
+    pub(crate) fn pool(&self) -> &PgPool {
         &self.pool
     }
 

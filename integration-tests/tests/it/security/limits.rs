@@ -540,6 +540,7 @@ async fn the_document_size_limit_holds_and_every_frame_fits() {
 /// Writes a row straight into the documents table with a new sequence number (as a damaged
 /// disk or a manual edit would), and wakes the change feed.
 async fn raw_row(app: &TestApp, collection: &str, key: &[u8], value: Option<&str>, meta: &[u8]) {
+    let mut db = direct(app).await;
     sqlx::query(
         "WITH c AS (UPDATE seq_counter SET v = v + 1 WHERE id = 0 RETURNING v) \
          INSERT INTO documents (collection, id, value, meta, deleted, seq, txn) \
@@ -551,13 +552,21 @@ async fn raw_row(app: &TestApp, collection: &str, key: &[u8], value: Option<&str
     .bind(key)
     .bind(value)
     .bind(meta)
-    .execute(app.app.store().pool())
+    .execute(&mut db)
     .await
     .expect("raw row");
     sqlx::query("SELECT pg_notify('bigpeer_changes', '0')")
-        .execute(app.app.store().pool())
+        .execute(&mut db)
         .await
         .expect("notify");
+}
+
+/// A connection of the test's own to the server's database (as an operator's `psql`).
+async fn direct(app: &TestApp) -> sqlx::PgConnection {
+    use sqlx::Connection as _;
+    sqlx::PgConnection::connect(app.db.url())
+        .await
+        .expect("a direct connection")
 }
 
 /// Rows that cannot be read (a CRDT state or an id that does not decode, a value nested deeper
@@ -707,7 +716,7 @@ async fn one_bad_write_never_fails_its_neighbours() {
          CREATE TRIGGER refuse_poison BEFORE INSERT OR UPDATE ON documents \
          FOR EACH ROW WHEN (NEW.collection = 'poison') EXECUTE FUNCTION refuse_poison();",
     )
-    .execute(app.app.store().pool())
+    .execute(&mut direct(&app).await)
     .await
     .expect("trigger");
     let long = "x".repeat(4000);
