@@ -3,7 +3,7 @@
 //! - [`TestDb`]: a fresh database per test on a real Postgres, dropped afterwards;
 //! - [`TestApp`]: the whole server in-process (`bigpeer::spawn_app`) on a free port, on such a
 //!   database;
-//! - [`request`] and [`http_get`]: plain HTTP/1.1 requests over a real socket.
+//! - [`request`] and [`http_get`]: HTTP requests over a real socket (reqwest).
 
 pub mod testdb;
 
@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bigpeer::config::{Config, DatabaseUrl};
 use bigpeer::RunningApp;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 pub use testdb::{admin_url, with_database, TestDb};
 
@@ -116,101 +115,42 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) 
     (response.status, response.json())
 }
 
-/// One HTTP/1.1 request over a new TCP connection (`Connection: close`), with an optional JSON
-/// body. Errors are transport errors (nothing listening, no answer within 10 s, not HTTP).
+/// One HTTP request (reqwest, a new connection each time), with an optional JSON body. Errors
+/// are transport errors (nothing listening, no answer within 10 s, not HTTP).
 pub async fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
     json: Option<&serde_json::Value>,
 ) -> std::io::Result<Response> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    let body = json.map(|v| v.to_string()).unwrap_or_default();
-    if json.is_some() {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+    let io = |e: reqwest::Error| std::io::Error::other(e.to_string());
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(0)
+        .build()
+        .map_err(io)?;
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let mut req = client.request(method, format!("http://{addr}{path}"));
+    if let Some(v) = json {
+        req = req.json(v);
     }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
-        .await
-        .map_err(|_| invalid("no response within 10s".to_string()))??;
-    parse_response(&raw)
-}
-
-fn invalid(message: String) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, message)
-}
-
-fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
-    let bad = || invalid(format!("not HTTP: {:?}", String::from_utf8_lossy(raw)));
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(bad)?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let body = &raw[split + 4..];
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(bad)?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let chunked = headers
+    let resp = req.send().await.map_err(io)?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
         .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
-        dechunk(body).ok_or_else(bad)?
-    } else {
-        body.to_vec()
-    };
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = resp.bytes().await.map_err(io)?.to_vec();
     Ok(Response {
         status,
         headers,
         body,
     })
-}
-
-fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
-        let size = std::str::from_utf8(&rest[..line_end]).ok()?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(rest.get(..size)?);
-        rest = rest.get(size + 2..)?;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_response;
-
-    #[test]
-    fn parses_plain_and_chunked_responses() {
-        let plain =
-            parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").expect("plain");
-        assert_eq!((plain.status, plain.text().as_str()), (200, "{}"));
-        assert_eq!(plain.header("Content-Length"), Some("2"));
-        let chunked = parse_response(
-            b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n",
-        )
-        .expect("chunked");
-        assert_eq!(chunked.status, 503);
-        assert_eq!(chunked.json(), serde_json::json!({"a": 1}));
-        assert!(parse_response(b"garbage").is_err());
-    }
 }
