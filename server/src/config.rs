@@ -1111,21 +1111,13 @@ fn format_duration(d: Duration) -> String {
     }
 }
 
-/// `500ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
+/// `500ms`, `10s`, `2m`, `1h 30m` (humantime's units), or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits.parse().ok()?;
-    match unit.trim() {
-        "" | "s" | "sec" | "secs" => Some(Duration::from_secs(n)),
-        "ms" => Some(Duration::from_millis(n)),
-        "m" | "min" | "mins" => n.checked_mul(60).map(Duration::from_secs),
-        "h" => n.checked_mul(3600).map(Duration::from_secs),
-        _ => None,
+    if !text.is_empty() && text.bytes().all(|c| c.is_ascii_digit()) {
+        return text.parse().ok().map(Duration::from_secs);
     }
+    humantime::parse_duration(text).ok()
 }
 
 type Problem = (String, String);

@@ -274,7 +274,10 @@ fn durations() {
     assert_eq!(parse_duration("10"), Some(Duration::from_secs(10)));
     assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
     assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-    assert_eq!(parse_duration("1d"), None);
+    assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86_400)));
+    assert_eq!(parse_duration("1h 30m"), Some(Duration::from_secs(5_400)));
+    assert_eq!(parse_duration("soon"), None);
+    assert_eq!(parse_duration("10 parsecs"), None);
     assert_eq!(parse_duration("-1s"), None);
     assert_eq!(parse_duration(""), None);
 }
