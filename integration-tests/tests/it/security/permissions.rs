@@ -60,6 +60,16 @@ async fn limited_key(app: &TestApp, perms: serde_json::Value) -> String {
     key(app, perms).await
 }
 
+/// A key that reads only alice's documents and writes everywhere.
+async fn alice_reader_writing_everywhere(app: &TestApp) -> String {
+    limited_key(
+        app,
+        json!({"read": {"queriesByCollection": {"cars": ["owner == 'alice'"], "diaries": ["owner == 'alice'"]}},
+               "write": {"everything": true}}),
+    )
+    .await
+}
+
 /// Alice's documents, readable and writable by the limited key.
 async fn seed(app: &TestApp) {
     execute(
@@ -208,12 +218,7 @@ async fn no_answer_depends_on_documents_outside_the_read_permission() {
 async fn inserting_a_foreign_id_is_refused_alike_whatever_the_document_holds() {
     let app = TestApp::spawn().await;
     seed(&app).await;
-    let token = limited_key(
-        &app,
-        json!({"read": {"queriesByCollection": {"cars": ["owner == 'alice'"], "diaries": ["owner == 'alice'"]}},
-               "write": {"everything": true}}),
-    )
-    .await;
+    let token = alice_reader_writing_everywhere(&app).await;
     let inserts = [
         "INSERT INTO cars DOCUMENTS ({'_id': 'bob', 'owner': 'alice'})",
         "INSERT INTO cars DOCUMENTS ({'_id': 'bob', 'owner': 'alice'}) ON ID CONFLICT DO NOTHING",
@@ -335,12 +340,7 @@ async fn sync_pushes_to_documents_outside_the_read_permission_are_denied_alike()
     let app = TestApp::spawn().await;
     seed(&app).await;
     // Writes everywhere, reads only alice's documents.
-    let token = limited_key(
-        &app,
-        json!({"read": {"queriesByCollection": {"cars": ["owner == 'alice'"], "diaries": ["owner == 'alice'"]}},
-               "write": {"everything": true}}),
-    )
-    .await;
+    let token = alice_reader_writing_everywhere(&app).await;
     let site = SiteId(0x5eed);
     let mut seen = Vec::new();
     for state in 0..2 {
