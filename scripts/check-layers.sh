@@ -16,3 +16,44 @@ if [[ -n "$leaks" ]]; then
     exit 1
 fi
 echo "check-layers: OK: sqlx only in server/src/store"
+
+# The server's module graph (non-test code): which top-level modules each one imports through
+# `crate::`. It must have no circle; the rules below are the code map of docs/architecture.md.
+cd server/src
+deps() {
+    local m=$1 files=()
+    [[ -d $m ]] && files+=("$m")
+    [[ -f $m.rs ]] && files+=("$m.rs")
+    # Each file up to its test module (`#[cfg(test)]`, last by convention); test files skipped.
+    find "${files[@]}" -name '*.rs' | grep -vE '(^|/)(tests?\.rs|tests/|testdb\.rs)' \
+        | while read -r f; do awk '/^#\[cfg\(test\)\]/ { exit } { print }' "$f"; done \
+        | grep -vE '^\s*//' | grep -oE 'crate::[a-z_]+' \
+        | sed 's/.*crate:://' | sort -u | grep -vx "$m" | tr '\n' ' ' || true
+}
+# module: what it must never import
+rules=(
+    "store:http sync service state app auth config"
+    "service:http sync state app"
+    "sync:http state app"
+    "auth:http sync service state app"
+    "state:http app"
+    "http:app"
+    "config:http sync service state app"
+    "pg:http sync service state app store"
+)
+bad=0
+for rule in "${rules[@]}"; do
+    m=${rule%%:*}
+    uses=" $(deps "$m") "
+    echo "check-layers: $m -> $uses"
+    for forbidden in ${rule#*:}; do
+        if [[ $uses == *" $forbidden "* ]]; then
+            echo "scripts/check-layers: server/src/$m imports crate::$forbidden, which it must never do" >&2
+            bad=1
+        fi
+    done
+done
+if [[ $bad -ne 0 ]]; then
+    exit 1
+fi
+echo "check-layers: OK: the module graph follows docs/architecture.md (no circle)"

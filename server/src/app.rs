@@ -5,35 +5,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::{ServerHandle, Service as _};
+use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError};
 use crate::pg::{EmbeddedOptions, EmbeddedPostgres, PgError};
+use crate::state::AppState;
 use crate::store::{Store, StoreError, StoreOptions};
-
-/// Shared state of the HTTP handlers (`web::Data<AppState>`).
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub store: Store,
-    /// Runs DQL statements (with group commit for writes).
-    pub executor: crate::service::Executor,
-    /// Peer sync sessions (`GET /api/v4/sync`).
-    pub sync: crate::sync::SyncHub,
-    /// API keys.
-    pub keys: crate::auth::KeyStore,
-    /// Every request gets every permission, without a key.
-    pub playground: bool,
-    /// Guards the key-management API; `None` turns it off.
-    pub admin_key: Option<crate::config::AdminKey>,
-    /// Rate limits per key and per client address.
-    pub limits: crate::http::limits::RateLimits,
-    /// Request counts and latencies for `/metrics`.
-    pub metrics: std::sync::Arc<crate::http::metrics::Metrics>,
-    /// Open connections, their caps and timeouts.
-    pub connections: std::sync::Arc<crate::http::edge::Connections>,
-}
 
 /// Why bigpeer could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -330,7 +309,7 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
     let keys = crate::auth::KeyStore::new(database.store.clone());
     // One set of rate limits for HTTP and sync: a key's pushes count against its requests.
     let limits =
-        crate::http::limits::RateLimits::new(config.rate_limit_per_key, config.rate_limit_per_ip);
+        crate::auth::rate::RateLimits::new(config.rate_limit_per_key, config.rate_limit_per_ip);
     let sync = crate::sync::SyncHub::new(
         database.store.clone(),
         crate::sync::SyncOptions {
@@ -344,6 +323,10 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
     .with_strict_mode(executor.strict_mode_flag())
     .with_limits(limits.clone());
     let sync_sessions = sync.clone();
+    let metrics = web::Data::new(crate::http::metrics::Metrics::new(Some((
+        database.store.clone(),
+        sync.clone(),
+    ))));
     let state = web::Data::new(AppState {
         store: database.store.clone(),
         executor,
@@ -352,18 +335,17 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
         playground: config.playground,
         admin_key: config.admin_key.clone(),
         limits,
-        metrics: Default::default(),
-        connections: crate::http::edge::Connections::new(crate::http::edge::EdgeOptions {
-            header_timeout: config.header_timeout,
-            body_timeout: config.body_timeout,
-            keep_alive: config.keep_alive_timeout,
-            max_connections: config.max_connections,
-            max_connections_per_ip: config.max_connections_per_ip,
-        }),
+    });
+    let connections = crate::http::edge::Connections::new(crate::http::edge::EdgeOptions {
+        header_timeout: config.header_timeout,
+        body_timeout: config.body_timeout,
+        keep_alive: config.keep_alive_timeout,
+        max_connections: config.max_connections,
+        max_connections_per_ip: config.max_connections_per_ip,
     });
     {
         // Close connections that send no complete request in time.
-        let connections = std::sync::Arc::downgrade(&state.connections);
+        let connections = std::sync::Arc::downgrade(&connections);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
@@ -391,9 +373,10 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
             "PLAYGROUND MODE: every request may read and write everything without a key; never use this in production"
         );
     }
+    let sync_data = web::Data::new(state.sync.clone());
     let workers = http_workers();
     let per_worker_reads = split_pool(config.pool_size, workers).1;
-    let connections = state.connections.clone();
+    let edge = web::Data::from(connections.clone());
     let server = HttpServer::new(move || {
         // Called on each worker thread, within its single-threaded runtime: the worker reads
         // through connections its own runtime drives (see `Store::add_thread_reads`).
@@ -402,37 +385,18 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
         if per_worker_reads > 0 && worker_runtime {
             state.store.add_thread_reads(per_worker_reads);
         }
-        let metrics = state.metrics.clone();
         App::new()
             .app_data(state.clone())
+            .app_data(sync_data.clone())
+            .app_data(metrics.clone())
+            .app_data(edge.clone())
             .app_data(crate::http::store::json_config(
                 crate::http::store::MAX_BODY_BYTES,
             ))
             .wrap(actix_web::middleware::from_fn(crate::http::edge::guard))
-            .wrap_fn(move |req, srv| {
-                let metrics = metrics.clone();
-                let started = Instant::now();
-                let method = req.method().clone();
-                let path = req.path().to_string();
-                let fut = srv.call(req);
-                async move {
-                    let res = fut.await?;
-                    let status = res.status().as_u16();
-                    let elapsed = started.elapsed();
-                    let route = res
-                        .request()
-                        .match_pattern()
-                        .unwrap_or_else(|| "unmatched".to_owned());
-                    metrics.record(&route, method.as_str(), status, elapsed);
-                    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
-                    if path == "/healthz" || path == "/readyz" {
-                        tracing::debug!(%method, %path, status, elapsed_ms, "request");
-                    } else {
-                        tracing::info!(%method, %path, status, elapsed_ms, "request");
-                    }
-                    Ok(res)
-                }
-            })
+            .wrap(actix_web::middleware::from_fn(
+                crate::http::metrics::observe,
+            ))
             .configure(configure_app)
     })
     .on_connect(move |io, data| connections.on_connect(io, data))

@@ -11,6 +11,7 @@ pub mod http;
 pub mod logging;
 pub mod pg;
 pub mod service;
+pub mod state;
 pub mod store;
 pub mod sync;
 pub mod tls;

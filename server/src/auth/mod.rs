@@ -2,6 +2,7 @@
 
 mod keys;
 mod permissions;
+pub mod rate;
 mod time;
 
 pub use keys::{

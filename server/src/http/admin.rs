@@ -1,14 +1,14 @@
 //! The key-management API, guarded by the admin key from the configuration:
 //! `POST /api/v4/admin/keys`, `GET /api/v4/admin/keys`, `DELETE /api/v4/admin/keys/{id}`.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::auth::secrets_equal;
+use super::error::{ApiError, Plain, Problem};
+use super::extract::{AdminCall, Failure, NoBody, Validate};
 use super::openapi::ErrorMessage;
-use crate::app::AppState;
-use crate::auth::{bearer, format_rfc3339, parse_rfc3339, ApiKey, AuthError, NewKey, Permissions};
-use crate::service::{validate_permissions, ServiceError};
+use crate::auth::{format_rfc3339, parse_rfc3339, ApiKey, AuthError, NewKey, Permissions};
+use crate::service::validate_permissions;
 
 /// The body of `POST /api/v4/admin/keys`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -77,39 +77,35 @@ impl KeyView {
     }
 }
 
-fn error(status: actix_web::http::StatusCode, code: &str, message: String) -> HttpResponse {
-    HttpResponse::build(status).json(ErrorMessage::new(code, message))
-}
+impl Validate for CreateKey {
+    type Valid = NewKey;
 
-fn service_error(e: &ServiceError) -> HttpResponse {
-    error(super::store::status_of(e), e.code(), e.to_string())
-}
-
-/// Checks the admin key: `None` when it is right, else the error response.
-fn refuse_non_admin(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
-    use actix_web::http::StatusCode;
-    let Some(expected) = &state.admin_key else {
-        return Some(error(
-            StatusCode::NOT_FOUND,
-            "admin/disabled",
-            "the admin API is off: start bigpeer with an admin key (--admin-key or BIGPEER_ADMIN_KEY)".into(),
-        ));
-    };
-    let given = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer);
-    match given {
-        None => Some(service_error(&ServiceError::Auth(
-            AuthError::MissingCredentials,
-        ))),
-        Some(g) if secrets_equal(g, expected.expose()) => None,
-        Some(_) => Some(error(
-            StatusCode::FORBIDDEN,
-            "auth/forbidden",
-            "this is not the admin key".into(),
-        )),
+    fn validate(self) -> Result<NewKey, Failure> {
+        let permissions_nul = serde_json::to_value(&self.permissions)
+            .map(|p| bigpeer_schema::limits::json_has_nul(&p))
+            .unwrap_or(false);
+        if self.name.contains('\0')
+            || self.description.contains('\0')
+            || self.expires_at.as_deref().is_some_and(|t| t.contains('\0'))
+            || permissions_nul
+        {
+            return Err(Problem::Nul("the key".to_owned()).into());
+        }
+        let expires_at = match self.expires_at.as_deref() {
+            None => None,
+            Some(t) => Some(parse_rfc3339(t).ok_or_else(|| {
+                Problem::from(AuthError::InvalidRequest(format!(
+                    "expiresAt {t:?} is not an RFC 3339 time such as 2027-01-31T12:00:00Z"
+                )))
+            })?),
+        };
+        validate_permissions(&self.permissions).map_err(Problem::from)?;
+        Ok(NewKey {
+            name: self.name,
+            description: self.description,
+            expires_at,
+            permissions: self.permissions,
+        })
     }
 }
 
@@ -143,61 +139,9 @@ fn refuse_non_admin(req: &HttpRequest, state: &AppState) -> Option<HttpResponse>
             body = ErrorMessage),
     )
 )]
-async fn create(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    payload: web::Payload,
-) -> HttpResponse {
-    if let Some(resp) = refuse_non_admin(&req, &state) {
-        return resp;
-    }
-    // Only now, with the admin key checked, is the body read (and its fields revealed).
-    let body: CreateKey = match super::auth::json_body(&req, payload).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
-    let permissions_nul = serde_json::to_value(&body.permissions)
-        .map(|p| super::store::json_has_nul(&p))
-        .unwrap_or(false);
-    if body.name.contains('\0')
-        || body.description.contains('\0')
-        || body.expires_at.as_deref().is_some_and(|t| t.contains('\0'))
-        || permissions_nul
-    {
-        return error(
-            actix_web::http::StatusCode::BAD_REQUEST,
-            super::store::NUL_CODE,
-            super::store::nul_message("the key"),
-        );
-    }
-    let expires_at = match body
-        .expires_at
-        .as_deref()
-        .map(|t| parse_rfc3339(t).ok_or(t))
-    {
-        None => None,
-        Some(Ok(t)) => Some(t),
-        Some(Err(t)) => {
-            return service_error(&ServiceError::Auth(AuthError::InvalidRequest(format!(
-                "expiresAt {t:?} is not an RFC 3339 time such as 2027-01-31T12:00:00Z"
-            ))))
-        }
-    };
-    if let Err(e) = validate_permissions(&body.permissions) {
-        return service_error(&e);
-    }
-    let new = NewKey {
-        name: body.name,
-        description: body.description,
-        expires_at,
-        permissions: body.permissions,
-    };
-    match state.keys.create(new).await {
-        Ok(created) => {
-            HttpResponse::Created().json(KeyView::of(&created.key, Some(created.secret)))
-        }
-        Err(e) => service_error(&ServiceError::Auth(e)),
-    }
+async fn create(call: AdminCall<CreateKey, Plain>) -> Result<HttpResponse, ApiError<Plain>> {
+    let created = call.state.keys.create(call.body).await?;
+    Ok(HttpResponse::Created().json(KeyView::of(&created.key, Some(created.secret))))
 }
 
 /// List the API keys, without their secrets.
@@ -219,18 +163,13 @@ async fn create(
             body = ErrorMessage),
     )
 )]
-async fn list(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Some(resp) = refuse_non_admin(&req, &state) {
-        return resp;
-    }
-    match state.keys.list().await {
-        Ok(keys) => HttpResponse::Ok().json(
-            keys.iter()
-                .map(|k| KeyView::of(k, None))
-                .collect::<Vec<_>>(),
-        ),
-        Err(e) => service_error(&ServiceError::Auth(e)),
-    }
+async fn list(call: AdminCall<NoBody, Plain>) -> Result<HttpResponse, ApiError<Plain>> {
+    let keys = call.state.keys.list().await?;
+    Ok(HttpResponse::Ok().json(
+        keys.iter()
+            .map(|k| KeyView::of(k, None))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// Revoke an API key; it stops working within a second.
@@ -254,30 +193,15 @@ async fn list(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     )
 )]
 async fn revoke(
-    req: HttpRequest,
-    state: web::Data<AppState>,
+    call: AdminCall<NoBody, Plain>,
     id: web::Path<String>,
-) -> HttpResponse {
-    if let Some(resp) = refuse_non_admin(&req, &state) {
-        return resp;
+) -> Result<HttpResponse, ApiError<Plain>> {
+    let no_such_key = || Problem::NoSuchKey(format!("there is no key {:?}", id.as_str()));
+    // No key id holds U+0000 (and Postgres cannot compare text that does).
+    if id.contains('\0') || !call.state.keys.revoke(&id).await? {
+        return Err(no_such_key().into());
     }
-    if id.contains('\0') {
-        // No key id holds U+0000 (and Postgres cannot compare text that does).
-        return error(
-            actix_web::http::StatusCode::NOT_FOUND,
-            "auth/no-such-key",
-            format!("there is no key {:?}", id.as_str()),
-        );
-    }
-    match state.keys.revoke(&id).await {
-        Ok(true) => HttpResponse::NoContent().finish(),
-        Ok(false) => error(
-            actix_web::http::StatusCode::NOT_FOUND,
-            "auth/no-such-key",
-            format!("there is no key {id:?}"),
-        ),
-        Err(e) => service_error(&ServiceError::Auth(e)),
-    }
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Registers the admin routes.

@@ -1,66 +1,5 @@
-//! Who is calling: the permissions of a request.
-
-use actix_web::HttpRequest;
-
-use crate::app::AppState;
-use crate::auth::{bearer, AuthError};
-use crate::service::{Access, ServiceError};
-
-/// Why a request may not go on.
-#[derive(Debug)]
-pub enum Refusal {
-    Error(ServiceError),
-    /// Over a rate limit: retry after this many seconds.
-    RateLimited(u64),
-}
-
-impl From<ServiceError> for Refusal {
-    fn from(e: ServiceError) -> Self {
-        Refusal::Error(e)
-    }
-}
-
-/// Applies the rate limits, then authenticates: the permissions of the request.
-pub async fn admit(req: &HttpRequest, state: &AppState) -> Result<Access, Refusal> {
-    if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
-        state.limits.check_ip(ip).map_err(Refusal::RateLimited)?;
-    }
-    if state.playground {
-        return Ok(Access::all());
-    }
-    let header = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or(ServiceError::Auth(AuthError::MissingCredentials))?;
-    let secret = bearer(header).ok_or(ServiceError::Auth(AuthError::MissingCredentials))?;
-    let key = state
-        .keys
-        .authenticate(secret)
-        .await
-        .map_err(ServiceError::Auth)?;
-    state
-        .limits
-        .check_key(&key.id)
-        .map_err(Refusal::RateLimited)?;
-    Ok(Access::new(key.permissions.clone()))
-}
-
-/// Reads a JSON body: call it only once the request's credentials are checked, so that nobody
-/// without them makes the server read (and hold) a body. Handlers take `web::Payload`, which reads
-/// nothing by itself. The body's limits and error answers are the app's `JsonConfig`'s
-/// ([`super::store::json_config`]).
-pub async fn json_body<T: serde::de::DeserializeOwned + 'static>(
-    req: &HttpRequest,
-    payload: actix_web::web::Payload,
-) -> Result<T, actix_web::HttpResponse> {
-    use actix_web::FromRequest as _;
-    let mut payload = payload.into_inner();
-    match actix_web::web::Json::<T>::from_request(req, &mut payload).await {
-        Ok(json) => Ok(json.into_inner()),
-        Err(e) => Err(e.error_response()),
-    }
-}
+//! Credentials: the constant-time comparison of secrets (the admission itself is
+//! [`super::extract`]'s).
 
 /// Constant-time comparison, so that timing reveals neither how much of a secret matched nor
 /// its length: both sides are hashed (SHA-256) first, and the digests compared with `subtle`.
@@ -83,8 +22,9 @@ mod tests {
     }
 
     /// The class of bug: a handler that extracts a JSON body (`web::Json<T>` as an argument)
-    /// reads it before it can check the credentials. Every handler reads bodies with
-    /// `json_body` after admission instead.
+    /// reads it before it can check the credentials (actix polls a handler's extractors
+    /// together). Every handler takes one extractor of `extract` that admits the request first,
+    /// then reads the body.
     #[test]
     fn no_handler_reads_a_body_before_admission() {
         let sources = [
@@ -95,6 +35,8 @@ mod tests {
             ("metrics.rs", include_str!("metrics.rs")),
             ("health.rs", include_str!("health.rs")),
             ("openapi.rs", include_str!("openapi.rs")),
+            ("sync.rs", include_str!("sync.rs")),
+            ("extract.rs", include_str!("extract.rs")),
             ("ws.rs", include_str!("../sync/ws.rs")),
         ];
         let extractor = ["web::Json", "<"].concat();

@@ -8,10 +8,10 @@
 //!   header_timeout`), and a body within `body_timeout` of its head ([`guard`]; a late body gets
 //!   408 `request/timeout`).
 //! - **Postgres outages**: while the store knows Postgres to be down, requests that need it get
-//!   503 `store/unavailable` at once instead of waiting for a connection ([`guard`]).
+//!   503 `store/unavailable` at once instead of waiting for a connection (the extractors of
+//!   [`super::extract`], before the credentials).
 //!
-//! Credentials are checked before a body is read by the handlers themselves (see
-//! [`super::auth::json_body`]).
+//! Credentials are checked before a body is read, by the extractors ([`super::extract`]).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -28,11 +28,9 @@ use actix_web::dev::{Extensions, Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::Method;
 use actix_web::middleware::Next;
+use actix_web::web;
 use actix_web::web::Bytes;
-use actix_web::{web, HttpResponse};
 use futures_util::Stream;
-
-use crate::app::AppState;
 
 /// The edge's settings (see the README's settings table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,15 +338,8 @@ impl MessageBody for Finishing {
     }
 }
 
-/// Routes that need Postgres.
-fn needs_store(path: &str) -> bool {
-    path.starts_with("/api/v4/store/")
-        || path.starts_with("/api/v4/admin/")
-        || path == "/api/v4/sync"
-}
-
-/// The middleware of every route: marks the connection busy until the response is sent, puts a
-/// deadline on the body, and answers 503 at once while Postgres is known to be down.
+/// The middleware of every route: marks the connection busy until the response is sent, and puts
+/// a deadline on the body.
 pub async fn guard(
     mut req: ServiceRequest,
     next: Next<BoxBody>,
@@ -360,26 +351,21 @@ pub async fn guard(
             owner: g.owner.clone(),
         }
     });
-    let state = req.app_data::<web::Data<AppState>>().cloned();
-    if let Some(state) = &state {
-        if needs_store(req.path()) && state.store.known_down() {
-            state.metrics.error("store/unavailable");
-            let resp = unavailable(req.path());
-            return Ok(req.into_response(resp));
-        }
-        // A WebSocket's payload is its stream of messages: no deadline on that.
-        let upgrade = req.method() == Method::GET && req.head().upgrade();
-        if !upgrade {
-            let (_, payload) = req.parts_mut();
-            let inner = std::mem::replace(payload, Payload::None);
-            if !matches!(inner, Payload::None) {
-                *payload = Payload::from(Box::pin(Deadline {
-                    inner,
-                    sleep: Box::pin(tokio::time::sleep(state.connections.options().body_timeout)),
-                    expired: false,
-                })
-                    as Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>);
-            }
+    let body_timeout = req
+        .app_data::<web::Data<Connections>>()
+        .map(|c| c.options().body_timeout);
+    // A WebSocket's payload is its stream of messages: no deadline on that.
+    let upgrade = req.method() == Method::GET && req.head().upgrade();
+    if let (Some(body_timeout), false) = (body_timeout, upgrade) {
+        let (_, payload) = req.parts_mut();
+        let inner = std::mem::replace(payload, Payload::None);
+        if !matches!(inner, Payload::None) {
+            *payload = Payload::from(Box::pin(Deadline {
+                inner,
+                sleep: Box::pin(tokio::time::sleep(body_timeout)),
+                expired: false,
+            })
+                as Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>);
         }
     }
     let res = next.call(req).await?;
@@ -389,19 +375,6 @@ pub async fn guard(
             _active: active,
         })
     }))
-}
-
-/// 503 `store/unavailable`, in the envelope of the route.
-fn unavailable(path: &str) -> HttpResponse {
-    let code = "store/unavailable";
-    let message = "Postgres is unavailable: retry shortly".to_owned();
-    let mut resp = HttpResponse::ServiceUnavailable();
-    resp.insert_header(("Retry-After", "1"));
-    if path == "/api/v4/store/execute" {
-        resp.json(super::store::ExecuteResponse::error(code, message, None))
-    } else {
-        resp.json(super::openapi::ErrorMessage::new(code, message))
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// A readiness probe must answer quickly, even when Postgres does not.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);

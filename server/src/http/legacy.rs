@@ -5,15 +5,14 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use bigpeer_schema::{DocId, Value};
 use serde::Deserialize;
 
-use super::auth::{admit, Refusal};
+use super::error::{ApiError, Plain, Problem};
+use super::extract::{refuse_nul, Call, Failure, Validate};
 use super::openapi::ErrorMessage;
-use crate::app::AppState;
-use crate::service::{Access, ServiceError};
+use super::store::execute_retrying;
 
 /// Ditto's default and maximum page of `/store/find`.
 pub const DEFAULT_FIND_LIMIT: u64 = 1000;
@@ -140,51 +139,12 @@ pub struct CountResponse {
     pub txn_id: i64,
 }
 
-/// The legacy error body: `{"code", "message"}`.
-pub(super) fn error(status: StatusCode, code: &str, message: String) -> HttpResponse {
-    HttpResponse::build(status).json(ErrorMessage::new(code, message))
-}
-
-fn service_error(state: &AppState, e: &ServiceError) -> HttpResponse {
-    state.metrics.error(e.code());
-    let status = super::store::status_of(e);
-    error(
-        status,
-        e.code(),
-        super::store::public_description(e, status),
-    )
-}
-
-pub(super) async fn access(req: &HttpRequest, state: &AppState) -> Result<Access, HttpResponse> {
-    match admit(req, state).await {
-        Ok(a) => Ok(a),
-        Err(Refusal::Error(e)) => Err(service_error(state, &e)),
-        Err(Refusal::RateLimited(secs)) => {
-            state.metrics.error("request/rate-limited");
-            Err(HttpResponse::TooManyRequests()
-                .insert_header(("Retry-After", secs.to_string()))
-                .json(ErrorMessage::new(
-                    "request/rate-limited",
-                    format!("too many requests: retry in {secs} s"),
-                )))
-        }
-    }
-}
-
 fn ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
 fn path(property: &str) -> String {
     property.split('.').map(ident).collect::<Vec<_>>().join(".")
-}
-
-fn unsupported(what: &str) -> HttpResponse {
-    error(
-        StatusCode::BAD_REQUEST,
-        "query/unsupported",
-        format!("{what} is not supported"),
-    )
 }
 
 /// `{"id": <_id>, "fields": {...without _id}}`.
@@ -204,62 +164,103 @@ fn document(item: Value) -> LegacyDocument {
     }
 }
 
-/// Read-your-writes: with `X-DITTO-TXN-ID`, waits (bounded) until that transaction is visible.
-/// `Some(answer)` when the request may not go on: a bad header (400), the transaction not
-/// reached in time (404), the store unavailable.
-async fn wait_for_txn_header(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
-    use super::store::{txn_header, wait_for_txn, TXN_WAIT};
-    let Ok(txn) = txn_header(req) else {
-        state.metrics.error("request/invalid-header");
-        return Some(error(
-            StatusCode::BAD_REQUEST,
-            "request/invalid-header",
-            "X-DITTO-TXN-ID must be an integer transaction id".into(),
-        ));
-    };
-    let t = txn?;
-    match wait_for_txn(&state.store, t, TXN_WAIT).await {
-        Ok(true) => None,
-        Ok(false) => {
-            state.metrics.error("store/txn-not-available");
-            Some(error(
-                StatusCode::NOT_FOUND,
-                "store/txn-not-available",
-                format!("transaction {t} is not available yet"),
-            ))
-        }
-        Err(e) => Some(service_error(state, &e)),
-    }
-}
-
-fn nul_error(state: &AppState) -> HttpResponse {
-    state.metrics.error(super::store::NUL_CODE);
-    error(
-        StatusCode::BAD_REQUEST,
-        super::store::NUL_CODE,
-        super::store::nul_message("the request"),
-    )
-}
-
-/// The refusal of text holding U+0000, which Postgres cannot store.
-fn refuse_nul<'a>(
-    state: &AppState,
-    texts: impl IntoIterator<Item = &'a str>,
-    args: &BTreeMap<String, Value>,
-) -> Option<HttpResponse> {
-    let nul = texts.into_iter().any(|t| t.contains('\0'))
-        || args
-            .iter()
-            .any(|(k, v)| k.contains('\0') || super::store::has_nul(v));
-    nul.then(|| nul_error(state))
-}
-
 /// The refusal of a serialisation other than `latestValues`.
-fn refuse_serialization(serialized_as: &Option<String>) -> Option<HttpResponse> {
+fn refuse_serialization(serialized_as: &Option<String>) -> Result<(), Failure> {
     match serialized_as.as_deref() {
-        None | Some("latestValues") => None,
-        Some(other) => Some(unsupported(&format!("serializedAs {other:?}"))),
+        None | Some("latestValues") => Ok(()),
+        Some(other) => Err(Problem::Unsupported(format!("serializedAs {other:?}")).into()),
     }
+}
+
+impl Validate for FindRequest {
+    type Valid = FindRequest;
+    fn validate(self) -> Result<FindRequest, Failure> {
+        refuse_nul(
+            "the request",
+            [self.collection.as_str(), self.query.as_str()]
+                .into_iter()
+                .chain(self.sort.iter().map(|s| s.property.as_str())),
+            &self.args,
+        )?;
+        refuse_serialization(&self.serialized_as)?;
+        if self.describe == Some(true) {
+            return Err(Problem::Unsupported("describe".to_owned()).into());
+        }
+        Ok(self)
+    }
+}
+
+impl Validate for FindByIdRequest {
+    type Valid = FindByIdRequest;
+    fn validate(self) -> Result<FindByIdRequest, Failure> {
+        let id = BTreeMap::from([(String::new(), self.id.clone())]);
+        refuse_nul("the request", [self.collection.as_str()], &id)?;
+        refuse_serialization(&self.serialized_as)?;
+        if let Err(e) = DocId::new(self.id.clone()) {
+            return Err(Problem::from(crate::store::StoreError::Schema(e)).into());
+        }
+        Ok(self)
+    }
+}
+
+impl Validate for CountRequest {
+    type Valid = CountRequest;
+    fn validate(self) -> Result<CountRequest, Failure> {
+        refuse_nul(
+            "the request",
+            [self.collection.as_str(), self.query.as_str()],
+            &self.args,
+        )?;
+        Ok(self)
+    }
+}
+
+/// The DQL statement of a `/store/find`.
+fn find_statement(body: &FindRequest) -> Result<String, Problem> {
+    let filter = bigpeer_dql::legacy::to_dql(&body.query)?;
+    let mut statement = format!("SELECT * FROM {} WHERE {filter}", ident(&body.collection));
+    if !body.sort.is_empty() {
+        let keys: Vec<String> = body
+            .sort
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {}",
+                    path(&s.property),
+                    if matches!(s.direction, Direction::Desc) {
+                        "DESC"
+                    } else {
+                        "ASC"
+                    }
+                )
+            })
+            .collect();
+        statement.push_str(&format!(" ORDER BY {}", keys.join(", ")));
+    }
+    statement.push_str(&format!(
+        " LIMIT {}",
+        body.limit
+            .unwrap_or(DEFAULT_FIND_LIMIT)
+            .min(DEFAULT_FIND_LIMIT)
+    ));
+    if let Some(o) = body.offset {
+        statement.push_str(&format!(" OFFSET {o}"));
+    }
+    Ok(statement)
+}
+
+/// The DQL statement of a `/store/findbyid` (the id is its argument `:id`).
+fn find_by_id_statement(body: &FindByIdRequest) -> String {
+    format!("SELECT * FROM {} WHERE _id = :id", ident(&body.collection))
+}
+
+/// The DQL statement of a `/store/count`, counting into `n`.
+fn count_statement(body: &CountRequest) -> Result<String, Problem> {
+    let filter = bigpeer_dql::legacy::to_dql(&body.query)?;
+    Ok(format!(
+        "SELECT COUNT(*) AS n FROM {} WHERE {filter}",
+        ident(&body.collection)
+    ))
 }
 
 /// Find documents with a legacy query.
@@ -308,73 +309,13 @@ fn refuse_serialization(serialized_as: &Option<String>) -> Option<HttpResponse> 
             `store/backend`): retry with backoff.", body = ErrorMessage),
     )
 )]
-async fn find(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
-    let access = match access(&req, &state).await {
-        Ok(a) => a,
-        Err(resp) => return resp,
-    };
-    // Only now, with the credentials checked, is the body read.
-    let body: FindRequest = match super::auth::json_body(&req, payload).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
-    if let Some(resp) = wait_for_txn_header(&req, &state).await {
-        return resp;
-    }
-    if let Some(resp) = refuse_nul(
-        &state,
-        [body.collection.as_str(), body.query.as_str()]
-            .into_iter()
-            .chain(body.sort.iter().map(|s| s.property.as_str())),
-        &body.args,
-    ) {
-        return resp;
-    }
-    if let Some(resp) = refuse_serialization(&body.serialized_as) {
-        return resp;
-    }
-    if body.describe == Some(true) {
-        return unsupported("describe");
-    }
-    let filter = match bigpeer_dql::legacy::to_dql(&body.query) {
-        Ok(f) => f,
-        Err(e) => return service_error(&state, &ServiceError::Dql(e)),
-    };
-    let mut statement = format!("SELECT * FROM {} WHERE {filter}", ident(&body.collection));
-    if !body.sort.is_empty() {
-        let keys: Vec<String> = body
-            .sort
-            .iter()
-            .map(|s| {
-                format!(
-                    "{} {}",
-                    path(&s.property),
-                    if matches!(s.direction, Direction::Desc) {
-                        "DESC"
-                    } else {
-                        "ASC"
-                    }
-                )
-            })
-            .collect();
-        statement.push_str(&format!(" ORDER BY {}", keys.join(", ")));
-    }
-    statement.push_str(&format!(
-        " LIMIT {}",
-        body.limit
-            .unwrap_or(DEFAULT_FIND_LIMIT)
-            .min(DEFAULT_FIND_LIMIT)
-    ));
-    if let Some(o) = body.offset {
-        statement.push_str(&format!(" OFFSET {o}"));
-    }
-    match super::store::execute_retrying(&state, &statement, &body.args, &access).await {
-        Ok(r) => HttpResponse::Ok().json(FindResponse {
-            documents: r.items.into_iter().map(document).collect(),
-            txn_id: r.txn,
-        }),
-        Err(e) => service_error(&state, &e),
-    }
+async fn find(call: Call<FindRequest, Plain>) -> Result<HttpResponse, ApiError<Plain>> {
+    let statement = find_statement(&call.body)?;
+    let r = execute_retrying(&call.state, &statement, &call.body.args, &call.access).await?;
+    Ok(HttpResponse::Ok().json(FindResponse {
+        documents: r.items.into_iter().map(document).collect(),
+        txn_id: r.txn,
+    }))
 }
 
 /// Find one document by its id.
@@ -423,57 +364,29 @@ async fn find(req: HttpRequest, state: web::Data<AppState>, payload: web::Payloa
             `store/backend`): retry with backoff.", body = ErrorMessage),
     )
 )]
-async fn find_by_id(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    payload: web::Payload,
-) -> HttpResponse {
-    let access = match access(&req, &state).await {
-        Ok(a) => a,
-        Err(resp) => return resp,
-    };
-    // Only now, with the credentials checked, is the body read.
-    let body: FindByIdRequest = match super::auth::json_body(&req, payload).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
-    if let Some(resp) = wait_for_txn_header(&req, &state).await {
-        return resp;
-    }
-    if let Some(resp) = refuse_nul(&state, [body.collection.as_str()], &BTreeMap::new())
-        .or_else(|| super::store::has_nul(&body.id).then(|| nul_error(&state)))
-    {
-        return resp;
-    }
-    if let Some(resp) = refuse_serialization(&body.serialized_as) {
-        return resp;
-    }
-    if let Err(e) = DocId::new(body.id.clone()) {
-        return error(StatusCode::BAD_REQUEST, e.code(), e.to_string());
-    }
-    let statement = format!("SELECT * FROM {} WHERE _id = :id", ident(&body.collection));
+async fn find_by_id(call: Call<FindByIdRequest, Plain>) -> Result<HttpResponse, ApiError<Plain>> {
+    let body = &call.body;
     let args = BTreeMap::from([("id".to_owned(), body.id.clone())]);
-    match super::store::execute_retrying(&state, &statement, &args, &access).await {
-        Ok(r) => match r.items.into_iter().next() {
-            Some(item) => {
-                let doc = document(item);
-                HttpResponse::Ok().json(FindByIdResponse {
-                    id: doc.id,
-                    fields: doc.fields,
-                    txn_id: r.txn,
-                })
-            }
-            None => error(
-                StatusCode::NOT_FOUND,
-                "store/not-found",
-                format!(
-                    "no document {} in collection {:?}",
-                    body.id, body.collection
-                ),
-            ),
-        },
-        Err(e) => service_error(&state, &e),
-    }
+    let r = execute_retrying(
+        &call.state,
+        &find_by_id_statement(body),
+        &args,
+        &call.access,
+    )
+    .await?;
+    let Some(item) = r.items.into_iter().next() else {
+        return Err(Problem::NoSuchDocument(format!(
+            "no document {} in collection {:?}",
+            body.id, body.collection
+        ))
+        .into());
+    };
+    let doc = document(item);
+    Ok(HttpResponse::Ok().json(FindByIdResponse {
+        id: doc.id,
+        fields: doc.fields,
+        txn_id: r.txn,
+    }))
 }
 
 /// Count documents matching a legacy query.
@@ -520,53 +433,19 @@ async fn find_by_id(
             `store/backend`): retry with backoff.", body = ErrorMessage),
     )
 )]
-async fn count(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    payload: web::Payload,
-) -> HttpResponse {
-    let access = match access(&req, &state).await {
-        Ok(a) => a,
-        Err(resp) => return resp,
-    };
-    // Only now, with the credentials checked, is the body read.
-    let body: CountRequest = match super::auth::json_body(&req, payload).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
-    if let Some(resp) = wait_for_txn_header(&req, &state).await {
-        return resp;
-    }
-    if let Some(resp) = refuse_nul(
-        &state,
-        [body.collection.as_str(), body.query.as_str()],
-        &body.args,
-    ) {
-        return resp;
-    }
-    let filter = match bigpeer_dql::legacy::to_dql(&body.query) {
-        Ok(f) => f,
-        Err(e) => return service_error(&state, &ServiceError::Dql(e)),
-    };
-    let statement = format!(
-        "SELECT COUNT(*) AS n FROM {} WHERE {filter}",
-        ident(&body.collection)
-    );
-    match super::store::execute_retrying(&state, &statement, &body.args, &access).await {
-        Ok(r) => {
-            let n = r
-                .items
-                .first()
-                .and_then(|i| i.get_path(&["n"]))
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            HttpResponse::Ok().json(CountResponse {
-                count: n,
-                txn_id: r.txn,
-            })
-        }
-        Err(e) => service_error(&state, &e),
-    }
+async fn count(call: Call<CountRequest, Plain>) -> Result<HttpResponse, ApiError<Plain>> {
+    let statement = count_statement(&call.body)?;
+    let r = execute_retrying(&call.state, &statement, &call.body.args, &call.access).await?;
+    let n = r
+        .items
+        .first()
+        .and_then(|i| i.get_path(&["n"]))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    Ok(HttpResponse::Ok().json(CountResponse {
+        count: n,
+        txn_id: r.txn,
+    }))
 }
 
 /// Registers the legacy routes.

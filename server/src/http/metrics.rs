@@ -1,41 +1,68 @@
-//! `GET /metrics`: Prometheus text exposition of request counts and latencies, errors by code,
-//! the Postgres pool and the newest committed transaction.
+//! `GET /metrics`: Prometheus text exposition (version 0.0.4, by `prometheus-client`) of request
+//! counts and latencies, errors by code, the Postgres pool and the newest committed transaction.
+//!
+//! Requests are counted by [`observe`], the middleware of every route, through atomic counters
+//! (no lock shared by all requests); an error answer's code comes from its
+//! [`super::error::ErrorCode`]. The store's own counters are read at each scrape
+//! ([`StoreCollector`]).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use actix_web::body::BoxBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    prometheus_text, DescriptorEncoder, EncodeLabelSet, EncodeMetric,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
-use crate::app::AppState;
+use crate::state::AppState;
+use crate::store::Store;
+use crate::sync::SyncHub;
 
 /// Latency histogram bucket bounds, in seconds.
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: &'static str,
+    status: u16,
 }
 
-#[derive(Default)]
-struct Inner {
-    /// (route, method, status) → count
-    requests: BTreeMap<(String, String, u16), u64>,
-    /// route → latency
-    latency: BTreeMap<String, Histogram>,
-    /// error code → count
-    errors: BTreeMap<String, u64>,
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
 }
 
-/// Process-wide HTTP metrics.
-#[derive(Default)]
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// Process-wide HTTP metrics (`web::Data<Metrics>`).
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    errors: Family<CodeLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -45,72 +72,166 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
+    /// The metrics of one server; with a store, its counters too.
+    pub fn new(store: Option<(Store, SyncHub)>) -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let errors = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "bigpeer_http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "bigpeer_http_request_duration_seconds",
+            "HTTP request latency by route",
+            latency.clone(),
+        );
+        registry.register(
+            "bigpeer_errors",
+            "Error answers by stable error code",
+            errors.clone(),
+        );
+        if let Some((store, sync)) = store {
+            registry.register_collector(Box::new(StoreCollector { store, sync }));
+        }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            errors,
+        }
+    }
+
     /// Records one request. `route` is the matched route pattern or `unmatched`; `method` is
     /// kept only when it is a standard one (else `other`), so that clients cannot make up new
     /// series.
     pub fn record(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
-        let method = method_label(method);
-        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        *m.requests
-            .entry((route.to_owned(), method.to_owned(), status))
-            .or_default() += 1;
-        let h = m.latency.entry(route.to_owned()).or_default();
-        let secs = elapsed.as_secs_f64();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                h.counts[i] += 1;
-            }
-        }
-        h.sum += secs;
-        h.count += 1;
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                method: method_label(method),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Records an error answer by its stable code.
-    pub fn error(&self, code: &str) {
-        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        *m.errors.entry(code.to_owned()).or_default() += 1;
+    pub fn error(&self, code: &'static str) {
+        self.errors.get_or_create(&CodeLabels { code }).inc();
     }
 
-    fn render(&self, out: &mut String) {
-        let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        out.push_str(
-            "# HELP bigpeer_http_requests_total HTTP requests by route, method and status.\n",
-        );
-        out.push_str("# TYPE bigpeer_http_requests_total counter\n");
-        for ((route, method, status), n) in &m.requests {
-            let _ = writeln!(out, "bigpeer_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}", escape(route));
+    fn render(&self, out: &mut String) -> Result<(), std::fmt::Error> {
+        prometheus_text::encode(out, &self.registry)
+    }
+}
+
+/// The store's and the sync hub's own counters, read at each scrape.
+#[derive(Debug)]
+struct StoreCollector {
+    store: Store,
+    sync: SyncHub,
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(value);
+    c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+impl Collector for StoreCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (size, idle) = self.store.connections();
+        let pool = [("idle", idle), ("in_use", size.saturating_sub(idle))];
+        let mut family = encoder.encode_descriptor(
+            "bigpeer_db_pool_connections",
+            "Postgres connections of the pool by state",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (state, n) in pool {
+            ConstGauge::new(i64::from(n)).encode(family.encode_family(&StateLabels { state })?)?;
         }
-        out.push_str(
-            "# HELP bigpeer_http_request_duration_seconds HTTP request latency by route.\n",
-        );
-        out.push_str("# TYPE bigpeer_http_request_duration_seconds histogram\n");
-        for (route, h) in &m.latency {
-            let r = escape(route);
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "bigpeer_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"{bound}\"}} {}", h.counts[i]);
-            }
-            let _ = writeln!(
-                out,
-                "bigpeer_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "bigpeer_http_request_duration_seconds_sum{{route=\"{r}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "bigpeer_http_request_duration_seconds_count{{route=\"{r}\"}} {}",
-                h.count
-            );
+        let (reads, statements) = self.store.point_read_counts();
+        counter(
+            &mut encoder,
+            "bigpeer_point_reads",
+            "Point reads by _id answered by the HTTP workers",
+            reads,
+        )?;
+        counter(
+            &mut encoder,
+            "bigpeer_point_read_statements",
+            "Postgres statements that answered them (concurrent point reads share one)",
+            statements,
+        )?;
+        counter(
+            &mut encoder,
+            "bigpeer_unreadable_rows_skipped",
+            "Stored rows a reader could not read and skipped (see /readyz and the logs)",
+            self.store.unreadable_rows().0,
+        )?;
+        counter(
+            &mut encoder,
+            "bigpeer_sync_oversized_changes",
+            "Document changes not sent to a sync peer because they do not fit in a frame",
+            self.sync.oversized_changes(),
+        )?;
+        let txn = self.store.seen_txn();
+        if txn > 0 {
+            let g = ConstGauge::new(txn);
+            g.encode(encoder.encode_descriptor(
+                "bigpeer_committed_transaction_id",
+                "The newest committed transaction id this process knows",
+                None,
+                g.metric_type(),
+            )?)?;
         }
-        out.push_str("# HELP bigpeer_errors_total Error answers by stable error code.\n");
-        out.push_str("# TYPE bigpeer_errors_total counter\n");
-        for (code, n) in &m.errors {
-            let _ = writeln!(out, "bigpeer_errors_total{{code=\"{}\"}} {n}", escape(code));
+        Ok(())
+    }
+}
+
+/// The middleware of every route: counts the request (and its error code, if any) and logs it.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let res = next.call(req).await?;
+    let status = res.status().as_u16();
+    let elapsed = started.elapsed();
+    if let Some(metrics) = metrics {
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        metrics.record(&route, method.as_str(), status, elapsed);
+        if let Some(code) = res.response().extensions().get::<super::error::ErrorCode>() {
+            metrics.error(code.0);
         }
     }
+    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
+    if path == "/healthz" || path == "/readyz" {
+        tracing::debug!(%method, %path, status, elapsed_ms, "request");
+    } else {
+        tracing::info!(%method, %path, status, elapsed_ms, "request");
+    }
+    Ok(res)
 }
 
 /// The label of an HTTP method: the standard methods as they are, anything else `other`.
@@ -123,12 +244,6 @@ pub fn method_label(method: &str) -> &'static str {
         .find(|m| **m == method)
         .copied()
         .unwrap_or("other")
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Prometheus metrics.
@@ -149,45 +264,16 @@ fn escape(s: &str) -> String {
                 bigpeer_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1\n"),
     ),
 )]
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+async fn metrics(state: web::Data<AppState>, metrics: web::Data<Metrics>) -> HttpResponse {
+    // Makes sure the newest committed transaction is known (the collector reads it).
+    let _ = state.store.known_txn().await;
     let mut out = String::with_capacity(4096);
-    state.metrics.render(&mut out);
-    let (size, idle) = state.store.connections();
-    out.push_str("# HELP bigpeer_db_pool_connections Postgres connections of the pool by state.\n");
-    out.push_str("# TYPE bigpeer_db_pool_connections gauge\n");
-    let _ = writeln!(out, "bigpeer_db_pool_connections{{state=\"idle\"}} {idle}");
-    let _ = writeln!(
-        out,
-        "bigpeer_db_pool_connections{{state=\"in_use\"}} {}",
-        size.saturating_sub(idle)
-    );
-    let (reads, statements) = state.store.point_read_counts();
-    out.push_str(
-        "# HELP bigpeer_point_reads_total Point reads by _id answered by the HTTP workers.\n",
-    );
-    out.push_str("# TYPE bigpeer_point_reads_total counter\n");
-    let _ = writeln!(out, "bigpeer_point_reads_total {reads}");
-    out.push_str("# HELP bigpeer_point_read_statements_total Postgres statements that answered them (concurrent point reads share one).\n");
-    out.push_str("# TYPE bigpeer_point_read_statements_total counter\n");
-    let _ = writeln!(out, "bigpeer_point_read_statements_total {statements}");
-    let (skipped, _) = state.store.unreadable_rows();
-    out.push_str("# HELP bigpeer_unreadable_rows_skipped_total Stored rows a reader could not read and skipped (see /readyz and the logs).\n");
-    out.push_str("# TYPE bigpeer_unreadable_rows_skipped_total counter\n");
-    let _ = writeln!(out, "bigpeer_unreadable_rows_skipped_total {skipped}");
-    out.push_str("# HELP bigpeer_sync_oversized_changes_total Document changes not sent to a sync peer because they do not fit in a frame.\n");
-    out.push_str("# TYPE bigpeer_sync_oversized_changes_total counter\n");
-    let _ = writeln!(
-        out,
-        "bigpeer_sync_oversized_changes_total {}",
-        state.sync.oversized_changes()
-    );
-    if let Ok(txn) = state.store.known_txn().await {
-        out.push_str("# HELP bigpeer_committed_transaction_id The newest committed transaction id this process knows.\n");
-        out.push_str("# TYPE bigpeer_committed_transaction_id gauge\n");
-        let _ = writeln!(out, "bigpeer_committed_transaction_id {txn}");
+    if let Err(e) = metrics.render(&mut out) {
+        tracing::error!(error = %e, "the metrics could not be encoded");
+        return HttpResponse::InternalServerError().finish();
     }
     HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .content_type(prometheus_text::CONTENT_TYPE)
         .body(out)
 }
 
@@ -202,13 +288,13 @@ mod tests {
 
     #[test]
     fn made_up_methods_share_one_label() {
-        let m = Metrics::default();
+        let m = Metrics::new(None);
         for i in 0..100 {
             m.record("unmatched", &format!("X{i}"), 404, Duration::from_millis(1));
         }
         m.record("unmatched", "GET", 404, Duration::from_millis(1));
         let mut out = String::new();
-        m.render(&mut out);
+        m.render(&mut out).expect("encoded");
         let series = out
             .lines()
             .filter(|l| l.starts_with("bigpeer_http_requests_total{"))

@@ -1,15 +1,19 @@
-//! HTTP resources, one module each. Handlers are thin: they translate between the wire and the
-//! store (or `service`), nothing more.
+//! HTTP resources, one module each. Handlers are thin: an extractor ([`extract`]) admits the
+//! request and reads and validates its body, the handler calls the service, and every failure is
+//! an [`error::ApiError`], whose one table ([`error::Problem::status_and_code`]) gives the status
+//! and code.
 
 pub mod admin;
 pub mod auth;
 pub mod edge;
+pub mod error;
+pub mod extract;
 pub mod health;
 pub mod legacy;
-pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod store;
+pub mod sync;
 pub mod write;
 
 use actix_web::web;
@@ -24,5 +28,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     admin::configure(cfg);
     metrics::configure(cfg);
     openapi::configure(cfg);
-    crate::sync::configure(cfg);
+    sync::configure(cfg);
 }

@@ -1,22 +1,20 @@
 //! `POST /api/v4/store/execute`: one DQL statement, Ditto's request and response shapes.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
-use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use bigpeer_schema::Value;
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
+use super::error::{ApiError, Ditto};
+use super::extract::Call;
 use crate::service::{ExecuteResult, ServiceError};
-use crate::store::Store;
+use crate::state::AppState;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-/// How long a request carrying `X-DITTO-TXN-ID` waits for that transaction before answering 404.
-pub const TXN_WAIT: Duration = Duration::from_secs(2);
+pub use super::extract::TXN_WAIT;
 
 /// The body of `POST /api/v4/store/execute`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -151,111 +149,15 @@ impl ExecuteResponse {
     }
 }
 
-/// The HTTP status of a service error.
-pub fn status_of(e: &ServiceError) -> StatusCode {
-    match e {
-        ServiceError::Dql(_) => StatusCode::BAD_REQUEST,
-        ServiceError::Auth(a) => match a {
-            crate::auth::AuthError::MissingCredentials
-            | crate::auth::AuthError::InvalidKey
-            | crate::auth::AuthError::ExpiredKey
-            | crate::auth::AuthError::RevokedKey => StatusCode::UNAUTHORIZED,
-            crate::auth::AuthError::Forbidden(_) => StatusCode::FORBIDDEN,
-            crate::auth::AuthError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            crate::auth::AuthError::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
-        },
-        ServiceError::ResultTooLarge { .. } => StatusCode::BAD_REQUEST,
-        ServiceError::Store(s) => match s.code() {
-            "store/timeout" => StatusCode::REQUEST_TIMEOUT,
-            "store/unavailable" | "store/backend" => StatusCode::SERVICE_UNAVAILABLE,
-            c if c.starts_with("query/") => StatusCode::BAD_REQUEST,
-            c if c.starts_with("crdt/")
-                || c.starts_with("document/")
-                || c.starts_with("request/") =>
-            {
-                StatusCode::BAD_REQUEST
-            }
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        },
-    }
-}
-
-/// What a response says about a service error: its message (our own words: store errors never
-/// carry the database's text), or only "internal error" for a 500. Server-side failures are
-/// logged with their details.
-pub fn public_description(e: &ServiceError, status: StatusCode) -> String {
-    if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::error!(error = ?e, code = e.code(), "request failed");
-        return "internal error".to_owned();
-    }
-    if status.is_server_error() {
-        tracing::warn!(error = ?e, code = e.code(), "request failed");
-    } else if let ServiceError::Store(s) = e {
-        tracing::debug!(error = ?s, code = e.code(), "statement failed on its data");
-    }
-    e.to_string()
-}
-
-/// Renders a service error in the envelope.
-pub fn error_response(e: &ServiceError) -> HttpResponse {
-    let status = status_of(e);
-    let position = match e {
-        ServiceError::Dql(d) if d.line > 0 => Some((d.line, d.column)),
-        _ => None,
-    };
-    let description = public_description(e, status);
-    HttpResponse::build(status).json(ExecuteResponse::error(e.code(), description, position))
-}
-
-/// The code of a request whose text holds U+0000 (`bigpeer_schema::limits`).
-pub const NUL_CODE: &str = bigpeer_schema::limits::NUL_CHARACTER;
-
-/// Whether any string or object key in `value` holds U+0000, which Postgres cannot keep in
-/// `text` or `jsonb` (the one check of `bigpeer_schema::limits`).
-pub fn has_nul(value: &Value) -> bool {
-    bigpeer_schema::limits::has_nul(value)
-}
-
-/// [`has_nul`] for JSON.
-pub fn json_has_nul(value: &serde_json::Value) -> bool {
-    bigpeer_schema::limits::json_has_nul(value)
-}
-
-/// The message of a [`NUL_CODE`] error about `what`.
-pub fn nul_message(what: &str) -> String {
-    format!("{what} contains the NUL character (U+0000), which bigpeer cannot store")
-}
-
-/// Waits until the store has committed `txn` (read-your-writes across requests and processes).
-pub async fn wait_for_txn(store: &Store, txn: i64, budget: Duration) -> Result<bool, ServiceError> {
-    let deadline = Instant::now() + budget;
-    let mut pause = Duration::from_millis(2);
-    loop {
-        if store.committed_txn().await? >= txn {
-            return Ok(true);
-        }
-        if Instant::now() >= deadline {
-            return Ok(false);
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
-    }
-}
-
-/// A transaction header that is not an integer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BadTxnHeader;
-
-/// Reads `X-DITTO-TXN-ID`.
-pub fn txn_header(req: &HttpRequest) -> Result<Option<i64>, BadTxnHeader> {
-    match req.headers().get("x-ditto-txn-id") {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok())
-            .map(Some)
-            .ok_or(BadTxnHeader),
+impl super::extract::Validate for ExecuteRequest {
+    type Valid = ExecuteRequest;
+    fn validate(self) -> Result<ExecuteRequest, super::extract::Failure> {
+        super::extract::refuse_nul(
+            "the statement or its arguments",
+            [self.statement.as_str()],
+            self.args.as_ref().unwrap_or(&BTreeMap::new()),
+        )?;
+        Ok(self)
     }
 }
 
@@ -329,76 +231,10 @@ pub fn txn_header(req: &HttpRequest) -> Result<Option<i64>, BadTxnHeader> {
             `store/backend`, `auth/backend`): retry with backoff.", body = ExecuteResponse),
     )
 )]
-pub async fn execute(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    payload: web::Payload,
-) -> HttpResponse {
-    let store = &state.store;
-    let access = match super::auth::admit(&req, &state).await {
-        Ok(a) => a,
-        Err(super::auth::Refusal::Error(e)) => {
-            state.metrics.error(e.code());
-            return error_response(&e);
-        }
-        Err(super::auth::Refusal::RateLimited(secs)) => {
-            state.metrics.error("request/rate-limited");
-            return HttpResponse::TooManyRequests()
-                .insert_header(("Retry-After", secs.to_string()))
-                .json(ExecuteResponse::error(
-                    "request/rate-limited",
-                    format!("too many requests: retry in {secs} s"),
-                    None,
-                ));
-        }
-    };
-    // Only now, with the credentials checked, is the body read.
-    let body: ExecuteRequest = match super::auth::json_body(&req, payload).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
-    if body.statement.contains('\0')
-        || body
-            .args
-            .iter()
-            .flatten()
-            .any(|(k, v)| k.contains('\0') || has_nul(v))
-    {
-        state.metrics.error(NUL_CODE);
-        return HttpResponse::BadRequest().json(ExecuteResponse::error(
-            NUL_CODE,
-            nul_message("the statement or its arguments"),
-            None,
-        ));
-    }
-    let Ok(txn) = txn_header(&req) else {
-        return HttpResponse::BadRequest().json(ExecuteResponse::error(
-            "request/invalid-header",
-            "X-DITTO-TXN-ID must be an integer transaction id".to_owned(),
-            None,
-        ));
-    };
-    if let Some(t) = txn {
-        match wait_for_txn(store, t, TXN_WAIT).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return HttpResponse::NotFound().json(ExecuteResponse::error(
-                    "store/txn-not-available",
-                    format!("transaction {t} is not available yet"),
-                    None,
-                ))
-            }
-            Err(e) => return error_response(&e),
-        }
-    }
-    let args = body.args.unwrap_or_default();
-    match execute_retrying(&state, &body.statement, &args, &access).await {
-        Ok(r) => HttpResponse::Ok().json(ExecuteResponse::ok(r)),
-        Err(e) => {
-            state.metrics.error(e.code());
-            error_response(&e)
-        }
-    }
+pub async fn execute(call: Call<ExecuteRequest, Ditto>) -> Result<HttpResponse, ApiError<Ditto>> {
+    let args = call.body.args.unwrap_or_default();
+    let r = execute_retrying(&call.state, &call.body.statement, &args, &call.access).await?;
+    Ok(HttpResponse::Ok().json(ExecuteResponse::ok(r)))
 }
 
 /// Runs a statement; a read (SELECT, SHOW, EXPLAIN) whose connection turns out to be lost is run
@@ -426,39 +262,10 @@ pub async fn execute_retrying(
     }
 }
 
-/// JSON bodies: malformed JSON, wrong types and unknown fields get a 400, oversized bodies 413,
-/// other content types 415, a body that does not arrive within `body_timeout` 408; in `/store/execute`'s envelope there, in `{code, message}` (the
-/// error body of every other route) elsewhere.
+/// JSON bodies: at most `limit` bytes. What a body that cannot be read gets is the extractors'
+/// business ([`super::extract`]), in the envelope of its route.
 pub fn json_config(limit: usize) -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(limit)
-        .error_handler(|err, req| {
-            use actix_web::error::JsonPayloadError;
-            let (status, code) = match &err {
-                JsonPayloadError::OverflowKnownLength { .. }
-                | JsonPayloadError::Overflow { .. } => {
-                    (StatusCode::PAYLOAD_TOO_LARGE, "request/too-large")
-                }
-                JsonPayloadError::ContentType => {
-                    (StatusCode::UNSUPPORTED_MEDIA_TYPE, "request/content-type")
-                }
-                JsonPayloadError::Payload(p) if super::edge::is_body_timeout(p) => {
-                    (StatusCode::REQUEST_TIMEOUT, "request/timeout")
-                }
-                _ => (StatusCode::BAD_REQUEST, "request/invalid-json"),
-            };
-            let resp = if req.path() == "/api/v4/store/execute" {
-                HttpResponse::build(status).json(ExecuteResponse::error(
-                    code,
-                    err.to_string(),
-                    None,
-                ))
-            } else {
-                HttpResponse::build(status)
-                    .json(super::openapi::ErrorMessage::new(code, err.to_string()))
-            };
-            actix_web::error::InternalError::from_response(err, resp).into()
-        })
+    web::JsonConfig::default().limit(limit)
 }
 
 /// Registers the store routes.

@@ -26,14 +26,12 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use bigpeer_schema::Value;
 use serde::{Deserialize, Serialize};
 
-use super::legacy::{access, error};
-use super::store::{status_of, txn_header, wait_for_txn, TXN_WAIT};
-use crate::app::AppState;
+use super::error::{ApiError, Commands, Problem};
+use super::extract::{Call, Failure, Validate};
 use crate::service::{BatchError, FieldType, UpdateOp, WriteCommand, WriteOutcome, WriteStrategy};
 
 /// The body of `POST /api/v4/store/write`. Each command is read on its own, so that a malformed
@@ -230,137 +228,78 @@ impl From<Command> for WriteCommand {
     }
 }
 
-fn command_error(
-    status: StatusCode,
-    code: &str,
-    message: String,
-    index: Option<usize>,
-) -> HttpResponse {
-    let mut body = serde_json::json!({ "message": message, "code": code });
-    if let (Some(i), Some(o)) = (index, body.as_object_mut()) {
-        o.insert("commandIndex".into(), i.into());
+impl Validate for WriteRequest {
+    type Valid = Vec<WriteCommand>;
+
+    /// At least one command; no text holding U+0000; each command well formed. A failure names
+    /// the command by its index.
+    fn validate(self) -> Result<Vec<WriteCommand>, Failure> {
+        let at = |problem: Problem, i: usize| Failure {
+            problem,
+            command_index: Some(i),
+        };
+        if self.commands.is_empty() {
+            return Err(Problem::InvalidCommand(
+                "\"commands\" is empty: give at least one command".into(),
+            )
+            .into());
+        }
+        if let Some(i) = self
+            .commands
+            .iter()
+            .position(bigpeer_schema::limits::json_has_nul)
+        {
+            return Err(at(Problem::Nul(format!("command {i}")), i));
+        }
+        self.commands
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| match serde_json::from_value::<Command>(c) {
+                Ok(c) => Ok(WriteCommand::from(c)),
+                Err(e) => Err(at(Problem::InvalidCommand(format!("command {i}: {e}")), i)),
+            })
+            .collect()
     }
-    HttpResponse::build(status).json(body)
 }
 
 /// `POST /api/v4/store/write` (its OpenAPI description is in `http/openapi.rs`).
-pub async fn write(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    payload: web::Payload,
-) -> HttpResponse {
-    let access = match access(&req, &state).await {
-        Ok(a) => a,
-        Err(resp) => return resp,
-    };
-    // Only now, with the credentials checked, is the body read.
-    let body: WriteRequest = match super::auth::json_body(&req, payload).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
-    let Ok(txn) = txn_header(&req) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "request/invalid-header",
-            "X-DITTO-TXN-ID must be an integer transaction id".into(),
-        );
-    };
-    if let Some(t) = txn {
-        match wait_for_txn(&state.store, t, TXN_WAIT).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "store/txn-not-available",
-                    format!("transaction {t} is not available yet"),
-                )
-            }
-            Err(e) => return error(status_of(&e), e.code(), e.to_string()),
-        }
-    }
-    let raw = body.commands;
-    if raw.is_empty() {
-        state.metrics.error("request/invalid-command");
-        return command_error(
-            StatusCode::BAD_REQUEST,
-            "request/invalid-command",
-            "\"commands\" is empty: give at least one command".into(),
-            None,
-        );
-    }
-    if let Some(i) = raw.iter().position(super::store::json_has_nul) {
-        state.metrics.error(super::store::NUL_CODE);
-        let message = super::store::nul_message(&format!("command {i}"));
-        return command_error(
-            StatusCode::BAD_REQUEST,
-            super::store::NUL_CODE,
-            message,
-            Some(i),
-        );
-    }
-    let mut commands = Vec::with_capacity(raw.len());
-    for (i, c) in raw.into_iter().enumerate() {
-        match serde_json::from_value::<Command>(c) {
-            Ok(c) => commands.push(WriteCommand::from(c)),
-            Err(e) => {
-                state.metrics.error("request/invalid-command");
-                return command_error(
-                    StatusCode::BAD_REQUEST,
-                    "request/invalid-command",
-                    format!("command {i}: {e}"),
-                    Some(i),
-                );
-            }
-        }
-    }
-    match state.executor.write_batch(&commands, &access).await {
-        Ok(r) => {
-            let txn = r.txn;
-            let results = r
-                .outcomes
-                .into_iter()
-                .map(|o| match o {
-                    WriteOutcome::Upsert { id } => CommandResult::Upsert {
-                        transaction_id: txn,
-                        id: id.to_json(),
-                    },
-                    WriteOutcome::Update { updated } => CommandResult::Update {
-                        transaction_id: txn,
-                        updated,
-                        error: 0,
-                        internal_error: 0,
-                        permission_denied: 0,
-                    },
-                    WriteOutcome::Remove { deleted } => CommandResult::Remove {
-                        transaction_id: txn,
-                        deleted,
-                        internal_error: 0,
-                        permission_denied: 0,
-                    },
-                })
-                .collect();
-            HttpResponse::Ok()
-                .insert_header(("X-DITTO-TXN-ID", txn.to_string()))
-                .json(WriteResponse {
-                    results,
-                    transaction_id: txn,
-                })
-        }
-        Err(BatchError { index, error: e }) => {
-            state.metrics.error(e.code());
-            let status = status_of(&e);
-            let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
-                tracing::error!(error = %e, code = e.code(), "write failed");
-                "internal error".to_owned()
-            } else {
-                match index {
-                    Some(i) => format!("command {i}: {e}"),
-                    None => e.to_string(),
-                }
-            };
-            command_error(status, e.code(), message, index)
-        }
-    }
+pub async fn write(call: Call<WriteRequest, Commands>) -> Result<HttpResponse, ApiError<Commands>> {
+    let r = call
+        .state
+        .executor
+        .write_batch(&call.body, &call.access)
+        .await
+        .map_err(|BatchError { index, error }| ApiError::from(error).at(index))?;
+    let txn = r.txn;
+    let results = r
+        .outcomes
+        .into_iter()
+        .map(|o| match o {
+            WriteOutcome::Upsert { id } => CommandResult::Upsert {
+                transaction_id: txn,
+                id: id.to_json(),
+            },
+            WriteOutcome::Update { updated } => CommandResult::Update {
+                transaction_id: txn,
+                updated,
+                error: 0,
+                internal_error: 0,
+                permission_denied: 0,
+            },
+            WriteOutcome::Remove { deleted } => CommandResult::Remove {
+                transaction_id: txn,
+                deleted,
+                internal_error: 0,
+                permission_denied: 0,
+            },
+        })
+        .collect();
+    Ok(HttpResponse::Ok()
+        .insert_header(("X-DITTO-TXN-ID", txn.to_string()))
+        .json(WriteResponse {
+            results,
+            transaction_id: txn,
+        }))
 }
 
 /// Registers the route.

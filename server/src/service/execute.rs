@@ -400,10 +400,9 @@ impl Executor {
         let CompiledPlan::Mutation { targets: find } =
             sql::compile_within(plan, scope.read.as_ref())?
         else {
-            return Err(ServiceError::Store(StoreError::Shared {
-                code: "internal",
-                message: "a mutation compiled to no target query".into(),
-            }));
+            return Err(ServiceError::Store(StoreError::Internal(
+                "a mutation compiled to no target query",
+            )));
         };
         Ok(self
             .store

@@ -302,10 +302,7 @@ async fn big_results_and_slow_statements_get_clear_errors() {
         .expect_err("cancelled");
     let err = crate::store::StoreError::from(err);
     assert_eq!(err.code(), "store/timeout");
-    assert_eq!(
-        crate::http::store::status_of(&super::ServiceError::Store(err)),
-        actix_web::http::StatusCode::REQUEST_TIMEOUT
-    );
+    assert_eq!(err.kind(), crate::store::Kind::Timeout);
     quick.close().await;
     db.drop_db().await;
 }

@@ -29,15 +29,76 @@ pub enum StoreError {
     /// A write job touched a document it did not declare (a bug in the caller).
     #[error("document {id} in collection \"{collection}\" was not locked by this write")]
     NotLocked { collection: String, id: String },
-    /// The error of a shared transaction, as seen by the other jobs in it.
+    /// The error of a shared transaction, as seen by the other jobs in it (a copy of the first
+    /// job's error: its kind, code and message; see [`StoreError::shared`]).
     #[error("{message}")]
-    Shared { code: &'static str, message: String },
+    Shared {
+        kind: Kind,
+        code: &'static str,
+        message: String,
+    },
+    /// The store is shutting down: no more writes are taken.
+    #[error("the store is shutting down")]
+    ShuttingDown,
+    /// A document carries the largest possible clock value.
+    #[error("the document carries the largest possible clock value: it cannot be written any more (evict it and write it again)")]
+    ClockExhausted,
+    /// A bug in the server (an invariant that did not hold): logged, never shown to a client.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
     /// A delta could not be applied because the receiver lacks state it assumes.
     #[error("delta for {collection}/{id} is based on state this store does not have")]
     BaseNotDominated { collection: String, id: String },
 }
 
+/// What a store failure means for the caller, decided once per variant ([`StoreError::kind`]):
+/// the HTTP edge maps it to a status, the sync session to a close or a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The request's own input is at fault (invalid, over a limit, failing on its data): the same
+    /// request fails again.
+    Input,
+    /// Outside the caller's permissions.
+    Forbidden,
+    /// The statement ran longer than the statement timeout.
+    Timeout,
+    /// Postgres is unreachable, overloaded or failing: retry with backoff.
+    Unavailable,
+    /// A bug or a broken installation: nothing the caller can fix.
+    Internal,
+}
+
 impl StoreError {
+    /// The copy of this error that the other jobs of a shared transaction get.
+    pub fn shared(&self) -> StoreError {
+        StoreError::Shared {
+            kind: self.kind(),
+            code: self.code(),
+            message: self.to_string(),
+        }
+    }
+
+    /// What this failure means for the caller. Exhaustive: a new variant must say.
+    pub fn kind(&self) -> Kind {
+        match self {
+            StoreError::Connect(_) | StoreError::ShuttingDown => Kind::Unavailable,
+            StoreError::Migrate(_) | StoreError::NotLocked { .. } | StoreError::Internal(_) => {
+                Kind::Internal
+            }
+            StoreError::Database(e) => match database_failure(e) {
+                DatabaseFailure::Timeout => Kind::Timeout,
+                DatabaseFailure::Data => Kind::Input,
+                DatabaseFailure::Unavailable | DatabaseFailure::Backend => Kind::Unavailable,
+            },
+            StoreError::Schema(_)
+            | StoreError::Query(_)
+            | StoreError::BaseNotDominated { .. }
+            | StoreError::ClockExhausted => Kind::Input,
+            StoreError::Denied(_) => Kind::Forbidden,
+            StoreError::Shared { kind, .. } => *kind,
+        }
+    }
+
     /// A write refused for what it holds (over a limit of `bigpeer_schema::limits`): nothing of
     /// it was kept, and the caller's other writes are not affected.
     pub fn is_refusal(&self) -> bool {
@@ -52,25 +113,45 @@ impl StoreError {
         match self {
             StoreError::Connect(_) => "store/unavailable",
             StoreError::Migrate(_) => "store/migration",
-            StoreError::Database(sqlx::Error::Database(d))
-                if d.code().as_deref() == Some("57014") =>
-            {
-                "store/timeout"
-            }
-            StoreError::Database(sqlx::Error::Database(d))
-                if d.code().as_deref().is_some_and(is_data_error) =>
-            {
-                "query/evaluation"
-            }
-            StoreError::Database(sqlx::Error::PoolTimedOut) => "store/unavailable",
-            StoreError::Database(_) => "store/backend",
+            StoreError::Database(e) => match database_failure(e) {
+                DatabaseFailure::Timeout => "store/timeout",
+                DatabaseFailure::Data => "query/evaluation",
+                DatabaseFailure::Unavailable => "store/unavailable",
+                DatabaseFailure::Backend => "store/backend",
+            },
             StoreError::Schema(e) => e.code(),
             StoreError::BaseNotDominated { .. } => "crdt/base-not-dominated",
-            StoreError::NotLocked { .. } => "internal",
+            StoreError::NotLocked { .. } | StoreError::Internal(_) => "internal",
+            StoreError::ShuttingDown => "store/unavailable",
+            StoreError::ClockExhausted => "crdt/clock-exhausted",
             StoreError::Query(e) => e.code.as_str(),
             StoreError::Denied(_) => "auth/forbidden",
             StoreError::Shared { code, .. } => code,
         }
+    }
+}
+
+/// The kinds of database failure.
+enum DatabaseFailure {
+    /// The statement timeout cancelled it (SQLSTATE 57014).
+    Timeout,
+    /// It failed on its data or size ([`is_data_error`]).
+    Data,
+    /// No connection became free in time.
+    Unavailable,
+    /// Anything else: the connection, the server, the schema.
+    Backend,
+}
+
+fn database_failure(e: &sqlx::Error) -> DatabaseFailure {
+    match e {
+        sqlx::Error::Database(d) => match d.code() {
+            Some(c) if c == "57014" => DatabaseFailure::Timeout,
+            Some(c) if is_data_error(&c) => DatabaseFailure::Data,
+            _ => DatabaseFailure::Backend,
+        },
+        sqlx::Error::PoolTimedOut => DatabaseFailure::Unavailable,
+        _ => DatabaseFailure::Backend,
     }
 }
 
@@ -161,8 +242,6 @@ mod tests {
     /// anything else a `store/backend`, and neither message holds the database's text.
     #[tokio::test]
     async fn postgres_failures_are_classified_in_our_words() {
-        use crate::http::store::status_of;
-        use crate::service::ServiceError;
         let db = crate::testdb::TestDb::new().await;
         let args = (0..101)
             .map(|i| i.to_string())
@@ -191,8 +270,7 @@ mod tests {
             let message = e.to_string();
             assert!(message.contains(sqlstate), "{sql}: {message}");
             assert!(!message.contains(database_words), "{sql}: {message}");
-            let e = ServiceError::from(e);
-            assert_eq!(status_of(&e).as_u16(), 400, "{sql}");
+            assert_eq!(e.kind(), Kind::Input, "{sql}");
         }
         let e = sqlx::query("SELECT * FROM no_such_table_here")
             .fetch_one(db.store.pool())

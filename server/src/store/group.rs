@@ -49,10 +49,7 @@ pub struct GroupCommit {
 }
 
 fn stopped() -> StoreError {
-    StoreError::Shared {
-        code: "store/unavailable",
-        message: "the store is shutting down".into(),
-    }
+    StoreError::ShuttingDown
 }
 
 impl GroupCommit {

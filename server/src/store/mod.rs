@@ -27,7 +27,7 @@ use sqlx::PgPool;
 pub use connect::{check_url, diagnose_connect, ConnectDiagnosis};
 pub(crate) use documents::corrupt_row;
 pub use documents::{materialize_with_id, Change, ChangePage, Committed, Outcome, StoredDoc};
-pub use error::StoreError;
+pub use error::{Kind, StoreError};
 pub use feed::{ChangeFeed, FeedOptions};
 pub use group::{GroupCommit, GroupCommitOptions};
 pub use health::{is_connection_lost, Health};
@@ -183,6 +183,11 @@ impl Store {
             .fetch_max(txn, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The newest committed transaction id this process has seen (0: none yet), without a query.
+    pub fn seen_txn(&self) -> i64 {
+        self.seen_txn.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A committed transaction id without a query: the newest this process has seen (a lower
     /// bound of [`Store::committed_txn`]; asks the database when it has seen none yet).
     pub async fn known_txn(&self) -> Result<i64, StoreError> {
@@ -220,10 +225,7 @@ impl Store {
                 .0
                 .checked_add(1)
                 .map(Hlc)
-                .ok_or_else(|| StoreError::Shared {
-                    code: "crdt/clock-exhausted",
-                    message: "the document carries the largest possible clock value: it cannot be written any more (evict it and write it again)".into(),
-                })?;
+                .ok_or_else(|| StoreError::ClockExhausted)?;
         }
         Ok(stamp)
     }

@@ -353,10 +353,7 @@ async fn run_batch(
         }
         Err(e) => {
             for w in others {
-                let _ = w.reply.send(Reply::Done(Err(StoreError::Shared {
-                    code: e.code(),
-                    message: e.to_string(),
-                })));
+                let _ = w.reply.send(Reply::Done(Err(e.shared())));
             }
             Err(e)
         }

@@ -635,6 +635,7 @@ async fn jobs_in_one_transaction_are_isolated() {
             w.apply_ops("c", &x, &ops)?;
             w.apply_ops("c", &y, &ops)?;
             Err::<(), _>(StoreError::Shared {
+                kind: crate::store::Kind::Input,
                 code: "query/evaluation",
                 message: "conflict".into(),
             })

@@ -357,10 +357,8 @@ impl Store {
     {
         let (job, rx) = Job::new(targets, f);
         self.run_jobs(vec![job]).await;
-        rx.await.map_err(|_| StoreError::Shared {
-            code: "internal",
-            message: "write job dropped".into(),
-        })?
+        rx.await
+            .map_err(|_| StoreError::Internal("write job dropped"))?
     }
 
     /// Runs jobs in one transaction; every job gets its result or its error through its own
@@ -401,14 +399,10 @@ impl Store {
                 }
                 TxnFailure::Written(e) | TxnFailure::All(e) => {
                     // The transaction failed as a whole: every job still waiting gets the error.
-                    let code = e.code();
-                    let message = e.to_string();
+                    let copy = e.shared();
                     let mut first = Some(e);
                     for fail in waiting.into_iter().filter_map(|s| s.fail) {
-                        fail(first.take().unwrap_or(StoreError::Shared {
-                            code,
-                            message: message.clone(),
-                        }));
+                        fail(first.take().unwrap_or_else(|| copy.shared()));
                     }
                 }
             }

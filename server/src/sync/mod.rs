@@ -22,11 +22,11 @@ use std::time::Duration;
 use futures_util::future::LocalBoxFuture;
 use tokio::sync::{mpsc, watch, OnceCell};
 
+use crate::auth::rate::RateLimits;
 use crate::auth::KeyStore;
-use crate::http::limits::RateLimits;
 use crate::store::{ChangeFeed, FeedOptions, GroupCommit, GroupCommitOptions, Store, StoreError};
 
-pub use ws::configure;
+pub use ws::start;
 
 /// One frame (or transport event) received from the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
