@@ -215,6 +215,54 @@ async fn txn_header_gives_read_your_writes_or_404() {
     app.shutdown().await;
 }
 
+/// Read-your-writes across processes: a request to one server that names a transaction another
+/// server (on the same database) has not committed yet waits on the change feed, which wakes on
+/// that commit, and then sees the write.
+#[tokio::test]
+async fn txn_header_waits_for_another_process_commit() {
+    let app = playground().await;
+    let mut config = integration_tests::test_config(&app.db);
+    config.playground = true;
+    let other = bigpeer::spawn_app(config).await.expect("a second server");
+    let (_, body) = execute(
+        &app,
+        json!({"statement": "INSERT INTO c DOCUMENTS ({'_id': 'a'})"}),
+    )
+    .await;
+    let next = body["transactionId"].as_i64().expect("txn") + 1;
+
+    let reader = {
+        let addr = other.local_addr();
+        tokio::spawn(async move {
+            let r = reqwest::Client::new()
+                .post(format!("http://{addr}/api/v4/store/execute"))
+                .header("X-DITTO-TXN-ID", next.to_string())
+                .json(&json!({"statement": "SELECT * FROM c ORDER BY _id"}))
+                .send()
+                .await
+                .expect("request");
+            (r.status().as_u16(), r.json::<Value>().await.expect("json"))
+        })
+    };
+    // The reader is waiting for a transaction nobody has committed yet; now one server commits it.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, body) = execute(
+        &app,
+        json!({"statement": "INSERT INTO c DOCUMENTS ({'_id': 'b'})"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["transactionId"].as_i64()),
+        (200, Some(next)),
+        "{body}"
+    );
+    let (status, body) = reader.await.expect("reader");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["items"], json!([{"_id": "a"}, {"_id": "b"}]));
+    other.shutdown().await.expect("shutdown");
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn metrics_count_requests_latencies_errors_and_the_pool() {
     let app = playground().await;
@@ -224,6 +272,15 @@ async fn metrics_count_requests_latencies_errors_and_the_pool() {
     )
     .await;
     execute(&app, json!({"statement": "SELEC"})).await;
+    // A body that is not JSON: counted by its code too, like every error answer.
+    let r = reqwest::Client::new()
+        .post(url(&app, "/api/v4/store/execute"))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 400);
     let text = reqwest::get(url(&app, "/metrics"))
         .await
         .expect("request")
@@ -232,9 +289,10 @@ async fn metrics_count_requests_latencies_errors_and_the_pool() {
         .expect("text");
     for needle in [
         r#"bigpeer_http_requests_total{route="/api/v4/store/execute",method="POST",status="200"} 1"#,
-        r#"bigpeer_http_requests_total{route="/api/v4/store/execute",method="POST",status="400"} 1"#,
-        r#"bigpeer_http_request_duration_seconds_count{route="/api/v4/store/execute"} 2"#,
+        r#"bigpeer_http_requests_total{route="/api/v4/store/execute",method="POST",status="400"} 2"#,
+        r#"bigpeer_http_request_duration_seconds_count{route="/api/v4/store/execute"} 3"#,
         r#"bigpeer_errors_total{code="query/invalid"} 1"#,
+        r#"bigpeer_errors_total{code="request/invalid-json"} 1"#,
         r#"bigpeer_db_pool_connections{state="idle"}"#,
         "bigpeer_committed_transaction_id ",
     ] {
