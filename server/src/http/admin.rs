@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, Plain, Problem};
-use super::extract::{AdminCall, Failure, NoBody, Validate};
+use super::extract::{refuse_nul, AdminCall, Failure, NoBody, Validate};
 use super::openapi::ErrorMessage;
 use crate::auth::{format_rfc3339, parse_rfc3339, ApiKey, AuthError, NewKey, Permissions};
 use crate::service::validate_permissions;
@@ -81,14 +81,17 @@ impl Validate for CreateKey {
     type Valid = NewKey;
 
     fn validate(self) -> Result<NewKey, Failure> {
-        let permissions_nul = serde_json::to_value(&self.permissions)
+        let permissions = serde_json::to_value(&self.permissions)
             .map(|p| bigpeer_schema::limits::json_has_nul(&p))
             .unwrap_or(false);
-        if self.name.contains('\0')
-            || self.description.contains('\0')
-            || self.expires_at.as_deref().is_some_and(|t| t.contains('\0'))
-            || permissions_nul
-        {
+        refuse_nul(
+            "the key",
+            [self.name.as_str(), self.description.as_str()]
+                .into_iter()
+                .chain(self.expires_at.as_deref()),
+            &Default::default(),
+        )?;
+        if permissions {
             return Err(Problem::Nul("the key".to_owned()).into());
         }
         let expires_at = match self.expires_at.as_deref() {
