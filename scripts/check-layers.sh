@@ -27,8 +27,12 @@ deps() {
     # Each file up to its test module (`#[cfg(test)]`, last by convention); test files skipped.
     find "${files[@]}" -name '*.rs' | grep -vE '(^|/)(tests?\.rs|tests/|testdb\.rs)' \
         | while read -r f; do awk '/^#\[cfg\(test\)\]/ { exit } { print }' "$f"; done \
-        | grep -vE '^\s*//' | grep -oE 'crate::[a-z_]+' \
-        | sed 's/.*crate:://' | sort -u | grep -vx "$m" | tr '\n' ' ' || true
+        | grep -vE '^\s*//' \
+        | perl -0777 -ne 'print "$1\n" while /crate::([a-z_]+)/g;
+            # grouped imports: use crate::{a, b::{c, d}};
+            while (/crate::\{([^;]*)\}/g) { my $g = $1; 1 while $g =~ s/\{[^{}]*\}//g;
+              for (split /,/, $g) { print "$1\n" if /^\s*([a-z_]+)/ } }' \
+        | sort -u | grep -vx "$m" | tr '\n' ' ' || true
 }
 # module: what it must never import
 rules=(

@@ -31,20 +31,9 @@ pub struct AppState {
 
 impl AppState {
     /// Read-your-writes: waits until transaction `txn` is committed and visible, at most
-    /// `budget`. Returns whether it is.
-    ///
-    /// A transaction this process committed or has seen answers at once, without a query. Else
-    /// the database is asked once, then the change feed (woken by every bigpeer process's
-    /// commits) is waited on, and the database is asked a last time when the budget is spent (a
-    /// transaction whose documents are all gone since, EVICTed, never shows in the feed).
+    /// `budget` (on the commits' notifications, [`Store::wait_for_commit`]). Returns whether it
+    /// is.
     pub async fn wait_for_txn(&self, txn: i64, budget: Duration) -> Result<bool, ServiceError> {
-        if self.store.known_txn().await? >= txn || self.store.committed_txn().await? >= txn {
-            return Ok(true);
-        }
-        let feed = self.sync.feed().await?;
-        if feed.wait_for(txn, budget).await {
-            return Ok(true);
-        }
-        Ok(self.store.committed_txn().await? >= txn)
+        Ok(self.store.wait_for_commit(txn, budget).await?)
     }
 }

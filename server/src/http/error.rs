@@ -342,7 +342,8 @@ impl<E: Envelope> ResponseError for ApiError<E> {
             tracing::error!(problem = ?self.problem, code, "request failed");
             "internal error".to_owned()
         } else {
-            if status.is_server_error() {
+            if status.is_server_error() && !matches!(self.problem, Problem::StoreDown) {
+                // (The outage itself is logged once, by the store's health probe.)
                 tracing::warn!(problem = ?self.problem, code, "request failed");
             } else if let Problem::Service(ServiceError::Store(s)) = &self.problem {
                 tracing::debug!(error = ?s, code, "statement failed on its data");

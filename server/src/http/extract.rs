@@ -201,8 +201,12 @@ fn credential(req: &HttpRequest) -> Option<&str> {
         .and_then(bearer)
 }
 
-/// Checks the admin key.
+/// Applies the client address's rate limit (so that nobody guesses the admin key quickly), then
+/// checks the admin key.
 fn admit_admin(req: &HttpRequest, state: &AppState) -> Result<(), Problem> {
+    if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
+        state.limits.check_ip(ip).map_err(Problem::RateLimited)?;
+    }
     let Some(expected) = &state.admin_key else {
         return Err(Problem::AdminDisabled);
     };

@@ -157,7 +157,7 @@ impl Collector for StoreCollector {
         let pool = [("idle", idle), ("in_use", size.saturating_sub(idle))];
         let mut family = encoder.encode_descriptor(
             "bigpeer_db_pool_connections",
-            "Postgres connections of the pool by state",
+            "Postgres connections of the pool by state.",
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
@@ -168,37 +168,34 @@ impl Collector for StoreCollector {
         counter(
             &mut encoder,
             "bigpeer_point_reads",
-            "Point reads by _id answered by the HTTP workers",
+            "Point reads by _id answered by the HTTP workers.",
             reads,
         )?;
         counter(
             &mut encoder,
             "bigpeer_point_read_statements",
-            "Postgres statements that answered them (concurrent point reads share one)",
+            "Postgres statements that answered them (concurrent point reads share one).",
             statements,
         )?;
         counter(
             &mut encoder,
             "bigpeer_unreadable_rows_skipped",
-            "Stored rows a reader could not read and skipped (see /readyz and the logs)",
+            "Stored rows a reader could not read and skipped (see /readyz and the logs).",
             self.store.unreadable_rows().0,
         )?;
         counter(
             &mut encoder,
             "bigpeer_sync_oversized_changes",
-            "Document changes not sent to a sync peer because they do not fit in a frame",
+            "Document changes not sent to a sync peer because they do not fit in a frame.",
             self.sync.oversized_changes(),
         )?;
-        let txn = self.store.seen_txn();
-        if txn > 0 {
-            let g = ConstGauge::new(txn);
-            g.encode(encoder.encode_descriptor(
-                "bigpeer_committed_transaction_id",
-                "The newest committed transaction id this process knows",
-                None,
-                g.metric_type(),
-            )?)?;
-        }
+        let g = ConstGauge::new(self.store.seen_txn());
+        g.encode(encoder.encode_descriptor(
+            "bigpeer_committed_transaction_id",
+            "The newest committed transaction id this process knows.",
+            None,
+            g.metric_type(),
+        )?)?;
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! The only code that talks to Postgres: documents, the commit-ordered change sequence,
 //! transaction ids and migrations (`sql/`, embedded at build time).
 
+mod commits;
 mod connect;
 mod documents;
 mod error;
@@ -75,6 +76,8 @@ pub struct Store {
     integrity: Arc<integrity::Integrity>,
     /// Whether Postgres is known to be down, and which connections are stale.
     health: Arc<Health>,
+    /// The announced commits, for read-your-writes (started on first use).
+    commits: commits::Commits,
 }
 
 impl Store {
@@ -100,6 +103,7 @@ impl Store {
             thread_reads: Arc::new(reads::ThreadReads::new()),
             health,
             integrity: Arc::new(integrity::Integrity::default()),
+            commits: Default::default(),
         })
     }
 
