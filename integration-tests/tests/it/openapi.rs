@@ -63,7 +63,53 @@ async fn the_spec_and_the_docs_are_served_without_a_key() {
         Some("text/html; charset=utf-8")
     );
     assert!(docs.text().contains("SwaggerUIBundle"), "{}", docs.text());
-    assert_eq!(app.get("/api/v4/store/execute").await.0, 404);
+    app.shutdown().await;
+}
+
+/// A request no route takes gets the JSON error envelope: 405 with `Allow` for a wrong method
+/// on any route of the spec, 404 for an unknown path.
+#[tokio::test]
+async fn wrong_methods_are_405_with_allow_and_unknown_paths_404() {
+    let app = app().await;
+    let addr = app.app.local_addr();
+    let spec = bigpeer::http::openapi::spec();
+    let all = ["GET", "PUT", "POST", "DELETE", "PATCH"];
+    for (path, item) in &spec.paths.paths {
+        let allowed: Vec<&str> = [
+            item.get.is_some(),
+            item.put.is_some(),
+            item.post.is_some(),
+            item.delete.is_some(),
+            item.patch.is_some(),
+        ]
+        .into_iter()
+        .zip(all)
+        .filter_map(|(has, m)| has.then_some(m))
+        .collect();
+        let concrete = path.replace("{id}", "key_0");
+        for method in all.iter().filter(|m| !allowed.contains(m)) {
+            let r = request(addr, method, &concrete, None)
+                .await
+                .expect("request");
+            assert_eq!(r.status, 405, "{method} {path}: {}", r.text());
+            assert_eq!(
+                r.header("allow"),
+                Some(allowed.join(", ").as_str()),
+                "{method} {path}"
+            );
+            let body: Value = serde_json::from_str(&r.text()).expect("JSON");
+            assert_eq!(
+                body["code"], "request/method-not-allowed",
+                "{method} {path}"
+            );
+        }
+    }
+    let r = request(addr, "GET", "/api/v4/no/such/route", None)
+        .await
+        .expect("request");
+    assert_eq!(r.status, 404);
+    let body: Value = serde_json::from_str(&r.text()).expect("JSON");
+    assert_eq!(body["code"], "request/not-found", "{body}");
     app.shutdown().await;
 }
 

@@ -59,6 +59,10 @@ pub enum Problem {
     WebSocketVersion(String),
     /// `/sync`: no sync protocol offered that this server speaks.
     UnsupportedProtocol,
+    /// No route has this path.
+    NoRoute(String),
+    /// The path's route does not take this method; the ones it takes.
+    MethodNotAllowed(String, Vec<&'static str>),
 }
 
 /// Why a body could not be read.
@@ -125,6 +129,10 @@ impl Problem {
                 "sync/unsupported-websocket-version",
             ),
             Problem::UnsupportedProtocol => (StatusCode::BAD_REQUEST, "sync/unsupported-protocol"),
+            Problem::NoRoute(_) => (StatusCode::NOT_FOUND, "request/not-found"),
+            Problem::MethodNotAllowed(..) => {
+                (StatusCode::METHOD_NOT_ALLOWED, "request/method-not-allowed")
+            }
         }
     }
 
@@ -152,6 +160,12 @@ impl Problem {
             Problem::NotAdmin => "this is not the admin key".to_owned(),
             Problem::UnsupportedProtocol => {
                 "no supported sync protocol offered in Sec-WebSocket-Protocol".to_owned()
+            }
+            Problem::NoRoute(path) => format!(
+                "there is no route {path:?}: see GET /api/v4/openapi.json (or /docs) for the API"
+            ),
+            Problem::MethodNotAllowed(method, allowed) => {
+                format!("{method} is not allowed here: use {}", allowed.join(" or "))
             }
         }
     }
@@ -365,6 +379,11 @@ impl<E: Envelope> ResponseError for ApiError<E> {
             hint: self.hint.as_deref(),
             problem: &self.problem,
         });
+        if let Problem::MethodNotAllowed(_, allowed) = &self.problem {
+            if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&allowed.join(", ")) {
+                resp.headers_mut().insert(actix_web::http::header::ALLOW, v);
+            }
+        }
         if let Problem::WebSocketVersion(_) = self.problem {
             resp.headers_mut().insert(
                 actix_web::http::header::SEC_WEBSOCKET_VERSION,

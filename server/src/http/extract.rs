@@ -242,7 +242,14 @@ async fn read_body<T: DeserializeOwned + Validate + 'static>(
                 }
                 _ => BodyProblem::InvalidJson,
             };
-            Err(Problem::Body(kind, e.to_string()))
+            let message = match kind {
+                BodyProblem::ContentType => {
+                    "the body must be JSON: send the header Content-Type: application/json"
+                        .to_owned()
+                }
+                _ => e.to_string(),
+            };
+            Err(Problem::Body(kind, message))
         }
     }
 }
