@@ -29,7 +29,8 @@ fn with_database(url: &str, name: &str) -> String {
     format!("{server}/{name}{query}")
 }
 
-/// A fresh, migrated database; dropped by [`TestDb::drop_db`].
+/// A fresh, migrated database; dropped when the value is, even when the test fails (and by
+/// [`TestDb::drop_db`], which closes the store first).
 pub struct TestDb {
     pub name: String,
     pub store: Store,
@@ -58,16 +59,32 @@ impl TestDb {
 
     pub async fn drop_db(self) {
         self.store.close().await;
-        let mut admin = PgConnection::connect(&database_url("postgres"))
-            .await
-            .expect("connect");
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&mut admin)
-        .await
-        .expect("drop database");
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // A test's runtime cannot be blocked on from within: the database is dropped from a
+        // thread with a runtime of its own. `WITH (FORCE)` ends the connections still open.
+        let name = self.name.clone();
+        let outcome = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?
+                .block_on(async {
+                    let mut admin = PgConnection::connect(&database_url("postgres")).await?;
+                    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await?;
+                    admin.close().await
+                })
+                .map_err(|e| e.to_string())
+        })
+        .join();
+        if let Ok(Err(e)) = outcome {
+            eprintln!("warning: test database {} was not dropped: {e}", self.name);
+        }
     }
 }
 
