@@ -168,8 +168,8 @@ impl Database {
         }
     }
 
-    /// Applies pending migrations.
-    pub async fn migrate(&self) -> Result<(), AppError> {
+    /// Applies pending migrations; returns how many were applied.
+    pub async fn migrate(&self) -> Result<usize, AppError> {
         self.store
             .migrate()
             .await

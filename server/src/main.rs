@@ -296,11 +296,17 @@ async fn migrate(config: Config) -> Result<(), AppError> {
     let database = Database::open(&config).await?;
     let result = database.migrate().await;
     database.close().await;
-    result?;
-    tracing::info!(
-        migrations = bigpeer::store::MIGRATOR.iter().count(),
-        "the database schema is up to date"
-    );
+    let applied = result?;
+    let migrations = bigpeer::store::MIGRATOR.iter().count();
+    if applied == 0 {
+        tracing::info!(migrations, "the database schema was already up to date");
+    } else {
+        tracing::info!(
+            applied,
+            migrations,
+            "applied {applied} migrations: the database schema is up to date"
+        );
+    }
     Ok(())
 }
 

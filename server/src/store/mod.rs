@@ -244,12 +244,29 @@ impl Store {
     }
 
     /// Applies pending migrations (idempotent; safe with several processes starting at once).
-    pub async fn migrate(&self) -> Result<(), StoreError> {
+    /// Applies the migrations the database lacks; returns how many it applied.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let before = self.applied_migrations().await?;
         MIGRATOR
             .run(&self.pool)
             .await
             .map_err(StoreError::Migrate)?;
-        self.backfill_shapes().await
+        self.backfill_shapes().await?;
+        Ok(self.applied_migrations().await?.saturating_sub(before))
+    }
+
+    /// How many migrations the database records as applied (0 before the first).
+    async fn applied_migrations(&self) -> Result<usize, StoreError> {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        if !exists {
+            return Ok(0);
+        }
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     /// Documents written before `sql/0005_documents_shape.sql` have no `shape` (their typed
