@@ -28,7 +28,10 @@ Examples:
 
 Settings come from, weakest first: built-in defaults, the config file (--config FILE, or
 ./bigpeer.toml when present), environment variables, then flags. Exit status: 0 on success,
-2 for a configuration error, 1 for any other failure.";
+2 for a configuration error, 1 for any other failure.
+
+The server's own settings (listen address, TLS, admin key, limits, timeouts) are listed by
+`bigpeer serve --help`; the key commands' by `bigpeer keys --help`.";
 
 /// bigpeer: an open Big Peer for offline-first apps.
 ///

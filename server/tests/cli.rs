@@ -666,6 +666,8 @@ fn help_documents_every_setting() {
         }
     }
     assert!(help.contains("Examples:"), "{help}");
+    // The top-level help points to where the server's settings are.
+    assert!(help.contains("`bigpeer serve --help`"), "{help}");
 }
 
 #[test]
