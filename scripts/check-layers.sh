@@ -17,6 +17,26 @@ if [[ -n "$leaks" ]]; then
 fi
 echo "check-layers: OK: sqlx only in server/src/store"
 
+# Protocol logic lives in sync-core only: the crate depends on nothing but bigpeer-schema (no
+# async runtime, no IO), and the server's sync shell never builds or reads a protocol message
+# itself (wire::Msg): it moves frames and runs the store's answers to the core's requests.
+deps=$(awk '/^\[dependencies\]/{on=1; next} /^\[/{on=0} on && /^[a-zA-Z0-9_-]+/{print $1}' \
+    sync-core/Cargo.toml | grep -v "^bigpeer-schema" || true)
+if [[ -n "$deps" ]]; then
+    echo "scripts/check-layers: sync-core depends on more than bigpeer-schema:" >&2
+    echo "$deps" >&2
+    exit 1
+fi
+shell=$(grep -rnE "\bMsg\b" server/src/sync --include=*.rs \
+    | grep -vE "^server/src/sync/([^:]*/)?tests?\.rs" \
+    | grep -vE "^[^:]+:[0-9]+:\s*//" || true)
+if [[ -n "$shell" ]]; then
+    echo "scripts/check-layers: protocol messages handled outside sync-core (server/src/sync is a shell):" >&2
+    echo "$shell" >&2
+    exit 1
+fi
+echo "check-layers: OK: protocol logic only in sync-core"
+
 # The server's module graph (non-test code): which top-level modules each one imports through
 # `crate::`. It must have no circle; the rules below are the code map of docs/architecture.md.
 cd server/src

@@ -3,11 +3,13 @@
 mod access;
 mod error;
 mod execute;
+mod push;
 mod write;
 
 pub use access::{validate as validate_permissions, Access, Allowed};
 pub use error::ServiceError;
 pub use execute::{ExecuteResult, Executor, QueryType, WriteScope};
+pub use push::merge_push;
 pub use write::{
     parse_path, BatchError, FieldType, UpdateOp, WriteCommand, WriteOutcome, WriteResult,
     WriteStrategy,

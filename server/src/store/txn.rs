@@ -176,6 +176,38 @@ impl Working<'_> {
         }
     }
 
+    /// [`Working::apply_delta`], kept only when `keep` accepts the merged document's JSON (with
+    /// `_id`; `None` when deleted): otherwise the document is left as it was and the answer is
+    /// `None`. The delta is joined once, whatever `keep` looks at.
+    pub fn apply_delta_if(
+        &mut self,
+        collection: &str,
+        id: &DocId,
+        delta: &Delta,
+        keep: impl FnOnce(Option<&Value>) -> bool,
+    ) -> Result<Option<Outcome>, StoreError> {
+        check_target(collection, id)?;
+        limits::check_state(&delta.state).map_err(SchemaError::from)?;
+        let store = self.store;
+        let limit = store.document_size_limit();
+        let l = self.slot(collection, id)?;
+        let before = l.doc.clone();
+        match l.doc.apply_delta(delta) {
+            Ok(()) => {}
+            Err(SchemaError::BaseNotDominated) => return Ok(Some(Outcome::Refused)),
+            Err(e) => return Err(e.into()),
+        }
+        if !keep(materialize_with_id(&l.doc, &l.id).as_ref()) {
+            l.doc = before;
+            return Ok(None);
+        }
+        store.observe(delta.state.vv.max_hlc());
+        if l.doc == before {
+            return Ok(Some(Outcome::Unchanged));
+        }
+        settle(l, before, limit).map(|()| Some(Outcome::Changed { seq: 0 }))
+    }
+
     /// Evicts the document: its row is removed without a tombstone, so nothing propagates
     /// (EVICT). A later write in the same transaction re-creates it from scratch. Also for a
     /// document whose stored row does not decode.

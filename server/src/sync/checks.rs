@@ -1,98 +1,20 @@
-//! What a peer may subscribe to and write: subscription queries, pushed collection names, and
-//! the write permission on a merged document.
+//! What a peer may subscribe to and push: subscription queries planned into the filters the
+//! sync core matches documents with ([`SessionPolicy`]), and pushes merged through the service
+//! layer ([`crate::service::merge_push`], the permission-and-merge path of HTTP writes).
 
 use std::collections::BTreeMap;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bigpeer_dql::eval;
+use bigpeer_dql::exec::viewed_with_id;
 use bigpeer_dql::plan::{self, PExpr, Plan, PlanOptions, Source};
 use bigpeer_schema::hlc::now_ms;
-use bigpeer_schema::wire::{DocChange, PushResult};
-use bigpeer_schema::{limits, Hlc, ProvenanceError, SchemaError, SiteId, TypeView, Value};
+use bigpeer_schema::{Doc, DocId, Hlc, TypeView, Value};
+use bigpeer_sync_core::serve::{Filter, Planned, Policy};
 
-use crate::service::{Access, Allowed, WriteScope};
-use crate::store::{materialize_with_id, Outcome, StoreError, Working};
-
-/// Checks a pushed change against the write limits (`bigpeer_schema::limits`, the same as for
-/// every other write) before anything runs: the collection name, the id and what the delta
-/// holds. `Err` is the code of the `Denied` answer.
-pub(super) fn validate_change(c: &DocChange) -> Result<(), &'static str> {
-    limits::check_collection(&c.collection).map_err(|e| e.code())?;
-    limits::check_id(&c.id).map_err(|e| e.code())?;
-    limits::check_state(&c.delta.state).map_err(|e| e.code())?;
-    Ok(())
-}
-
-/// Merges one pushed change inside the write job, for the peer of site `peer`:
-///
-/// 1. a document outside the read permission does not exist for the peer: it is `Denied`
-///    (`auth/forbidden`), as a write outside the write permission, before anything about it is
-///    looked at;
-/// 2. the change may only add the peer's own writes, with stamps at most `bound`
-///    (`sync/clock-skew`, `sync/foreign-site`: see [`bigpeer_schema::Delta::check_provenance`]);
-/// 3. within a write permission that is a filter, the document before and the merged document
-///    must both match it (as for DQL writes).
-pub(super) fn merge_one(
-    w: &mut Working<'_>,
-    c: &DocChange,
-    scope: &WriteScope,
-    peer: SiteId,
-    bound: Hlc,
-) -> Result<PushResult, StoreError> {
-    let forbidden = || PushResult::Denied {
-        code: "auth/forbidden".into(),
-    };
-    let current = w.state(&c.collection, &c.id)?;
-    let before = materialize_with_id(current, &c.id);
-    if let Some(v) = &before {
-        if !scope.may_read(v)? {
-            return Ok(forbidden());
-        }
-    }
-    if let Err(e) = c.delta.check_provenance(current, peer, bound) {
-        let code = match e {
-            ProvenanceError::ClockAhead { .. } => CLOCK_SKEW,
-            ProvenanceError::ForeignWrite { .. } => FOREIGN_SITE,
-        };
-        tracing::info!(collection = %c.collection, id = %c.id, %peer, error = %e, "sync push refused");
-        return Ok(PushResult::Denied { code: code.into() });
-    }
-    if scope.write.is_some() {
-        let current = current.clone();
-        let mut merged = current.clone();
-        match merged.apply_delta(&c.delta) {
-            Ok(()) => {}
-            Err(SchemaError::BaseNotDominated) => {
-                return Ok(PushResult::Refused { have: current.vv })
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let after = materialize_with_id(&merged, &c.id);
-        if ![before, after].iter().flatten().all(|v| scope.may_write(v)) {
-            return Ok(forbidden());
-        }
-    }
-    let outcome = match w.apply_delta(&c.collection, &c.id, &c.delta) {
-        // Refused on its own (over a limit: the store kept nothing of it); the rest of the push
-        // goes on.
-        Err(e) if e.is_refusal() => {
-            return Ok(PushResult::Denied {
-                code: e.code().into(),
-            })
-        }
-        other => other?,
-    };
-    Ok(match outcome {
-        Outcome::Changed { .. } => PushResult::Applied,
-        Outcome::Unchanged => PushResult::Unchanged,
-        Outcome::Refused => PushResult::Refused {
-            have: w.state(&c.collection, &c.id)?.vv.clone(),
-        },
-    })
-}
-
-/// `Denied` code of a change with a stamp too far ahead of the server's clock.
-pub(super) const CLOCK_SKEW: &str = "sync/clock-skew";
-/// `Denied` code of a change carrying another site's writes that the server does not have.
-pub(super) const FOREIGN_SITE: &str = "sync/foreign-site";
+use crate::service::{Access, Allowed};
 
 /// The newest clock value a peer's stamps may carry now: the server's wall clock plus the
 /// allowed skew.
@@ -171,4 +93,97 @@ pub(super) fn check_subscription(
         view: select.view,
         read,
     })
+}
+
+/// Which documents a subscription (or a `Want`) gets: its `WHERE` (in strict mode through the
+/// query's type declarations) and the read permission, evaluated in memory on each document.
+pub(super) struct SubFilter {
+    /// The subscription's WHERE.
+    filter: Option<PExpr>,
+    /// In strict mode, the view of documents the WHERE looks at (`None`: the whole document).
+    view: Option<TypeView>,
+    /// The read permission on the collection (`None`: everything).
+    read: Option<PExpr>,
+}
+
+impl Filter for SubFilter {
+    fn wants_all(&self) -> bool {
+        self.filter.is_none() && self.read.is_none()
+    }
+
+    /// Live documents match the filter and the read permission; tombstones (no value) are
+    /// wanted when the read permission admits their id. Permissions look at the whole
+    /// document, as for DQL.
+    fn wants(&self, id: &DocId, value: Option<&Value>, state: &Doc) -> bool {
+        let ok = |f: Option<&PExpr>, v: &Value| eval::matches(f, v).unwrap_or(false);
+        match value {
+            Some(v) => {
+                let filtered = match (&self.filter, &self.view) {
+                    (None, _) => true,
+                    (Some(f), None) => ok(Some(f), v),
+                    (Some(f), Some(view)) => {
+                        viewed_with_id(state, id, view).is_some_and(|viewed| ok(Some(f), &viewed))
+                    }
+                };
+                filtered && ok(self.read.as_ref(), v)
+            }
+            None => {
+                let only_id = Value::Object(
+                    [("_id".to_owned(), id.value().clone())]
+                        .into_iter()
+                        .collect(),
+                );
+                ok(self.read.as_ref(), &only_id)
+            }
+        }
+    }
+}
+
+/// A session's permissions, and the server's `DQL_STRICT_MODE` at the time of each `Subscribe`.
+pub(super) struct SessionPolicy {
+    access: Access,
+    strict_mode: Arc<AtomicBool>,
+}
+
+impl SessionPolicy {
+    pub fn new(access: Access, strict_mode: Arc<AtomicBool>) -> SessionPolicy {
+        SessionPolicy {
+            access,
+            strict_mode,
+        }
+    }
+}
+
+impl Policy for SessionPolicy {
+    type Filter = SubFilter;
+
+    fn subscription(
+        &self,
+        query: &str,
+        args: Value,
+    ) -> Result<Planned<SubFilter>, (String, String)> {
+        let strict_mode = self.strict_mode.load(Ordering::Acquire);
+        let plan = check_subscription(&self.access, query, args, strict_mode)?;
+        Ok(Planned {
+            collection: plan.collection,
+            filter: SubFilter {
+                filter: plan.filter,
+                view: plan.view,
+                read: plan.read,
+            },
+        })
+    }
+
+    fn readable(&self, collection: &str) -> Option<SubFilter> {
+        let read = match self.access.read(collection) {
+            Ok(Allowed::All) => None,
+            Ok(Allowed::Matching(p)) => Some(p),
+            Ok(Allowed::Nothing) | Err(_) => return None,
+        };
+        Some(SubFilter {
+            filter: None,
+            view: None,
+            read,
+        })
+    }
 }

@@ -11,7 +11,6 @@
 
 mod checks;
 pub mod native;
-mod outbox;
 pub mod webhook;
 mod ws;
 
@@ -28,20 +27,7 @@ use crate::store::{ChangeFeed, FeedOptions, GroupCommit, GroupCommitOptions, Sto
 
 pub use ws::start;
 
-/// One frame (or transport event) received from the peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Inbound {
-    /// A binary message: one protocol message.
-    Binary(Vec<u8>),
-    /// A text message (not allowed by the native protocol).
-    Text,
-    /// A frame larger than the session's `max_frame`; the transport reads nothing after it.
-    TooLarge,
-    /// The transport broke (a WebSocket protocol violation); nothing more will come.
-    Broken(String),
-    /// The peer closed the connection.
-    Closed,
-}
+pub use bigpeer_sync_core::Inbound;
 
 /// A frame to send to the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +65,7 @@ pub fn protocols() -> &'static [&'static dyn SyncProtocol] {
 /// Bytes of a frame that are not a document's delta, at most (message head, collection name,
 /// id, sequence number, cursor): a document must fit in `max_frame` minus this, so the
 /// document size limit is capped there (see [`SyncHub::new`]).
-pub const FRAME_SLACK: usize = 64 * 1024;
+pub const FRAME_SLACK: usize = bigpeer_sync_core::serve::FRAME_SLACK;
 
 /// Sync settings.
 #[derive(Debug, Clone)]
@@ -212,10 +198,6 @@ impl SyncHub {
     pub fn with_strict_mode(mut self, strict_mode: Arc<AtomicBool>) -> SyncHub {
         self.strict_mode = strict_mode;
         self
-    }
-
-    fn strict_mode(&self) -> bool {
-        self.strict_mode.load(Ordering::Acquire)
     }
 
     /// Uses `keys` (and so its cache) for peers' API keys: share the HTTP API's key store, so

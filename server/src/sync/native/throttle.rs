@@ -7,36 +7,37 @@
 //! back), so a peer cannot push faster than the limit; a client that knows nothing of the limit
 //! still gets every answer it waits for (`docs/sync-protocol.md`, section 6).
 
-use bigpeer_schema::wire::Msg;
+use bigpeer_sync_core::{Stop, CLOSE_INTERNAL};
 
-use super::{fatal, Session, Stop, CLOSE_INTERNAL};
+use super::Shell;
 
-impl Session {
+impl Shell {
     /// Call at the start of every push.
     pub(super) async fn admit_push(&mut self) -> Result<(), Stop> {
         if self.hub.store.known_down() {
-            return Err(fatal(
+            return Err(Stop::fatal(
                 "store/unavailable",
                 "Postgres is unavailable: reconnect with backoff",
                 CLOSE_INTERNAL,
             ));
         }
-        let identity = match &self.state {
-            super::State::Open(o) => match &o.key {
+        let identity = match &self.open {
+            Some(o) => match &o.key {
                 Some((id, _)) => id.clone(),
                 None => format!("user:{}", self.user),
             },
-            super::State::AwaitingHello => return Ok(()),
+            None => return Ok(()),
         };
         if let Err(secs) = self.hub.limits.check_key(&identity) {
-            self.send(Msg::Error {
-                code: "request/rate-limited".into(),
-                message: format!(
+            let now = self.now();
+            self.core.notice(
+                now,
+                "request/rate-limited",
+                format!(
                     "pushes are over this key's rate limit: this push waits (up to {secs} s) and is then answered"
                 ),
-                fatal: false,
-            })
-            .await?;
+            );
+            self.flush().await?;
             self.hub.limits.until_key_ready(&identity).await;
         }
         Ok(())
