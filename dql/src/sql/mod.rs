@@ -776,4 +776,24 @@ mod tests {
         let c = compiled("INSERT INTO cars DOCUMENTS ({'_id': 'a'}), ({'_id': 'b'})");
         assert!(c.sql.contains("id = ANY($2::BYTEA[])"), "{}", c.sql);
     }
+
+    /// The statement is one tree printed once: no SQL text is glued together and parsed
+    /// again. The only parser call is in `template.rs`, on `&'static str` constants, once per
+    /// process.
+    #[test]
+    fn only_constant_templates_are_ever_parsed() {
+        let parser = ["Parser", "::"].concat();
+        for (name, text) in [
+            ("mod.rs", include_str!("mod.rs")),
+            ("expr.rs", include_str!("expr.rs")),
+            ("build.rs", include_str!("build.rs")),
+        ] {
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            assert!(!code.contains(&parser), "{name} parses SQL");
+            assert!(!code.contains("format!(\"SELECT"), "{name} writes SQL text");
+        }
+        let template = include_str!("template.rs");
+        assert_eq!(template.matches(&parser).count(), 1);
+        assert!(template.contains("fn parsed(text: &'static str)"));
+    }
 }

@@ -171,14 +171,6 @@ pub(super) async fn access(req: &HttpRequest, state: &AppState) -> Result<Access
     }
 }
 
-fn ident(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
-}
-
-fn path(property: &str) -> String {
-    property.split('.').map(ident).collect::<Vec<_>>().join(".")
-}
-
 fn unsupported(what: &str) -> HttpResponse {
     error(
         StatusCode::BAD_REQUEST,
@@ -336,39 +328,26 @@ async fn find(req: HttpRequest, state: web::Data<AppState>, payload: web::Payloa
     if body.describe == Some(true) {
         return unsupported("describe");
     }
-    let filter = match bigpeer_dql::legacy::to_dql(&body.query) {
-        Ok(f) => f,
+    let sort: Vec<(&str, bool)> = body
+        .sort
+        .iter()
+        .map(|s| (s.property.as_str(), matches!(s.direction, Direction::Desc)))
+        .collect();
+    let limit = body
+        .limit
+        .unwrap_or(DEFAULT_FIND_LIMIT)
+        .min(DEFAULT_FIND_LIMIT);
+    let statement = match bigpeer_dql::legacy::find_statement(
+        &body.collection,
+        &body.query,
+        &sort,
+        limit,
+        body.offset,
+    ) {
+        Ok(s) => s,
         Err(e) => return service_error(&state, &ServiceError::Dql(e)),
     };
-    let mut statement = format!("SELECT * FROM {} WHERE {filter}", ident(&body.collection));
-    if !body.sort.is_empty() {
-        let keys: Vec<String> = body
-            .sort
-            .iter()
-            .map(|s| {
-                format!(
-                    "{} {}",
-                    path(&s.property),
-                    if matches!(s.direction, Direction::Desc) {
-                        "DESC"
-                    } else {
-                        "ASC"
-                    }
-                )
-            })
-            .collect();
-        statement.push_str(&format!(" ORDER BY {}", keys.join(", ")));
-    }
-    statement.push_str(&format!(
-        " LIMIT {}",
-        body.limit
-            .unwrap_or(DEFAULT_FIND_LIMIT)
-            .min(DEFAULT_FIND_LIMIT)
-    ));
-    if let Some(o) = body.offset {
-        statement.push_str(&format!(" OFFSET {o}"));
-    }
-    match super::store::execute_retrying(&state, &statement, &body.args, &access).await {
+    match super::store::execute_statement_retrying(&state, &statement, &body.args, &access).await {
         Ok(r) => HttpResponse::Ok().json(FindResponse {
             documents: r.items.into_iter().map(document).collect(),
             txn_id: r.txn,
@@ -451,9 +430,9 @@ async fn find_by_id(
     if let Err(e) = DocId::new(body.id.clone()) {
         return error(StatusCode::BAD_REQUEST, e.code(), e.to_string());
     }
-    let statement = format!("SELECT * FROM {} WHERE _id = :id", ident(&body.collection));
+    let statement = bigpeer_dql::legacy::find_by_id_statement(&body.collection);
     let args = BTreeMap::from([("id".to_owned(), body.id.clone())]);
-    match super::store::execute_retrying(&state, &statement, &args, &access).await {
+    match super::store::execute_statement_retrying(&state, &statement, &args, &access).await {
         Ok(r) => match r.items.into_iter().next() {
             Some(item) => {
                 let doc = document(item);
@@ -544,15 +523,11 @@ async fn count(
     ) {
         return resp;
     }
-    let filter = match bigpeer_dql::legacy::to_dql(&body.query) {
-        Ok(f) => f,
+    let statement = match bigpeer_dql::legacy::count_statement(&body.collection, &body.query) {
+        Ok(s) => s,
         Err(e) => return service_error(&state, &ServiceError::Dql(e)),
     };
-    let statement = format!(
-        "SELECT COUNT(*) AS n FROM {} WHERE {filter}",
-        ident(&body.collection)
-    );
-    match super::store::execute_retrying(&state, &statement, &body.args, &access).await {
+    match super::store::execute_statement_retrying(&state, &statement, &body.args, &access).await {
         Ok(r) => {
             let n = r
                 .items

@@ -426,6 +426,32 @@ pub async fn execute_retrying(
     }
 }
 
+/// [`execute_retrying`] for a statement built as a tree (the legacy routes'): a read whose
+/// connection turns out to be lost is run once more.
+pub async fn execute_statement_retrying(
+    state: &AppState,
+    statement: &bigpeer_dql::ast::Statement,
+    args: &BTreeMap<String, Value>,
+    access: &crate::service::Access,
+) -> Result<ExecuteResult, ServiceError> {
+    use bigpeer_dql::ast::Statement;
+    let run = || state.executor.execute_statement_as(statement, args, access);
+    match run().await {
+        Err(ServiceError::Store(crate::store::StoreError::Database(e)))
+            if crate::store::is_connection_lost(&e)
+                && matches!(
+                    statement,
+                    Statement::Select(_) | Statement::Show(_) | Statement::Explain(_)
+                ) =>
+        {
+            tracing::debug!(error = %e, "a read lost its connection; retrying it once");
+            state.store.health().connection_lost();
+            run().await
+        }
+        other => other,
+    }
+}
+
 /// JSON bodies: malformed JSON, wrong types and unknown fields get a 400, oversized bodies 413,
 /// other content types 415, a body that does not arrive within `body_timeout` 408; in `/store/execute`'s envelope there, in `{code, message}` (the
 /// error body of every other route) elsewhere.
