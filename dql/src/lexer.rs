@@ -156,7 +156,7 @@ fn lexer_message(raw: &str, span: Span) -> String {
 }
 
 /// Character offsets at which each line starts.
-fn line_starts(text: &str) -> Vec<usize> {
+pub(crate) fn line_starts(text: &str) -> Vec<usize> {
     let mut starts = vec![0];
     for (i, ch) in text.chars().enumerate() {
         if ch == '\n' {
@@ -174,6 +174,16 @@ fn offset_of(line_starts: &[usize], line: u64, column: u64) -> usize {
         .copied()
         .unwrap_or(0)
         .saturating_add(col - 1)
+}
+
+/// The span (1-based line and column) of a character offset, given [`line_starts`].
+pub(crate) fn span_at(line_starts: &[usize], offset: usize) -> Span {
+    let line = line_starts.partition_point(|s| *s <= offset).max(1);
+    let start = line_starts.get(line - 1).copied().unwrap_or(0);
+    Span::new(
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(offset - start.min(offset) + 1).unwrap_or(u32::MAX),
+    )
 }
 
 /// Character offset of a span's start.

@@ -28,9 +28,14 @@ pub fn parse(text: &str) -> Result<Statement> {
     Ok(stmt)
 }
 
-/// Parses a standalone expression (used by tests and tools).
+/// Parses a standalone expression (a permission predicate, tests and tools).
 pub fn parse_expression(text: &str) -> Result<Expr> {
-    let toks = tokenize(text)?;
+    parse_expression_tokens(text, tokenize(text)?)
+}
+
+/// Parses an expression from tokens made elsewhere (the legacy query language's translation);
+/// `text` is what their positions point into, for error messages.
+pub(crate) fn parse_expression_tokens(text: &str, toks: Vec<crate::lexer::Tok>) -> Result<Expr> {
     let mut c = Cursor::new(text, toks);
     let e = c.parse_expr()?;
     if !c.at_end() {

@@ -87,6 +87,18 @@ pub fn check_with(
     }
 }
 
+/// Checks a condition on documents on its own, outside any statement (a permission
+/// predicate): every name is a field of the document (no collection name or alias qualifies
+/// it), parameters come from `args`, aggregates are an error (as in a WHERE clause).
+pub fn check_condition(e: &Expr, args: &BTreeMap<String, Value>) -> Result<PExpr> {
+    let r = Resolver {
+        args,
+        qualifier: None,
+        collection: String::new(),
+    };
+    r.resolve(e, &mut Mode::Scalar)
+}
+
 /// In strict mode, how the statement's type declarations see documents.
 fn strict_view(opts: &PlanOptions, coll: &ast::CollectionRef) -> Option<bigpeer_schema::TypeView> {
     opts.strict_mode

@@ -9,7 +9,7 @@ mod functions;
 mod mutation;
 mod select;
 
-pub use check::{check, check_with, PlanOptions};
+pub use check::{check, check_condition, check_with, PlanOptions};
 pub use display::{agg_name, describe};
 pub use explain::explain;
 pub use expr::{AggCall, AggFunc, CmpOp, PExpr};

@@ -1,10 +1,10 @@
 //! The Postgres backend: a plan becomes ONE parameterised SQL statement over the `documents`
 //! table (see `sql/0001_documents.sql`), using the helpers of `sql/0002_dql_functions.sql`.
 //!
-//! Expressions are built as `sqlparser::ast` trees; every user value (literals, parameters,
-//! field names, the collection) is a bind parameter `$n`. The statement is put together from
-//! those printed trees and constant SQL, then parsed and printed again by sqlparser, which
-//! checks that the output is one well-formed statement.
+//! The statement is built as one `sqlparser::ast` tree and printed once: expressions are made
+//! node by node, clauses by filling in constant templates that are parsed once per process
+//! (`template.rs`, the only place that parses SQL). Every user value (literals, parameters,
+//! field names, the collection) is a bind parameter `$n`.
 //!
 //! Index use: `a.b = <scalar>` conjuncts of the WHERE add `value @> $n::jsonb` (GIN
 //! `jsonb_path_ops`); `_id = <id>` and `_id IN [...]` add `id = $n` / `id = ANY($n)` (primary key).
@@ -22,13 +22,13 @@ pub use expr::{compile as compile_expr, truth, Params, Scope};
 
 use bigpeer_schema::{DocId, TypeView, Value};
 use sqlparser::ast::Expr;
-use sqlparser::dialect::PostgreSqlDialect;
 
 use crate::ast::Span;
 use crate::error::{DqlError, Result};
 use crate::plan::{CmpOp, PExpr, Plan, Projection, SelectPlan, Source, Target};
 use build::*;
 use expr::{aggregate, constant_bool, sort_terms};
+use template::Table;
 
 /// A bind parameter. The server binds `$1..$n` in order, with the SQL type given in the text
 /// (`$n::jsonb`, `$n::text`, `$n::bytea`, `$n::bytea[]`, `$n::bigint`).
@@ -62,33 +62,9 @@ pub enum CompiledPlan {
     NoSql,
 }
 
-/// Parses the assembled text with sqlparser's PostgreSQL dialect and prints the tree: the result
-/// is one well-formed statement, printed by sqlparser.
-fn finish(text: &str, params: Params) -> Result<Compiled> {
-    check_params(&params)?;
-    let dialect = PostgreSqlDialect {};
-    let stmts = sqlparser::parser::Parser::new(&dialect)
-        .with_recursion_limit(SQL_RECURSION_LIMIT)
-        .try_with_sql(text)
-        .and_then(|mut p| p.parse_statements())
-        .map_err(|e| internal(format!("generated SQL does not parse: {e}: {text}")))?;
-    match stmts.as_slice() {
-        [one] => Ok(Compiled {
-            sql: one.to_string(),
-            params: params.list,
-        }),
-        _ => Err(internal(format!(
-            "generated SQL is not one statement: {text}"
-        ))),
-    }
-}
-
 fn internal(msg: String) -> DqlError {
     DqlError::evaluation(format!("internal error: {msg}"), Span::NONE)
 }
-
-/// sqlparser's nesting limit while re-reading generated SQL (DQL bounds its own nesting).
-const SQL_RECURSION_LIMIT: usize = 400;
 
 /// Compiles a plan for Postgres.
 pub fn compile(plan: &Plan) -> Result<CompiledPlan> {
@@ -114,17 +90,23 @@ pub fn compile_within(plan: &Plan, permission: Option<&PExpr>) -> Result<Compile
             targets: compile_targets(&r.target, permission)?,
         },
         Plan::Insert(i) => {
+            // SELECT id FROM documents WHERE collection = $1 AND id = ANY($2)
             let mut p = Params::default();
             let coll = p.text(&i.collection);
             let ids = p.add(SqlParam::ByteaArray(
                 i.documents.iter().map(|d| d.id.key()).collect(),
             ));
-            let text = format!(
-                "SELECT id FROM documents WHERE collection = {coll} AND id = ANY({})",
-                cast(ids, bytea_array())
-            );
+            let mut scan = template::Select::new(vec![(col("id"), None)], Table::Documents);
+            scan.conds = vec![
+                bin(col("collection"), sqlparser::ast::BinaryOperator::Eq, coll),
+                bin(
+                    col("id"),
+                    sqlparser::ast::BinaryOperator::Eq,
+                    call("ANY", vec![cast(ids, bytea_array())]),
+                ),
+            ];
             CompiledPlan::Mutation {
-                targets: finish(&text, p)?,
+                targets: built(template::build(scan), p)?,
             }
         }
         Plan::AlterSystem { .. } | Plan::Show { .. } | Plan::Explain(_) => CompiledPlan::NoSql,
@@ -230,24 +212,11 @@ fn prefilters(filter: &PExpr, view: Option<&TypeView>, p: &mut Params) -> Vec<Ex
     out
 }
 
-struct From {
-    table: String,
-    default_order: Vec<String>,
-}
-
-fn source(src: &Source) -> From {
+/// The table a source reads and the columns that order its rows when nothing else does.
+fn source(src: &Source) -> (Table, &'static [&'static str]) {
     match src {
-        Source::Collection(_) => From {
-            table: "documents".to_owned(),
-            default_order: vec!["id".to_owned()],
-        },
-        Source::SystemCollections => From {
-            table: "(SELECT jsonb_build_object('_id', x, 'datasource', 'default', 'name', substr(x, 9)) AS value, \
-                    octet_length(x) AS klen, convert_to(x, 'UTF8') AS kbytes \
-                    FROM (SELECT DISTINCT 'default:' || collection AS x FROM documents WHERE NOT deleted) AS c) AS src"
-                .to_owned(),
-            default_order: vec!["klen".to_owned(), "kbytes".to_owned()],
-        },
+        Source::Collection(_) => (Table::Documents, &["id"]),
+        Source::SystemCollections => (Table::SystemCollections, &["klen", "kbytes"]),
     }
 }
 
@@ -259,14 +228,6 @@ fn id_tie_break() -> Vec<(Expr, bool)> {
         constant("_id"),
     );
     sort_terms(id).into_iter().map(|t| (t, false)).collect()
-}
-
-fn where_clause(conds: &[String]) -> String {
-    if conds.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conds.join(" AND "))
-    }
 }
 
 fn order_exprs(
@@ -281,30 +242,6 @@ fn order_exprs(
         }
     }
     Ok(out)
-}
-
-fn order_terms(order_by: &[(PExpr, bool)], scope: &Scope, p: &mut Params) -> Result<Vec<String>> {
-    Ok(order_exprs(order_by, scope, p)?
-        .into_iter()
-        .map(|(e, desc)| format!("{e} {}", if desc { "DESC" } else { "ASC" }))
-        .collect())
-}
-
-fn window(limit: Option<u64>, offset: Option<u64>, p: &mut Params) -> String {
-    let mut s = String::new();
-    if let Some(l) = limit {
-        s.push_str(&format!(
-            " LIMIT {}",
-            p.int8(i64::try_from(l).unwrap_or(i64::MAX))
-        ));
-    }
-    if let Some(o) = offset {
-        s.push_str(&format!(
-            " OFFSET {}",
-            p.int8(i64::try_from(o).unwrap_or(i64::MAX))
-        ));
-    }
-    s
 }
 
 fn item_expr(projection: &Projection, scope: &Scope, p: &mut Params) -> Result<Expr> {
@@ -323,12 +260,45 @@ fn item_expr(projection: &Projection, scope: &Scope, p: &mut Params) -> Result<E
     Ok(expr::object_with(out, sets))
 }
 
-/// Wraps a query that yields `item` and an ordering so that only the first of equal items stays.
-fn distinct_wrap(item: &Expr, terms: &[String], from_where: &str, tail: &str) -> String {
-    format!(
-        "SELECT item FROM (SELECT item, min(ord) AS ord FROM (SELECT {item} AS item, row_number() OVER (ORDER BY {}) AS ord {from_where}) AS s GROUP BY item) AS d ORDER BY ord{tail}",
-        terms.join(", ")
-    )
+/// `SELECT <item> AS item FROM <from> WHERE <conds> ORDER BY <order> LIMIT .. OFFSET ..`,
+/// keeping only the first of equal items: `SELECT item FROM (SELECT item, min(ord) AS ord
+/// FROM (SELECT <item> AS item, row_number() OVER (ORDER BY <order>) AS ord FROM <from> WHERE
+/// <conds>) AS s GROUP BY item) AS d ORDER BY ord LIMIT .. OFFSET ..`.
+fn items(
+    item: Expr,
+    from: Table,
+    conds: Vec<Expr>,
+    order: Vec<(Expr, bool)>,
+    (limit, offset): (Option<Expr>, Option<Expr>),
+    distinct: bool,
+) -> Option<sqlparser::ast::Query> {
+    let alias = |a: &str| Some(a.to_owned());
+    if !distinct {
+        let mut q = template::Select::new(vec![(item, alias("item"))], from);
+        q.conds = conds;
+        q.order = order;
+        (q.limit, q.offset) = (limit, offset);
+        return template::build(q);
+    }
+    let ord = template::row_number(order)?;
+    let mut numbered =
+        template::Select::new(vec![(item, alias("item")), (ord, alias("ord"))], from);
+    numbered.conds = conds;
+    let mut firsts = template::Select::new(
+        vec![
+            (col("item"), None),
+            (template::min(col("ord")), alias("ord")),
+        ],
+        Table::Query(Box::new(template::build(numbered)?), "s"),
+    );
+    firsts.group_by = vec![col("item")];
+    let mut q = template::Select::new(
+        vec![(col("item"), None)],
+        Table::Query(Box::new(template::build(firsts)?), "d"),
+    );
+    q.order = vec![(col("ord"), false)];
+    (q.limit, q.offset) = (limit, offset);
+    template::build(q)
 }
 
 /// The most sort keys (ORDER BY and GROUP BY together) a statement may have on Postgres: each
@@ -393,10 +363,10 @@ fn scan_conds(
 fn compile_select(s: &SelectPlan, permission: Option<&PExpr>) -> Result<Compiled> {
     check_shape(s.order_by.len(), s.grouping.as_ref())?;
     let mut p = Params::default();
-    let from = source(&s.source);
+    let (table, default_order) = source(&s.source);
     let doc = doc_expr(s.view.as_ref(), &mut p);
     let doc_scope = Scope::document(doc.clone());
-    let cond_exprs = scan_conds(
+    let conds = scan_conds(
         &s.source,
         s.filter.as_ref(),
         permission,
@@ -404,8 +374,6 @@ fn compile_select(s: &SelectPlan, permission: Option<&PExpr>) -> Result<Compiled
         &doc_scope,
         &mut p,
     )?;
-    let conds: Vec<String> = cond_exprs.iter().map(|c| c.to_string()).collect();
-    let from_where = format!("FROM {}{}", from.table, where_clause(&conds));
 
     let Some(g) = &s.grouping else {
         let item = item_expr(&s.projection, &doc_scope, &mut p)?;
@@ -433,63 +401,48 @@ fn compile_select(s: &SelectPlan, permission: Option<&PExpr>) -> Result<Compiled
                 order.push((case(whens, None), false));
             }
         }
-        order.extend(from.default_order.iter().map(|c| (col(c), false)));
-        if !s.distinct && matches!(s.source, Source::Collection(_)) {
-            let (limit, offset) = window_exprs(s.limit, s.offset, &mut p);
-            let scan = template::Scan {
-                item: Some(item),
-                conds: cond_exprs,
-                order,
-                limit,
-                offset,
-                targets: false,
-            };
-            return built(template::build(scan), p);
-        }
-        let terms: Vec<String> = order
-            .iter()
-            .map(|(e, d)| format!("{e} {}", if *d { "DESC" } else { "ASC" }))
-            .collect();
-        let tail = window(s.limit, s.offset, &mut p);
-        let text = if s.distinct {
-            distinct_wrap(&item, &terms, &from_where, &tail)
-        } else {
-            format!(
-                "SELECT {item} AS item {from_where} ORDER BY {}{tail}",
-                terms.join(", ")
-            )
-        };
-        return finish(&text, p);
+        order.extend(default_order.iter().map(|c| (col(c), false)));
+        let window = window_exprs(s.limit, s.offset, &mut p);
+        return built(items(item, table, conds, order, window, s.distinct), p);
     };
 
     // Grouped: keys and the document in `src`, aggregates per group in `g`, then the outer query.
     // The keys are computed on the document in `src`; the aggregates read it as `src.value`.
-    let mut inner_cols = vec![format!("{doc} AS value")];
+    let mut inner_cols = vec![(doc, Some("value".to_owned()))];
     for (i, k) in g.keys.iter().enumerate() {
-        inner_cols.push(format!("{} AS k{i}", compile_expr(k, &doc_scope, &mut p)?));
+        inner_cols.push((compile_expr(k, &doc_scope, &mut p)?, Some(format!("k{i}"))));
     }
+    let mut inner = template::Select::new(inner_cols, table);
+    inner.conds = conds;
     let src_scope = Scope::document(col("value"));
-    let mut group_cols: Vec<String> = (0..g.keys.len()).map(|i| format!("k{i}")).collect();
+    let mut group_cols: Vec<(Expr, Option<String>)> = (0..g.keys.len())
+        .map(|i| (col(&format!("k{i}")), None))
+        .collect();
     for (i, a) in g.aggregates.iter().enumerate() {
-        group_cols.push(format!("{} AS a{i}", aggregate(a, &src_scope, &mut p)?));
+        group_cols.push((aggregate(a, &src_scope, &mut p)?, Some(format!("a{i}"))));
     }
     if group_cols.is_empty() {
-        group_cols.push("1 AS one".to_owned());
+        group_cols.push((int(1), Some("one".to_owned())));
     }
-    let grouping = if g.keys.is_empty() {
-        String::new()
-    } else {
-        let keys: Vec<String> = (0..g.keys.len()).map(|i| format!("k{i}")).collect();
-        let keys = keys.join(", ");
+    let mut grouped = template::Select::new(
+        group_cols,
+        Table::Query(Box::new(built_query(template::build(inner))?), "src"),
+    );
+    if !g.keys.is_empty() {
         // The keys are all grouped or all not (two grouping sets): GROUPING of the first tells
         // which set a row is from (GROUPING takes at most 31 arguments).
-        format!(" GROUP BY GROUPING SETS (({keys}), ()) HAVING (GROUPING(k0) = 0 OR count(*) = 0)")
-    };
-    let grouped = format!(
-        "SELECT {} FROM (SELECT {} {from_where}) AS src{grouping}",
-        group_cols.join(", "),
-        inner_cols.join(", ")
-    );
+        let keys = (0..g.keys.len()).map(|i| col(&format!("k{i}"))).collect();
+        grouped.group_by = vec![Expr::GroupingSets(vec![keys, Vec::new()])];
+        grouped.having = Some(bin(
+            bin(
+                call("GROUPING", vec![col("k0")]),
+                sqlparser::ast::BinaryOperator::Eq,
+                int(0),
+            ),
+            sqlparser::ast::BinaryOperator::Or,
+            bin(count_star(), sqlparser::ast::BinaryOperator::Eq, int(0)),
+        ));
+    }
     let group_scope = Scope {
         doc: None,
         keys: (0..g.keys.len())
@@ -502,30 +455,18 @@ fn compile_select(s: &SelectPlan, permission: Option<&PExpr>) -> Result<Compiled
     let item = item_expr(&s.projection, &group_scope, &mut p)?;
     let mut outer_conds = Vec::new();
     if let Some(h) = &g.having {
-        outer_conds.push(truth(h, &group_scope, &mut p)?.to_string());
+        outer_conds.push(truth(h, &group_scope, &mut p)?);
     }
-    let mut terms = order_terms(&s.order_by, &group_scope, &mut p)?;
+    let mut order = order_exprs(&s.order_by, &group_scope, &mut p)?;
     for k in &group_scope.keys {
-        terms.extend(
-            sort_terms(k.clone())
-                .into_iter()
-                .map(|t| format!("{t} ASC")),
-        );
+        order.extend(sort_terms(k.clone()).into_iter().map(|t| (t, false)));
     }
-    if terms.is_empty() {
-        terms.push("1".to_owned());
+    if order.is_empty() {
+        order.push((int(1), false));
     }
-    let outer_from = format!("FROM ({grouped}) AS g{}", where_clause(&outer_conds));
-    let tail = window(s.limit, s.offset, &mut p);
-    let text = if s.distinct {
-        distinct_wrap(&item, &terms, &outer_from, &tail)
-    } else {
-        format!(
-            "SELECT {item} AS item {outer_from} ORDER BY {}{tail}",
-            terms.join(", ")
-        )
-    };
-    finish(&text, p)
+    let from = Table::Query(Box::new(built_query(template::build(grouped))?), "g");
+    let window = window_exprs(s.limit, s.offset, &mut p);
+    built(items(item, from, outer_conds, order, window, s.distinct), p)
 }
 
 fn compile_targets(t: &Target, permission: Option<&PExpr>) -> Result<Compiled> {
@@ -546,14 +487,11 @@ fn compile_targets(t: &Target, permission: Option<&PExpr>) -> Result<Compiled> {
     }
     order.push((col("id"), false));
     let (limit, offset) = window_exprs(t.limit, t.offset, &mut p);
-    let scan = template::Scan {
-        item: None,
-        conds,
-        order,
-        limit,
-        offset,
-        targets: true,
-    };
+    // SELECT id FROM documents WHERE .. ORDER BY .. LIMIT .. OFFSET ..
+    let mut scan = template::Select::new(vec![(col("id"), None)], Table::Documents);
+    scan.conds = conds;
+    scan.order = order;
+    (scan.limit, scan.offset) = (limit, offset);
     built(template::build(scan), p)
 }
 
@@ -571,15 +509,17 @@ fn check_params(params: &Params) -> Result<()> {
     Ok(())
 }
 
-fn built(sql: Option<String>, params: Params) -> Result<Compiled> {
+fn built_query(q: Option<sqlparser::ast::Query>) -> Result<sqlparser::ast::Query> {
+    q.ok_or_else(|| internal("a statement template does not parse".to_owned()))
+}
+
+/// The statement, printed (the only time it is turned into text).
+fn built(q: Option<sqlparser::ast::Query>, params: Params) -> Result<Compiled> {
     check_params(&params)?;
-    match sql {
-        Some(sql) => Ok(Compiled {
-            sql,
-            params: params.list,
-        }),
-        None => Err(internal("the statement template does not parse".to_owned())),
-    }
+    Ok(Compiled {
+        sql: built_query(q)?.to_string(),
+        params: params.list,
+    })
 }
 
 /// `collection = $n AND NOT deleted` for a collection (nothing for system collections).
@@ -835,5 +775,25 @@ mod tests {
         assert!(!c.sql.contains("FOR UPDATE"), "{}", c.sql);
         let c = compiled("INSERT INTO cars DOCUMENTS ({'_id': 'a'}), ({'_id': 'b'})");
         assert!(c.sql.contains("id = ANY($2::BYTEA[])"), "{}", c.sql);
+    }
+
+    /// The statement is one tree printed once: no SQL text is glued together and parsed
+    /// again. The only parser call is in `template.rs`, on `&'static str` constants, once per
+    /// process.
+    #[test]
+    fn only_constant_templates_are_ever_parsed() {
+        let parser = ["Parser", "::"].concat();
+        for (name, text) in [
+            ("mod.rs", include_str!("mod.rs")),
+            ("expr.rs", include_str!("expr.rs")),
+            ("build.rs", include_str!("build.rs")),
+        ] {
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            assert!(!code.contains(&parser), "{name} parses SQL");
+            assert!(!code.contains("format!(\"SELECT"), "{name} writes SQL text");
+        }
+        let template = include_str!("template.rs");
+        assert_eq!(template.matches(&parser).count(), 1);
+        assert!(template.contains("fn parsed(text: &'static str)"));
     }
 }

@@ -12,7 +12,8 @@ use serde::Deserialize;
 use super::error::{ApiError, Plain, Problem};
 use super::extract::{refuse_nul, Call, Failure, Validate};
 use super::openapi::ErrorMessage;
-use super::store::execute_retrying;
+use super::store::execute_statement_retrying;
+use bigpeer_dql::ast::Statement;
 
 /// Ditto's default and maximum page of `/store/find`.
 pub const DEFAULT_FIND_LIMIT: u64 = 1000;
@@ -139,14 +140,6 @@ pub struct CountResponse {
     pub txn_id: i64,
 }
 
-fn ident(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
-}
-
-fn path(property: &str) -> String {
-    property.split('.').map(ident).collect::<Vec<_>>().join(".")
-}
-
 /// `{"id": <_id>, "fields": {...without _id}}`.
 fn document(item: Value) -> LegacyDocument {
     match item {
@@ -215,52 +208,24 @@ impl Validate for CountRequest {
     }
 }
 
-/// The DQL statement of a `/store/find`.
-fn find_statement(body: &FindRequest) -> Result<String, Problem> {
-    let filter = bigpeer_dql::legacy::to_dql(&body.query)?;
-    let mut statement = format!("SELECT * FROM {} WHERE {filter}", ident(&body.collection));
-    if !body.sort.is_empty() {
-        let keys: Vec<String> = body
-            .sort
-            .iter()
-            .map(|s| {
-                format!(
-                    "{} {}",
-                    path(&s.property),
-                    if matches!(s.direction, Direction::Desc) {
-                        "DESC"
-                    } else {
-                        "ASC"
-                    }
-                )
-            })
-            .collect();
-        statement.push_str(&format!(" ORDER BY {}", keys.join(", ")));
-    }
-    statement.push_str(&format!(
-        " LIMIT {}",
-        body.limit
-            .unwrap_or(DEFAULT_FIND_LIMIT)
-            .min(DEFAULT_FIND_LIMIT)
-    ));
-    if let Some(o) = body.offset {
-        statement.push_str(&format!(" OFFSET {o}"));
-    }
-    Ok(statement)
-}
-
-/// The DQL statement of a `/store/findbyid` (the id is its argument `:id`).
-fn find_by_id_statement(body: &FindByIdRequest) -> String {
-    format!("SELECT * FROM {} WHERE _id = :id", ident(&body.collection))
-}
-
-/// The DQL statement of a `/store/count`, counting into `n`.
-fn count_statement(body: &CountRequest) -> Result<String, Problem> {
-    let filter = bigpeer_dql::legacy::to_dql(&body.query)?;
-    Ok(format!(
-        "SELECT COUNT(*) AS n FROM {} WHERE {filter}",
-        ident(&body.collection)
-    ))
+/// The statement of a `/store/find`, built as a tree (`bigpeer_dql::legacy`).
+fn find_statement(body: &FindRequest) -> Result<Statement, Problem> {
+    let sort: Vec<(&str, bool)> = body
+        .sort
+        .iter()
+        .map(|s| (s.property.as_str(), matches!(s.direction, Direction::Desc)))
+        .collect();
+    let limit = body
+        .limit
+        .unwrap_or(DEFAULT_FIND_LIMIT)
+        .min(DEFAULT_FIND_LIMIT);
+    Ok(bigpeer_dql::legacy::find_statement(
+        &body.collection,
+        &body.query,
+        &sort,
+        limit,
+        body.offset,
+    )?)
 }
 
 /// Find documents with a legacy query.
@@ -311,7 +276,8 @@ fn count_statement(body: &CountRequest) -> Result<String, Problem> {
 )]
 async fn find(call: Call<FindRequest, Plain>) -> Result<HttpResponse, ApiError<Plain>> {
     let statement = find_statement(&call.body)?;
-    let r = execute_retrying(&call.state, &statement, &call.body.args, &call.access).await?;
+    let r =
+        execute_statement_retrying(&call.state, &statement, &call.body.args, &call.access).await?;
     Ok(HttpResponse::Ok().json(FindResponse {
         documents: r.items.into_iter().map(document).collect(),
         txn_id: r.txn,
@@ -367,13 +333,8 @@ async fn find(call: Call<FindRequest, Plain>) -> Result<HttpResponse, ApiError<P
 async fn find_by_id(call: Call<FindByIdRequest, Plain>) -> Result<HttpResponse, ApiError<Plain>> {
     let body = &call.body;
     let args = BTreeMap::from([("id".to_owned(), body.id.clone())]);
-    let r = execute_retrying(
-        &call.state,
-        &find_by_id_statement(body),
-        &args,
-        &call.access,
-    )
-    .await?;
+    let statement = bigpeer_dql::legacy::find_by_id_statement(&body.collection);
+    let r = execute_statement_retrying(&call.state, &statement, &args, &call.access).await?;
     let Some(item) = r.items.into_iter().next() else {
         return Err(Problem::NoSuchDocument(format!(
             "no document {} in collection {:?}",
@@ -434,8 +395,9 @@ async fn find_by_id(call: Call<FindByIdRequest, Plain>) -> Result<HttpResponse, 
     )
 )]
 async fn count(call: Call<CountRequest, Plain>) -> Result<HttpResponse, ApiError<Plain>> {
-    let statement = count_statement(&call.body)?;
-    let r = execute_retrying(&call.state, &statement, &call.body.args, &call.access).await?;
+    let statement = bigpeer_dql::legacy::count_statement(&call.body.collection, &call.body.query)?;
+    let r =
+        execute_statement_retrying(&call.state, &statement, &call.body.args, &call.access).await?;
     let n = r
         .items
         .first()

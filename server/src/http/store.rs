@@ -245,18 +245,39 @@ pub async fn execute_retrying(
     args: &BTreeMap<String, Value>,
     access: &crate::service::Access,
 ) -> Result<ExecuteResult, ServiceError> {
-    use bigpeer_dql::ast::Statement;
     match state.executor.execute_as(statement, args, access).await {
         Err(ServiceError::Store(crate::store::StoreError::Database(e)))
-            if crate::store::is_connection_lost(&e)
-                && matches!(
-                    bigpeer_dql::parse(statement),
-                    Ok(Statement::Select(_) | Statement::Show(_) | Statement::Explain(_))
-                ) =>
+            if crate::store::is_connection_lost(&e) && state.executor.is_read(statement) =>
         {
             tracing::debug!(error = %e, "a read lost its connection; retrying it once");
             state.store.health().connection_lost();
             state.executor.execute_as(statement, args, access).await
+        }
+        other => other,
+    }
+}
+
+/// [`execute_retrying`] for a statement built as a tree (the legacy routes'): a read whose
+/// connection turns out to be lost is run once more.
+pub async fn execute_statement_retrying(
+    state: &AppState,
+    statement: &bigpeer_dql::ast::Statement,
+    args: &BTreeMap<String, Value>,
+    access: &crate::service::Access,
+) -> Result<ExecuteResult, ServiceError> {
+    use bigpeer_dql::ast::Statement;
+    let run = || state.executor.execute_statement_as(statement, args, access);
+    match run().await {
+        Err(ServiceError::Store(crate::store::StoreError::Database(e)))
+            if crate::store::is_connection_lost(&e)
+                && matches!(
+                    statement,
+                    Statement::Select(_) | Statement::Show(_) | Statement::Explain(_)
+                ) =>
+        {
+            tracing::debug!(error = %e, "a read lost its connection; retrying it once");
+            state.store.health().connection_lost();
+            run().await
         }
         other => other,
     }

@@ -8,8 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use bigpeer_dql::plan::{self, PExpr, Plan};
-use bigpeer_schema::Value;
+use bigpeer_dql::plan::{self, PExpr};
 
 use super::ServiceError;
 use crate::auth::{AuthError, Permission, Permissions, Scope};
@@ -81,7 +80,9 @@ fn resolve(
     }
 }
 
-/// Resolves one permission predicate.
+/// Resolves one permission predicate: a DQL expression (`qlVersion: 1`) or a legacy query,
+/// read as an expression on its own (no statement is written around it, so nothing after the
+/// expression is taken as a clause of one) and checked as a condition on the whole document.
 fn predicate(query: &str, ql_version: Option<u8>) -> Result<PExpr, ServiceError> {
     let bad = |e: bigpeer_dql::DqlError| {
         ServiceError::Auth(AuthError::InvalidRequest(format!(
@@ -89,18 +90,12 @@ fn predicate(query: &str, ql_version: Option<u8>) -> Result<PExpr, ServiceError>
             e.message
         )))
     };
-    let dql = match ql_version {
-        Some(1) => query.to_owned(),
-        _ => bigpeer_dql::legacy::to_dql(query).map_err(bad)?,
-    };
-    let stmt =
-        bigpeer_dql::parse(&format!("SELECT * FROM permission_check WHERE {dql}")).map_err(bad)?;
-    match plan::check(&stmt, &BTreeMap::new()).map_err(bad)? {
-        Plan::Select(s) => Ok(s.filter.unwrap_or(PExpr::Lit(Value::Bool(true)))),
-        _ => Err(ServiceError::Auth(AuthError::InvalidRequest(format!(
-            "permission query {query:?} is not a predicate"
-        )))),
+    let expr = match ql_version {
+        Some(1) => bigpeer_dql::parser::parse_expression(query),
+        _ => bigpeer_dql::legacy::to_expr(query),
     }
+    .map_err(bad)?;
+    plan::check_condition(&expr, &BTreeMap::new()).map_err(bad)
 }
 
 /// Checks every predicate a permission set holds (so a bad key is refused when it is made).
@@ -159,5 +154,44 @@ mod tests {
             r#"{"write":{"queriesByCollection":{"c":["_id.loc == $args.x"]}}}"#
         ))
         .is_err());
+    }
+
+    #[test]
+    fn a_predicate_is_an_expression_not_the_tail_of_a_statement() {
+        // Once read as `SELECT * FROM permission_check WHERE <predicate>`: clauses after the
+        // expression were taken and dropped (`LIMIT 0` limited nothing).
+        for tail in [
+            "owner = 'alice' LIMIT 0",
+            "true ORDER BY secret",
+            "owner = 'alice' GROUP BY owner",
+            "true OFFSET 5",
+        ] {
+            let p = perms(&format!(
+                r#"{{"read":{{"queriesByCollection":{{"c":["{tail}"]}}}},"qlVersion":1}}"#
+            ));
+            let err = validate(&p).expect_err(tail);
+            assert_eq!(err.code(), "auth/invalid-request", "{tail}");
+        }
+    }
+
+    #[test]
+    fn no_name_in_a_predicate_is_taken_for_a_collection() {
+        // Once `permission_check.team` was the field `team` (the made-up collection's name
+        // qualified it) and `permission_check` the whole document.
+        let team = PExpr::Cmp(
+            plan::CmpOp::Eq,
+            PExpr::Field(vec!["permission_check".into(), "team".into()]).boxed(),
+            PExpr::Lit(bigpeer_schema::Value::String("a".into())).boxed(),
+        );
+        for json in [
+            r#"{"read":{"queriesByCollection":{"c":["permission_check.team = 'a'"]}},"qlVersion":1}"#,
+            r#"{"read":{"queriesByCollection":{"c":["permission_check.team == 'a'"]}}}"#,
+        ] {
+            let a = Access::new(perms(json));
+            assert_eq!(
+                a.read("c").expect("resolves"),
+                Allowed::Matching(team.clone())
+            );
+        }
     }
 }

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
+use bigpeer_dql::ast::Statement;
 use bigpeer_dql::eval::{self, InsertOutcome};
 use bigpeer_dql::plan::{self, PExpr, Plan, PlanOptions, RemoveKind, Source};
 use bigpeer_dql::settings::Settings;
@@ -185,6 +186,17 @@ impl Executor {
         Ok(p)
     }
 
+    /// Whether a statement only reads (SELECT, SHOW, EXPLAIN), from the cache of parsed
+    /// statements: a read may be run again when its connection is lost, a write may not.
+    pub fn is_read(&self, statement: &str) -> bool {
+        self.prepare(statement).is_ok_and(|p| {
+            matches!(
+                p.stmt,
+                Statement::Select(_) | Statement::Show(_) | Statement::Explain(_)
+            )
+        })
+    }
+
     /// How many compiled statements are cached (for tests).
     pub fn cached_statements(&self) -> u64 {
         self.prepared.run_pending_tasks();
@@ -211,6 +223,21 @@ impl Executor {
     ) -> Result<ExecuteResult, ServiceError> {
         let prepared = self.prepare(statement)?;
         let plan = plan::check_with(&prepared.stmt, args, &prepared.opts)?;
+        self.run(plan, access).await
+    }
+
+    /// Checks and runs a statement built as a tree (the legacy routes' statements) within
+    /// `access`, as [`Executor::execute_as`] runs a text: no text is written or parsed.
+    pub async fn execute_statement_as(
+        &self,
+        statement: &Statement,
+        args: &BTreeMap<String, Value>,
+        access: &Access,
+    ) -> Result<ExecuteResult, ServiceError> {
+        let opts = PlanOptions {
+            strict_mode: self.strict_mode.load(Ordering::Acquire),
+        };
+        let plan = plan::check_with(statement, args, &opts)?;
         self.run(plan, access).await
     }
 
@@ -314,15 +341,22 @@ impl Executor {
             Allowed::Nothing => return Ok(false),
             Allowed::Matching(p) => p,
         };
-        let probe = plan::check(
-            &bigpeer_dql::parse("SELECT _id FROM c LIMIT 1")?,
-            &BTreeMap::new(),
-        )?;
-        let Plan::Select(mut select) = probe else {
-            return Ok(false);
+        // `SELECT _id FROM collection LIMIT 1`, within the permission.
+        let probe = plan::SelectPlan {
+            source: Source::Collection(collection.to_owned()),
+            filter: None,
+            distinct: false,
+            projection: plan::Projection::Fields(vec![(
+                "_id".to_owned(),
+                PExpr::Field(vec!["_id".to_owned()]),
+            )]),
+            grouping: None,
+            order_by: Vec::new(),
+            limit: Some(1),
+            offset: None,
+            view: None,
         };
-        select.source = Source::Collection(collection.to_owned());
-        match sql::compile_within(&Plan::Select(select), Some(&permission))? {
+        match sql::compile_within(&Plan::Select(probe), Some(&permission))? {
             CompiledPlan::Query(c) => Ok(!self.query_items(&c, true).await?.is_empty()),
             _ => Ok(false),
         }

@@ -1,8 +1,8 @@
 //! Ditto's legacy write RPC (`/store/write`): a batch of `upsert` / `update` / `remove`
 //! commands applied atomically, in one transaction.
 //!
-//! Every command is translated to a DQL statement (its legacy query through
-//! [`bigpeer_dql::legacy::to_dql`]) and checked first, so a malformed command or an invalid
+//! Every command is built as a DQL statement tree (its legacy query through
+//! [`bigpeer_dql::legacy::to_expr`]; no DQL text is written) and checked first, so a malformed command or an invalid
 //! query fails before anything runs. Then the targets of the whole batch are gathered (the ids
 //! of upserts; a snapshot read for the filters of updates and removes, plus every document an
 //! earlier command of the batch touches in the same collection, as it may match once that
@@ -17,6 +17,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
+use bigpeer_dql::ast::{
+    Apply, ApplyOp, Assignment, CollectionRef, ConflictPolicy, CrdtType, Delete, DeleteKind, Expr,
+    ExprKind, FieldPath, Insert, Span, Statement, TypeDef, Update,
+};
 use bigpeer_dql::plan::{self, Plan, PlanOptions, UpdatePlan};
 use bigpeer_schema::crdt::{Component, Slot};
 use bigpeer_schema::{CounterKind, DocId, ObjectMode, Op, Value, VersionVector};
@@ -217,36 +221,26 @@ pub fn parse_path(path: &str) -> Result<Vec<String>, ServiceError> {
     Ok(out)
 }
 
-fn ident(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
-}
-
-fn dql_path(path: &[String]) -> String {
-    path.iter().map(|p| ident(p)).collect::<Vec<_>>().join(".")
-}
-
-/// A type definition clause `(a MAP(b PN_COUNTER), c ATTACHMENT)` for the given paths.
-fn type_clause(types: &[(Vec<String>, &'static str)]) -> String {
+/// The type definitions `(a MAP(b PN_COUNTER), c ATTACHMENT)` for the given paths: a path's
+/// parents are maps.
+fn type_defs(types: &[(Vec<String>, CrdtType)]) -> Vec<TypeDef> {
     #[derive(Default)]
     struct Node {
-        ty: Option<&'static str>,
+        ty: Option<CrdtType>,
         children: BTreeMap<String, Node>,
     }
-    fn render(n: &BTreeMap<String, Node>) -> String {
-        let parts: Vec<String> = n
-            .iter()
-            .map(|(k, c)| {
-                if c.children.is_empty() {
-                    format!("{} {}", ident(k), c.ty.unwrap_or("REGISTER"))
+    fn defs(n: BTreeMap<String, Node>) -> Vec<TypeDef> {
+        n.into_iter()
+            .map(|(field, c)| TypeDef {
+                field,
+                ty: if c.children.is_empty() {
+                    c.ty.unwrap_or(CrdtType::Register)
                 } else {
-                    format!("{} MAP({})", ident(k), render(&c.children))
-                }
+                    CrdtType::Map(defs(c.children))
+                },
+                span: Span::NONE,
             })
-            .collect();
-        parts.join(", ")
-    }
-    if types.is_empty() {
-        return String::new();
+            .collect()
     }
     let mut root: BTreeMap<String, Node> = BTreeMap::new();
     for (path, ty) in types {
@@ -254,12 +248,47 @@ fn type_clause(types: &[(Vec<String>, &'static str)]) -> String {
         for (i, key) in path.iter().enumerate() {
             let node = level.entry(key.clone()).or_default();
             if i + 1 == path.len() {
-                node.ty = Some(ty);
+                node.ty = Some(ty.clone());
             }
             level = &mut node.children;
         }
     }
-    format!(" ({})", render(&root))
+    defs(root)
+}
+
+/// `[COLLECTION] name [(type definitions)]`.
+fn collection_ref(name: &str, keyword: bool, types: &[(Vec<String>, CrdtType)]) -> CollectionRef {
+    CollectionRef {
+        name: name.to_owned(),
+        system: false,
+        keyword,
+        types: type_defs(types),
+        alias: None,
+        span: Span::NONE,
+    }
+}
+
+fn param(name: &str) -> Expr {
+    Expr::new(ExprKind::Param(name.to_owned()), Span::NONE)
+}
+
+fn field_path(keys: Vec<String>) -> FieldPath {
+    FieldPath {
+        keys,
+        span: Span::NONE,
+    }
+}
+
+/// `DELETE FROM collection WHERE filter`.
+fn delete(collection: &str, filter: Expr) -> Statement {
+    Statement::Delete(Delete {
+        kind: DeleteKind::Delete,
+        collection: collection_ref(collection, false, &[]),
+        filter: Some(filter),
+        order_by: Vec::new(),
+        limit: None,
+        offset: None,
+    })
 }
 
 /// A name for a generated statement argument that the caller's arguments do not use.
@@ -278,9 +307,10 @@ fn collection_name(c: &str) -> Result<(), ServiceError> {
 }
 
 /// A command as DQL: the statement, its arguments and the `replaceWithCounter` paths.
-type Translated = (String, BTreeMap<String, Value>, Vec<Vec<String>>);
+type Translated = (Statement, BTreeMap<String, Value>, Vec<Vec<String>>);
 
-/// The DQL statement and arguments of one command, plus its `replaceWithCounter` paths.
+/// The DQL statement (built as a tree) and arguments of one command, plus its
+/// `replaceWithCounter` paths.
 fn translate(cmd: &WriteCommand) -> Result<Translated, ServiceError> {
     match cmd {
         WriteCommand::Upsert {
@@ -314,26 +344,29 @@ fn translate(cmd: &WriteCommand) -> Result<Translated, ServiceError> {
                 defs.push((
                     parse_path(path)?,
                     match ty {
-                        FieldType::Counter => "PN_COUNTER",
-                        FieldType::Register => "REGISTER",
-                        FieldType::Map => "MAP",
-                        FieldType::Attachment => "ATTACHMENT",
+                        FieldType::Counter => CrdtType::PnCounter,
+                        FieldType::Register => CrdtType::Register,
+                        FieldType::Map => CrdtType::Map(Vec::new()),
+                        FieldType::Attachment => CrdtType::Attachment,
                     },
                 ));
             }
-            let (initial, conflict) = match strategy {
-                WriteStrategy::Merge => ("", " ON ID CONFLICT DO UPDATE"),
-                WriteStrategy::InsertIfAbsent => ("", " ON ID CONFLICT DO NOTHING"),
-                WriteStrategy::InsertDefaultIfAbsent => ("INITIAL ", ""),
+            let (initial, on_conflict) = match strategy {
+                WriteStrategy::Merge => (false, Some(ConflictPolicy::DoUpdate)),
+                WriteStrategy::InsertIfAbsent => (false, Some(ConflictPolicy::DoNothing)),
+                WriteStrategy::InsertDefaultIfAbsent => (true, None),
                 WriteStrategy::UpdateDifferentValues => {
-                    ("", " ON ID CONFLICT DO UPDATE_LOCAL_DIFF")
+                    (false, Some(ConflictPolicy::DoUpdateLocalDiff))
                 }
             };
-            let statement = format!(
-                "INSERT INTO COLLECTION {}{} {initial}DOCUMENTS (:doc){conflict}",
-                ident(collection),
-                type_clause(&defs)
-            );
+            // INSERT INTO COLLECTION name (types) [INITIAL] DOCUMENTS (:doc) [ON ID CONFLICT ...]
+            let statement = Statement::Insert(Insert {
+                collection: collection_ref(collection, true, &defs),
+                initial,
+                values_keyword: false,
+                documents: vec![param("doc")],
+                on_conflict,
+            });
             let args = BTreeMap::from([("doc".to_owned(), Value::Object(doc))]);
             Ok((statement, args, Vec::new()))
         }
@@ -347,51 +380,55 @@ fn translate(cmd: &WriteCommand) -> Result<Translated, ServiceError> {
             if ops.is_empty() {
                 return Err(invalid("an update needs at least one command".into()));
             }
-            let filter = bigpeer_dql::legacy::to_dql(query)?;
+            let filter = bigpeer_dql::legacy::to_expr(query)?;
             let mut args = args.clone();
-            let (mut sets, mut applies, mut defs, mut counters) =
+            let (mut set, mut apply, mut defs, mut counters) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for (n, op) in ops.iter().enumerate() {
                 let arg = fresh_arg(&args, n);
                 match op {
                     UpdateOp::Set { path, value } => {
-                        sets.push(format!("{} = :{arg}", dql_path(&parse_path(path)?)));
+                        set.push(Assignment {
+                            path: field_path(parse_path(path)?),
+                            value: param(&arg),
+                        });
                         args.insert(arg, value.clone());
                     }
                     UpdateOp::SetAttachment { path, value } => {
                         let p = parse_path(path)?;
-                        sets.push(format!("{} = :{arg}", dql_path(&p)));
-                        defs.push((p, "ATTACHMENT"));
+                        set.push(Assignment {
+                            path: field_path(p.clone()),
+                            value: param(&arg),
+                        });
+                        defs.push((p, CrdtType::Attachment));
                         args.insert(arg, value.clone());
                     }
                     UpdateOp::Increment { path, by } => {
-                        applies.push(format!(
-                            "{} PN_INCREMENT BY :{arg}",
-                            dql_path(&parse_path(path)?)
-                        ));
+                        apply.push(Apply {
+                            path: field_path(parse_path(path)?),
+                            op: ApplyOp::PnIncrement(param(&arg)),
+                        });
                         args.insert(arg, by.clone());
                     }
                     UpdateOp::ReplaceWithCounter { path } => counters.push(parse_path(path)?),
                 }
             }
-            let statement = if sets.is_empty() && applies.is_empty() {
+            let statement = if set.is_empty() && apply.is_empty() {
                 // Only counter replacements, which the job applies itself: the statement gives
                 // the filter.
-                format!("DELETE FROM {} WHERE {filter}", ident(collection))
+                delete(collection, filter)
             } else {
-                let mut s = format!(
-                    "UPDATE COLLECTION {}{}",
-                    ident(collection),
-                    type_clause(&defs)
-                );
-                if !applies.is_empty() {
-                    s.push_str(&format!(" APPLY {}", applies.join(", ")));
-                }
-                if !sets.is_empty() {
-                    s.push_str(&format!(" SET {}", sets.join(", ")));
-                }
-                s.push_str(&format!(" WHERE {filter}"));
-                s
+                // UPDATE COLLECTION name (types) APPLY ... SET ... WHERE filter
+                Statement::Update(Update {
+                    collection: collection_ref(collection, true, &defs),
+                    apply,
+                    set,
+                    unset: Vec::new(),
+                    filter: Some(filter),
+                    order_by: Vec::new(),
+                    limit: None,
+                    offset: None,
+                })
             };
             Ok((statement, args, counters))
         }
@@ -401,12 +438,8 @@ fn translate(cmd: &WriteCommand) -> Result<Translated, ServiceError> {
             args,
         } => {
             collection_name(collection)?;
-            let filter = bigpeer_dql::legacy::to_dql(query)?;
-            Ok((
-                format!("DELETE FROM {} WHERE {filter}", ident(collection)),
-                args.clone(),
-                Vec::new(),
-            ))
+            let filter = bigpeer_dql::legacy::to_expr(query)?;
+            Ok((delete(collection, filter), args.clone(), Vec::new()))
         }
     }
 }
@@ -474,10 +507,7 @@ impl Executor {
         let mut planned = Vec::with_capacity(commands.len());
         for (i, cmd) in commands.iter().enumerate() {
             let (statement, args, counters) = translate(cmd).map_err(BatchError::at(i))?;
-            let prepared = self
-                .prepare(&statement)
-                .map_err(|e| BatchError::at(i)(ServiceError::Dql(e)))?;
-            let mut plan = plan::check_with(&prepared.stmt, &args, &opts)
+            let mut plan = plan::check_with(&statement, &args, &opts)
                 .map_err(|e| BatchError::at(i)(ServiceError::Dql(e)))?;
             if let (WriteCommand::Update { .. }, Plan::Remove(r)) = (cmd, &plan) {
                 // Counter replacements only: an update with no actions of its own.
@@ -635,14 +665,60 @@ mod tests {
 
     #[test]
     fn type_clauses_nest() {
+        let defs = type_defs(&[
+            (vec!["a".into(), "b".into()], CrdtType::PnCounter),
+            (vec!["c".into()], CrdtType::Attachment),
+            (vec!["a".into(), "d".into()], CrdtType::Register),
+        ]);
+        let printed: Vec<String> = defs.iter().map(ToString::to_string).collect();
         assert_eq!(
-            type_clause(&[
-                (vec!["a".into(), "b".into()], "PN_COUNTER"),
-                (vec!["c".into()], "ATTACHMENT"),
-                (vec!["a".into(), "d".into()], "REGISTER"),
-            ]),
-            " (`a` MAP(`b` PN_COUNTER, `d` REGISTER), `c` ATTACHMENT)"
+            printed.join(", "),
+            "a MAP(b PN_COUNTER, d REGISTER), c ATTACHMENT"
         );
-        assert_eq!(type_clause(&[]), "");
+        assert!(type_defs(&[]).is_empty());
+    }
+
+    /// The statements the server makes itself (legacy routes and writes, permission
+    /// predicates, probes) are built as trees: no server code writes DQL text for the parser to
+    /// read back. DQL text comes only from clients.
+    #[test]
+    fn no_server_code_writes_dql_text_to_parse_it() {
+        fn sources(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+            for entry in std::fs::read_dir(dir).expect("server sources").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    sources(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs")
+                    && path.file_name().is_some_and(|n| n != "tests.rs")
+                {
+                    let text = std::fs::read_to_string(&path).expect("readable");
+                    // Only the code, not its unit tests; without white space, so that a
+                    // `format!(` spread over lines is seen too.
+                    let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+                    let code = code.split_whitespace().collect::<String>();
+                    out.push((path.display().to_string(), code));
+                }
+            }
+        }
+        let mut files = Vec::new();
+        sources(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        assert!(files.len() > 20, "found {} files", files.len());
+        let q = '"';
+        let needles: Vec<String> = ["SELECT", "INSERT", "UPDATE", "DELETE", "EVICT"]
+            .iter()
+            .map(|kw| format!("format!({q}{kw}"))
+            .chain([["to_", "dql("].concat(), ["permission", "_check"].concat()])
+            .collect();
+        for (name, code) in &files {
+            if name.contains("/store/") {
+                continue; // Postgres SQL, not DQL
+            }
+            for needle in &needles {
+                assert!(!code.contains(needle.as_str()), "{name} has {needle}");
+            }
+        }
     }
 }
