@@ -41,10 +41,15 @@ impl CommitWatch {
                 newer
             });
         };
+        // The listener's connection is the pool's: the task ends when the pool closes, so that
+        // `Store::close` does not wait for it.
+        let closed = store.pool.close_event();
         tokio::spawn(async move {
+            tokio::pin!(closed);
             loop {
                 tokio::select! {
                     _ = &mut stopped => break,
+                    _ = &mut closed => break,
                     n = listener.try_recv() => match n {
                         Ok(Some(n)) => {
                             if let Ok(txn) = n.payload().parse::<i64>() {
