@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bigpeer_schema::wire::{Cursor, DocChange, Msg, PushResult, SubStatus, MINOR};
 use bigpeer_schema::{DocId, SiteId, Value, VersionVector};
 
-use crate::{Failure, Frames, Millis};
+use crate::{Failure, Frames, Millis, FEATURE_FRESH_TOMBSTONES};
 
 /// Bytes of deltas per `Push` at most (well under the big peer's frame limit).
 pub const PUSH_BYTES: usize = 1024 * 1024;
@@ -212,7 +212,7 @@ impl ClientSession {
             minor: MINOR,
             site: s.config.site,
             token: s.config.token.clone(),
-            features: Vec::new(),
+            features: vec![FEATURE_FRESH_TOMBSTONES.to_owned()],
             last_sync_ms: 0,
         };
         s.send(now, &hello);
