@@ -18,8 +18,9 @@ fi
 echo "check-layers: OK: sqlx only in server/src/store"
 
 # Protocol logic lives in sync-core only: the crate depends on nothing but bigpeer-schema (no
-# async runtime, no IO), and the server's sync shell never builds or reads a protocol message
-# itself (wire::Msg): it moves frames and runs the store's answers to the core's requests.
+# async runtime, no IO), and the sync shells (the server's, the small peer's) never build or read
+# a protocol message themselves (wire::Msg): they move frames and run the store's answers to the
+# core's requests.
 deps=$(awk '/^\[dependencies\]/{on=1; next} /^\[/{on=0} on && /^[a-zA-Z0-9_-]+/{print $1}' \
     sync-core/Cargo.toml | grep -v "^bigpeer-schema" || true)
 if [[ -n "$deps" ]]; then
@@ -33,6 +34,18 @@ shell=$(grep -rnE "\bMsg\b" server/src/sync --include=*.rs \
 if [[ -n "$shell" ]]; then
     echo "scripts/check-layers: protocol messages handled outside sync-core (server/src/sync is a shell):" >&2
     echo "$shell" >&2
+    exit 1
+fi
+# The small peer's sync session is a shell too: small-peer/src/sync (each file up to its test
+# module) neither builds nor reads a protocol message, and imports no wire glob that would.
+peer=$(find small-peer/src/sync -name '*.rs' | sort | while read -r f; do
+        awk -v f="$f" '/^#\[cfg\(test\)\]/ { exit } { print f ":" NR ":" $0 }' "$f"
+    done \
+    | grep -E "\bMsg\b|wire::\*" \
+    | grep -vE "^[^:]+:[0-9]+:\s*//" || true)
+if [[ -n "$peer" ]]; then
+    echo "scripts/check-layers: protocol messages handled outside sync-core (small-peer/src/sync is a shell):" >&2
+    echo "$peer" >&2
     exit 1
 fi
 echo "check-layers: OK: protocol logic only in sync-core"

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bigpeer_schema::wire::{Cursor, DocChange, Msg, PushResult, SubStatus, MINOR};
 use bigpeer_schema::{DocId, SiteId, Value, VersionVector};
 
-use crate::{Failure, Frames, Millis};
+use crate::{Failure, Frames, Millis, FEATURE_FRESH_TOMBSTONES};
 
 /// Bytes of deltas per `Push` at most (well under the big peer's frame limit).
 pub const PUSH_BYTES: usize = 1024 * 1024;
@@ -132,7 +132,7 @@ enum Inline {
     Resume,
     SaveCursor { key: String },
     Outbox,
-    RecordPush { push: u64 },
+    RecordPush { push: u64, denied: Vec<Event> },
     Delta,
 }
 
@@ -212,7 +212,7 @@ impl ClientSession {
             minor: MINOR,
             site: s.config.site,
             token: s.config.token.clone(),
-            features: Vec::new(),
+            features: vec![FEATURE_FRESH_TOMBSTONES.to_owned()],
             last_sync_ms: 0,
         };
         s.send(now, &hello);
@@ -306,7 +306,7 @@ impl ClientSession {
         self.send(now, &bye);
     }
 
-    /// A binary message received (a text message is `text: true`).
+    /// A binary message received (a text message: [`ClientSession::on_text`]).
     pub fn on_frame(&mut self, now: Millis, bytes: &[u8]) -> Result<(), Failure> {
         self.last_received = now;
         let msg = Msg::decode(bytes).map_err(|e| {
@@ -320,6 +320,12 @@ impl ClientSession {
         }
         self.backlog.push_back(msg);
         Ok(())
+    }
+
+    /// A transport frame that carries no protocol message (a WebSocket ping or pong): the
+    /// connection is alive.
+    pub fn on_transport_frame(&mut self, now: Millis) {
+        self.last_received = now;
     }
 
     /// A text message received: not part of the protocol.
@@ -437,16 +443,21 @@ impl ClientSession {
                         format!("push acknowledgement for unknown push {push}"),
                     ));
                 };
-                for (c, r) in changes.iter().zip(&results) {
-                    if let PushResult::Denied { code } = r {
-                        self.events.push_back(Event::Denied {
+                // Reported once the store has recorded them (the application then sees the
+                // denial and the outbox that no longer offers the change together).
+                let denied = changes
+                    .iter()
+                    .zip(&results)
+                    .filter_map(|(c, r)| match r {
+                        PushResult::Denied { code } => Some(Event::Denied {
                             collection: c.collection.clone(),
                             id: c.id.clone(),
                             code: code.clone(),
-                        });
-                    }
-                }
-                self.inline = Inline::RecordPush { push };
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                self.inline = Inline::RecordPush { push, denied };
                 self.requests
                     .push_back(Request::RecordPush { changes, results });
                 Ok(())
@@ -656,10 +667,11 @@ impl ClientSession {
         push
     }
 
-    /// The answer to [`Request::RecordPush`]: the next part of the outbox goes out when this was
-    /// the outbox's push.
+    /// The answer to [`Request::RecordPush`]: reports the denied changes ([`Event::Denied`]); the
+    /// next part of the outbox goes out when this was the outbox's push.
     pub fn push_recorded(&mut self) -> Result<(), Failure> {
-        if let Inline::RecordPush { push } = self.answered("push")? {
+        if let Inline::RecordPush { push, denied } = self.answered("push")? {
+            self.events.extend(denied);
             if self.outbox_push == Some(push) {
                 self.outbox_push = None;
                 self.outbox_wanted = true;

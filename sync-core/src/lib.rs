@@ -28,6 +28,12 @@ pub mod serve;
 
 use std::collections::VecDeque;
 
+/// The `Hello` feature by which a peer asks for tombstones in fresh subscriptions too
+/// (`docs/sync-protocol.md`, section 4): it may hold documents of the collection without a cursor
+/// (its own writes, another subscription's, a cursor forgotten or of another epoch), and keeps
+/// them live when their deletion never reaches it. Every [`client::ClientSession`] announces it.
+pub const FEATURE_FRESH_TOMBSTONES: &str = "fresh-tombstones";
+
 /// Milliseconds of the shell's monotonic clock (any origin, never going back).
 pub type Millis = u64;
 

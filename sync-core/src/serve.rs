@@ -32,6 +32,7 @@ use bigpeer_schema::{Delta, Doc, DocId, SchemaError, SiteId, Value, VersionVecto
 use crate::known::{change_for, materialize_with_id, remember, DocKey, Known, LiveDoc, Pending};
 use crate::{
     Frames, Inbound, Millis, Stop, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_PROTOCOL, CLOSE_TOO_BIG,
+    FEATURE_FRESH_TOMBSTONES,
 };
 
 /// Documents read per page of an initial sync (a page is one batch unless it passes
@@ -227,6 +228,8 @@ struct Open<D, P: Policy> {
     site: SiteId,
     expires_at: Option<Millis>,
     epoch: String,
+    /// Fresh subscriptions get tombstones too (the peer asked for them in its hello).
+    fresh_tombstones: bool,
     subs: BTreeMap<u32, Sub<P::Filter>>,
     /// The newest feed sequence number processed.
     feed_seq: i64,
@@ -248,6 +251,8 @@ enum State<D, P: Policy> {
     Hello {
         minor: u16,
         site: SiteId,
+        /// The peer asked for tombstones in fresh subscriptions ([`FEATURE_FRESH_TOMBSTONES`]).
+        fresh_tombstones: bool,
     },
     Open(Box<Open<D, P>>),
 }
@@ -445,9 +450,18 @@ impl<D: LiveDoc, P: Policy> ServerSession<D, P> {
         let open = matches!(self.state, State::Open(_));
         match msg {
             Msg::Hello {
-                minor, site, token, ..
+                minor,
+                site,
+                token,
+                features,
+                ..
             } if matches!(self.state, State::AwaitingHello) => {
-                self.state = State::Hello { minor, site };
+                let fresh_tombstones = features.iter().any(|f| f == FEATURE_FRESH_TOMBSTONES);
+                self.state = State::Hello {
+                    minor,
+                    site,
+                    fresh_tombstones,
+                };
                 Ok(Some(Request::Hello { minor, site, token }))
             }
             m if !open && !matches!(self.state, State::Open(_)) => Err(Stop::fatal(
@@ -533,7 +547,12 @@ impl<D: LiveDoc, P: Policy> ServerSession<D, P> {
     // `min(client, server)`: a no-op while the protocol has minor 0.
     #[allow(clippy::unnecessary_min_or_max)]
     pub fn opened(&mut self, now: Millis, o: Opened<P>) -> Result<(), Stop> {
-        let State::Hello { minor, site } = self.state else {
+        let State::Hello {
+            minor,
+            site,
+            fresh_tombstones,
+        } = self.state
+        else {
             return Err(unexpected("an answer to no hello"));
         };
         self.state = State::Open(Box::new(Open {
@@ -543,6 +562,7 @@ impl<D: LiveDoc, P: Policy> ServerSession<D, P> {
                 .expires_in
                 .map(|s| now.saturating_add(s.saturating_mul(1000))),
             epoch: o.epoch,
+            fresh_tombstones,
             subs: BTreeMap::new(),
             feed_seq: o.feed_seq,
             pending: Pending::default(),
@@ -606,11 +626,14 @@ impl<D: LiveDoc, P: Policy> ServerSession<D, P> {
                 message: format!("a session may hold at most {max_subscriptions} subscriptions"),
             },
             Ok(plan) => {
+                // A fresh subscription's first page leaves tombstones out, unless the peer
+                // asked for them: without a usable cursor it may still hold documents of the
+                // collection that were deleted here since.
                 let (after, tombstones) = match cursor {
                     Some(c) if c.epoch == o.epoch => {
                         (i64::try_from(c.seq).unwrap_or(i64::MAX), true)
                     }
-                    _ => (0, false),
+                    _ => (0, o.fresh_tombstones),
                 };
                 o.subs.insert(
                     sub,

@@ -8,7 +8,11 @@
 //! order), and faults: connections cut at any point (mid-batch included: the frames in flight
 //! are lost, the big peer gets a prefix of what the peer sent, and a batch being written commits
 //! or not), peers that crash while a batch is being applied, and sessions of the same peer that
-//! overlap (the big peer still merges the old connection's pushes after the peer reconnected).
+//! overlap (the big peer still merges the old connection's pushes after the peer reconnected),
+//! peers that forget a subscription's cursor (their next subscription starts from scratch while
+//! they hold documents, some of them deleted on the big peer since). The big peer denies every
+//! push to one document (outside the write permission), as it denies changes outside a write
+//! permission or over a limit.
 //! The transport is a WebSocket: within one connection frames arrive in order, once, or not at
 //! all after a cut; duplicates and reordering come from reconnections (pushes sent again,
 //! batches resent from older cursors, overlapping sessions), as they do in production.
@@ -17,7 +21,8 @@
 //! - **convergence**: every peer holds exactly the big peer's state of every document of the
 //!   collections it subscribes to;
 //! - **nothing acknowledged is lost**: every change the big peer acknowledged (`PushAck`
-//!   applied/unchanged) is in its store, and every local write of every peer reached it;
+//!   applied/unchanged) is in its store, and every local write of every peer reached it, except
+//!   the denied ones, which the big peer never holds and the peer keeps;
 //! - no session ever failed with a protocol error (both sides agree on the protocol).
 //!
 //! `BIGPEER_SIM_RUNS=<n>` sets the number of seeds (default 2000, split over the tests below);
@@ -45,6 +50,12 @@ const EPOCH_MS: u64 = 1_700_000_000_000;
 const COLLECTIONS: [&str; 2] = ["cars", "people"];
 const IDS: [&str; 5] = ["a", "b", "c", "d", "e"];
 const FIELDS: [&str; 3] = ["x", "y", "z"];
+
+/// The peers' write permission leaves out one document: every push to it is denied (as the big
+/// peer denies changes outside a write permission, or over a limit).
+fn writable(collection: &str, id: &DocId) -> bool {
+    !(collection == "people" && *id == doc_id("e"))
+}
 
 // ---------------------------------------------------------------------------------------------
 // The big peer's store.
@@ -147,6 +158,12 @@ impl BigPeer {
     fn merge(&mut self, changes: &[DocChange], peer: SiteId, now: Millis) -> Vec<PushResult> {
         let mut results = Vec::new();
         for c in changes {
+            if !writable(&c.collection, &c.id) {
+                results.push(PushResult::Denied {
+                    code: "auth/forbidden".into(),
+                });
+                continue;
+            }
             let mut doc = self.state(&c.collection, &c.id);
             let bound = Hlc::new(EPOCH_MS + now + 300_000, u16::MAX);
             if c.delta.check_provenance(&doc, peer, bound).is_err() {
@@ -219,6 +236,8 @@ struct LocalStore {
     changes: u64,
     cursors: BTreeMap<String, Cursor>,
     wanted: BTreeSet<DocKey>,
+    /// Documents whose local writes the big peer denied: not pushed again until written again.
+    denied: BTreeSet<DocKey>,
 }
 
 fn key_of(collection: &str, id: &DocId) -> DocKey {
@@ -233,6 +252,7 @@ impl LocalStore {
         entry.id = Some(id.clone());
         entry.doc.apply(ops, stamp).expect("a local write applies");
         self.changes += 1;
+        self.denied.remove(&key);
         self.outbox.insert(key, self.changes);
     }
 
@@ -320,7 +340,15 @@ impl LocalStore {
                     }
                 }
                 PushResult::Refused { have } => d.server_vv = have.clone(),
-                PushResult::Denied { code } => panic!("a push was denied: {code}"),
+                PushResult::Denied { code } => {
+                    assert!(
+                        !writable(&c.collection, &c.id),
+                        "a writable change was denied: {code}"
+                    );
+                    // Kept locally, not pushed again until the document is written again.
+                    self.outbox.remove(&key);
+                    self.denied.insert(key);
+                }
             }
         }
     }
@@ -426,6 +454,7 @@ impl World {
                     changes: 0,
                     cursors: BTreeMap::new(),
                     wanted: BTreeSet::new(),
+                    denied: BTreeSet::new(),
                 },
                 subs,
                 session: None,
@@ -1048,6 +1077,16 @@ impl World {
                 let p = self.rng.gen_range(0..n);
                 self.drop_peer_session(p, "cut");
             }
+            38..=39 => {
+                // A peer forgets a subscription's cursor (`Store::forget_cursor`, or the same
+                // query subscribed anew): its next session subscribes from scratch, though it
+                // holds documents of the collection.
+                let p = self.rng.gen_range(0..n);
+                let subs = self.peers[p].subs.len();
+                let key = self.peers[p].subs[self.rng.gen_range(0..subs)].key.clone();
+                self.peers[p].store.cursors.remove(&key);
+                self.log(format!("peer {p} forgets the cursor of {key}"));
+            }
             37 => {
                 // The big peer's side of a connection ends (a restart, say).
                 let ids: Vec<u64> = self.conns.keys().copied().collect();
@@ -1074,6 +1113,16 @@ impl World {
             for ((c, _), d) in &peer.store.docs {
                 let Some(id) = &d.id else { continue };
                 let big = self.big.state(c, id);
+                if !writable(c, id) {
+                    // Denied, never written, and never reported as applied (the acknowledged
+                    // check above).
+                    if big.vv.get(site) > Hlc::default() {
+                        return Err(format!(
+                            "peer {p}: its write to {c}/{id} was denied, yet the big peer holds it"
+                        ));
+                    }
+                    continue;
+                }
                 if big.vv.get(site) < d.doc.vv.get(site) {
                     return Err(format!(
                         "peer {p}: its write to {c}/{id} never reached the big peer"
@@ -1093,6 +1142,17 @@ impl World {
                         continue;
                     }
                     let local = local.cloned().unwrap_or_default();
+                    if !writable(c, &doc.id) {
+                        // The peer keeps its denied writes: it holds everything the big peer has,
+                        // and more.
+                        if !local.vv.dominates(&doc.state.vv) {
+                            return Err(format!(
+                                "peer {p} lacks the big peer's {c}/{}: {:?} < {:?}",
+                                doc.id, local.vv, doc.state.vv
+                            ));
+                        }
+                        continue;
+                    }
                     if local != doc.state {
                         return Err(format!(
                             "peer {p} did not converge on {c}/{}: {:?} != big peer's {:?}",

@@ -385,6 +385,41 @@ async fn an_http_write_reaches_a_subscribed_peer_live() {
     app.shutdown().await;
 }
 
+/// A peer holding a live copy of a document deleted on the server while it was away gets the
+/// deletion from a fresh subscription too (here another query on the collection, so no cursor):
+/// initial syncs send tombstones (issue 18; before, the first page left them out and the peer
+/// kept the deleted document for good).
+#[tokio::test]
+async fn a_fresh_subscription_brings_the_deletion_of_a_document_the_peer_holds() {
+    let app = TestApp::spawn().await;
+    let token = admin(&app).await;
+    http(
+        &app,
+        &token,
+        "INSERT INTO cars DOCUMENTS ({'_id': 'a', 'color': 'red'}), ({'_id': 'b', 'color': 'blue'})",
+        json!({}),
+    )
+    .await;
+    let mut p = Peer::new(&app, &token, &["SELECT * FROM cars WHERE color = 'red'"]);
+    p.start();
+    p.synced().await;
+    assert_eq!(p.docs("cars"), json!([{"_id": "a", "color": "red"}]));
+    p.stop().await;
+
+    http(&app, &token, "DELETE FROM cars WHERE _id = 'a'", json!({})).await;
+    let mut config = p.config.clone();
+    config.subscriptions.clear();
+    p.config = config
+        .subscribe("SELECT * FROM cars", Json::Null)
+        .expect("subscription");
+    p.start();
+    p.synced().await;
+    assert_eq!(p.docs("cars"), json!([{"_id": "b", "color": "blue"}]));
+    assert_eq!(server_docs(&app, &token, "cars").await, p.docs("cars"));
+    p.stop().await;
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn concurrent_offline_edits_converge_after_reconnecting() {
     let app = TestApp::spawn().await;

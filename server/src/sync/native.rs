@@ -24,7 +24,7 @@ use super::checks::SessionPolicy;
 use super::{Inbound, Link, Outbound, SyncHub, SyncProtocol};
 use crate::auth::{now_secs, Permissions, Revoked};
 use crate::service::Access;
-use crate::store::{corrupt_row, StoreError, StoredDoc};
+use crate::store::{corrupt_row, Kind, StoreError, StoredDoc};
 
 mod throttle;
 
@@ -67,13 +67,16 @@ impl LiveDoc for StoredDoc {
     }
 }
 
+/// A store error that ends the session, with its close code (`docs/sync-protocol.md`,
+/// section 7), by the error's kind.
 fn store_failure(e: &StoreError) -> Stop {
     let code = e.code();
     tracing::error!(code, error = ?e, "sync session: store error");
-    let close = if code.starts_with("crdt/") {
-        CLOSE_PROTOCOL
-    } else {
-        CLOSE_INTERNAL
+    let close = match e.kind() {
+        // What the peer sent cannot be merged (a corrupt delta, `crdt/...`).
+        Kind::Input => CLOSE_PROTOCOL,
+        Kind::Forbidden => CLOSE_POLICY,
+        Kind::Timeout | Kind::Unavailable | Kind::Internal => CLOSE_INTERNAL,
     };
     Stop::fatal(code, e.to_string(), close)
 }
@@ -556,5 +559,32 @@ async fn recv_feed(
     match feed {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_failures_close_by_their_kind() {
+        let close = |e: StoreError| match store_failure(&e) {
+            Stop::Fatal { code, close, .. } => (code, close),
+            other => panic!("not fatal: {other:?}"),
+        };
+        let corrupt = StoreError::Schema(bigpeer_schema::SchemaError::Corrupt("x".into()));
+        assert_eq!(close(corrupt), ("crdt/corrupt".into(), CLOSE_PROTOCOL));
+        assert_eq!(
+            close(StoreError::ShuttingDown),
+            ("store/unavailable".into(), CLOSE_INTERNAL)
+        );
+        assert_eq!(
+            close(StoreError::Internal("x")),
+            ("internal".into(), CLOSE_INTERNAL)
+        );
+        assert_eq!(
+            close(StoreError::Denied("x".into())),
+            ("auth/forbidden".into(), CLOSE_POLICY)
+        );
     }
 }

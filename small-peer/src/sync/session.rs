@@ -1,11 +1,21 @@
 //! The client's task: sessions with the big peer, and the reconnection loop around them.
+//!
+//! A session is a shell around `sync-core`'s [`ClientSession`], which makes every protocol
+//! decision (hello and welcome, resuming subscriptions, acknowledging batches once they are
+//! committed, pushing the outbox, answering `Want`, liveness, the errors that end a session).
+//! The shell owns the socket, the timers and the store: it feeds the core the frames it reads,
+//! the time and the store's answers to the core's requests, sends the frames the core produces,
+//! and turns the core's events into the client's status.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bigpeer_schema::wire::{Cursor, DocChange, Msg, PushResult, SubStatus, MINOR};
+use bigpeer_schema::wire::DocChange;
 use bigpeer_schema::{DocId, VersionVector};
+use bigpeer_sync_core::client::{self, disconnected, ClientSession, Event, Phase, Request};
+// The errors that end the client are the core's decision (`terminal` is used by `drive`).
+use bigpeer_sync_core::client::terminal;
+use bigpeer_sync_core::{Failure, Millis};
 use futures_util::{SinkExt as _, StreamExt as _};
 use rand::Rng as _;
 use tokio::sync::{mpsc, watch};
@@ -20,14 +30,8 @@ use super::{
 use crate::error::{PeerError, SyncFailure};
 use crate::{MergeOutcome, Store};
 
-/// Bytes of deltas per `Push` at most (well under the big peer's frame limit).
-const PUSH_BYTES: usize = 1024 * 1024;
 /// How long a goodbye may take.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
-/// Messages read and decoded ahead while a batch is being written to the store. They are handled
-/// in arrival order once it is committed; reading stops (the socket and the big peer's credit
-/// push back) when this many wait.
-const READ_AHEAD: usize = 4;
 
 /// What the client's task works with.
 pub(crate) struct Ctx {
@@ -50,31 +54,21 @@ enum End {
 /// what this store has (to ask for with `Want`).
 type Applied = crate::Result<(u64, Vec<(String, DocId, VersionVector)>)>;
 
-/// A batch being applied in the blocking pool; its `Want`s and `Ack` are sent when it is done.
-struct Applying {
-    batch: u64,
-    received: u64,
-    task: tokio::task::JoinHandle<Applied>,
-}
+/// A batch being applied in the blocking pool; the core sends its `Want`s and `Ack` when it is
+/// done.
+type Applying = tokio::task::JoinHandle<Applied>;
 
 /// The outcome of the batch being applied (never ready when there is none).
 async fn applied(applying: &mut Option<Applying>) -> Result<Applied, tokio::task::JoinError> {
     match applying {
-        Some(a) => (&mut a.task).await,
+        Some(task) => task.await,
         None => std::future::pending().await,
     }
 }
 
-/// Errors a retry cannot cure.
-fn terminal(code: &str) -> bool {
-    // The authentication webhook failing is the server's trouble: retry.
-    (code.starts_with("auth/") && code != "auth/webhook-failed")
-        || code.starts_with("protocol/")
-        || code.starts_with("crdt/")
-        || matches!(
-            code,
-            "sync/refused" | "sync/invalid-url" | "sync/invalid-ca" | "store/corrupt"
-        )
+/// A failure the core decided on.
+fn failure(f: Failure) -> SyncFailure {
+    SyncFailure::new(&f.code, f.message)
 }
 
 fn failure_of(e: PeerError) -> SyncFailure {
@@ -204,23 +198,22 @@ fn remove_subscription(ctx: &Ctx, subs: &mut Vec<Subscription>, key: &str) {
         .send_modify(|st| st.subscriptions.retain(|s| s.subscription.key() != key));
 }
 
-/// One session with the big peer.
+/// One session with the big peer: the socket, the timers and the store around the core.
 struct Session<'a> {
     ctx: &'a mut Ctx,
     ws: Ws,
-    /// The subscriptions of this session by id, with their keys.
-    sub_ids: BTreeMap<u32, String>,
-    next_sub: u32,
-    /// Pushes awaiting their `PushAck`, and which of them carries the outbox.
-    in_flight: BTreeMap<u64, Vec<DocChange>>,
-    outbox_push: Option<u64>,
-    next_push: u64,
-    window: u32,
-    heartbeat: Duration,
-    max_frame: usize,
-    last_sent: Instant,
-    last_received: Instant,
-    nonce: u64,
+    core: ClientSession,
+    /// The origin of the core's clock.
+    origin: Instant,
+}
+
+/// A subscription as the core knows it.
+fn core_subscription(s: &Subscription) -> client::Subscription {
+    client::Subscription {
+        key: s.key(),
+        query: s.query.clone(),
+        args: s.args.clone(),
+    }
 }
 
 impl<'a> Session<'a> {
@@ -246,31 +239,18 @@ impl<'a> Session<'a> {
                 }
             }
         };
-        let now = Instant::now();
+        let site = lock(&ctx.store).site();
+        let config = client::Config {
+            site,
+            token: ctx.config.token.clone(),
+            welcome_timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            push_max_changes: ctx.config.push_max_changes,
+        };
         let mut s = Session {
             ctx,
             ws,
-            sub_ids: BTreeMap::new(),
-            next_sub: 1,
-            in_flight: BTreeMap::new(),
-            outbox_push: None,
-            next_push: 1,
-            window: 1,
-            heartbeat: Duration::from_secs(30),
-            max_frame: 8 * 1024 * 1024,
-            last_sent: now,
-            last_received: now,
-            nonce: 0,
-        };
-        let opened = match s.hello().await {
-            Ok(()) => true,
-            Err(failure) => {
-                s.close_with_error(&failure).await;
-                return End::Failed {
-                    failure,
-                    opened: false,
-                };
-            }
+            core: ClientSession::new(config, 0),
+            origin: Instant::now(),
         };
         match s.serve(subs, cmds).await {
             Ok(()) => {
@@ -279,246 +259,288 @@ impl<'a> Session<'a> {
             }
             Err(failure) => {
                 s.close_with_error(&failure).await;
-                End::Failed { failure, opened }
+                End::Failed {
+                    failure,
+                    opened: s.core.is_open(),
+                }
             }
         }
     }
 
-    async fn send(&mut self, msg: &Msg) -> Result<(), SyncFailure> {
-        self.ws
-            .send(Message::Binary(msg.encode()))
-            .await
-            .map_err(|e| disconnected(&e.to_string()))?;
-        self.last_sent = Instant::now();
+    /// The core's clock: milliseconds since the session started.
+    fn now(&self) -> Millis {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Sends the frames the core produced.
+    async fn flush(&mut self) -> Result<(), SyncFailure> {
+        while let Some(frame) = self.core.frames().pop() {
+            self.ws
+                .send(Message::binary(frame))
+                .await
+                .map_err(|e| failure(disconnected(&e.to_string())))?;
+        }
         Ok(())
     }
 
-    /// The next protocol message; WebSocket pings and pongs are handled by the transport.
-    async fn recv(&mut self) -> Result<Msg, SyncFailure> {
-        loop {
-            let frame = self.ws.next().await;
-            if let Some(msg) = self.on_frame(frame)? {
-                return Ok(msg);
-            }
-        }
-    }
-
-    /// A frame from the socket as a protocol message (`None` for WebSocket control frames).
+    /// A frame from the socket, fed to the core.
     fn on_frame(
         &mut self,
         frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
-    ) -> Result<Option<Msg>, SyncFailure> {
+    ) -> Result<(), SyncFailure> {
+        let now = self.now();
         let frame = match frame {
-            None => return Err(disconnected("the big peer closed the connection")),
-            Some(Err(e)) => return Err(disconnected(&e.to_string())),
+            None => return Err(failure(disconnected("the big peer closed the connection"))),
+            Some(Err(e)) => return Err(failure(disconnected(&e.to_string()))),
             Some(Ok(f)) => f,
         };
-        self.last_received = Instant::now();
         match frame {
-            Message::Binary(bytes) => Msg::decode(&bytes).map(Some).map_err(|e| {
-                SyncFailure::new(
-                    "protocol/malformed",
-                    format!("a frame from the big peer does not decode: {e}"),
-                )
-            }),
-            Message::Text(_) => Err(SyncFailure::new(
-                "protocol/malformed",
-                "the big peer sent a text message",
-            )),
-            Message::Close(frame) => Err(disconnected(&match frame {
+            Message::Binary(bytes) => self.core.on_frame(now, &bytes).map_err(failure),
+            Message::Text(_) => Err(failure(self.core.on_text())),
+            Message::Close(frame) => Err(failure(disconnected(&match frame {
                 Some(f) => format!(
                     "the big peer closed the connection ({} {})",
                     f.code, f.reason
                 ),
                 None => "the big peer closed the connection".into(),
-            })),
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(None),
-        }
-    }
-
-    /// `Hello`, then `Welcome` (or the big peer's error).
-    async fn hello(&mut self) -> Result<(), SyncFailure> {
-        let site = lock(&self.ctx.store).site();
-        self.send(&Msg::Hello {
-            minor: MINOR,
-            site,
-            token: self.ctx.config.token.clone(),
-            features: Vec::new(),
-            last_sync_ms: 0,
-        })
-        .await?;
-        let timeout = self.ctx.config.connect_timeout;
-        let msg = match tokio::time::timeout(timeout, self.recv()).await {
-            Err(_) => {
-                return Err(SyncFailure::new(
-                    "sync/timeout",
-                    format!("no welcome within {} ms", timeout.as_millis()),
-                ))
-            }
-            Ok(m) => m?,
-        };
-        match msg {
-            Msg::Welcome {
-                session,
-                max_frame,
-                window,
-                heartbeat_ms,
-                user,
-                ..
-            } => {
-                self.window = window.max(1);
-                self.heartbeat = Duration::from_millis(heartbeat_ms.max(100));
-                self.max_frame = usize::try_from(max_frame).unwrap_or(usize::MAX);
-                tracing::debug!(%session, %user, "sync session open");
-                self.ctx.status.send_modify(|s| {
-                    s.connected = true;
-                    s.session = Some(session);
-                    s.user = Some(user);
-                    s.client_info = None;
-                    s.stats.sessions += 1;
-                });
+            }))),
+            // WebSocket pings and pongs are answered by the transport.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
+                self.core.on_transport_frame(now);
                 Ok(())
             }
-            Msg::Error { code, message, .. } => Err(SyncFailure::new(&code, message)),
-            Msg::Bye { reason } => Err(disconnected(&format!("the big peer said bye: {reason}"))),
-            other => Err(SyncFailure::new(
-                "protocol/unexpected-message",
-                format!("expected welcome, got {}", other.name()),
-            )),
         }
     }
 
-    /// The open session: until stopped (`Ok`) or an error.
+    /// The session, from `Hello` until stopped (`Ok`) or an error.
     async fn serve(
         &mut self,
         subs: &mut Vec<Subscription>,
         cmds: &mut mpsc::UnboundedReceiver<Command>,
     ) -> Result<(), SyncFailure> {
-        for s in subs.clone() {
-            self.subscribe(&s).await?;
-        }
-        // Changes refused in an earlier session whose answer never arrived (the cursor may have
-        // moved past them since): ask again.
-        let wanted = with_store(&self.ctx.store, |st| st.wanted()).await?;
-        let n_wanted = wanted.len() as u64;
-        for (collection, id, have) in wanted {
-            self.send(&Msg::Want {
-                collection,
-                id,
-                have,
-            })
-            .await?;
-        }
-        if n_wanted > 0 {
-            self.ctx
-                .status
-                .send_modify(|s| s.stats.wants_sent += n_wanted);
-        }
-        self.ctx.local_writes.borrow_and_update();
-        self.push_outbox().await?;
+        self.flush().await?;
         let mut poll =
             tokio::time::interval(self.ctx.config.outbox_poll.max(Duration::from_millis(10)));
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        poll.reset();
         let mut writes_open = true;
-        // The batch being written to the store, and what arrived since (decoded while it is
-        // written: the two overlap on separate threads).
+        let mut was_open = false;
+        // The batch being written to the store; the core reads ahead meanwhile (the two overlap
+        // on separate threads).
         let mut applying: Option<Applying> = None;
-        let mut backlog: VecDeque<Msg> = VecDeque::new();
         loop {
-            let deadline =
-                (self.last_sent + self.heartbeat / 2).min(self.last_received + self.heartbeat * 2);
+            let open = self.core.is_open();
+            if open && !was_open {
+                // The outbox is pushed when the session opens; the polling starts from there.
+                was_open = true;
+                poll.reset();
+            }
+            let deadline = self.origin + Duration::from_millis(self.core.deadline());
             tokio::select! {
                 biased;
                 done = applied(&mut applying) => {
-                    if let Some(a) = applying.take() {
-                        self.finish_batch(a.batch, a.received, done).await?;
-                    }
-                    while applying.is_none() {
-                        let Some(msg) = backlog.pop_front() else { break };
-                        applying = self.dispatch(msg).await?;
-                    }
+                    applying = None;
+                    self.finish_batch(done)?;
                 }
-                frame = self.ws.next(), if backlog.len() < READ_AHEAD => {
-                    if let Some(msg) = self.on_frame(frame)? {
-                        if applying.is_some() {
-                            backlog.push_back(msg);
-                        } else {
-                            applying = self.dispatch(msg).await?;
-                        }
-                    }
-                }
-                cmd = cmds.recv() => match cmd {
+                frame = self.ws.next(), if self.core.can_read() => self.on_frame(frame)?,
+                // Commands wait for `Welcome`.
+                cmd = cmds.recv(), if open => match cmd {
                     None | Some(Command::Stop) => {
                         // Acknowledge what is being written, so that the big peer need not send
                         // it again next time.
-                        if let Some(Applying { batch, received, task }) = applying.take() {
+                        if let Some(task) = applying.take() {
                             let done = task.await;
-                            self.finish_batch(batch, received, done).await?;
+                            self.finish_batch(done)?;
+                            self.flush().await?;
                         }
                         return Ok(());
                     }
                     Some(Command::Subscribe(s)) => {
                         if add_subscription(self.ctx, subs, s.clone()) {
-                            self.subscribe(&s).await?;
+                            let key = s.key();
+                            let cursor = with_store(&self.ctx.store, move |st| st.cursor(&key)).await?;
+                            let now = self.now();
+                            self.core.subscribe(now, core_subscription(&s), cursor);
                         }
                     }
                     Some(Command::Unsubscribe(key)) => {
                         remove_subscription(self.ctx, subs, &key);
-                        let ids: Vec<u32> = self.sub_ids.iter().filter(|(_, k)| **k == key).map(|(id, _)| *id).collect();
-                        for sub in ids {
-                            self.sub_ids.remove(&sub);
-                            self.send(&Msg::Unsubscribe { sub }).await?;
-                        }
+                        let now = self.now();
+                        self.core.unsubscribe(now, &key);
                     }
                 },
-                changed = self.ctx.local_writes.changed(), if writes_open => {
+                changed = self.ctx.local_writes.changed(), if open && writes_open => {
                     if changed.is_err() {
                         writes_open = false;
                     }
-                    self.push_outbox().await?;
+                    self.core.push_outbox();
                 }
-                _ = poll.tick() => self.push_outbox().await?,
-                () = tokio::time::sleep_until(deadline) => self.on_timer().await?,
+                _ = poll.tick(), if open => self.core.push_outbox(),
+                () = tokio::time::sleep_until(deadline) => {
+                    let now = self.now();
+                    self.core.on_timer(now).map_err(failure)?;
+                }
+            }
+            self.run_requests(subs, &mut applying).await?;
+        }
+    }
+
+    /// Answers the core's requests until it waits, sending what it produces on the way.
+    async fn run_requests(
+        &mut self,
+        subs: &[Subscription],
+        applying: &mut Option<Applying>,
+    ) -> Result<(), SyncFailure> {
+        loop {
+            let now = self.now();
+            let req = self.core.next_request(now).map_err(failure);
+            self.events();
+            let Some(req) = req? else { break };
+            // What the core said so far goes out before the store is asked.
+            self.flush().await?;
+            let answer = match req {
+                Request::Resume => {
+                    let keys: Vec<String> = subs.iter().map(Subscription::key).collect();
+                    let (cursors, wanted) = with_store(&self.ctx.store, move |st| {
+                        let cursors = keys
+                            .iter()
+                            .map(|k| st.cursor(k))
+                            .collect::<crate::Result<Vec<_>>>()?;
+                        Ok((cursors, st.wanted()?))
+                    })
+                    .await?;
+                    let resumed = subs.iter().map(core_subscription).zip(cursors).collect();
+                    let now = self.now();
+                    self.core.resume(now, resumed, wanted)
+                }
+                Request::Apply {
+                    changes, cursors, ..
+                } => {
+                    *applying = Some(start_batch(&self.ctx.store, changes, cursors));
+                    Ok(())
+                }
+                Request::SaveCursor { key, cursor } => {
+                    with_store(&self.ctx.store, move |st| {
+                        st.apply_remote(&[], &[(key, cursor)]).map(|_| ())
+                    })
+                    .await?;
+                    self.core.cursor_saved()
+                }
+                Request::Outbox { max } => {
+                    let changes =
+                        with_store(&self.ctx.store, move |st| st.pending_push(max)).await?;
+                    let now = self.now();
+                    self.core.outbox(now, changes)
+                }
+                Request::RecordPush { changes, results } => {
+                    with_store(&self.ctx.store, move |st| st.ack_push(&changes, &results)).await?;
+                    // The outbox changed: whoever waits for it to empty looks again.
+                    self.ctx.status.send_modify(|_| {});
+                    self.core.push_recorded()
+                }
+                Request::Delta {
+                    collection,
+                    id,
+                    have,
+                } => {
+                    let change = with_store(&self.ctx.store, move |st| {
+                        st.delta_since(&collection, &id, &have)
+                    })
+                    .await?;
+                    let now = self.now();
+                    self.core.delta(now, change)
+                }
+            };
+            answer.map_err(failure)?;
+        }
+        self.events();
+        self.flush().await
+    }
+
+    /// A batch is committed (or failed): the core asks for what could not be applied, then
+    /// acknowledges it.
+    fn finish_batch(
+        &mut self,
+        done: Result<Applied, tokio::task::JoinError>,
+    ) -> Result<(), SyncFailure> {
+        let (applied, wants) = done
+            .map_err(|e| SyncFailure::new("internal", format!("store task failed: {e}")))?
+            .map_err(failure_of)?;
+        let now = self.now();
+        let r = self.core.applied(now, applied, wants).map_err(failure);
+        self.events();
+        r
+    }
+
+    /// The core's events, as the client's status.
+    fn events(&mut self) {
+        while let Some(event) = self.core.next_event() {
+            match event {
+                Event::Opened { session, user } => {
+                    tracing::debug!(%session, %user, "sync session open");
+                    self.ctx.status.send_modify(|s| {
+                        s.connected = true;
+                        s.session = Some(session);
+                        s.user = Some(user);
+                        s.client_info = None;
+                        s.stats.sessions += 1;
+                    });
+                    // Everything written so far is in the outbox the session pushes now.
+                    self.ctx.local_writes.borrow_and_update();
+                }
+                Event::Phase { key, phase } => {
+                    let phase = match phase {
+                        Phase::Active => SubscriptionPhase::Active,
+                        Phase::CaughtUp => SubscriptionPhase::CaughtUp,
+                        Phase::Failed(f) => {
+                            tracing::warn!(code = %f.code, message = %f.message, "the big peer refused a subscription");
+                            SubscriptionPhase::Failed(failure(f))
+                        }
+                    };
+                    self.set_phase(&key, phase);
+                }
+                Event::ClientInfo(info) => {
+                    let info = info.to_json();
+                    self.ctx.status.send_modify(|s| s.client_info = Some(info));
+                }
+                Event::Warning(f) => {
+                    tracing::warn!(code = %f.code, message = %f.message, "the big peer reported an error");
+                    self.ctx
+                        .status
+                        .send_modify(|s| s.last_error = Some(failure(f)));
+                }
+                Event::Denied {
+                    collection,
+                    id,
+                    code,
+                } => {
+                    tracing::warn!(%collection, %id, %code, "the big peer denied a local change");
+                    self.ctx.status.send_modify(|s| {
+                        s.denied
+                            .retain(|x| !(x.collection == collection && x.id == id));
+                        s.denied.push(Denial {
+                            collection,
+                            id,
+                            code,
+                        });
+                    });
+                }
+                Event::Batch {
+                    received,
+                    applied,
+                    wants,
+                } => self.ctx.status.send_modify(|s| {
+                    s.stats.batches += 1;
+                    s.stats.changes_received += received;
+                    s.stats.changes_applied += applied;
+                    s.stats.wants_sent += wants;
+                }),
+                Event::Pushed { changes } => self.ctx.status.send_modify(|s| {
+                    s.stats.pushes += 1;
+                    s.stats.changes_pushed += changes;
+                }),
+                Event::WantsSent(n) => self.ctx.status.send_modify(|s| s.stats.wants_sent += n),
             }
         }
-    }
-
-    async fn on_timer(&mut self) -> Result<(), SyncFailure> {
-        let now = Instant::now();
-        if now >= self.last_received + self.heartbeat * 2 {
-            return Err(SyncFailure::new(
-                "sync/timeout",
-                format!(
-                    "nothing received from the big peer for {} ms",
-                    (self.heartbeat * 2).as_millis()
-                ),
-            ));
-        }
-        if now >= self.last_sent + self.heartbeat / 2 {
-            self.nonce += 1;
-            self.send(&Msg::Ping { nonce: self.nonce }).await?;
-        }
-        Ok(())
-    }
-
-    async fn subscribe(&mut self, s: &Subscription) -> Result<(), SyncFailure> {
-        let key = s.key();
-        let cursor = {
-            let key = key.clone();
-            with_store(&self.ctx.store, move |st| st.cursor(&key)).await?
-        };
-        let sub = self.next_sub;
-        self.next_sub += 1;
-        self.sub_ids.insert(sub, key.clone());
-        self.set_phase(&key, SubscriptionPhase::Active);
-        self.send(&Msg::Subscribe {
-            sub,
-            query: s.query.clone(),
-            args: s.args.clone(),
-            cursor,
-        })
-        .await
     }
 
     fn set_phase(&self, key: &str, phase: SubscriptionPhase) {
@@ -531,270 +553,12 @@ impl<'a> Session<'a> {
         });
     }
 
-    async fn on_message(&mut self, msg: Msg) -> Result<(), SyncFailure> {
-        match msg {
-            Msg::Batch { .. } => Err(SyncFailure::new(
-                "internal",
-                "a batch reached the message handler instead of the store",
-            )),
-            Msg::SubState { sub, status } => self.on_sub_state(sub, status).await,
-            Msg::PushAck { push, results, .. } => self.on_push_ack(push, results).await,
-            Msg::Want {
-                collection,
-                id,
-                have,
-            } => self.on_want(collection, id, have).await,
-            Msg::Ping { nonce } => self.send(&Msg::Pong { nonce }).await,
-            Msg::Pong { .. } | Msg::Unknown { .. } => Ok(()),
-            Msg::ClientInfo { info } => {
-                let info = info.to_json();
-                self.ctx.status.send_modify(|s| s.client_info = Some(info));
-                Ok(())
-            }
-            Msg::Error {
-                code,
-                message,
-                fatal,
-            } => {
-                let failure = SyncFailure::new(&code, message);
-                if fatal {
-                    return Err(failure);
-                }
-                tracing::warn!(code = %failure.code, message = %failure.message, "the big peer reported an error");
-                self.ctx
-                    .status
-                    .send_modify(|s| s.last_error = Some(failure));
-                Ok(())
-            }
-            Msg::Bye { reason } => Err(disconnected(&format!("the big peer said bye: {reason}"))),
-            other => Err(SyncFailure::new(
-                "protocol/unexpected-message",
-                format!("{} is not sent by a big peer", other.name()),
-            )),
-        }
-    }
-
-    /// Handles a message: a batch starts being applied (returned, to be finished when its
-    /// transaction is committed); anything else is handled now.
-    async fn dispatch(&mut self, msg: Msg) -> Result<Option<Applying>, SyncFailure> {
-        match msg {
-            Msg::Batch {
-                batch,
-                subs,
-                changes,
-                cursor,
-            } => Ok(Some(self.start_batch(batch, &subs, changes, cursor))),
-            other => {
-                self.on_message(other).await?;
-                Ok(None)
-            }
-        }
-    }
-
-    /// Applies a batch in one transaction with its cursor, in the blocking pool.
-    fn start_batch(
-        &mut self,
-        batch: u64,
-        subs: &[u32],
-        changes: Vec<DocChange>,
-        cursor: Option<Cursor>,
-    ) -> Applying {
-        let cursors: Vec<(String, Cursor)> = match &cursor {
-            Some(c) => subs
-                .iter()
-                .filter_map(|s| self.sub_ids.get(s))
-                .map(|k| (k.clone(), c.clone()))
-                .collect(),
-            None => Vec::new(),
-        };
-        let received = changes.len() as u64;
-        let store = self.ctx.store.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            let mut st = lock(&store);
-            let mut applied = 0u64;
-            let mut wants = Vec::new();
-            for (collection, id, o) in st.apply_remote_owned(changes, &cursors)? {
-                match o {
-                    MergeOutcome::Applied => applied += 1,
-                    MergeOutcome::Unchanged => {}
-                    MergeOutcome::Refused { have } => wants.push((collection, id, have)),
-                }
-            }
-            Ok((applied, wants))
-        });
-        Applying {
-            batch,
-            received,
-            task,
-        }
-    }
-
-    /// A batch is committed (or failed): ask for what could not be applied, then acknowledge it.
-    async fn finish_batch(
-        &mut self,
-        batch: u64,
-        received: u64,
-        done: Result<Applied, tokio::task::JoinError>,
-    ) -> Result<(), SyncFailure> {
-        let (applied, wants) = done
-            .map_err(|e| SyncFailure::new("internal", format!("store task failed: {e}")))?
-            .map_err(failure_of)?;
-        let n_wants = wants.len() as u64;
-        for (collection, id, have) in wants {
-            self.send(&Msg::Want {
-                collection,
-                id,
-                have,
-            })
-            .await?;
-        }
-        self.ctx.status.send_modify(|s| {
-            s.stats.batches += 1;
-            s.stats.changes_received += received;
-            s.stats.changes_applied += applied;
-            s.stats.wants_sent += n_wants;
-        });
-        self.send(&Msg::Ack {
-            batch,
-            credit: self.window,
-        })
-        .await
-    }
-
-    async fn on_sub_state(&mut self, sub: u32, status: SubStatus) -> Result<(), SyncFailure> {
-        let Some(key) = self.sub_ids.get(&sub).cloned() else {
-            return Ok(()); // unsubscribed since
-        };
-        match status {
-            SubStatus::Active => self.set_phase(&key, SubscriptionPhase::Active),
-            SubStatus::CaughtUp { cursor } => {
-                // Every batch before this message is applied: the head is the new position.
-                let k = key.clone();
-                with_store(&self.ctx.store, move |st| {
-                    st.apply_remote(&[], &[(k, cursor)]).map(|_| ())
-                })
-                .await?;
-                self.set_phase(&key, SubscriptionPhase::CaughtUp);
-            }
-            SubStatus::Failed { code, message } => {
-                tracing::warn!(%code, %message, "the big peer refused a subscription");
-                self.sub_ids.remove(&sub);
-                self.set_phase(
-                    &key,
-                    SubscriptionPhase::Failed(SyncFailure::new(&code, message)),
-                );
-            }
-        }
-        Ok(())
-    }
-
-    /// Pushes the next part of the outbox, unless a push of it is in flight.
-    async fn push_outbox(&mut self) -> Result<(), SyncFailure> {
-        if self.outbox_push.is_some() {
-            return Ok(());
-        }
-        let max = self.ctx.config.push_max_changes.max(1);
-        let mut changes = with_store(&self.ctx.store, move |st| st.pending_push(max)).await?;
-        let budget = PUSH_BYTES.min(self.max_frame / 2).max(1);
-        let mut bytes = 0;
-        let mut keep = 0;
-        for c in &changes {
-            bytes += c.delta.encode().len() + c.collection.len() + 64;
-            if keep > 0 && bytes > budget {
-                break;
-            }
-            keep += 1;
-        }
-        changes.truncate(keep);
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let push = self.start_push(changes).await?;
-        self.outbox_push = Some(push);
-        Ok(())
-    }
-
-    async fn start_push(&mut self, changes: Vec<DocChange>) -> Result<u64, SyncFailure> {
-        let push = self.next_push;
-        self.next_push += 1;
-        let n = changes.len() as u64;
-        let msg = Msg::Push { push, changes };
-        self.send(&msg).await?;
-        if let Msg::Push { changes, .. } = msg {
-            self.in_flight.insert(push, changes);
-        }
-        self.ctx.status.send_modify(|s| {
-            s.stats.pushes += 1;
-            s.stats.changes_pushed += n;
-        });
-        Ok(push)
-    }
-
-    async fn on_push_ack(
-        &mut self,
-        push: u64,
-        results: Vec<PushResult>,
-    ) -> Result<(), SyncFailure> {
-        let Some(changes) = self.in_flight.remove(&push) else {
-            return Err(SyncFailure::new(
-                "protocol/unexpected-message",
-                format!("push acknowledgement for unknown push {push}"),
-            ));
-        };
-        let denials: Vec<Denial> = changes
-            .iter()
-            .zip(&results)
-            .filter_map(|(c, r)| match r {
-                PushResult::Denied { code } => Some(Denial {
-                    collection: c.collection.clone(),
-                    id: c.id.clone(),
-                    code: code.clone(),
-                }),
-                _ => None,
-            })
-            .collect();
-        with_store(&self.ctx.store, move |st| st.ack_push(&changes, &results)).await?;
-        for d in &denials {
-            tracing::warn!(collection = %d.collection, id = %d.id, code = %d.code, "the big peer denied a local change");
-        }
-        self.ctx.status.send_modify(|s| {
-            for d in denials {
-                s.denied
-                    .retain(|x| !(x.collection == d.collection && x.id == d.id));
-                s.denied.push(d);
-            }
-        });
-        if self.outbox_push == Some(push) {
-            self.outbox_push = None;
-            self.push_outbox().await?;
-        }
-        Ok(())
-    }
-
-    /// The big peer lacks a delta's base: send it what it is missing (as a push).
-    async fn on_want(
-        &mut self,
-        collection: String,
-        id: DocId,
-        have: VersionVector,
-    ) -> Result<(), SyncFailure> {
-        let change = with_store(&self.ctx.store, move |st| {
-            st.delta_since(&collection, &id, &have)
-        })
-        .await?;
-        if let Some(c) = change {
-            self.start_push(vec![c]).await?;
-        }
-        Ok(())
-    }
-
     /// `Bye` and a normal close.
     async fn goodbye(&mut self, reason: &str) {
-        let bye = Msg::Bye {
-            reason: reason.to_owned(),
-        };
+        let now = self.now();
+        self.core.bye(now, reason);
         let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            let _ = self.send(&bye).await;
+            let _ = self.flush().await;
             let _ = self.ws.close(None).await;
             // Read until the big peer's close arrives.
             while let Some(Ok(_)) = self.ws.next().await {}
@@ -802,18 +566,13 @@ impl<'a> Session<'a> {
         .await;
     }
 
-    /// Tells the big peer about an error of its own making (protocol errors), then closes.
-    async fn close_with_error(&mut self, failure: &SyncFailure) {
-        let ours = failure.code.starts_with("protocol/") || failure.code == "sync/timeout";
+    /// Tells the big peer about an error of its own making (the core decides which), then
+    /// closes.
+    async fn close_with_error(&mut self, f: &SyncFailure) {
+        let words = ClientSession::last_words(&Failure::new(&f.code, f.message.clone()));
         let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            if ours {
-                let _ = self
-                    .send(&Msg::Error {
-                        code: failure.code.clone(),
-                        message: failure.message.clone(),
-                        fatal: true,
-                    })
-                    .await;
+            if let Some(frame) = words {
+                let _ = self.ws.send(Message::binary(frame)).await;
             }
             let _ = self.ws.close(None).await;
         })
@@ -821,8 +580,26 @@ impl<'a> Session<'a> {
     }
 }
 
-fn disconnected(why: &str) -> SyncFailure {
-    SyncFailure::new("sync/disconnected", why)
+/// Applies a batch in one transaction with its cursors, in the blocking pool.
+fn start_batch(
+    store: &SharedStore,
+    changes: Vec<DocChange>,
+    cursors: Vec<(String, bigpeer_schema::wire::Cursor)>,
+) -> Applying {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut st = lock(&store);
+        let mut applied = 0u64;
+        let mut wants = Vec::new();
+        for (collection, id, o) in st.apply_remote_owned(changes, &cursors)? {
+            match o {
+                MergeOutcome::Applied => applied += 1,
+                MergeOutcome::Unchanged => {}
+                MergeOutcome::Refused { have } => wants.push((collection, id, have)),
+            }
+        }
+        Ok((applied, wants))
+    })
 }
 
 #[cfg(test)]
