@@ -7,7 +7,6 @@ use std::time::Duration;
 use bigpeer_schema::wire::{Cursor, DocChange, Msg, PushResult, SubStatus, MINOR};
 use bigpeer_schema::{DocId, VersionVector};
 use futures_util::{SinkExt as _, StreamExt as _};
-use rand::Rng as _;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -122,7 +121,7 @@ impl Backoff {
         let step = self.next;
         self.next = (self.next * 2).min(self.max);
         let ms = u64::try_from(step.as_millis()).unwrap_or(u64::MAX).max(1);
-        Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms))
+        Duration::from_millis(rand::random_range(ms / 2..=ms))
     }
 }
 
