@@ -285,7 +285,7 @@ impl<'a> Session<'a> {
 
     async fn send(&mut self, msg: &Msg) -> Result<(), SyncFailure> {
         self.ws
-            .send(Message::Binary(msg.encode()))
+            .send(Message::Binary(msg.encode().into()))
             .await
             .map_err(|e| disconnected(&e.to_string()))?;
         self.last_sent = Instant::now();
