@@ -41,7 +41,8 @@ impl TestDb {
         let mut admin = PgConnection::connect(&database_url("postgres"))
             .await
             .expect("a Postgres server for tests (set BIGPEER_TEST_DATABASE_URL)");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
+        // `name` is made here from hex digits.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
             .await
             .expect("create database");
@@ -61,10 +62,10 @@ impl TestDb {
         let mut admin = PgConnection::connect(&database_url("postgres"))
             .await
             .expect("connect");
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.name
-        ))
+        )))
         .execute(&mut admin)
         .await
         .expect("drop database");

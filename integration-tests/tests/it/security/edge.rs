@@ -772,7 +772,10 @@ async fn before_its_welcome_a_peer_cannot_make_the_server_buffer_large_messages(
             ..FrameHeader::default()
         };
         if p.ws
-            .send(Message::Frame(Frame::from_payload(header, piece.clone().into())))
+            .send(Message::Frame(Frame::from_payload(
+                header,
+                piece.clone().into(),
+            )))
             .await
             .is_err()
         {
