@@ -51,7 +51,7 @@ impl TestDb {
                  another; `bash scripts/test` starts the machine's cluster): {e}"
                 )
             });
-        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&mut conn)
             .await
             .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
@@ -87,9 +87,11 @@ impl Drop for TestDb {
                 .build()?;
             runtime.block_on(async {
                 let mut conn = sqlx::PgConnection::connect(&admin).await?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await?;
                 conn.close().await
             })?;
             Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())

@@ -80,10 +80,13 @@ async fn readyz_is_503_when_the_database_goes_away() {
     let mut admin = sqlx::PgConnection::connect(app.db.admin_url())
         .await
         .expect("admin");
-    sqlx::query(&format!("DROP DATABASE \"{}\" WITH (FORCE)", app.db.name()))
-        .execute(&mut admin)
-        .await
-        .expect("drop the database under the server");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE \"{}\" WITH (FORCE)",
+        app.db.name()
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("drop the database under the server");
     let _ = admin.close().await;
 
     let (status, body) = app.get("/readyz").await;

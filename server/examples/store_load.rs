@@ -25,7 +25,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secs: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(5);
     let name = format!("bigpeer_load_{:08x}", rand::random::<u32>());
     let mut admin = PgConnection::connect(&format!("{url}/postgres")).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await?;
     let opts = StoreOptions {
@@ -88,8 +88,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     store.close().await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await?;
     Ok(())
 }

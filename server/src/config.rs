@@ -7,6 +7,23 @@
 //! each layer, documented default), a field of [`Flags`] and its `clap` argument in `main.rs`, a
 //! parse step in `Config::from_layers`, a line in [`Config::to_toml`] and a row in the README's
 //! table (a test compares the README with [`SETTINGS`]).
+//!
+//! Why not `figment` (weighed for issue 18): the layering itself is `Layers`, some 25 lines.
+//! Everything else here is the checking and its messages, which figment would not replace:
+//! - errors name the exact origin (`BIGPEER_LOG_LEVEL` or `RUST_LOG`, `--no-migrate`, the file),
+//!   figment's metadata names a provider ("environment variable(s)"), so every variable with a
+//!   second name (`DATABASE_URL`, `RUST_LOG`) and every flag would need its own provider;
+//! - its `Env` provider guesses types (`BIGPEER_ADMIN_KEY=1234567890123456` becomes an integer,
+//!   `"x"` loses its quotes), while text from the environment and flags stays text here;
+//! - a missing `--config` file, a TOML syntax error with its line, and an unknown key with a
+//!   suggestion are our own errors: figment's `Toml::file` ignores a missing file (and looks for
+//!   a relative one in every parent folder) and words the others its own way, so the file would
+//!   still be read here first;
+//! - serde extraction stops with figment's message ("invalid type: found ..."), not
+//!   [`ConfigError::InvalidValue`] with its reason and hint, so each key would still be read as
+//!   a raw value with its origin and checked here.
+//!
+//! The result would be longer, with one more dependency, for the same messages.
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -42,7 +42,8 @@ impl TestDb {
         let mut admin = PgConnection::connect(&database_url("postgres"))
             .await
             .expect("a Postgres server for tests (set BIGPEER_TEST_DATABASE_URL)");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
+        // `name` is made here from hex digits.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
             .await
             .expect("create database");
@@ -74,9 +75,11 @@ impl Drop for TestDb {
                 .map_err(|e| e.to_string())?
                 .block_on(async {
                     let mut admin = PgConnection::connect(&database_url("postgres")).await?;
-                    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut admin)
-                        .await?;
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await?;
                     admin.close().await
                 })
                 .map_err(|e| e.to_string())

@@ -3,6 +3,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
 /// Why the certificate or key could not be used.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
@@ -27,7 +30,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, Tl
     };
     let cert_pem = read(cert, "certificate")?;
     let key_pem = read(key, "key")?;
-    let chain: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    let chain: Vec<_> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| {
             err(format!(
@@ -41,19 +44,17 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, Tl
             cert.display()
         )));
     }
-    let private = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| {
-            err(format!(
-                "the TLS key \"{}\" is not valid PEM: {e}",
-                key.display()
-            ))
-        })?
-        .ok_or_else(|| {
-            err(format!(
-                "the TLS key \"{}\" holds no private key",
-                key.display()
-            ))
-        })?;
+    // The first PKCS#8, PKCS#1 or SEC1 section; other sections are skipped.
+    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => err(format!(
+            "the TLS key \"{}\" holds no private key",
+            key.display()
+        )),
+        e => err(format!(
+            "the TLS key \"{}\" is not valid PEM: {e}",
+            key.display()
+        )),
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

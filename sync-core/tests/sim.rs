@@ -43,7 +43,7 @@ use bigpeer_sync_core::serve::{
 };
 use bigpeer_sync_core::{Failure, Inbound, Millis, Stop};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 /// Wall-clock milliseconds at virtual time 0 (HLC stamps need a plausible wall clock).
 const EPOCH_MS: u64 = 1_700_000_000_000;
@@ -413,16 +413,16 @@ fn doc_id(s: &str) -> DocId {
 }
 
 fn random_ops(rng: &mut StdRng) -> Vec<Op> {
-    match rng.gen_range(0..10) {
+    match rng.random_range(0..10) {
         0 => vec![Op::Delete],
         1..=2 => vec![Op::Increment {
             path: vec!["n".into()],
-            by: Value::Int(rng.gen_range(1..5)),
+            by: Value::Int(rng.random_range(1..5)),
             kind: CounterKind::Counter,
         }],
         _ => vec![Op::Set {
-            path: vec![FIELDS[rng.gen_range(0..FIELDS.len())].to_owned()],
-            value: Value::Int(rng.gen_range(0..100)),
+            path: vec![FIELDS[rng.random_range(0..FIELDS.len())].to_owned()],
+            value: Value::Int(rng.random_range(0..100)),
             objects: ObjectMode::Map,
         }],
     }
@@ -431,13 +431,13 @@ fn random_ops(rng: &mut StdRng) -> Vec<Op> {
 impl World {
     fn new(seed: u64) -> World {
         let mut rng = StdRng::seed_from_u64(seed);
-        let n = rng.gen_range(2..=5);
+        let n = rng.random_range(2..=5);
         let mut peers = Vec::new();
         for i in 0..n {
             let site = SiteId(1000 + i as u128);
             let mut subs = Vec::new();
             for c in COLLECTIONS {
-                if subs.is_empty() || rng.gen_bool(0.7) {
+                if subs.is_empty() || rng.random_bool(0.7) {
                     subs.push(Subscription {
                         key: format!("sub:{c}"),
                         query: format!("SELECT * FROM {c}"),
@@ -459,14 +459,14 @@ impl World {
                 subs,
                 session: None,
                 applying: None,
-                reconnect_at: Some(rng.gen_range(0..500)),
+                reconnect_at: Some(rng.random_range(0..500)),
             });
         }
         let config = serve::Config {
-            window: rng.gen_range(1..=4),
+            window: rng.random_range(1..=4),
             heartbeat_ms: 5_000,
             // Small pages, so that initial syncs take several batches.
-            page: rng.gen_range(1..4),
+            page: rng.random_range(1..4),
             ..serve::Config::default()
         };
         World {
@@ -498,7 +498,7 @@ impl World {
     }
 
     fn delay(&mut self) -> Millis {
-        self.rng.gen_range(1..40)
+        self.rng.random_range(1..40)
     }
 
     // --- the peer side -------------------------------------------------------------------
@@ -511,7 +511,7 @@ impl World {
                 site: self.peers[p].store.site,
                 token: "t".into(),
                 welcome_timeout_ms: 10_000,
-                push_max_changes: self.rng.gen_range(1..6),
+                push_max_changes: self.rng.random_range(1..6),
             },
             self.now,
         );
@@ -551,14 +551,14 @@ impl World {
         };
         // A batch being written commits or not.
         if let Some((_, changes, cursors)) = self.peers[p].applying.take() {
-            if self.rng.gen_bool(0.5) {
+            if self.rng.random_bool(0.5) {
                 let now = self.now;
                 self.peers[p].store.apply(changes, &cursors, now);
             }
         }
         let keep = {
             let c = &self.conns[&conn];
-            self.rng.gen_range(0..=c.up.len())
+            self.rng.random_range(0..=c.up.len())
         };
         let now = self.now;
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -567,7 +567,7 @@ impl World {
             let at = c.up.back().map_or(0, |(t, _)| *t).max(now + 1);
             c.up.push_back((at, Inbound::Closed));
         }
-        let backoff = self.rng.gen_range(50..1500);
+        let backoff = self.rng.random_range(50..1500);
         self.peers[p].reconnect_at = Some(self.now + backoff);
         self.log(format!("peer {p} drops conn {conn}: {why}"));
     }
@@ -621,7 +621,7 @@ impl World {
                 client::Request::Apply {
                     changes, cursors, ..
                 } => {
-                    let d = self.rng.gen_range(0..30);
+                    let d = self.rng.random_range(0..30);
                     peer.applying = Some((now + d, changes, cursors));
                     Ok(())
                 }
@@ -690,8 +690,8 @@ impl World {
     }
 
     fn local_write(&mut self, p: usize) {
-        let c = COLLECTIONS[self.rng.gen_range(0..COLLECTIONS.len())];
-        let id = doc_id(IDS[self.rng.gen_range(0..IDS.len())]);
+        let c = COLLECTIONS[self.rng.random_range(0..COLLECTIONS.len())];
+        let id = doc_id(IDS[self.rng.random_range(0..IDS.len())]);
         let ops = random_ops(&mut self.rng);
         let now = self.now;
         self.peers[p].store.write(c, &id, &ops, now);
@@ -705,8 +705,8 @@ impl World {
     // --- the big peer's side -------------------------------------------------------------
 
     fn server_write(&mut self) {
-        let c = COLLECTIONS[self.rng.gen_range(0..COLLECTIONS.len())];
-        let id = doc_id(IDS[self.rng.gen_range(0..IDS.len())]);
+        let c = COLLECTIONS[self.rng.random_range(0..COLLECTIONS.len())];
+        let id = doc_id(IDS[self.rng.random_range(0..IDS.len())]);
         let ops = random_ops(&mut self.rng);
         let mut doc = self.big.state(c, &id);
         let stamp = self.big.clock.tick_at(EPOCH_MS + self.now);
@@ -953,7 +953,7 @@ impl World {
             }
         }
         if chaos {
-            next = next.min(self.now + self.rng.gen_range(1..200));
+            next = next.min(self.now + self.rng.random_range(1..200));
         }
         if next >= until {
             self.now = until;
@@ -1067,23 +1067,25 @@ impl World {
 
     fn chaos(&mut self) {
         let n = self.peers.len();
-        match self.rng.gen_range(0..100) {
+        match self.rng.random_range(0..100) {
             0..=24 => {
-                let p = self.rng.gen_range(0..n);
+                let p = self.rng.random_range(0..n);
                 self.local_write(p);
             }
             25..=32 => self.server_write(),
             33..=36 => {
-                let p = self.rng.gen_range(0..n);
+                let p = self.rng.random_range(0..n);
                 self.drop_peer_session(p, "cut");
             }
             38..=39 => {
                 // A peer forgets a subscription's cursor (`Store::forget_cursor`, or the same
                 // query subscribed anew): its next session subscribes from scratch, though it
                 // holds documents of the collection.
-                let p = self.rng.gen_range(0..n);
+                let p = self.rng.random_range(0..n);
                 let subs = self.peers[p].subs.len();
-                let key = self.peers[p].subs[self.rng.gen_range(0..subs)].key.clone();
+                let key = self.peers[p].subs[self.rng.random_range(0..subs)]
+                    .key
+                    .clone();
                 self.peers[p].store.cursors.remove(&key);
                 self.log(format!("peer {p} forgets the cursor of {key}"));
             }
@@ -1091,7 +1093,7 @@ impl World {
                 // The big peer's side of a connection ends (a restart, say).
                 let ids: Vec<u64> = self.conns.keys().copied().collect();
                 if !ids.is_empty() {
-                    let id = ids[self.rng.gen_range(0..ids.len())];
+                    let id = ids[self.rng.random_range(0..ids.len())];
                     self.end_server(id, &Stop::Shutdown);
                 }
             }
@@ -1179,7 +1181,7 @@ fn drain(frames: &mut bigpeer_sync_core::Frames) -> Vec<Vec<u8>> {
 /// One seeded run; `Err` says what went wrong.
 fn run(seed: u64) -> Result<(), String> {
     let mut w = World::new(seed);
-    let chaos_until = w.rng.gen_range(3_000..10_000);
+    let chaos_until = w.rng.random_range(3_000..10_000);
     while w.step(chaos_until, true) {}
     // Heal: nothing breaks any more; everyone reconnects and syncs.
     let settle_until = chaos_until + 30_000;

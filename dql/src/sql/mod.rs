@@ -642,7 +642,7 @@ mod tests {
             |n: usize, f: &dyn Fn(usize) -> String| (0..n).map(f).collect::<Vec<_>>().join(", ");
         for n in [100usize, 101, 500, 5000] {
             let mixed = |i: usize| {
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     "n".to_owned()
                 } else {
                     i.to_string()

@@ -140,7 +140,7 @@ impl Peer {
 
     async fn send(&mut self, m: &Msg) -> Result<(), String> {
         self.ws
-            .send(Message::Binary(m.encode()))
+            .send(Message::Binary(m.encode().into()))
             .await
             .map_err(|e| format!("send: {e}"))
     }

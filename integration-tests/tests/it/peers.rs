@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bigpeer::auth::{KeyStore, NewKey, Permissions};
 use integration_tests::{TestApp, TestDb};
-use rand::{Rng as _, SeedableRng as _};
+use rand::{RngExt as _, SeedableRng as _};
 use serde_json::{json, Value as Json};
 use smallpeer::sync::{SharedStore, SubscriptionPhase, SyncClient, SyncConfig, SyncHandle};
 use smallpeer::Store;
@@ -745,10 +745,10 @@ async fn random_edits_on_four_peers_converge() {
     let mut ops = 0;
     while ops < 240 && started.elapsed() < Duration::from_secs(8) {
         ops += 1;
-        let i = rng.gen_range(0..peers.len());
-        let id = format!("k{}", rng.gen_range(0..6));
-        let v: i64 = rng.gen_range(0..1000);
-        let statement = match rng.gen_range(0..10) {
+        let i = rng.random_range(0..peers.len());
+        let id = format!("k{}", rng.random_range(0..6));
+        let v: i64 = rng.random_range(0..1000);
+        let statement = match rng.random_range(0..10) {
             0 | 1 => format!(
                 "INSERT INTO r DOCUMENTS ({{'_id': '{id}', 'v': {v}, 'by{i}': true}}) ON ID CONFLICT DO UPDATE"
             ),
@@ -773,7 +773,7 @@ async fn random_edits_on_four_peers_converge() {
                 // Go offline, or come back.
                 let p = &mut peers[i];
                 if p.sync.is_some() {
-                    if rng.gen_bool(0.5) {
+                    if rng.random_bool(0.5) {
                         p.stop().await;
                     } else {
                         p.sync.take().expect("started").abort().await;
@@ -785,8 +785,8 @@ async fn random_edits_on_four_peers_converge() {
             }
         };
         peers[i].exec(&statement);
-        if rng.gen_bool(0.3) {
-            tokio::time::sleep(Duration::from_millis(rng.gen_range(0..20))).await;
+        if rng.random_bool(0.3) {
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..20))).await;
         }
     }
     for p in &mut peers {

@@ -95,7 +95,7 @@ impl Peer {
             }
         }
         self.ws
-            .send(Message::Binary(m.encode()))
+            .send(Message::Binary(m.encode().into()))
             .await
             .expect("send");
     }
@@ -719,7 +719,7 @@ async fn malformed_text_and_oversized_frames_close_only_their_session() {
 
     // A frame that does not decode.
     let (mut p, _) = Peer::open(&app, &token).await;
-    p.ws.send(Message::Binary(vec![0x7f, 1, 2]))
+    p.ws.send(Message::Binary(vec![0x7f, 1, 2].into()))
         .await
         .expect("send");
     p.expect_fatal("protocol/malformed").await;
@@ -734,7 +734,9 @@ async fn malformed_text_and_oversized_frames_close_only_their_session() {
     // A frame over max_frame.
     let (mut p, _) = Peer::open(&app, &token).await;
     let too_big = vec![0x08; 8 * 1024 * 1024 + 1];
-    p.ws.send(Message::Binary(too_big)).await.expect("send");
+    p.ws.send(Message::Binary(too_big.into()))
+        .await
+        .expect("send");
     p.expect_fatal("protocol/frame-too-large").await;
 
     // The first session still works.

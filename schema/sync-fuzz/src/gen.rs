@@ -295,7 +295,7 @@ pub fn version_vector(u: &mut Unstructured, near: &[&Doc]) -> Result<VersionVect
 }
 
 /// Random bytes from `rng` for an [`Unstructured`] (which reads them as choices).
-pub fn bytes(rng: &mut impl rand::RngCore, len: usize) -> Vec<u8> {
+pub fn bytes(rng: &mut impl rand::Rng, len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];
     rng.fill_bytes(&mut out);
     out

@@ -12,7 +12,7 @@ use bigpeer_schema::wire::{Cursor, Msg, PushResult, SubStatus};
 use bigpeer_schema::{SiteId, Value, VersionVector};
 use bigpeer_sync_fuzz::gen::{self, Gen};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 /// A target's body.
 type Body = fn(&[u8]);
@@ -190,19 +190,19 @@ fn states(g: &Gen, u: &mut Unstructured) -> arbitrary::Result<Vec<u8>> {
 
 /// Flips, cuts, inserts or duplicates bytes.
 fn mutate(rng: &mut StdRng, mut bytes: Vec<u8>) -> Vec<u8> {
-    for _ in 0..rng.gen_range(1..=4) {
+    for _ in 0..rng.random_range(1..=4) {
         if bytes.is_empty() {
-            bytes.push(rng.gen());
+            bytes.push(rng.random());
             continue;
         }
-        let at = rng.gen_range(0..bytes.len());
-        match rng.gen_range(0..5) {
-            0 => bytes[at] ^= 1 << rng.gen_range(0..8),
-            1 => bytes[at] = rng.gen(),
+        let at = rng.random_range(0..bytes.len());
+        match rng.random_range(0..5) {
+            0 => bytes[at] ^= 1 << rng.random_range(0..8),
+            1 => bytes[at] = rng.random(),
             2 => bytes.truncate(at),
-            3 => bytes.insert(at, rng.gen()),
+            3 => bytes.insert(at, rng.random()),
             _ => {
-                let end = (at + rng.gen_range(1..=16)).min(bytes.len());
+                let end = (at + rng.random_range(1..=16)).min(bytes.len());
                 let chunk = bytes[at..end].to_vec();
                 bytes.splice(at..at, chunk);
             }
@@ -219,7 +219,7 @@ fn every_target_survives_seeded_random_inputs() {
     let g = Gen::default();
     for seed in 0..SEEDS {
         let mut rng = StdRng::seed_from_u64(seed);
-        let len = rng.gen_range(0..=1024);
+        let len = rng.random_range(0..=1024);
         let noise = gen::bytes(&mut rng, len);
         let drive = gen::bytes(&mut rng, 4096);
         let mut u = Unstructured::new(&drive);

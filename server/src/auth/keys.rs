@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use rand::Rng;
+use rand::RngExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
@@ -307,11 +307,11 @@ fn validate_name(name: &str) -> Result<(), AuthError> {
 }
 
 fn generate_secret() -> String {
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     let mut s = String::with_capacity(SECRET_PREFIX.len() + SECRET_RANDOM_CHARS);
     s.push_str(SECRET_PREFIX);
     for _ in 0..SECRET_RANDOM_CHARS {
-        s.push(char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]));
+        s.push(char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]));
     }
     s
 }

@@ -260,7 +260,7 @@ mod tests {
             ("SELECT 1 LIMIT -1", "2201W", "LIMIT must not be negative"),
             (too_many.as_str(), "54023", "cannot pass more than"),
         ] {
-            let e = sqlx::query(sql)
+            let e = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .fetch_one(db.store.pool())
                 .await
                 .map(|_| ())

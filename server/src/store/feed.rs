@@ -59,11 +59,16 @@ impl ChangeFeed {
         let (pos_tx, position) = watch::channel(start);
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let sender = tx.clone();
+        // `Store::close` waits for every pooled connection (sqlx 0.9), the listener's too: the
+        // task ends when the pool closes, even while handles remain.
+        let closed = store.pool().close_event();
         tokio::spawn(async move {
             let mut cursor = start;
+            tokio::pin!(closed);
             loop {
                 tokio::select! {
                     _ = &mut stop_rx => break,
+                    _ = &mut closed => break,
                     n = listener.try_recv() => {
                         if let Err(e) = n {
                             tracing::warn!(error = %e, "change feed listener failed; polling until it reconnects");

@@ -72,7 +72,9 @@ impl Store {
 
     /// Every key, newest first.
     pub async fn list_keys(&self) -> Result<Vec<KeyRow>, StoreError> {
-        let rows = sqlx::query(&format!("{SELECT_KEY} ORDER BY created_at DESC, id"))
+        // Constant text: `SELECT_KEY` and a fixed order.
+        let sql = format!("{SELECT_KEY} ORDER BY created_at DESC, id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(key_row).collect()
@@ -95,7 +97,8 @@ impl Store {
         let sql = format!("{SELECT_KEY} WHERE secret_hash = $1");
         let row = self
             .retry_read(|| async {
-                Ok(sqlx::query(&sql)
+                // Constant text; the hash is a bound parameter.
+                Ok(sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
                     .bind(secret_hash)
                     .fetch_optional(&self.pool)
                     .await?)

@@ -43,7 +43,7 @@ impl Store {
     ) -> Result<Items, StoreError> {
         use futures_util::TryStreamExt as _;
         let reads = self.reads();
-        let mut rows = bind(sqlx::query(&c.sql), &c.params).fetch(&reads);
+        let mut rows = bind(sqlx::query(compiled_sql(c)), &c.params).fetch(&reads);
         let mut items = Vec::new();
         while let Some(r) = rows.try_next().await? {
             if items.len() >= max_items {
@@ -72,7 +72,7 @@ impl Store {
         c: &Compiled,
         collection: &str,
     ) -> Result<Vec<DocId>, StoreError> {
-        let rows = bind(sqlx::query(&c.sql), &c.params)
+        let rows = bind(sqlx::query(compiled_sql(c)), &c.params)
             .fetch_all(&self.reads())
             .await?;
         let mut ids = Vec::with_capacity(rows.len());
@@ -93,6 +93,13 @@ impl Store {
 }
 
 /// Binds a compiled statement's parameters, in order.
+/// The text of a compiled statement, for sqlx. `bigpeer_dql::sql` builds it from a checked plan
+/// and constant SQL: every user value (literals, parameters, field names, the collection) is a
+/// bind parameter `$n` (see [`bind`]), so no user text is spliced into it.
+fn compiled_sql(c: &Compiled) -> sqlx::AssertSqlSafe<&str> {
+    sqlx::AssertSqlSafe(c.sql.as_str())
+}
+
 fn bind<'q>(
     mut q: Query<'q, Postgres, PgArguments>,
     params: &'q [SqlParam],

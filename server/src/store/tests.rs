@@ -748,7 +748,7 @@ async fn loading_write_targets_probes_the_primary_key_on_a_young_table() {
             super::txn::LOAD_TARGETS
         ),
     ] {
-        sqlx::query(&sql)
+        sqlx::query(sqlx::AssertSqlSafe(sql))
             .execute(&mut *conn)
             .await
             .expect("prepare");

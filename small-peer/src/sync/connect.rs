@@ -178,12 +178,13 @@ impl Target {
 
 /// The bundled web PKI roots plus the certificates of `ca_pem`.
 fn roots(ca_pem: Option<&str>) -> Result<rustls::RootCertStore, SyncFailure> {
+    use rustls::pki_types::{pem::PemObject as _, CertificateDer};
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(pem) = ca_pem {
         let bad = |why: String| SyncFailure::new("sync/invalid-ca", why);
         let mut n = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
             let cert =
                 cert.map_err(|e| bad(format!("the CA certificate PEM does not parse: {e}")))?;
             roots

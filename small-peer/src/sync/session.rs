@@ -17,7 +17,6 @@ use bigpeer_sync_core::client::{self, disconnected, ClientSession, Event, Phase,
 use bigpeer_sync_core::client::terminal;
 use bigpeer_sync_core::{Failure, Millis};
 use futures_util::{SinkExt as _, StreamExt as _};
-use rand::Rng as _;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -116,7 +115,7 @@ impl Backoff {
         let step = self.next;
         self.next = (self.next * 2).min(self.max);
         let ms = u64::try_from(step.as_millis()).unwrap_or(u64::MAX).max(1);
-        Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms))
+        Duration::from_millis(rand::random_range(ms / 2..=ms))
     }
 }
 

@@ -525,7 +525,7 @@ mod push_fuzz {
     use bigpeer_sync_fuzz::gen::{self, Gen};
     use integration_tests::TestApp;
     use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     use serde_json::json;
 
     use crate::sync::{admin, Peer};
@@ -546,10 +546,10 @@ mod push_fuzz {
     /// A session: first a hello as an edge site (zero is refused; another is taken for good
     /// by this key), then as the generator's own site.
     async fn open(app: &TestApp, token: &str, rng: &mut StdRng) -> Peer {
-        let edge = match rng.gen_range(0..3) {
+        let edge = match rng.random_range(0..3) {
             0 => SiteId(0),
             1 => SiteId(u128::MAX),
-            _ => SiteId(rng.gen()),
+            _ => SiteId(rng.random()),
         };
         let mut p = Peer::connect(app).await;
         p.hello_as(edge, token).await;

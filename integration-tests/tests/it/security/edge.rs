@@ -753,7 +753,7 @@ async fn before_its_welcome_a_peer_cannot_make_the_server_buffer_large_messages(
     p.expect_fatal("protocol/frame-too-large").await;
     // Any large message first.
     let mut p = Peer::connect(&app).await;
-    p.ws.send(Message::Binary(vec![0x01; 200 * 1024]))
+    p.ws.send(Message::Binary(vec![0x01; 200 * 1024].into()))
         .await
         .expect("send");
     p.expect_fatal("protocol/frame-too-large").await;
@@ -772,7 +772,10 @@ async fn before_its_welcome_a_peer_cannot_make_the_server_buffer_large_messages(
             ..FrameHeader::default()
         };
         if p.ws
-            .send(Message::Frame(Frame::from_payload(header, piece.clone())))
+            .send(Message::Frame(Frame::from_payload(
+                header,
+                piece.clone().into(),
+            )))
             .await
             .is_err()
         {
