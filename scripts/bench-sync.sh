@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sync benchmarks: a release `bigpeer serve` on a fresh database and `bigpeer-sync-bench` against
-# it on loopback, one scenario after another.
+# it on loopback, one scenario after another. All peers connect from 127.0.0.1, so the server runs
+# without its per-address connection cap (--max-connections-per-ip 0).
 #
 # Usage: scripts/bench-sync.sh [scenario...]   (default: idle fanout initial latency)
 # Env: PGHOST (127.0.0.1), PGPORT (5432), PGUSER (postgres), IDLE_PEERS (1000), FANOUT_PEERS (100),
@@ -30,7 +31,7 @@ psql -X -q -d postgres -c "CREATE DATABASE $db"
 token=$("$bin/bigpeer" keys create --database-url "$url" --log-level warn --name bench 2>/dev/null | sed -n 's/.*"key":"\(bpk_[A-Za-z0-9_-]*\)".*/\1/p' | head -1)
 [ -n "$token" ] || { echo "could not create an API key" >&2; exit 1; }
 
-"$bin/bigpeer" serve --listen "127.0.0.1:$port" --database-url "$url" --log-level warn > "$work/server.log" 2>&1 &
+"$bin/bigpeer" serve --listen "127.0.0.1:$port" --database-url "$url" --log-level warn --max-connections-per-ip 0 > "$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
 
