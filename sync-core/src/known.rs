@@ -129,13 +129,7 @@ pub fn change_for(
     })
 }
 
-/// A document's JSON with `_id`, as subscriptions and permissions see it (`None`: deleted).
+/// A document's JSON with `_id` (`None`: deleted): [`Doc::materialize_with_id`].
 pub fn materialize_with_id(doc: &Doc, id: &DocId) -> Option<Value> {
-    match doc.materialize()? {
-        Value::Object(mut o) => {
-            o.insert("_id".to_owned(), id.value().clone());
-            Some(Value::Object(o))
-        }
-        _ => None,
-    }
+    doc.materialize_with_id(id)
 }

@@ -491,6 +491,18 @@ impl Doc {
         }
     }
 
+    /// The document's JSON with its `_id`, as subscriptions, permissions and the store see it;
+    /// `None` when deleted.
+    pub fn materialize_with_id(&self, id: &crate::DocId) -> Option<Value> {
+        match self.materialize()? {
+            Value::Object(mut o) => {
+                o.insert("_id".to_owned(), id.value().clone());
+                Some(Value::Object(o))
+            }
+            _ => None,
+        }
+    }
+
     /// The largest stamp anywhere in the state (for resuming a clock).
     pub fn max_stamp(&self) -> Option<Stamp> {
         let mut best: Option<Stamp> = None;

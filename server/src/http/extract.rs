@@ -91,27 +91,61 @@ pub fn refuse_nul<'a>(
     Ok(())
 }
 
-/// An admitted API-key request: its permissions and its validated body.
-pub struct Call<T: Validate, E> {
+/// Who may call a route, and what admitting a request proves.
+pub trait Admission: 'static {
+    /// What the handler learns from admission (an API key's permissions; nothing for the admin).
+    type Proof;
+    /// Whether `X-DITTO-TXN-ID` is honoured (read-your-writes).
+    const READS_YOUR_WRITES: bool;
+    fn admit(
+        req: &HttpRequest,
+        state: &AppState,
+    ) -> impl Future<Output = Result<Self::Proof, Problem>>;
+}
+
+/// The API-key routes: rate limits, then the key; the proof is its permissions.
+#[derive(Debug)]
+pub enum Key {}
+
+/// The admin API: the address rate limit, then the admin key.
+#[derive(Debug)]
+pub enum Admin {}
+
+impl Admission for Key {
+    type Proof = Access;
+    const READS_YOUR_WRITES: bool = true;
+    async fn admit(req: &HttpRequest, state: &AppState) -> Result<Access, Problem> {
+        admit(req, state).await
+    }
+}
+
+impl Admission for Admin {
+    type Proof = ();
+    const READS_YOUR_WRITES: bool = false;
+    async fn admit(req: &HttpRequest, state: &AppState) -> Result<(), Problem> {
+        admit_admin(req, state)
+    }
+}
+
+/// An admitted request: what admission proved (`access`) and its validated body. `E` is the
+/// envelope of the route's errors, `W` who may call it.
+pub struct Call<T: Validate, E, W: Admission = Key> {
     pub state: web::Data<AppState>,
-    pub access: Access,
+    pub access: W::Proof,
     pub body: T::Valid,
     envelope: PhantomData<fn() -> E>,
 }
 
 /// An admitted admin request (the admin key checked): its validated body.
-pub struct AdminCall<T: Validate, E> {
-    pub state: web::Data<AppState>,
-    pub body: T::Valid,
-    envelope: PhantomData<fn() -> E>,
-}
+pub type AdminCall<T, E> = Call<T, E, Admin>;
 
 type Extracting<X, E> = Pin<Box<dyn Future<Output = Result<X, ApiError<E>>>>>;
 
-impl<T, E> FromRequest for Call<T, E>
+impl<T, E, W> FromRequest for Call<T, E, W>
 where
     T: DeserializeOwned + Validate + 'static,
     E: super::error::Envelope,
+    W: Admission,
 {
     type Error = ApiError<E>;
     type Future = Extracting<Self, E>;
@@ -121,39 +155,16 @@ where
         let mut payload = payload.take();
         Box::pin(async move {
             let state = app_state(&req)?;
-            let access = admit(&req, &state).await?;
+            let access = W::admit(&req, &state).await?;
+            // Only now, with the credentials checked, is the body read (and its fields revealed).
             let body = read_body::<T>(&req, &mut payload).await?;
             let body = body.validate().map_err(Failure::into_api)?;
-            read_your_writes(&req, &state).await?;
+            if W::READS_YOUR_WRITES {
+                read_your_writes(&req, &state).await?;
+            }
             Ok(Call {
                 state,
                 access,
-                body,
-                envelope: PhantomData,
-            })
-        })
-    }
-}
-
-impl<T, E> FromRequest for AdminCall<T, E>
-where
-    T: DeserializeOwned + Validate + 'static,
-    E: super::error::Envelope,
-{
-    type Error = ApiError<E>;
-    type Future = Extracting<Self, E>;
-
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        let mut payload = payload.take();
-        Box::pin(async move {
-            let state = app_state(&req)?;
-            admit_admin(&req, &state)?;
-            // Only now, with the admin key checked, is the body read (and its fields revealed).
-            let body = read_body::<T>(&req, &mut payload).await?;
-            let body = body.validate().map_err(Failure::into_api)?;
-            Ok(AdminCall {
-                state,
                 body,
                 envelope: PhantomData,
             })

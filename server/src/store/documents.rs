@@ -234,15 +234,9 @@ pub(crate) fn committed(
     }
 }
 
-/// The materialised JSON of a document with its `_id`, or `None` when deleted.
+/// A document's JSON with `_id` (`None`: deleted): [`Doc::materialize_with_id`].
 pub fn materialize_with_id(doc: &Doc, id: &DocId) -> Option<Value> {
-    match doc.materialize()? {
-        Value::Object(mut o) => {
-            o.insert("_id".to_owned(), id.value().clone());
-            Some(Value::Object(o))
-        }
-        _ => None,
-    }
+    doc.materialize_with_id(id)
 }
 
 pub(crate) fn corrupt_row(collection: &str, id: &DocId, e: SchemaError) -> StoreError {
