@@ -713,6 +713,24 @@ async fn permissions_limit_what_a_peer_gets_and_may_write() {
     app.shutdown().await;
 }
 
+/// A small peer started without a token hears that it gave none, not that its key is invalid.
+#[tokio::test]
+async fn no_token_ends_the_client_saying_so() {
+    let app = TestApp::spawn().await;
+    let mut p = Peer::new(&app, "", &["SELECT * FROM c"]);
+    p.start();
+    let failure = tokio::time::timeout(WAIT, p.sync().finished())
+        .await
+        .expect("ends in time");
+    assert_eq!(failure.code, "auth/missing-credentials");
+    assert!(
+        failure.message.contains("no token given"),
+        "{}",
+        failure.message
+    );
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_refused_token_ends_the_client_with_its_code() {
     let app = TestApp::spawn().await;

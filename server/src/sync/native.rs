@@ -345,6 +345,14 @@ impl Shell {
             .as_ref()
             .filter(|_| !token.starts_with(crate::auth::SECRET_PREFIX));
         let mut client_info = None;
+        if token.is_empty() && !self.hub.options.playground {
+            return Err(Stop::fatal(
+                "auth/missing-credentials",
+                "no token given: connect with an API key (smallpeer --token <key>) or a token of \
+                 the server's authentication webhook",
+                CLOSE_POLICY,
+            ));
+        }
         let (perms, user, expires_at, key) = if self.hub.options.playground {
             (Permissions::all(), PLAYGROUND_USER.to_owned(), None, None)
         } else if let Some(webhook) = webhook {
