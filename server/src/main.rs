@@ -81,6 +81,9 @@ enum KeysCommand {
             default_value = r#"{"read":{"everything":true},"write":{"everything":true}}"#
         )]
         permissions: String,
+        /// Print only the secret, on a line of its own (KEY=$(bigpeer keys create --name me --quiet))
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// List the keys as JSON (without their secrets).
     List,
@@ -348,6 +351,7 @@ async fn keys_in(
             description,
             expires_at,
             permissions,
+            quiet,
         } => {
             let permissions: Permissions = serde_json::from_str(permissions)
                 .map_err(|e| bad(format!("--permissions is not valid: {e}")))?;
@@ -367,7 +371,11 @@ async fn keys_in(
                 permissions,
             };
             let created = store.create(new).await.map_err(AppError::Auth)?;
-            println!("{}", show(&created.key, Some(&created.secret)));
+            if *quiet {
+                println!("{}", created.secret);
+            } else {
+                println!("{}", show(&created.key, Some(&created.secret)));
+            }
         }
         KeysCommand::List => {
             let keys = store.list().await.map_err(AppError::Auth)?;

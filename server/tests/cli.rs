@@ -727,4 +727,16 @@ fn keys_command_creates_lists_and_revokes() {
     let (code, _, err) = run(&["keys", "create", "--name", "x", "--expires-at", "soon"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("RFC 3339"), "{err}");
+
+    // --quiet: the secret alone, on a line of its own, ready for KEY=$(...).
+    let (code, out, err) = run(&["keys", "create", "--name", "quiet", "--quiet"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.ends_with('\n'), "{out:?}");
+    let secret = out.trim_end_matches('\n');
+    assert!(
+        secret.starts_with(bigpeer::auth::SECRET_PREFIX) && !secret.contains(char::is_whitespace),
+        "{out:?}"
+    );
+    let (_, listed, _) = run(&["keys", "list"]);
+    assert!(listed.contains("\"quiet\""), "{listed}");
 }

@@ -48,6 +48,7 @@ impl CommitWatch {
             tokio::pin!(closed);
             loop {
                 tokio::select! {
+                    biased;
                     _ = &mut stopped => break,
                     _ = &mut closed => break,
                     n = listener.try_recv() => match n {
@@ -69,7 +70,12 @@ impl CommitWatch {
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "the commit listener failed; retrying");
-                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            tokio::select! {
+                                biased;
+                                _ = &mut stopped => break,
+                                _ = &mut closed => break,
+                                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                            }
                         }
                     },
                 }

@@ -66,13 +66,21 @@ impl ChangeFeed {
             let mut cursor = start;
             tokio::pin!(closed);
             loop {
+                // Stopping first: a listener that fails because the pool closed must not make
+                // the task wait (and `Store::close` with it) for a poll interval.
                 tokio::select! {
+                    biased;
                     _ = &mut stop_rx => break,
                     _ = &mut closed => break,
                     n = listener.try_recv() => {
                         if let Err(e) = n {
                             tracing::warn!(error = %e, "change feed listener failed; polling until it reconnects");
-                            tokio::time::sleep(opts.poll_interval).await;
+                            tokio::select! {
+                                biased;
+                                _ = &mut stop_rx => break,
+                                _ = &mut closed => break,
+                                _ = tokio::time::sleep(opts.poll_interval) => {}
+                            }
                         }
                     }
                     _ = tokio::time::sleep(opts.poll_interval) => {}
