@@ -529,20 +529,28 @@ impl ClientSession {
         }
         // Changes refused in an earlier session whose answer never arrived (the cursor may have
         // moved past them since): ask again.
-        let n = wanted.len() as u64;
-        for (collection, id, have) in wanted {
-            let want = Msg::Want {
-                collection,
-                id,
-                have,
-            };
-            self.send(now, &want);
-        }
+        let n = self.send_wants(now, wanted);
         if n > 0 {
             self.events.push_back(Event::WantsSent(n));
         }
         self.outbox_wanted = true;
         Ok(())
+    }
+
+    /// Asks for the whole state of each document (`Want`); returns how many were asked for.
+    fn send_wants(&mut self, now: Millis, wants: Vec<(String, DocId, VersionVector)>) -> u64 {
+        let n = wants.len() as u64;
+        for (collection, id, have) in wants {
+            self.send(
+                now,
+                &Msg::Want {
+                    collection,
+                    id,
+                    have,
+                },
+            );
+        }
+        n
     }
 
     /// Subscribes (a new subscription, or one resumed from its stored `cursor`).
@@ -588,15 +596,7 @@ impl ClientSession {
         let Some((batch, received)) = self.applying.take() else {
             return Err(Failure::new("internal", "an answer to no batch"));
         };
-        let n = wants.len() as u64;
-        for (collection, id, have) in wants {
-            let want = Msg::Want {
-                collection,
-                id,
-                have,
-            };
-            self.send(now, &want);
-        }
+        let n = self.send_wants(now, wants);
         self.events.push_back(Event::Batch {
             received,
             applied,
