@@ -168,6 +168,31 @@ impl Database {
         }
     }
 
+    /// [`Database::open`] for the command-line tools (`bigpeer keys`, `bigpeer migrate`): with
+    /// the embedded default, when a bigpeer server already runs on the data folder, they connect
+    /// to its cluster over the private socket instead of failing with `pg/data-dir-in-use`.
+    pub async fn open_beside_server(config: &Config) -> Result<Database, AppError> {
+        if config.database_url.is_none() {
+            if let Some(url) = crate::pg::running_cluster_url(&config.data_dir)? {
+                tracing::info!(
+                    data_dir = %config.data_dir.display(),
+                    "using the embedded Postgres of the bigpeer server running on this data folder"
+                );
+                let options = StoreOptions {
+                    max_connections: 2,
+                    connect_timeout: config.connect_timeout,
+                    ..StoreOptions::default()
+                };
+                let store = connect(&url, &options).await?;
+                return Ok(Database {
+                    store,
+                    embedded: None,
+                });
+            }
+        }
+        Database::open(config).await
+    }
+
     /// Applies pending migrations; returns how many were applied.
     pub async fn migrate(&self) -> Result<usize, AppError> {
         self.store

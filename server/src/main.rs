@@ -54,7 +54,8 @@ enum Command {
     Migrate,
     /// Print the effective configuration (TOML, passwords masked), then exit.
     Config(ServeArgs),
-    /// Manage HTTP API keys (create, list, revoke) directly in the database.
+    /// Manage HTTP API keys (create, list, revoke) directly in the database; with the embedded
+    /// Postgres, also while `bigpeer serve` runs on the same data folder.
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Print the OpenAPI description of the HTTP API (JSON), then exit; the repository keeps it
@@ -299,7 +300,7 @@ async fn serve(config: Config) -> Result<(), AppError> {
 }
 
 async fn migrate(config: Config) -> Result<(), AppError> {
-    let database = Database::open(&config).await?;
+    let database = Database::open_beside_server(&config).await?;
     let result = database.migrate().await;
     database.close().await;
     let applied = result?;
@@ -317,7 +318,7 @@ async fn migrate(config: Config) -> Result<(), AppError> {
 }
 
 async fn keys(config: Config, command: &KeysCommand) -> Result<(), AppError> {
-    let database = Database::open(&config).await?;
+    let database = Database::open_beside_server(&config).await?;
     let result = keys_in(&database, &config, command).await;
     database.close().await;
     result

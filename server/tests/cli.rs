@@ -172,6 +172,31 @@ fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// A plain HTTP/1.1 POST of a JSON body with a bearer token, over a real socket.
+fn post(addr: SocketAddr, path: &str, token: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
 /// Pids of live processes whose command line mentions `needle` (Linux `/proc`).
 fn processes_mentioning(needle: &Path) -> Vec<String> {
     let needle = needle.to_string_lossy().into_owned();
@@ -271,6 +296,40 @@ fn embedded_postgres_by_default_starts_stops_and_is_reused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("error[pg/data-dir-in-use]"), "{stderr}");
+
+    // The first key while the server runs: `keys create` uses the running server's cluster.
+    let out = bigpeer(dir.path())
+        .args(["keys", "create", "--name", "first", "--quiet", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run bigpeer keys create");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("using the embedded Postgres of the bigpeer server"),
+        "{stderr}"
+    );
+    let secret = String::from_utf8_lossy(&out.stdout).trim_end().to_owned();
+    assert!(
+        secret.starts_with(bigpeer::auth::SECRET_PREFIX),
+        "{secret:?}"
+    );
+    let (status, body) = post(
+        addr,
+        "/api/v4/store/execute",
+        &secret,
+        r#"{"statement": "INSERT INTO cars DOCUMENTS ({'_id': 'first'})"}"#,
+    )
+    .expect("write with the new key");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"first\""), "{body}");
+    let out = bigpeer(dir.path())
+        .args(["keys", "list", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run bigpeer keys list");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"first\""));
 
     let status = first.terminate();
     assert_eq!(

@@ -6,30 +6,36 @@
 //! smallpeer --data DIR --connect URL [--token T] sync --subscribe "<SELECT>"...
 //! ```
 //!
-//! `exec` prints `{"items": [...], "mutatedDocumentIds": [...]}` on stdout; with `--connect` it
-//! then syncs until the big peer holds every local change and every subscription has caught
-//! up. `watch` prints `{"items": [...]}` at start and whenever the result changes. Sync events
-//! (`connected`, `disconnected`, `caught-up`, `denied`, ...) go to stderr as JSON lines. Errors
-//! are printed on stderr as `{"code": ..., "message": ...}`; the exit code is 2 for a bad
-//! statement, bad arguments or bad usage (URL, CA file, missing `--connect`), 1 for a storage or
-//! sync failure (unreachable big peer, refused token, denied writes, timeout).
+//! `exec` prints `{"items": [...], "mutatedDocumentIds": [...]}` on stdout. With `--connect` it
+//! syncs until the big peer holds every local change and every subscription has caught up; a
+//! `SELECT` then runs after the sync (it shows what the big peer has), any other statement runs
+//! before it (its changes are what is pushed). `watch` prints `{"items": [...]}` at start and
+//! whenever the result changes. `status` prints the local changes not pushed yet and those the
+//! big peer refused, with the reason. Sync events (`connected`, `disconnected`, `caught-up`,
+//! `denied`, ...) go to stderr as JSON lines. Errors are printed on stderr as `{"code": ...,
+//! "message": ...}`; the exit code is 2 for a bad statement, bad arguments or bad usage (URL, CA
+//! file, missing `--connect`), 1 for a storage or sync failure (unreachable big peer, refused
+//! token, a local change of this run refused by the big peer, timeout).
 
 /// mimalloc instead of the system allocator: with glibc's, a sync peer spent about a quarter
 /// of its time in malloc and free (see BENCHMARKS.md, Sync).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bigpeer_dql::plan::Plan;
 use bigpeer_schema::Value;
 use clap::{Parser, Subcommand};
 use smallpeer::sync::{SubscriptionPhase, SyncStatus};
-use smallpeer::{PeerError, Store, SyncClient, SyncConfig, SyncFailure, SyncHandle};
+use smallpeer::{
+    OutboxEntry, PeerError, QueryResult, Store, SyncClient, SyncConfig, SyncFailure, SyncHandle,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,9 +64,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs one DQL statement on the local store and prints its result as JSON; with --connect,
-    /// then syncs until the big peer holds the local changes and the subscriptions have caught
-    /// up.
+    /// Runs one DQL statement on the local store and prints its result as JSON. With --connect,
+    /// syncs until the big peer holds the local changes and the subscriptions have caught up: a
+    /// SELECT runs after the sync, other statements before it. Exits 1 when the big peer refuses
+    /// a change of this run.
     Exec {
         /// The DQL statement.
         statement: String,
@@ -83,6 +90,9 @@ enum Command {
         #[arg(long, value_name = "JSON")]
         args: Option<String>,
     },
+    /// Prints, as JSON, the local changes not pushed yet ("pending"), the ones the big peer
+    /// refused with its reason ("refused"), and the remembered subscriptions.
+    Status,
     /// Syncs with the big peer given by --connect until SIGINT or SIGTERM.
     Sync {
         /// A DQL SELECT saying which documents to sync (repeatable); remembered in the store
@@ -271,6 +281,17 @@ async fn sync_until_stopped(handle: SyncHandle) -> Result<(), Failure> {
     }
 }
 
+/// `(collection, id, change number)` of the outbox's entries that the big peer has not
+/// refused (yet): the changes a sync may still refuse.
+fn unrefused(store: &Store) -> Result<BTreeSet<(String, String, i64)>, Failure> {
+    Ok(store
+        .outbox()?
+        .into_iter()
+        .filter(|e| e.denied.is_none())
+        .map(|e| (e.collection, e.id.value().to_json_string(), e.change))
+        .collect())
+}
+
 fn exec(
     cli: &Cli,
     statement: &str,
@@ -283,43 +304,49 @@ fn exec(
     for q in subscribe {
         store.check_select(q, &BTreeMap::new())?;
     }
-    let r = store.execute(statement, &args)?;
+    let plan = store.plan(statement, &args)?;
+    // With --connect, a SELECT runs after the sync, so that it shows what the big peer has;
+    // any other statement runs (and prints) at once, and its changes are then pushed.
+    let read_after_sync = cli.connect.is_some() && matches!(plan, Plan::Select(_));
+    let print = |r: &QueryResult| {
+        print_line(&serde_json::json!({
+            "items": r.items,
+            "mutatedDocumentIds": r.mutated_ids,
+        }))
+    };
+    if !read_after_sync {
+        let r = store.run(&plan)?;
+        print(&r);
+    }
     for q in subscribe {
         store.remember_subscription(q, &Value::Null)?;
     }
-    let config = match &cli.connect {
-        Some(url) => Some(sync_config(
-            url,
-            cli.token.as_deref(),
-            cli.ca_cert.as_deref(),
-            &store,
-        )?),
-        None => None,
-    };
-    print_line(&serde_json::json!({
-        "items": r.items,
-        "mutatedDocumentIds": r.mutated_ids,
-    }));
-    let Some(config) = config else {
+    let Some(url) = &cli.connect else {
         return Ok(());
     };
+    let config = sync_config(url, cli.token.as_deref(), cli.ca_cert.as_deref(), &store)?;
+    // The changes this sync may refuse: every local change not refused already (this
+    // statement's included). The refusals are read from the store after the sync, where they are
+    // recorded before the push counts as done, so the exit status never misses one.
+    let open = unrefused(&store)?;
     let url = config.url.clone();
     let store = Arc::new(Mutex::new(store));
+    let shared = store.clone();
     runtime()?.block_on(async move {
-        let handle = SyncClient::start(store, config)?;
+        let handle = SyncClient::start(shared, config)?;
         let limit = Duration::from_secs(timeout);
         let outcome = tokio::time::timeout(limit, handle.wait_until_synced()).await;
         let status = handle.status();
         handle.stop().await;
         match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Failure::from(e)),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Failure::from(e)),
             Err(_) => {
                 let why = status
                     .last_error
                     .map(|e| format!(": {}", e.message))
                     .unwrap_or_default();
-                return Err(if status.stats.sessions == 0 {
+                Err(if status.stats.sessions == 0 {
                     Failure {
                         code: "sync/unreachable".into(),
                         message: format!("could not sync with {url} within {timeout} s{why}"),
@@ -331,26 +358,88 @@ fn exec(
                         message: format!("not synced with {url} within {timeout} s{why}"),
                         exit: 1,
                     }
-                });
+                })
             }
         }
-        if let Some(d) = status.denied.first() {
-            let docs: Vec<String> = status
-                .denied
-                .iter()
-                .map(|d| format!("{}/{}", d.collection, d.id))
-                .collect();
-            return Err(Failure {
-                code: d.code.clone(),
-                message: format!(
-                    "the big peer refused local changes (kept locally): {}",
-                    docs.join(", ")
-                ),
-                exit: 1,
-            });
+    })?;
+    let mut store = store
+        .lock()
+        .map_err(|_| Failure::from(PeerError::Corrupt("the store lock is poisoned".into())))?;
+    let refused: Vec<OutboxEntry> = store
+        .outbox()?
+        .into_iter()
+        .filter(|e| {
+            e.denied.is_some()
+                && open.contains(&(
+                    e.collection.clone(),
+                    e.id.value().to_json_string(),
+                    e.change,
+                ))
+        })
+        .collect();
+    if read_after_sync {
+        let r = store.run(&plan)?;
+        print(&r);
+    }
+    if let Some(first) = refused.first() {
+        let docs: Vec<String> = refused
+            .iter()
+            .map(|d| format!("{}/{}", d.collection, d.id))
+            .collect();
+        return Err(Failure {
+            code: first.denied.clone().unwrap_or_default(),
+            message: format!(
+                "the big peer refused local changes (kept locally; `smallpeer status` lists them): {}",
+                docs.join(", ")
+            ),
+            exit: 1,
+        });
+    }
+    Ok(())
+}
+
+/// Prints what the store holds for the big peer: the local changes not pushed yet, the ones the
+/// big peer refused (with its reason), and the remembered subscriptions.
+fn status(cli: &Cli) -> Result<(), Failure> {
+    let store = Store::open_dir(&cli.data)?;
+    let mut pending = Vec::new();
+    let mut refused = Vec::new();
+    for e in store.outbox()? {
+        let id = e.id.value().to_json();
+        match e.denied {
+            None => pending.push(serde_json::json!({"collection": e.collection, "id": id})),
+            Some(code) => refused.push(serde_json::json!({
+                "collection": e.collection, "id": id, "code": code,
+                "message": refusal_message(&code),
+            })),
         }
-        Ok(())
-    })
+    }
+    let subscriptions: Vec<serde_json::Value> = store
+        .remembered_subscriptions()?
+        .into_iter()
+        .map(|(query, args)| serde_json::json!({"query": query, "args": args.to_json()}))
+        .collect();
+    print_line(&serde_json::json!({
+        "site": store.site().to_string(),
+        "pending": pending,
+        "refused": refused,
+        "subscriptions": subscriptions,
+    }));
+    Ok(())
+}
+
+/// What a refusal code means, for `smallpeer status`.
+fn refusal_message(code: &str) -> String {
+    match code {
+        "auth/forbidden" => "the token may not write this document (its write permission); \
+                             the change stays here and is pushed again when the document is \
+                             written again"
+            .to_owned(),
+        other => format!(
+            "the big peer refused the change ({other}); it stays here and is pushed again when \
+             the document is written again"
+        ),
+    }
 }
 
 fn watch(cli: &Cli, statement: &str, args: Option<&str>) -> Result<(), Failure> {
@@ -440,6 +529,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         } => exec(cli, statement, args.as_deref(), subscribe, *timeout),
         Command::Watch { statement, args } => watch(cli, statement, args.as_deref()),
         Command::Sync { subscribe } => sync(cli, subscribe),
+        Command::Status => status(cli),
     }
 }
 

@@ -99,7 +99,8 @@ impl Store {
         self.execute(text, &args)
     }
 
-    pub(crate) fn plan(&self, text: &str, args: &BTreeMap<String, Value>) -> Result<Plan> {
+    /// Parses and checks one statement without running it ([`Store::run`] runs it).
+    pub fn plan(&self, text: &str, args: &BTreeMap<String, Value>) -> Result<Plan> {
         let stmt = bigpeer_dql::parse(text)?;
         let settings = db::load_settings(&self.conn)?;
         let opts = PlanOptions {

@@ -95,12 +95,16 @@ async fn exec_connect_pushes_local_writes_and_pulls_subscriptions() {
         ],
     )
     .await;
-    // The statement ran before syncing.
-    assert_eq!(stdout_json(&out)["items"], json!([{"_id": "a"}]));
-    let out = run(data, &["exec", "SELECT _id FROM cars ORDER BY _id"]).await;
+    // With --connect, a SELECT runs after the sync: it shows what the big peer has.
     assert_eq!(
         stdout_json(&out)["items"],
         json!([{"_id": "a"}, {"_id": "b"}])
+    );
+    let out = run(data, &["exec", "SELECT _id FROM cars ORDER BY _id"]).await;
+    assert_eq!(
+        stdout_json(&out)["items"],
+        json!([{"_id": "a"}, {"_id": "b"}]),
+        "and it is in the store"
     );
 
     // The subscription is remembered: a later exec --connect pulls without --subscribe.
@@ -113,6 +117,87 @@ async fn exec_connect_pushes_local_writes_and_pulls_subscriptions() {
     stdout_json(&out);
     let out = run(data, &["exec", "SELECT color FROM cars WHERE _id = 'a'"]).await;
     assert_eq!(stdout_json(&out)["items"], json!([{"color": "green"}]));
+    app.shutdown().await;
+}
+
+/// A key for `app` with these permissions.
+async fn key(app: &TestApp, permissions: Value) -> String {
+    use bigpeer::auth::{KeyStore, NewKey};
+    KeyStore::new(app.app.store().clone())
+        .create(NewKey {
+            name: "peer".into(),
+            permissions: serde_json::from_value(permissions).expect("permissions"),
+            ..NewKey::default()
+        })
+        .await
+        .expect("create key")
+        .secret
+}
+
+#[tokio::test]
+async fn a_refused_write_always_exits_1_and_status_lists_it() {
+    let app = TestApp::spawn().await;
+    let url = format!("ws://{}", app.app.local_addr());
+    let token = key(
+        &app,
+        json!({
+            "read": {"everything": true},
+            "write": {"queriesByCollection": {"books": ["owner == 'ann'"]}},
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path();
+    // Repeated, because the refusal and the end of the push race inside the client: the exit
+    // status must not depend on which comes first.
+    for i in 0..12 {
+        let insert =
+            format!("INSERT INTO books DOCUMENTS ({{'_id': 'forged{i}', 'owner': 'bob'}})");
+        let out = run(
+            data,
+            &["--connect", &url, "--token", &token, "exec", &insert],
+        )
+        .await;
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "run {i}: a refused write exits 1: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = last_error(&out);
+        assert_eq!(err["code"], "auth/forbidden", "run {i}: {err}");
+        assert!(
+            err["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&format!("books/\"forged{i}\""))),
+            "run {i}: {err}"
+        );
+        // An allowed write next to the refused ones exits 0: earlier refusals are not this
+        // run's.
+        let insert = format!("INSERT INTO books DOCUMENTS ({{'_id': 'ok{i}', 'owner': 'ann'}})");
+        let out = run(
+            data,
+            &["--connect", &url, "--token", &token, "exec", &insert],
+        )
+        .await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "run {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = run(data, &["status"]).await;
+    let status = stdout_json(&out);
+    let refused = status["refused"].as_array().expect("refused");
+    assert_eq!(refused.len(), 12, "{status}");
+    assert_eq!(refused[0]["collection"], "books");
+    assert_eq!(refused[0]["id"], "forged0");
+    assert_eq!(refused[0]["code"], "auth/forbidden");
+    assert!(refused[0]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("permission")));
+    assert_eq!(status["pending"], json!([]), "{status}");
     app.shutdown().await;
 }
 

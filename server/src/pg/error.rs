@@ -29,6 +29,8 @@ pub enum PgError {
     },
     #[error("the data folder \"{}\" is in use by another bigpeer process", path.display())]
     DataDirInUse { path: PathBuf },
+    #[error("the bigpeer server using the data folder \"{}\" has not started its Postgres yet (or is stopping)", path.display())]
+    ServerStarting { path: PathBuf },
     #[error("Postgres refuses to run as root and there is no \"postgres\" user to run it as")]
     NoPostgresUser,
     #[error("the \"{user}\" user cannot reach \"{}\"", path.display())]
@@ -77,6 +79,7 @@ impl PgError {
             PgError::VersionMismatch { .. } => "pg/version-mismatch",
             PgError::DataDir { .. } => "pg/data-dir",
             PgError::DataDirInUse { .. } => "pg/data-dir-in-use",
+            PgError::ServerStarting { .. } => "pg/server-starting",
             PgError::NoPostgresUser => "pg/no-postgres-user",
             PgError::NotReachable { .. } => "pg/data-dir-not-reachable",
             PgError::NotACluster { .. } => "pg/not-a-cluster",
@@ -114,6 +117,9 @@ impl PgError {
             }
             PgError::DataDirInUse { .. } => {
                 "stop the other bigpeer process, or give this one its own --data-dir".to_string()
+            }
+            PgError::ServerStarting { .. } => {
+                "try again once the server answers GET /readyz".to_string()
             }
             PgError::NoPostgresUser => format!(
                 "run bigpeer as an ordinary user, create a system user named \"postgres\" \

@@ -204,10 +204,7 @@ fn start_blocking(opts: &EmbeddedOptions) -> Result<EmbeddedPostgres, PgError> {
     prepare_log(&log, run_as.as_ref())?;
     write_settings(&cluster, &socket_dir, run_as.as_ref())?;
 
-    let url = format!(
-        "postgres://{DB_USER}@localhost:{PORT}/{DB_NAME}?host={}",
-        percent_encode(&socket_dir.to_string_lossy())
-    );
+    let url = socket_url(&socket_dir);
     let mut pg = EmbeddedPostgres {
         bins,
         cluster,
@@ -244,6 +241,42 @@ fn start_blocking(opts: &EmbeddedOptions) -> Result<EmbeddedPostgres, PgError> {
     pg.running = true;
     ensure_database(&pg)?;
     Ok(pg)
+}
+
+/// The URL of the embedded cluster that another bigpeer process runs in `data_dir`, if one
+/// does: its lock is held and its socket is there. A command such as `bigpeer keys create` then
+/// connects to that cluster over the private socket instead of starting its own, so that it
+/// works while the server runs. `None` when no bigpeer runs there (the caller starts the cluster
+/// itself); an error when the folder is locked but the cluster is not up (starting or stopping).
+pub fn running_cluster_url(data_dir: &Path) -> Result<Option<String>, PgError> {
+    let data_dir = std::path::absolute(data_dir).map_err(|source| PgError::DataDir {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    if !data_dir.join("bigpeer.lock").exists() {
+        return Ok(None);
+    }
+    match lock_data_dir(&data_dir) {
+        // Nobody runs there: release the lock again (the caller starts its own cluster).
+        Ok(_lock) => Ok(None),
+        Err(PgError::DataDirInUse { path }) => {
+            let socket_dir = data_dir.join("run");
+            if socket_dir.join(format!(".s.PGSQL.{PORT}")).exists() {
+                Ok(Some(socket_url(&socket_dir)))
+            } else {
+                Err(PgError::ServerStarting { path })
+            }
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// The URL of the `bigpeer` database over the private socket in `socket_dir`.
+fn socket_url(socket_dir: &Path) -> String {
+    format!(
+        "postgres://{DB_USER}@localhost:{PORT}/{DB_NAME}?host={}",
+        percent_encode(&socket_dir.to_string_lossy())
+    )
 }
 
 /// One bigpeer per data folder: an exclusive, non-blocking `flock` held for the process lifetime
