@@ -38,8 +38,31 @@ pub use scan::{Page, ScanRow};
 pub use sites::SERVER_SITE_OWNER;
 pub use txn::{TxnInfo, Working, NUL_CHARACTER};
 
-/// Migrations from the repository's `sql/` folder, applied at start-up.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../sql");
+/// The files of the repository's `sql/` folder, embedded by `build.rs`: `(version,
+/// description, SQL)` in version order.
+static MIGRATIONS: &[(i64, &str, &str)] = include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+
+/// Migrations from the repository's `sql/` folder, applied at start-up. Built as sqlx's
+/// `migrate!` macro builds them (same versions, descriptions and SHA-384 checksums, so databases
+/// migrated by earlier builds are recognised), without sqlx's proc-macro crates.
+pub static MIGRATOR: std::sync::LazyLock<sqlx::migrate::Migrator> =
+    std::sync::LazyLock::new(|| {
+        use sqlx::migrate::{Migration, MigrationType, Migrator};
+        Migrator::with_migrations(
+            MIGRATIONS
+                .iter()
+                .map(|&(version, description, sql)| {
+                    Migration::new(
+                        version,
+                        std::borrow::Cow::Borrowed(description),
+                        MigrationType::Simple,
+                        sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(sql)),
+                        sql.starts_with("-- no-transaction"),
+                    )
+                })
+                .collect(),
+        )
+    });
 
 /// Pool settings.
 #[derive(Debug, Clone)]

@@ -1223,3 +1223,34 @@ async fn an_unreadable_row_fails_only_its_own_document() {
     assert_eq!(s.unreadable_rows().1, 0, "forgotten once evicted");
     db.drop_db().await;
 }
+
+/// The migrations as every existing database recorded them: sqlx refuses to start on a database
+/// whose applied migration's checksum (SHA-384 of the file) or version changed. A migration is
+/// never edited once released; a new one is added.
+#[test]
+fn released_migrations_keep_their_versions_descriptions_and_checksums() {
+    let released = [
+        (1, "documents", "b9685486a6fea7fcf7b30bc83415d7c0c4f11f78f1a7d9b5ed7e2d6b6515ae8cd5143a73e39df240825094aa8846774b"),
+        (2, "dql functions", "c49ccce30fb58bd9e1e32a24a21cf073f607b7b89d3f108d1cc4c0f98904213bd399c58f29617f4d4180ac761779b82f"),
+        (3, "api keys", "3fac06be5b66ebec0e87d059bc2ab850e351b7e8762a8004dc271e88c92618ea9babf1fc01e1dcaa2f23f4cdf72c5ed6"),
+        (4, "documents collection seq", "c3122c3cf87c9da9f55f78310d0133784e4473106a0c31b91b4df57001b8199d607b2d9f7d00db64001d10b2068a41e5"),
+        (5, "documents shape", "4490662f7bcbd6d66cd147b6c70eb192a393862273de8a4f590a5f68e9f154b873a0d2f923ed52b69d825c108d48d03d"),
+        (6, "system settings", "7f2b66a8784ed283e675e1d6bf01328b34b5a2361b63fae0c4632d23a2bf7f1b3b9a949f55ccfa80f8e1f9421334b8e9"),
+        (7, "dql semantics", "752ddcdeb38b3439843e4e50846f15d5964d418ca3e1f3388e54bf6b1dac48e42aae383f8f03f2a432a726bc37c93387"),
+        (8, "sync sites", "a2654db1a1ccfccabd2d844ecf70d4ae13635a985ff78a4e07a3c6badea1da50cec72f4fb9f7c41dfc3212afb70ad157"),
+        (9, "dql limits", "ca1f64ac5153d6410da7b584de7f487bc05de8aacd023b1de989bb914b5180819f985d27f47b9cf42a28ae2f2a8a89e4"),
+    ];
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let ours: Vec<(i64, String, String)> = super::MIGRATOR
+        .iter()
+        .map(|m| (m.version, m.description.to_string(), hex(&m.checksum)))
+        .collect();
+    for (i, (version, description, checksum)) in released.iter().enumerate() {
+        assert_eq!(
+            ours.get(i),
+            Some(&(*version, description.to_string(), checksum.to_string())),
+            "migration {version} changed"
+        );
+        assert!(!super::MIGRATOR.iter().nth(i).is_some_and(|m| m.no_tx));
+    }
+}
