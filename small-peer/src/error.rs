@@ -43,7 +43,8 @@ pub enum PeerError {
 /// |---|---|
 /// | `sync/invalid-url` | the URL is not `ws://host[:port]` or `wss://host[:port]` |
 /// | `sync/invalid-ca` | the CA certificate file is unreadable or holds no PEM certificate |
-/// | `sync/unreachable` | the big peer could not be reached (DNS, refused, TLS, no answer in time) |
+/// | `sync/untrusted-certificate` | the TLS handshake refused the big peer's certificate (not in the CA file and not signed by a trusted CA, expired, made for another name, a bad signature); the message says why and what to do |
+/// | `sync/unreachable` | the big peer could not be reached (DNS, refused, a TLS failure other than the certificate, no answer in time) |
 /// | `sync/refused` | the big peer refused the WebSocket upgrade (for example no common protocol) |
 /// | `sync/timeout` | no message from the big peer for twice its heartbeat, or a wait that ran out |
 /// | `sync/disconnected` | the connection broke |

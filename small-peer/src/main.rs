@@ -15,7 +15,8 @@
 //! `denied`, ...) go to stderr as JSON lines. Errors are printed on stderr as `{"code": ...,
 //! "message": ...}`; the exit code is 2 for a bad statement, bad arguments or bad usage (URL, CA
 //! file, missing `--connect`), 1 for a storage or sync failure (unreachable big peer, refused
-//! token, a local change of this run refused by the big peer, timeout).
+//! token, untrusted certificate, a local change of this run refused by the big peer, timeout).
+//! A refused token and an untrusted certificate end every command at once.
 
 /// mimalloc instead of the system allocator: with glibc's, a sync peer spent about a quarter
 /// of its time in malloc and free (see BENCHMARKS.md, Sync).
@@ -54,8 +55,9 @@ struct Cli {
     /// Credentials for the big peer (an API key or a token of its auth webhook).
     #[arg(long, value_name = "T", global = true, env = "SMALLPEER_TOKEN")]
     token: Option<String>,
-    /// A PEM file of CA certificates to trust for wss:// (beside the bundled web PKI roots),
-    /// e.g. the big peer's self-signed certificate.
+    /// A PEM file of certificates to trust for wss:// (beside the bundled web PKI roots): a
+    /// private CA's, or the big peer's own self-signed certificate, which is then pinned (no CA
+    /// flag or host name checks).
     #[arg(long, value_name = "PEM", global = true, env = "SMALLPEER_CA_CERT")]
     ca_cert: Option<PathBuf>,
     #[command(subcommand)]

@@ -1,7 +1,7 @@
 //! The `smallpeer` binary syncing with the real server (in-process, on a fresh database of a
 //! real Postgres; see `integration-tests`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
@@ -14,7 +14,11 @@ const WAIT: Duration = Duration::from_secs(15);
 
 fn smallpeer(data: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_smallpeer"));
-    c.arg("--data").arg(data).args(args).kill_on_drop(true);
+    c.arg("--data")
+        .arg(data)
+        .args(args)
+        .env_remove("SMALLPEER_CA_CERT")
+        .kill_on_drop(true);
     c
 }
 
@@ -309,7 +313,7 @@ async fn a_refused_token_and_an_untrusted_certificate_are_clear_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(last_error(&out)["code"], "auth/invalid-token");
 
-    // Without the CA: the TLS handshake fails until the timeout.
+    // Without the CA: the certificate is not trusted, exit 1 at once (not at the timeout).
     let out = run(
         &data,
         &[
@@ -320,18 +324,213 @@ async fn a_refused_token_and_an_untrusted_certificate_are_clear_errors() {
             "exec",
             "SELECT * FROM c",
             "--timeout",
-            "1",
+            "600",
         ],
     )
     .await;
     assert_eq!(out.status.code(), Some(1));
     let err = last_error(&out);
-    assert_eq!(err["code"], "sync/unreachable", "{err}");
+    assert_eq!(err["code"], "sync/untrusted-certificate", "{err}");
     assert!(
         err["message"]
             .as_str()
-            .is_some_and(|m| m.to_lowercase().contains("certificate")),
+            .is_some_and(|m| m.contains("not trusted") && m.contains("--ca-cert FILE")),
         "{err}"
     );
+    app.shutdown().await;
+}
+
+/// A self-signed certificate as `openssl req -x509 -nodes -subj /CN=localhost` makes one:
+/// `CA:TRUE`, no subjectAltName. (certificate PEM, key PEM)
+fn openssl_like_certificate() -> (String, String) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key).expect("certificate");
+    (cert.pem(), key.serialize_pem())
+}
+
+/// The README's command for a self-signed certificate (which is what users run).
+const OPENSSL_REQ: &str = "openssl req -x509 -newkey rsa:2048 -keyout key.pem -out cert.pem \
+                           -days 365 -nodes -subj /CN=localhost";
+
+#[test]
+fn the_readme_shows_the_tested_openssl_command() {
+    assert!(include_str!("../README.md").contains(OPENSSL_REQ));
+}
+
+/// The certificate of the README's command, made by the real `openssl` in `dir`: (certificate
+/// PEM, key PEM). `None` when there is no `openssl` on the machine, except in CI (`CI` set),
+/// where that is a failure.
+async fn openssl_certificate(dir: &Path) -> Option<(String, String)> {
+    let made = Command::new("openssl")
+        .args(OPENSSL_REQ.split(' ').skip(1))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .await;
+    let made = match made {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "openssl is needed in CI to test the README's certificate command"
+            );
+            eprintln!("no openssl here: the README's certificate command is not tested");
+            return None;
+        }
+        made => made.expect("run openssl"),
+    };
+    assert!(
+        made.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).expect("openssl's output");
+    let cert = read("cert.pem");
+    // The case of the report: a CA certificate without subjectAltName.
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in", "cert.pem"])
+        .current_dir(dir)
+        .output()
+        .await
+        .expect("openssl x509");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("CA:TRUE"), "{text}");
+    assert!(!text.contains("Subject Alternative Name"), "{text}");
+    Some((cert, read("key.pem")))
+}
+
+/// A playground server over TLS with this certificate: the server, its `wss://` URL (by IP
+/// address; the certificates here name `localhost` only) and the certificate's file.
+async fn tls_playground(dir: &Path, cert_pem: &str, key_pem: &str) -> (TestApp, String, PathBuf) {
+    let (cert_file, key_file) = (dir.join("server-cert.pem"), dir.join("server-key.pem"));
+    std::fs::write(&cert_file, cert_pem).expect("write");
+    std::fs::write(&key_file, key_pem).expect("write");
+    let cert = cert_file.clone();
+    let app = TestApp::spawn_with(TestDb::create().await, |c| {
+        c.tls_cert = Some(cert);
+        c.tls_key = Some(key_file);
+        c.playground = true;
+    })
+    .await;
+    let url = format!("wss://{}", app.app.local_addr());
+    (app, url, cert_file)
+}
+
+/// One peer pushes over `wss://` with `--ca-cert`, another pulls it the same way.
+async fn sync_through_pinned_certificate(dir: &Path, cert_pem: &str, key_pem: &str) {
+    let (app, url, cert_file) = tls_playground(dir, cert_pem, key_pem).await;
+    let ca = cert_file.to_string_lossy().into_owned();
+    let out = run(
+        &dir.join("a"),
+        &[
+            "--connect",
+            &url,
+            "--ca-cert",
+            &ca,
+            "exec",
+            "INSERT INTO cars DOCUMENTS ({'_id': 'a', 'color': 'blue'})",
+        ],
+    )
+    .await;
+    assert_eq!(stdout_json(&out)["mutatedDocumentIds"], json!(["a"]));
+    let b = dir.join("b");
+    let out = run(
+        &b,
+        &[
+            "--connect",
+            &url,
+            "--ca-cert",
+            &ca,
+            "exec",
+            "SELECT * FROM cars",
+            "--subscribe",
+            "SELECT * FROM cars",
+        ],
+    )
+    .await;
+    stdout_json(&out);
+    let out = run(&b, &["exec", "SELECT * FROM cars"]).await;
+    assert_eq!(
+        stdout_json(&out)["items"],
+        json!([{"_id": "a", "color": "blue"}])
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_self_signed_ca_certificate_given_with_ca_cert_is_pinned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = openssl_like_certificate();
+    sync_through_pinned_certificate(dir.path(), &cert, &key).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    if let Some((cert, key)) = openssl_certificate(dir.path()).await {
+        sync_through_pinned_certificate(dir.path(), &cert, &key).await;
+    }
+}
+
+/// The last error of a run that must end with an untrusted certificate (exit 1), with a hint.
+fn assert_untrusted(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stderr {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = last_error(out);
+    assert_eq!(err["code"], "sync/untrusted-certificate", "{err}");
+    let message = err["message"].as_str().expect("a message").to_owned();
+    assert!(message.contains("--ca-cert FILE"), "{message}");
+    message
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_ends_every_command_that_connects_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = openssl_like_certificate();
+    let (app, url, _) = tls_playground(dir.path(), &cert, &key).await;
+    let other = dir.path().join("other.pem");
+    std::fs::write(&other, openssl_like_certificate().0).expect("write");
+    let other = other.to_string_lossy().into_owned();
+    let data = dir.path().join("peer");
+
+    // exec with a long --timeout: it ends with the certificate error, not a timeout.
+    let exec = ["exec", "SELECT * FROM c", "--timeout", "600"];
+    let out = run(&data, &[&["--connect", url.as_str()][..], &exec].concat()).await;
+    let message = assert_untrusted(&out);
+    assert!(!message.contains("holds neither"), "{message}");
+    // Another certificate than the server's.
+    let out = run(
+        &data,
+        &[&["--connect", url.as_str(), "--ca-cert", &other][..], &exec].concat(),
+    )
+    .await;
+    let message = assert_untrusted(&out);
+    assert!(message.contains("holds neither"), "{message}");
+
+    // sync and watch, which retry other errors for ever, stop too.
+    let out = run(
+        &data,
+        &["--connect", &url, "sync", "--subscribe", "SELECT * FROM c"],
+    )
+    .await;
+    assert_untrusted(&out);
+    let out = run(
+        &data,
+        &[
+            "--connect",
+            &url,
+            "--ca-cert",
+            &other,
+            "watch",
+            "SELECT * FROM c",
+        ],
+    )
+    .await;
+    assert_untrusted(&out);
     app.shutdown().await;
 }

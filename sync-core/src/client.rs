@@ -144,7 +144,11 @@ pub fn terminal(code: &str) -> bool {
         || code.starts_with("crdt/")
         || matches!(
             code,
-            "sync/refused" | "sync/invalid-url" | "sync/invalid-ca" | "store/corrupt"
+            "sync/refused"
+                | "sync/invalid-url"
+                | "sync/invalid-ca"
+                | "sync/untrusted-certificate"
+                | "store/corrupt"
         )
 }
 

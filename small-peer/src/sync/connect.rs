@@ -4,12 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bigpeer_schema::wire::SUBPROTOCOL;
+use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::error::TlsError;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri};
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
+use super::tls::{self, PinningVerifier};
 use crate::error::SyncFailure;
 
 pub(super) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -23,6 +26,8 @@ pub(super) struct Target {
     pub url: String,
     /// TLS settings for `wss://`.
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// Whether a CA file was given (for the hint of an untrusted certificate).
+    ca_given: bool,
 }
 
 fn invalid_url(url: &str, why: &str) -> SyncFailure {
@@ -34,7 +39,7 @@ fn invalid_url(url: &str, why: &str) -> SyncFailure {
 
 impl Target {
     /// Checks a base URL (`ws://host:port`, `wss://host:port`, optionally with a path prefix)
-    /// and the extra CA certificates.
+    /// and the extra CA certificates (trusted as roots and pinned: see [`tls`]).
     pub fn parse(url: &str, ca_pem: Option<&str>) -> Result<Target, SyncFailure> {
         let trimmed = url.trim();
         let (scheme, rest) = trimmed
@@ -77,19 +82,26 @@ impl Target {
             return Err(invalid_url(url, "no host"));
         }
         // The CA file is checked whatever the scheme: a bad one is a mistake worth reporting.
-        let roots = roots(ca_pem)?;
+        let (roots, pinned) = roots(ca_pem)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = PinningVerifier::new(roots, pinned, &provider)
+            .map_err(|e| SyncFailure::new("sync/invalid-ca", e))?;
         let tls = if secure {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
             let config = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
                 .map_err(|e| SyncFailure::new("sync/invalid-ca", format!("TLS setup: {e}")))?
-                .with_root_certificates(roots)
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
                 .with_no_client_auth();
             Some(Arc::new(config))
         } else {
             None
         };
-        Ok(Target { url: full, tls })
+        Ok(Target {
+            url: full,
+            tls,
+            ca_given: ca_pem.is_some(),
+        })
     }
 
     /// Connects and upgrades, offering the protocol's subprotocol.
@@ -152,10 +164,22 @@ impl Target {
                 ));
             }
             Ok(Err(e)) => {
+                // A certificate the client does not trust: retrying will not change it.
+                if let Some(cert) = certificate_error(&e) {
+                    return Err(SyncFailure::new(
+                        "sync/untrusted-certificate",
+                        format!(
+                            "the certificate of {} is not trusted ({}): {}",
+                            self.url,
+                            tls::reason(cert),
+                            tls::hint(cert, self.ca_given)
+                        ),
+                    ));
+                }
                 return Err(SyncFailure::new(
                     "sync/unreachable",
                     format!("cannot connect to {}: {e}", self.url),
-                ))
+                ));
             }
             Ok(Ok(pair)) => pair,
         };
@@ -176,27 +200,45 @@ impl Target {
     }
 }
 
-/// The bundled web PKI roots plus the certificates of `ca_pem`.
-fn roots(ca_pem: Option<&str>) -> Result<rustls::RootCertStore, SyncFailure> {
-    use rustls::pki_types::{pem::PemObject as _, CertificateDer};
+/// Why the TLS handshake refused the server's certificate, if it did. tokio-tungstenite passes
+/// the handshake's error on as tokio-rustls gives it: an I/O error wrapping the rustls error.
+fn certificate_error(e: &WsError) -> Option<&rustls::CertificateError> {
+    let tls = match e {
+        WsError::Io(io) => io.get_ref()?.downcast_ref::<rustls::Error>()?,
+        WsError::Tls(TlsError::Rustls(e)) => e,
+        _ => return None,
+    };
+    match tls {
+        rustls::Error::InvalidCertificate(cert) => Some(cert),
+        _ => None,
+    }
+}
+
+/// Trust anchors, and the certificates to pin.
+type Trust = (rustls::RootCertStore, Vec<CertificateDer<'static>>);
+
+/// The bundled web PKI roots plus the certificates of `ca_pem`, and those certificates (to
+/// pin).
+fn roots(ca_pem: Option<&str>) -> Result<Trust, SyncFailure> {
+    use rustls::pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut pinned = Vec::new();
     if let Some(pem) = ca_pem {
         let bad = |why: String| SyncFailure::new("sync/invalid-ca", why);
-        let mut n = 0;
         for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
             let cert =
                 cert.map_err(|e| bad(format!("the CA certificate PEM does not parse: {e}")))?;
             roots
-                .add(cert)
+                .add(cert.clone())
                 .map_err(|e| bad(format!("the CA certificate is not usable: {e}")))?;
-            n += 1;
+            pinned.push(cert);
         }
-        if n == 0 {
+        if pinned.is_empty() {
             return Err(bad("the CA certificate PEM holds no certificate".into()));
         }
     }
-    Ok(roots)
+    Ok((roots, pinned))
 }
 
 #[cfg(test)]

@@ -35,6 +35,16 @@
 //!
 //! Observers ([`Store::observe`]) fire when batches from the big peer change their results.
 //!
+//! **TLS.** `wss://` trusts the bundled web PKI roots and the certificates of
+//! [`SyncConfig::ca_pem`] (or [`SyncConfig::ca_cert_file`]). Each of those is trusted two ways:
+//! as a CA (a server certificate it signed is checked as usual, host name included), and pinned:
+//! a big peer presenting exactly that certificate is trusted without chain, CA-flag or host name
+//! checks, which is what a self-signed certificate needs (such as the one of `openssl req -x509
+//! -newkey rsa:2048 -keyout key.pem -out cert.pem -days 365 -nodes -subj /CN=localhost`, which is
+//! marked `CA:TRUE` and names no subjectAltName). A pinned certificate must still be within its
+//! validity dates, and the big peer must prove it holds its private key (the handshake
+//! signatures are always verified).
+//!
 //! **Errors.** A session that breaks (network, the big peer restarting or saying `Bye`,
 //! `sync/timeout`, `sync/slow-consumer`, `auth/webhook-failed`, a server or store error) is
 //! retried after a backoff of `backoff_min` doubling up to `backoff_max`, each delay drawn at
@@ -42,7 +52,8 @@
 //! Errors that a retry cannot cure end the client: `auth/invalid-token` and `auth/expired` (start
 //! a new client with a new token), `protocol/...` and `crdt/...` (the two sides do not
 //! understand each other), `sync/refused` (the WebSocket upgrade was refused with a 4xx other than 429),
-//! `store/corrupt`. [`SyncStatus::finished`] then holds the error, and the waits return it.
+//! `sync/untrusted-certificate` (the TLS handshake refused the big peer's certificate: give it,
+//! or its CA, with [`SyncConfig::ca_cert_file`]), `store/corrupt`. [`SyncStatus::finished`] then holds the error, and the waits return it.
 //! Local writes go on meanwhile; they wait in the outbox.
 //!
 //! **What is durable.** A batch's changes and its cursor commit together, before the `Ack`; a
@@ -54,6 +65,7 @@
 
 mod connect;
 mod session;
+mod tls;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -101,8 +113,9 @@ pub struct SyncConfig {
     /// The token sent in `Hello`: an API key, or a token of the big peer's auth webhook.
     pub token: String,
     pub subscriptions: Vec<Subscription>,
-    /// Extra trusted root certificates (PEM) for `wss://`, beside the bundled web PKI roots
-    /// (for a self-signed or private CA).
+    /// Extra trusted certificates (PEM) for `wss://`, beside the bundled web PKI roots: a
+    /// private CA's, or the big peer's own certificate, which is then pinned (for a self-signed
+    /// one; see the module's TLS notes).
     pub ca_pem: Option<String>,
     /// Time allowed for the TCP + TLS + WebSocket handshake, and then for `Welcome`.
     pub connect_timeout: Duration,
@@ -145,7 +158,8 @@ impl SyncConfig {
         Ok(self)
     }
 
-    /// Trusts the certificates of a PEM file (beside the bundled roots).
+    /// Trusts the certificates of a PEM file (beside the bundled roots): as CAs, and pinned
+    /// (see [`SyncConfig::ca_pem`]).
     pub fn ca_cert_file(mut self, path: impl AsRef<std::path::Path>) -> Result<SyncConfig> {
         let path = path.as_ref();
         let pem = std::fs::read_to_string(path).map_err(|e| {

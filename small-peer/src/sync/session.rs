@@ -629,6 +629,7 @@ mod tests {
             "auth/expired",
             "protocol/malformed",
             "sync/refused",
+            "sync/untrusted-certificate",
         ] {
             assert!(terminal(code), "{code}");
         }
