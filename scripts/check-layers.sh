@@ -77,6 +77,7 @@ rules=(
     "http:app"
     "config:http sync service state app"
     "pg:http sync service state app store"
+    "webhooks:http sync state app"
 )
 bad=0
 for rule in "${rules[@]}"; do

@@ -15,6 +15,7 @@ pub mod state;
 pub mod store;
 pub mod sync;
 pub mod tls;
+pub mod webhooks;
 
 pub use app::{spawn_app, AppError, RunningApp};
 pub use config::{Config, ConfigError};
