@@ -18,6 +18,8 @@ mod store_execute;
 mod sync;
 #[path = "it/tls.rs"]
 mod tls;
+#[path = "it/webhooks.rs"]
+mod webhooks;
 
 use integration_tests::{http_get, request, test_config, TestApp, TestDb};
 use serde_json::json;

@@ -360,6 +360,10 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
         playground: config.playground,
         admin_key: config.admin_key.clone(),
         limits,
+        webhooks: crate::webhooks::Registry::new(
+            database.store.clone(),
+            config.webhook_allow_private,
+        ),
     });
     let connections = crate::http::edge::Connections::new(crate::http::edge::EdgeOptions {
         header_timeout: config.header_timeout,

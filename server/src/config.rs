@@ -58,6 +58,8 @@ pub struct Config {
     pub migrate_on_start: bool,
     /// Grant every permission to every request, without a key (development only).
     pub playground: bool,
+    /// Webhooks may send to loopback, private and link-local addresses.
+    pub webhook_allow_private: bool,
     /// The key that may manage API keys over `/api/v4/admin/keys`; unset: no admin API.
     pub admin_key: Option<AdminKey>,
     /// Requests per second one API key may make (bursts of twice that); 0: unlimited.
@@ -124,6 +126,7 @@ impl Default for Config {
             max_clock_skew: Duration::from_secs(300),
             migrate_on_start: true,
             playground: false,
+            webhook_allow_private: false,
             admin_key: None,
             rate_limit_per_key: 0,
             rate_limit_per_ip: 0,
@@ -333,6 +336,13 @@ pub const SETTINGS: &[Setting] = &[
         about: "every request may read and write everything without a key: development only",
     },
     Setting {
+        key: "webhook_allow_private",
+        env: &["BIGPEER_WEBHOOK_ALLOW_PRIVATE"],
+        flag: "--webhook-allow-private",
+        default: "false",
+        about: "webhooks may send to loopback, private and link-local addresses (refused by default: the requests leave from inside your network)",
+    },
+    Setting {
         key: "admin_key",
         env: &["BIGPEER_ADMIN_KEY"],
         flag: "--admin-key",
@@ -479,6 +489,7 @@ pub struct Flags {
     pub max_clock_skew: Option<String>,
     pub no_migrate: bool,
     pub playground: bool,
+    pub webhook_allow_private: bool,
     pub admin_key: Option<String>,
     pub rate_limit_per_key: Option<String>,
     pub rate_limit_per_ip: Option<String>,
@@ -686,6 +697,13 @@ impl Config {
                 Origin::Flag("--playground"),
             );
         }
+        if flags.webhook_allow_private {
+            layers.set(
+                "webhook_allow_private",
+                Raw::Toml(toml::Value::Boolean(true)),
+                Origin::Flag("--webhook-allow-private"),
+            );
+        }
         if flags.no_migrate {
             layers.set(
                 "migrate_on_start",
@@ -738,6 +756,10 @@ impl Config {
         ));
         out.push_str(&format!("migrate_on_start = {}\n", self.migrate_on_start));
         out.push_str(&format!("playground = {}\n", self.playground));
+        out.push_str(&format!(
+            "webhook_allow_private = {}\n",
+            self.webhook_allow_private
+        ));
         match &self.admin_key {
             Some(_) => out.push_str("admin_key = \"***\"\n"),
             None => out.push_str("# admin_key: unset, no admin API\n"),
@@ -866,6 +888,9 @@ impl Config {
         }
         if let Some((raw, origin)) = layers.get("playground") {
             config.playground = boolean(raw, "playground", origin)?;
+        }
+        if let Some((raw, origin)) = layers.get("webhook_allow_private") {
+            config.webhook_allow_private = boolean(raw, "webhook_allow_private", origin)?;
         }
         if let Some((raw, origin)) = layers.get("admin_key") {
             let key = text(raw, "admin_key", origin)?;

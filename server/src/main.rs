@@ -141,6 +141,9 @@ struct ServeArgs {
     /// Every request may read and write everything without a key: for development only [env: BIGPEER_PLAYGROUND]
     #[arg(long)]
     playground: bool,
+    /// Webhooks may send to loopback, private and link-local addresses (refused by default) [env: BIGPEER_WEBHOOK_ALLOW_PRIVATE]
+    #[arg(long)]
+    webhook_allow_private: bool,
     /// Secret for the key-management API /api/v4/admin/keys [env: BIGPEER_ADMIN_KEY] [default: unset, no admin API]
     #[arg(long, value_name = "SECRET")]
     admin_key: Option<String>,
@@ -205,6 +208,7 @@ impl Cli {
             flags.max_clock_skew = s.max_clock_skew.clone();
             flags.no_migrate = s.no_migrate;
             flags.playground = s.playground;
+            flags.webhook_allow_private = s.webhook_allow_private;
             flags.admin_key = s.admin_key.clone();
             flags.rate_limit_per_key = s.rate_limit_per_key.clone();
             flags.rate_limit_per_ip = s.rate_limit_per_ip.clone();

@@ -27,6 +27,8 @@ pub struct AppState {
     pub admin_key: Option<AdminKey>,
     /// Rate limits per key and per client address (shared with sync).
     pub limits: RateLimits,
+    /// Webhook registrations (the admin API).
+    pub webhooks: crate::webhooks::Registry,
 }
 
 impl AppState {

@@ -23,6 +23,7 @@ use actix_web::{HttpResponse, ResponseError};
 use crate::auth::AuthError;
 use crate::service::ServiceError;
 use crate::store::{Kind, StoreError};
+use crate::webhooks::registry::WebhookError;
 
 /// What went wrong in a request, whatever its route.
 #[derive(Debug)]
@@ -63,6 +64,14 @@ pub enum Problem {
     NoRoute(String),
     /// The path's route does not take this method; the ones it takes.
     MethodNotAllowed(String, Vec<&'static str>),
+    /// The webhook admin API.
+    Webhook(WebhookError),
+}
+
+impl From<WebhookError> for Problem {
+    fn from(e: WebhookError) -> Self {
+        Problem::Webhook(e)
+    }
 }
 
 /// Why a body could not be read.
@@ -133,6 +142,13 @@ impl Problem {
             Problem::MethodNotAllowed(..) => {
                 (StatusCode::METHOD_NOT_ALLOWED, "request/method-not-allowed")
             }
+            Problem::Webhook(e) => match e {
+                WebhookError::Invalid(_) | WebhookError::Target(_) => {
+                    (StatusCode::BAD_REQUEST, e.code())
+                }
+                WebhookError::NotFound(_) => (StatusCode::NOT_FOUND, e.code()),
+                WebhookError::Store(s) => (kind(s.kind()), s.code()),
+            },
         }
     }
 
@@ -167,6 +183,7 @@ impl Problem {
             Problem::MethodNotAllowed(method, allowed) => {
                 format!("{method} is not allowed here: use {}", allowed.join(" or "))
             }
+            Problem::Webhook(e) => e.to_string(),
         }
     }
 

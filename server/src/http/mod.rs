@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod store;
 pub mod sync;
+pub mod webhooks;
 pub mod write;
 
 use actix_web::web;
@@ -26,6 +27,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     legacy::configure(cfg);
     write::configure(cfg);
     admin::configure(cfg);
+    webhooks::configure(cfg);
     metrics::configure(cfg);
     openapi::configure(cfg);
     sync::configure(cfg);

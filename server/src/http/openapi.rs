@@ -32,6 +32,11 @@ pub const REGENERATE: &str = "cargo run -p bigpeer -- openapi > openapi/openapi.
         super::admin::create,
         super::admin::list,
         super::admin::revoke,
+        super::webhooks::create,
+        super::webhooks::list,
+        super::webhooks::get,
+        super::webhooks::update,
+        super::webhooks::delete,
         sync,
         super::health::healthz,
         super::health::readyz,
@@ -45,8 +50,8 @@ pub const REGENERATE: &str = "cargo run -p bigpeer -- openapi > openapi/openapi.
         (name = "store", description = "DQL statements (Ditto's `/store/execute`)."),
         (name = "legacy", description = "Ditto's legacy RPC endpoints; their queries use the \
             legacy query language."),
-        (name = "admin", description = "API key management, guarded by the admin key \
-            (`--admin-key`); off (404) without one."),
+        (name = "admin", description = "API key and webhook management, guarded by the admin \
+            key (`--admin-key`); off (404) without one."),
         (name = "sync", description = "The peer sync protocol over WebSockets \
             (`docs/sync-protocol.md`)."),
         (name = "operations", description = "Probes and metrics; no key needed."),

@@ -196,17 +196,19 @@ mod tests {
             !h.is_stale(Duration::from_secs(3600)),
             "nothing is stale at first"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        // Ages measured from real instants, a few milliseconds either side of the mark: the
+        // answer does not depend on how long the sleeps really take on a loaded machine.
+        let opened_before = Instant::now();
+        std::thread::sleep(Duration::from_millis(5));
         h.mark_stale();
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
+        let opened_after = Instant::now();
+        std::thread::sleep(Duration::from_millis(5));
         assert!(
-            h.is_stale(Duration::from_millis(30)),
+            h.is_stale(opened_before.elapsed()),
             "opened before the mark"
         );
-        assert!(
-            !h.is_stale(Duration::from_millis(5)),
-            "opened after the mark"
-        );
+        assert!(!h.is_stale(opened_after.elapsed()), "opened after the mark");
     }
 
     #[test]

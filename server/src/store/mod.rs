@@ -16,6 +16,7 @@ mod scan;
 mod sites;
 mod system;
 mod txn;
+mod webhooks;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,6 +38,7 @@ pub use queries::Items;
 pub use scan::{Page, ScanRow};
 pub use sites::SERVER_SITE_OWNER;
 pub use txn::{TxnInfo, Working, NUL_CHARACTER};
+pub use webhooks::{NewWebhookRow, WebhookPatch, WebhookRow};
 
 /// The files of the repository's `sql/` folder, embedded by `build.rs`: `(version,
 /// description, SQL)` in version order.
