@@ -397,6 +397,27 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
             }
         });
     }
+    {
+        // Prune the change log past its retention. Every process does it; one at a time runs
+        // (the store's advisory lock), the others skip.
+        let store = database.store.clone();
+        let retention = config.changes_retention;
+        let every = (retention / 10).clamp(Duration::from_secs(60), Duration::from_secs(600));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if store.is_closed() {
+                    return;
+                }
+                match store.prune_changes(retention).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(events = n, "pruned the change log"),
+                    Err(e) => tracing::warn!(error = %e, "pruning the change log failed"),
+                }
+            }
+        });
+    }
     if config.playground {
         tracing::warn!(
             "PLAYGROUND MODE: every request may read and write everything without a key; never use this in production"

@@ -54,6 +54,9 @@ pub struct Config {
     /// How far ahead of this server's clock a peer's stamps may be; a push with a stamp further
     /// ahead is refused (`sync/clock-skew`).
     pub max_clock_skew: Duration,
+    /// How long the change log keeps events (`GET /api/v4/changes`); a cursor older than that
+    /// gets `changes/requery-required`.
+    pub changes_retention: Duration,
     /// Apply pending migrations when `serve` starts.
     pub migrate_on_start: bool,
     /// Grant every permission to every request, without a key (development only).
@@ -124,6 +127,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
             max_clock_skew: Duration::from_secs(300),
+            changes_retention: Duration::from_secs(7 * 24 * 3600),
             migrate_on_start: true,
             playground: false,
             webhook_allow_private: false,
@@ -322,6 +326,13 @@ pub const SETTINGS: &[Setting] = &[
         about: "how far ahead of the server's clock a peer's stamps may be; a sync push with a stamp further ahead is refused (sync/clock-skew)",
     },
     Setting {
+        key: "changes_retention",
+        env: &["BIGPEER_CHANGES_RETENTION"],
+        flag: "--changes-retention",
+        default: "7d",
+        about: "how long the change log keeps events for the change stream (GET /api/v4/changes); a cursor older than that gets 410 changes/requery-required",
+    },
+    Setting {
         key: "migrate_on_start",
         env: &["BIGPEER_MIGRATE_ON_START"],
         flag: "--no-migrate",
@@ -487,6 +498,7 @@ pub struct Flags {
     pub connect_timeout: Option<String>,
     pub shutdown_timeout: Option<String>,
     pub max_clock_skew: Option<String>,
+    pub changes_retention: Option<String>,
     pub no_migrate: bool,
     pub playground: bool,
     pub webhook_allow_private: bool,
@@ -659,7 +671,7 @@ impl Config {
             }
         }
 
-        let flag_values: [(&'static str, &Option<String>); 24] = [
+        let flag_values: [(&'static str, &Option<String>); 25] = [
             ("listen", &flags.listen),
             ("database_url", &flags.database_url),
             ("data_dir", &flags.data_dir),
@@ -670,6 +682,7 @@ impl Config {
             ("connect_timeout", &flags.connect_timeout),
             ("shutdown_timeout", &flags.shutdown_timeout),
             ("max_clock_skew", &flags.max_clock_skew),
+            ("changes_retention", &flags.changes_retention),
             ("admin_key", &flags.admin_key),
             ("rate_limit_per_key", &flags.rate_limit_per_key),
             ("rate_limit_per_ip", &flags.rate_limit_per_ip),
@@ -753,6 +766,10 @@ impl Config {
         out.push_str(&format!(
             "max_clock_skew = {}\n",
             quote(&format_duration(self.max_clock_skew))
+        ));
+        out.push_str(&format!(
+            "changes_retention = {}\n",
+            quote(&format_duration(self.changes_retention))
         ));
         out.push_str(&format!("migrate_on_start = {}\n", self.migrate_on_start));
         out.push_str(&format!("playground = {}\n", self.playground));
@@ -882,6 +899,19 @@ impl Config {
         }
         if let Some((raw, origin)) = layers.get("max_clock_skew") {
             config.max_clock_skew = duration(raw, "max_clock_skew", origin)?;
+        }
+        if let Some((raw, origin)) = layers.get("changes_retention") {
+            let d = duration(raw, "changes_retention", origin)?;
+            if d < Duration::from_secs(60) {
+                return Err(invalid(
+                    "changes_retention",
+                    raw,
+                    origin,
+                    "must be at least 1m".into(),
+                    "write a duration such as 7d, 24h or 30m".into(),
+                ));
+            }
+            config.changes_retention = d;
         }
         if let Some((raw, origin)) = layers.get("migrate_on_start") {
             config.migrate_on_start = boolean(raw, "migrate_on_start", origin)?;

@@ -135,6 +135,9 @@ struct ServeArgs {
     /// How far ahead of the server's clock a peer's stamps may be; a sync push with a stamp further ahead is refused [env: BIGPEER_MAX_CLOCK_SKEW] [default: 5m]
     #[arg(long, value_name = "DURATION")]
     max_clock_skew: Option<String>,
+    /// How long the change log keeps events for the change stream; an older cursor gets 410 changes/requery-required [env: BIGPEER_CHANGES_RETENTION] [default: 7d]
+    #[arg(long, value_name = "DURATION")]
+    changes_retention: Option<String>,
     /// Do not apply pending migrations at start-up (run `bigpeer migrate` instead) [env: BIGPEER_MIGRATE_ON_START=false]
     #[arg(long)]
     no_migrate: bool,
@@ -206,6 +209,7 @@ impl Cli {
             flags.listen = s.listen.clone();
             flags.shutdown_timeout = s.shutdown_timeout.clone();
             flags.max_clock_skew = s.max_clock_skew.clone();
+            flags.changes_retention = s.changes_retention.clone();
             flags.no_migrate = s.no_migrate;
             flags.playground = s.playground;
             flags.webhook_allow_private = s.webhook_allow_private;

@@ -1,6 +1,7 @@
 //! The only code that talks to Postgres: documents, the commit-ordered change sequence,
 //! transaction ids and migrations (`sql/`, embedded at build time).
 
+mod changes;
 mod commits;
 mod connect;
 mod documents;
@@ -26,6 +27,7 @@ use bigpeer_schema::{Clock, Hlc, SiteId, Stamp};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 
+pub use changes::{ChangeLogPage, ChangeMethod, ChangeRow};
 pub use connect::{check_url, diagnose_connect, ConnectDiagnosis};
 pub(crate) use documents::corrupt_row;
 pub use documents::{materialize_with_id, Change, ChangePage, Committed, Outcome, StoredDoc};

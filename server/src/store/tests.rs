@@ -1254,3 +1254,320 @@ fn released_migrations_keep_their_versions_descriptions_and_checksums() {
         assert!(!super::MIGRATOR.iter().nth(i).is_some_and(|m| m.no_tx));
     }
 }
+
+/// The whole change log after `after`.
+async fn logged(s: &Store, after: i64) -> Vec<super::ChangeRow> {
+    s.change_log_page(after, None, 1000)
+        .await
+        .expect("change log")
+        .rows
+}
+
+fn json(text: &str) -> Option<Value> {
+    Some(Value::parse_json(text).expect("json"))
+}
+
+#[tokio::test]
+async fn every_committed_change_of_a_documents_json_is_logged_once_in_commit_order() {
+    use super::ChangeMethod::*;
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let a = DocId::string("a");
+    let set = |v: &str| Change::Ops {
+        collection: "cars".into(),
+        id: DocId::string("a"),
+        ops: vec![Op::Set {
+            path: vec!["color".into()],
+            value: v.into(),
+            objects: ObjectMode::Map,
+        }],
+    };
+    let ins = s
+        .apply(vec![insert("cars", "a", r#"{"color":"red"}"#)])
+        .await
+        .expect("insert");
+    let upd = s.apply(vec![set("blue")]).await.expect("update");
+    // The same value again: the CRDT state changes (a new stamp) and takes a number for sync,
+    // but the JSON does not: no event.
+    let same = s.apply(vec![set("blue")]).await.expect("same value");
+    assert!(matches!(same.outcomes[0], Outcome::Changed { .. }));
+    let del = s
+        .apply(vec![Change::Ops {
+            collection: "cars".into(),
+            id: a.clone(),
+            ops: vec![Op::Delete],
+        }])
+        .await
+        .expect("delete");
+    // Deleting a deleted document changes nothing visible.
+    s.apply(vec![Change::Ops {
+        collection: "cars".into(),
+        id: a.clone(),
+        ops: vec![Op::Delete],
+    }])
+    .await
+    .expect("delete again");
+    let back = s
+        .apply(vec![insert("cars", "a", r#"{"color":"green"}"#)])
+        .await
+        .expect("re-insert");
+    // Two documents in one transaction: one position each, one transaction id.
+    let two = s
+        .apply(vec![
+            insert("cars", "b", r#"{"n":1}"#),
+            insert("boats", "c", r#"{"n":2}"#),
+        ])
+        .await
+        .expect("two");
+    let (_, ev) = s
+        .transact(vec![("cars".to_owned(), a.clone())], {
+            let a = a.clone();
+            move |w| w.evict("cars", &a)
+        })
+        .await
+        .expect("evict");
+
+    let log = logged(s, 0).await;
+    let got: Vec<_> = log
+        .iter()
+        .map(|r| {
+            (
+                r.collection.as_str(),
+                r.id.to_string(),
+                r.method,
+                r.old_value.clone(),
+                r.new_value.clone(),
+                r.txn,
+            )
+        })
+        .collect();
+    let a_ = DocId::string("a").to_string();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "cars",
+                a_.clone(),
+                Upsert,
+                None,
+                json(r#"{"_id":"a","color":"red"}"#),
+                ins.txn
+            ),
+            (
+                "cars",
+                a_.clone(),
+                Update,
+                json(r#"{"_id":"a","color":"red"}"#),
+                json(r#"{"_id":"a","color":"blue"}"#),
+                upd.txn
+            ),
+            (
+                "cars",
+                a_.clone(),
+                Remove,
+                json(r#"{"_id":"a","color":"blue"}"#),
+                None,
+                del.txn
+            ),
+            (
+                "cars",
+                a_.clone(),
+                Upsert,
+                None,
+                json(r#"{"_id":"a","color":"green"}"#),
+                back.txn
+            ),
+            (
+                "boats",
+                DocId::string("c").to_string(),
+                Upsert,
+                None,
+                json(r#"{"_id":"c","n":2}"#),
+                two.txn
+            ),
+            (
+                "cars",
+                DocId::string("b").to_string(),
+                Upsert,
+                None,
+                json(r#"{"_id":"b","n":1}"#),
+                two.txn
+            ),
+            (
+                "cars",
+                a_,
+                Evict,
+                json(r#"{"_id":"a","color":"green"}"#),
+                None,
+                ev.txn
+            ),
+        ]
+    );
+    // Positions: strictly increasing, each the document's own sequence number.
+    assert!(log.windows(2).all(|w| w[0].seq < w[1].seq));
+    let seqs: Vec<i64> = two
+        .outcomes
+        .iter()
+        .map(|o| match o {
+            Outcome::Changed { seq } => *seq,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // In one transaction, documents are numbered in key order (collection, then id).
+    assert_eq!(vec![log[5].seq, log[4].seq], seqs);
+    assert_eq!(log[6].seq, ev.txn, "an eviction takes a number of its own");
+    assert!(log.iter().all(|r| r.committed_at_us > 0));
+
+    // Reading from a cursor, and one collection only.
+    assert_eq!(logged(s, log[2].seq).await, log[3..].to_vec());
+    let boats = s
+        .change_log_page(0, Some("boats"), 10)
+        .await
+        .expect("boats");
+    assert_eq!(boats.rows, vec![log[4].clone()]);
+    assert_eq!(
+        boats.next, ev.txn,
+        "a page that is not full covers everything committed"
+    );
+    assert_eq!(boats.pruned_through, 0);
+    let first = s.change_log_page(0, None, 2).await.expect("page");
+    assert_eq!((first.read, first.next), (2, log[1].seq));
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn what_rolls_back_is_never_logged() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let a = DocId::string("a");
+    // A job that changes a document, then fails: undone, nothing written.
+    let failed = s
+        .transact(vec![("c".to_owned(), a.clone())], {
+            let a = a.clone();
+            move |w| {
+                w.apply_ops(
+                    "c",
+                    &a,
+                    &[Op::Set {
+                        path: vec!["x".into()],
+                        value: 1.into(),
+                        objects: ObjectMode::Map,
+                    }],
+                )?;
+                Err::<(), _>(StoreError::Internal("fails midway"))
+            }
+        })
+        .await;
+    assert!(failed.is_err());
+    // A batch with a change that breaks a limit fails as a whole.
+    let nul = Change::Ops {
+        collection: "c".into(),
+        id: DocId::string("nul"),
+        ops: vec![Op::Set {
+            path: vec!["x".into()],
+            value: "a\u{0}b".into(),
+            objects: ObjectMode::Map,
+        }],
+    };
+    assert!(s
+        .apply(vec![insert("c", "ok", r#"{"x":1}"#), nul])
+        .await
+        .is_err());
+    // A shared transaction the database refuses at its write is rolled back, log rows included;
+    // its jobs run again apart, and only the refused one fails.
+    sqlx::query(
+        "ALTER TABLE documents ADD CONSTRAINT no_bad CHECK (value->>'x' IS DISTINCT FROM 'bad')",
+    )
+    .execute(s.pool())
+    .await
+    .expect("constraint");
+    let (good, rg) = super::txn::Job::new(vec![("c".to_owned(), DocId::string("good"))], |w| {
+        w.apply_ops(
+            "c",
+            &DocId::string("good"),
+            &[Op::Set {
+                path: vec!["x".into()],
+                value: "fine".into(),
+                objects: ObjectMode::Map,
+            }],
+        )
+    });
+    let (bad, rb) = super::txn::Job::new(vec![("c".to_owned(), DocId::string("bad"))], |w| {
+        w.apply_ops(
+            "c",
+            &DocId::string("bad"),
+            &[Op::Set {
+                path: vec!["x".into()],
+                value: "bad".into(),
+                objects: ObjectMode::Map,
+            }],
+        )
+    });
+    s.run_jobs(vec![good, bad]).await;
+    rg.await.expect("answer").expect("good commits");
+    rb.await.expect("answer").expect_err("bad is refused");
+    let log = logged(s, 0).await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].id, DocId::string("good"));
+    sqlx::query("DELETE FROM changes")
+        .execute(s.pool())
+        .await
+        .expect("clear");
+    assert!(logged(s, 0).await.is_empty());
+    s.apply(vec![insert("c", "ok", r#"{"x":1}"#)])
+        .await
+        .expect("insert");
+    let log = logged(s, 0).await;
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].id, DocId::string("ok"));
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn pruning_moves_the_horizon_with_the_rows_it_deletes() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    for i in 0..5 {
+        s.apply(vec![insert("c", &format!("d{i}"), r#"{"x":1}"#)])
+            .await
+            .expect("insert");
+    }
+    let log = logged(s, 0).await;
+    assert_eq!(log.len(), 5);
+    assert_eq!(
+        s.prune_changes(std::time::Duration::from_secs(3600))
+            .await
+            .expect("prune"),
+        0
+    );
+    // The first three are two hours old.
+    sqlx::query("UPDATE changes SET committed_at = now() - interval '2 hours' WHERE seq <= $1")
+        .bind(log[2].seq)
+        .execute(s.pool())
+        .await
+        .expect("age");
+    assert_eq!(
+        s.prune_changes(std::time::Duration::from_secs(3600))
+            .await
+            .expect("prune"),
+        3
+    );
+    let page = s.change_log_page(0, None, 10).await.expect("page");
+    assert_eq!(page.pruned_through, log[2].seq);
+    assert_eq!(page.rows, log[3..].to_vec());
+    // Pruning again deletes nothing and keeps the horizon.
+    assert_eq!(
+        s.prune_changes(std::time::Duration::from_secs(3600))
+            .await
+            .expect("prune"),
+        0
+    );
+    assert_eq!(
+        s.change_log_page(0, None, 10)
+            .await
+            .expect("page")
+            .pruned_through,
+        log[2].seq
+    );
+    db.drop_db().await;
+}

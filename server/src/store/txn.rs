@@ -566,30 +566,14 @@ impl Store {
                 changed.push((key, l, encoded));
             }
         }
-        if !evicted.is_empty() {
-            let colls: Vec<&str> = evicted.iter().map(|k| k.0.as_str()).collect();
-            let keys: Vec<&[u8]> = evicted.iter().map(|k| k.1.as_slice()).collect();
-            sqlx::query(
-                // Row addresses found by primary-key probes (see the read above for why not a
-                // join); the rows cannot move meanwhile: their advisory locks are held.
-                "DELETE FROM documents WHERE ctid = ANY (ARRAY( \
-                   SELECT m.ctid FROM unnest($1::text[], $2::bytea[]) AS t(c, i) \
-                   CROSS JOIN LATERAL (SELECT d.ctid FROM documents d \
-                     WHERE d.collection = t.c AND d.id = t.i LIMIT 1) AS m))",
-            )
-            .bind(&colls)
-            .bind(&keys)
-            .execute(&mut *tx)
-            .await
-            .map_err(written)?;
-        }
         let mut info = TxnInfo::default();
-        if changed.is_empty() {
+        if changed.is_empty() && evicted.is_empty() {
             info.txn = sqlx::query_scalar("SELECT v FROM seq_counter WHERE id = 0")
                 .fetch_one(&mut *tx)
                 .await?;
         } else {
-            let n = changed.len() as i64;
+            let written_n = changed.len() as i64;
+            let total = written_n + evicted.len() as i64;
             let mut colls = Vec::with_capacity(changed.len());
             let mut keys = Vec::with_capacity(changed.len());
             let mut values: Vec<Option<String>> = Vec::with_capacity(changed.len());
@@ -605,34 +589,26 @@ impl Store {
                 values.push(value.map(|v| v.to_json_string()));
                 metas.push(encoded.clone());
             }
-            // One statement, the last before commit: take `n` numbers from the counter row (its
-            // lock is held until commit), write the rows numbered in batch order, and queue the
-            // notification (delivered at commit). One round trip while the lock is held.
-            let last: i64 = sqlx::query_scalar(
-                "WITH c AS (UPDATE seq_counter SET v = v + $6 WHERE id = 0 RETURNING v), \
-                 w AS ( \
-                   INSERT INTO documents (collection, id, value, meta, shape, deleted, seq, txn, updated_at) \
-                   SELECT t.c, t.i, t.v::jsonb, t.m, t.s::jsonb, t.d, c.v - $6 + t.o, c.v, now() \
-                   FROM unnest($1::text[], $2::bytea[], $3::text[], $4::bytea[], $5::bool[], $7::text[]) \
-                     WITH ORDINALITY AS t(c, i, v, m, d, s, o) CROSS JOIN c \
-                   ON CONFLICT (collection, id) DO UPDATE SET value = EXCLUDED.value, \
-                     meta = EXCLUDED.meta, shape = EXCLUDED.shape, deleted = EXCLUDED.deleted, seq = EXCLUDED.seq, \
-                     txn = EXCLUDED.txn, updated_at = EXCLUDED.updated_at \
-                   RETURNING 1), \
-                 note AS (SELECT pg_notify('bigpeer_changes', c.v::text) FROM c) \
-                 SELECT c.v FROM c WHERE (SELECT count(*) FROM w) = $6 AND (SELECT count(*) FROM note) = 1",
-            )
-            .bind(&colls)
-            .bind(&keys)
-            .bind(&values)
-            .bind(&metas)
-            .bind(&deleted)
-            .bind(n)
-            .bind(&shapes)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(written)?;
-            let first = last - n + 1;
+            let evicted_colls: Vec<&str> = evicted.iter().map(|k| k.0.as_str()).collect();
+            let evicted_keys: Vec<&[u8]> = evicted.iter().map(|k| k.1.as_slice()).collect();
+            // One statement, the last before commit (see [`WRITE_CHANGES`]): numbers from the
+            // counter row (its lock is held until commit), the rows, the evictions, the change
+            // log and the notification. One round trip while the lock is held.
+            let last: i64 = sqlx::query_scalar(WRITE_CHANGES)
+                .bind(&colls)
+                .bind(&keys)
+                .bind(&values)
+                .bind(&metas)
+                .bind(&deleted)
+                .bind(total)
+                .bind(&shapes)
+                .bind(written_n)
+                .bind(&evicted_colls)
+                .bind(&evicted_keys)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(written)?;
+            let first = last - total + 1;
             info.txn = last;
             for (i, (key, _, _)) in changed.iter().enumerate() {
                 info.seqs.insert((*key).clone(), first + i as i64);
@@ -654,6 +630,55 @@ impl Store {
         Ok(())
     }
 }
+
+/// Writes a transaction's changes, as its last statement before commit:
+///
+/// - takes `$6` numbers from the `seq_counter` row (locked until commit, so commit order is
+///   sequence order); the written documents get the first `$8` in batch order, the evicted
+///   ones the rest;
+/// - writes the changed rows (`$1` collections, `$2` keys, `$3` JSON, `$4` CRDT states, `$5`
+///   deleted, `$7` typed shapes) and removes the evicted ones (`$9` collections, `$10` keys);
+/// - appends one row per change of a document's JSON to the change log (`changes`, see
+///   `sql/0010_change_log.sql`): the old JSON is read in the same snapshot, before the writes;
+///   a change that leaves the JSON as it was (compared as Postgres' canonical `jsonb` text, so
+///   `1` and `1.0` differ) writes none, and neither does the eviction of a tombstone;
+/// - queues `NOTIFY bigpeer_changes` with the transaction id (delivered at commit).
+///
+/// Answers the transaction id (the last number taken); no row when a write went missing.
+const WRITE_CHANGES: &str = "\
+WITH c AS (UPDATE seq_counter SET v = v + $6 WHERE id = 0 RETURNING v), \
+t AS MATERIALIZED (SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::bytea[], \
+      $5::bool[], $7::text[]) WITH ORDINALITY AS t(c, i, v, m, d, s, o)), \
+old AS (SELECT t.o, p.value::text AS value FROM t LEFT JOIN LATERAL \
+      (SELECT d.value FROM documents d WHERE d.collection = t.c AND d.id = t.i LIMIT 1) AS p ON true), \
+w AS ( \
+  INSERT INTO documents (collection, id, value, meta, shape, deleted, seq, txn, updated_at) \
+  SELECT t.c, t.i, t.v::jsonb, t.m, t.s::jsonb, t.d, c.v - $6 + t.o, c.v, now() FROM t CROSS JOIN c \
+  ON CONFLICT (collection, id) DO UPDATE SET value = EXCLUDED.value, \
+    meta = EXCLUDED.meta, shape = EXCLUDED.shape, deleted = EXCLUDED.deleted, seq = EXCLUDED.seq, \
+    txn = EXCLUDED.txn, updated_at = EXCLUDED.updated_at \
+  RETURNING 1), \
+e AS MATERIALIZED (SELECT * FROM unnest($9::text[], $10::bytea[]) WITH ORDINALITY AS e(c, i, o)), \
+gone AS ( \
+  DELETE FROM documents WHERE ctid = ANY (ARRAY( \
+    SELECT m.ctid FROM e CROSS JOIN LATERAL (SELECT d.ctid FROM documents d \
+      WHERE d.collection = e.c AND d.id = e.i LIMIT 1) AS m)) \
+  RETURNING collection, id, value), \
+log AS ( \
+  INSERT INTO changes (seq, txn, collection, id, method, old_value, new_value) \
+  SELECT c.v - $6 + t.o, c.v, t.c, t.i, \
+    CASE WHEN t.v IS NULL THEN 'remove' WHEN old.value IS NULL THEN 'upsert' ELSE 'update' END, \
+    old.value::jsonb, t.v::jsonb \
+  FROM t JOIN old ON old.o = t.o CROSS JOIN c \
+  WHERE old.value IS DISTINCT FROM (t.v::jsonb)::text \
+  UNION ALL \
+  SELECT c.v - $6 + $8 + e.o, c.v, e.c, e.i, 'evict', g.value, NULL \
+  FROM e JOIN gone g ON g.collection = e.c AND g.id = e.i CROSS JOIN c \
+  WHERE g.value IS NOT NULL \
+  RETURNING 1), \
+note AS (SELECT pg_notify('bigpeer_changes', c.v::text) FROM c) \
+SELECT c.v FROM c WHERE (SELECT count(*) FROM w) = $8 AND (SELECT count(*) FROM note) = 1 \
+  AND (SELECT count(*) FROM log) >= 0";
 
 /// Loads the CRDT state of the targets `($1 collections, $2 keys)`.
 ///
