@@ -355,7 +355,10 @@ impl<'a> Dec<'a> {
         Ok(Register { stamp, value })
     }
 
-    fn counter<N: CounterNum>(&mut self, num: fn(&mut Reader<'a>) -> Result<N>) -> Result<Counter<N>> {
+    fn counter<N: CounterNum>(
+        &mut self,
+        num: fn(&mut Reader<'a>) -> Result<N>,
+    ) -> Result<Counter<N>> {
         if self.format == FORMAT_1 {
             return self.counter_1(num);
         }

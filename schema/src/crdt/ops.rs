@@ -567,7 +567,13 @@ fn merge(
     }
 }
 
-fn increment(slot: &mut Slot, by: &Value, kind: CounterKind, w: &Writer, inherited: &VersionVector) {
+fn increment(
+    slot: &mut Slot,
+    by: &Value,
+    kind: CounterKind,
+    w: &Writer,
+    inherited: &VersionVector,
+) {
     let mut visible = slot.visible(inherited).map(|(c, _)| c);
     if w.typed {
         // Only the counter itself matters: live, it counts on; else it starts again.
