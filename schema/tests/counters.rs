@@ -339,8 +339,8 @@ fn concurrent_restarts_the_later_wins_and_unseen_increments_count_on_top() {
         write(&mut rs[2], 40, typed, &[kind.inc(1)]);
         let doc = merged(&rs);
         assert_eq!(counter(&doc, kind), Some(Value::Int(11)), "typed {typed}");
-        // An increment replica 0 had seen before its restart is gone with both restarts: the
-        // later restart replaces what it saw, the earlier one what it saw.
+        // An increment only the earlier restart had seen counts on top of the later one, which
+        // had not seen it (9 + 5).
         let mut rs = counter_at_ten(3, kind, typed);
         write(&mut rs[0], 1, typed, &[kind.inc(5)]);
         write(&mut rs[0], 20, typed, &[restart(7)]);
@@ -497,8 +497,8 @@ fn act(kind: Kind) -> impl Strategy<Value = Act> {
     let typed = prop::bool::weighted(0.5);
     let restart_weight = if kind == Kind::Counter { 2 } else { 0 };
     prop_oneof![
-        5 => (any::<Index>(), -5i64..=5, typed.clone()).prop_map(|(r, by, typed)| Act::Inc { r, by, typed }),
-        restart_weight => (any::<Index>(), -10i64..=10, typed.clone()).prop_map(|(r, to, typed)| Act::Restart { r, to, typed }),
+        5 => (any::<Index>(), -5i64..=5, typed).prop_map(|(r, by, typed)| Act::Inc { r, by, typed }),
+        restart_weight => (any::<Index>(), -10i64..=10, typed).prop_map(|(r, to, typed)| Act::Restart { r, to, typed }),
         2 => (any::<Index>(), any::<Index>(), typed).prop_map(|(r, how, typed)| Act::Remove { r, how, typed }),
         1 => any::<Index>().prop_map(|r| Act::SetBeside { r }),
         4 => (any::<Index>(), any::<Index>(), any::<bool>()).prop_map(|(from, to, full)| Act::Sync { from, to, full }),

@@ -229,7 +229,7 @@ fn counter_of(doc: &mut Doc) -> &mut bigpeer_schema::crdt::Counter<i64> {
 
 #[test]
 fn removed_and_seen_totals_cannot_exceed_the_totals_that_exist() {
-    let (hub, mut two, one) = hub_with_a_counter();
+    let (hub, two, one) = hub_with_a_counter();
     let own = two.clock.site();
     let push = |doc: &Doc| {
         Delta {

@@ -9,7 +9,9 @@
 //! Removal is observed-remove: a tombstone records the remover's version vector (`ctx`), and any
 //! stamp `(h, s)` under the tombstone with `h <= ctx[s]` is dead. Writes the remover had not seen
 //! survive (add-wins). A dead register keeps its stamp but drops its value, so that an older
-//! concurrent write never shows through a removed newer one.
+//! concurrent write never shows through a removed newer one. A counter's totals only grow, so a
+//! removal also records on every counter below it what it had seen of them: an increment is
+//! never lost, only removed or restarted by a writer that had seen it (see [`Counter`]).
 //!
 //! See `docs/crdt.md` for the rules with examples.
 

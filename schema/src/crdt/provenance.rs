@@ -162,8 +162,11 @@ impl Rules<'_> {
                     // The same restart (whether a removal had seen it is the remover's write).
                     Some(m) if m.stamp == e.stamp && m.base == e.base && m.seen == e.seen => {}
                     // Format 1: a counter that the peer's own increment re-created after a
-                    // removal started from zero in an epoch stamped by that removal.
-                    _ if e.base == N::ZERO && e.seen.is_empty() && self.removed_since(e.stamp) => {}
+                    // removal started from zero in an epoch (and era) stamped by that removal.
+                    _ if theirs.era == Some(e.stamp)
+                        && e.base == N::ZERO
+                        && e.seen.is_empty()
+                        && self.removed_since(e.stamp) => {}
                     _ => return Err(self.foreign(e.stamp.site)),
                 }
             }

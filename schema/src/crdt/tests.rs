@@ -1302,11 +1302,12 @@ fn format_2_counters_decode_and_bad_ones_are_corrupt() {
 fn what_restarts_and_removals_record_stays_small() {
     // The encoding of the counter alone, in a document of its own.
     fn size(c: &Counter<i64>) -> usize {
-        let mut slot = Slot::default();
-        slot.ctr = Some(c.clone());
         Doc {
             vv: VersionVector::new(),
-            root: slot,
+            root: Slot {
+                ctr: Some(c.clone()),
+                ..Slot::default()
+            },
         }
         .encode()
         .len()
