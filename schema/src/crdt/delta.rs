@@ -3,8 +3,9 @@
 //! A delta is a partial document state holding everything the sender has that a receiver at
 //! version vector `base` may lack: registers, map marks and counters with a stamp above `base`,
 //! tombstones with a remover above `base`, and every counter below such a tombstone (a removal
-//! records on the counters below it what it removed of them, which carries no stamp). Applying it is a join, so a delta computed against
-//! any vector at or below the receiver's is safe (it is a superset of the minimal one).
+//! records on the counters below it what it removed of them, which carries no stamp). Applying
+//! it is a join, so a delta computed against any vector at or below the receiver's is safe (it
+//! is a superset of the minimal one).
 
 use super::{Counter, CounterNum, Doc, MapNode, Register, Slot, VersionVector};
 use crate::error::{Result, SchemaError};

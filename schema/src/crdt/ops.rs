@@ -214,7 +214,12 @@ fn apply_one(root: &mut Slot, op: &Op, w: &Writer, empty: &VersionVector) {
         Op::Restart { path, to } => {
             if let Some((slot, ctx)) = descend(root, path, empty.clone(), w, true) {
                 hide_other_components(slot, Component::Counter, w, &ctx);
-                restart(&mut slot.ctr, *to, w, true);
+                let seen = slot
+                    .ctr
+                    .as_ref()
+                    .map(|c| c.observed(&w.before))
+                    .unwrap_or_default();
+                restart(&mut slot.ctr, *to, seen, w, true);
             }
         }
         Op::Attach { path, token } => {
@@ -451,29 +456,24 @@ fn rewrite(
 /// behind the state the counter stays removed rather than the replicas diverging.
 fn restart_from<N: CounterNum>(dst: &mut Option<Counter<N>>, src: Option<&Counter<N>>, w: &Writer) {
     let Some(src) = src else { return };
-    restart(dst, src.total(), w, false);
+    restart(dst, src.total(), BTreeMap::new(), w, false);
 }
 
 /// `RESTART WITH base` at the writer's stamp: the counter shows `base` in place of the totals
-/// the writer had seen, and increments it had not seen count on top. Last writer wins: an
+/// the writer had seen (`seen`), and increments beyond them count on top. Last writer wins: an
 /// epoch newer than the writer's stamp stays (a clock behind the state), and the restart then
 /// changes nothing; an equal one (an earlier operation of the statement) is replaced when
 /// `replace_equal`.
 fn restart<N: CounterNum>(
     counter: &mut Option<Counter<N>>,
     base: N,
+    seen: BTreeMap<crate::hlc::SiteId, Seen<N>>,
     w: &Writer,
     replace_equal: bool,
 ) {
     let c = counter.get_or_insert_with(Counter::default);
     let current = c.epoch_stamp();
     if current < Some(w.stamp) || (replace_equal && current == Some(w.stamp)) {
-        // In `restart_from`, the totals were just removed: listing them again adds nothing.
-        let seen = if replace_equal {
-            c.observed(&w.before)
-        } else {
-            BTreeMap::new()
-        };
         c.epoch = Some(Epoch {
             stamp: w.stamp,
             base,
