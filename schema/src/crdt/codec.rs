@@ -10,14 +10,25 @@
 //!          flags bit 0 register, 1 map, 2 counter, 3 pn-counter, 4 attachment, 5 tomb
 //! register := stamp has_value:u8 [value]
 //! map      := has_mark:u8 [stamp] n:varint (key:bytes slot)*n
-//! counter  := has_epoch:u8 [stamp base] n:varint (site:varint p n last:stamp)*n
+//! counter  := flags:u8 [era:stamp] [epoch] n:varint (site:varint p n last:stamp [removed])*n
+//!             flags bit 0 epoch, 1 era, 2 epoch removed (needs bit 0), 3 removed totals (each
+//!             contribution then carries `removed`)
 //!             (integers zig-zag varints for COUNTER, 8-byte little-endian floats for PN_COUNTER)
+//! epoch    := stamp base n:varint (site:varint p n)*n      -- the totals the restart had seen
+//! removed  := 0 (none) | 1 (all of p and n) | 2 p n
 //! tomb     := vv(removers) vv(ctx)
 //! ```
+//!
+//! Format 1 differs only in the counter, `has_epoch:u8 [stamp base] n:varint (site:varint p n
+//! last:stamp)*n`: its totals counted from the epoch, which therefore also names the era
+//! ([`super::Counter::era`]). Both formats decode; encoding writes format 2.
 
 use std::collections::BTreeMap;
 
-use super::{Contrib, Counter, Delta, Doc, Epoch, MapNode, Register, Slot, Tomb, VersionVector};
+use super::{
+    Contrib, Counter, CounterNum, Delta, Doc, Epoch, MapNode, Register, Seen, Slot, Tomb,
+    VersionVector,
+};
 use crate::codec::{
     corrupt, write_bytes, write_f64, write_value, write_varint, write_zigzag, Reader, MAX_DEPTH,
 };
@@ -25,7 +36,9 @@ use crate::error::{Result, SchemaError};
 use crate::hlc::{Hlc, SiteId, Stamp};
 
 /// The current format version (first byte of every encoding).
-pub const FORMAT: u8 = 1;
+pub const FORMAT: u8 = 2;
+/// The first format, still decoded (documents stored before format 2).
+const FORMAT_1: u8 = 1;
 const KIND_DOC: u8 = 0;
 const KIND_DELTA: u8 = 1;
 
@@ -35,6 +48,15 @@ const F_CTR: u8 = 4;
 const F_PN: u8 = 8;
 const F_ATT: u8 = 16;
 const F_TOMB: u8 = 32;
+
+const C_EPOCH: u8 = 1;
+const C_ERA: u8 = 2;
+const C_EPOCH_REMOVED: u8 = 4;
+const C_REMOVED: u8 = 8;
+
+const REMOVED_NONE: u8 = 0;
+const REMOVED_ALL: u8 = 1;
+const REMOVED_SOME: u8 = 2;
 
 struct Enc {
     out: Vec<u8>,
@@ -102,16 +124,31 @@ impl Enc {
         }
     }
 
-    fn counter<N>(&mut self, c: &Counter<N>, num: fn(&mut Vec<u8>, N))
-    where
-        N: super::CounterNum,
-    {
-        match &c.epoch {
-            None => self.out.push(0),
-            Some(e) => {
-                self.out.push(1);
-                self.stamp(e.stamp);
-                num(&mut self.out, e.base);
+    fn counter<N: CounterNum>(&mut self, c: &Counter<N>, num: fn(&mut Vec<u8>, N)) {
+        let any_removed = c.contrib.values().any(|k| !k.removed.is_zero());
+        let mut flags = 0;
+        for (on, bit) in [
+            (c.epoch.is_some(), C_EPOCH),
+            (c.era.is_some(), C_ERA),
+            (c.epoch.as_ref().is_some_and(|e| e.removed), C_EPOCH_REMOVED),
+            (any_removed, C_REMOVED),
+        ] {
+            if on {
+                flags |= bit;
+            }
+        }
+        self.out.push(flags);
+        if let Some(era) = c.era {
+            self.stamp(era);
+        }
+        if let Some(e) = &c.epoch {
+            self.stamp(e.stamp);
+            num(&mut self.out, e.base);
+            write_varint(&mut self.out, e.seen.len() as u64);
+            for (site, s) in &e.seen {
+                self.site(*site);
+                num(&mut self.out, s.p);
+                num(&mut self.out, s.n);
             }
         }
         write_varint(&mut self.out, c.contrib.len() as u64);
@@ -120,6 +157,17 @@ impl Enc {
             num(&mut self.out, k.p);
             num(&mut self.out, k.n);
             self.stamp(k.last);
+            if any_removed {
+                if k.removed.is_zero() {
+                    self.out.push(REMOVED_NONE);
+                } else if k.removed == (Seen { p: k.p, n: k.n }) {
+                    self.out.push(REMOVED_ALL);
+                } else {
+                    self.out.push(REMOVED_SOME);
+                    num(&mut self.out, k.removed.p);
+                    num(&mut self.out, k.removed.n);
+                }
+            }
         }
     }
 
@@ -185,14 +233,10 @@ fn collect_tomb_ctx_sites(s: &Slot, set: &mut std::collections::BTreeSet<SiteId>
         });
     }
     for c in s.ctr.iter() {
-        c.contrib.keys().for_each(|k| {
-            set.insert(*k);
-        });
+        set.extend(c.sites());
     }
     for c in s.pn.iter() {
-        c.contrib.keys().for_each(|k| {
-            set.insert(*k);
-        });
+        set.extend(c.sites());
     }
     if let Some(m) = &s.map {
         for e in m.entries.values() {
@@ -231,7 +275,8 @@ pub fn full_state_delta_from_doc(bytes: &[u8]) -> Result<(Vec<u8>, VersionVector
     let sites_end = d.r.position();
     let vv = d.vv()?;
     let mut out = Vec::with_capacity(bytes.len() + 1);
-    out.push(FORMAT);
+    // The slot is copied as it is: the delta keeps the document's format.
+    out.push(d.format);
     out.push(KIND_DELTA);
     out.extend_from_slice(bytes.get(2..sites_end).unwrap_or_default());
     write_varint(&mut out, 0);
@@ -241,15 +286,16 @@ pub fn full_state_delta_from_doc(bytes: &[u8]) -> Result<(Vec<u8>, VersionVector
 
 struct Dec<'a> {
     r: Reader<'a>,
+    format: u8,
     sites: Vec<SiteId>,
 }
 
 impl<'a> Dec<'a> {
     fn open(bytes: &'a [u8], kind: u8) -> Result<Dec<'a>> {
         let mut r = Reader::new(bytes);
-        let fmt = r.u8()?;
-        if fmt != FORMAT {
-            return Err(SchemaError::UnsupportedVersion(fmt));
+        let format = r.u8()?;
+        if format != FORMAT && format != FORMAT_1 {
+            return Err(SchemaError::UnsupportedVersion(format));
         }
         let k = r.u8()?;
         if k != kind {
@@ -265,7 +311,7 @@ impl<'a> Dec<'a> {
             a.copy_from_slice(b);
             sites.push(SiteId::from_bytes(a));
         }
-        Ok(Dec { r, sites })
+        Ok(Dec { r, format, sites })
     }
 
     fn site(&mut self) -> Result<SiteId> {
@@ -309,7 +355,83 @@ impl<'a> Dec<'a> {
         Ok(Register { stamp, value })
     }
 
-    fn counter<N: super::CounterNum>(
+    fn counter<N: CounterNum>(
+        &mut self,
+        num: fn(&mut Reader<'a>) -> Result<N>,
+    ) -> Result<Counter<N>> {
+        if self.format == FORMAT_1 {
+            return self.counter_1(num);
+        }
+        let flags = self.r.u8()?;
+        if flags & !(C_EPOCH | C_ERA | C_EPOCH_REMOVED | C_REMOVED) != 0
+            || (flags & C_EPOCH_REMOVED != 0 && flags & C_EPOCH == 0)
+        {
+            return Err(corrupt(&format!("invalid counter flags {flags:#x}")));
+        }
+        let era = if flags & C_ERA != 0 {
+            Some(self.stamp()?)
+        } else {
+            None
+        };
+        let epoch = if flags & C_EPOCH != 0 {
+            let stamp = self.stamp()?;
+            let base = num(&mut self.r)?;
+            let n = self.r.len(3)?;
+            let mut seen = BTreeMap::new();
+            for _ in 0..n {
+                let site = self.site()?;
+                let p = num(&mut self.r)?;
+                let nn = num(&mut self.r)?;
+                seen.insert(site, Seen { p, n: nn });
+            }
+            Some(Epoch {
+                stamp,
+                base,
+                seen,
+                removed: flags & C_EPOCH_REMOVED != 0,
+            })
+        } else {
+            None
+        };
+        let n = self.r.len(5)?;
+        let mut contrib = BTreeMap::new();
+        for _ in 0..n {
+            let site = self.site()?;
+            let p = num(&mut self.r)?;
+            let nn = num(&mut self.r)?;
+            let last = self.stamp()?;
+            let removed = if flags & C_REMOVED == 0 {
+                Seen::ZERO
+            } else {
+                match self.r.u8()? {
+                    REMOVED_NONE => Seen::ZERO,
+                    REMOVED_ALL => Seen { p, n: nn },
+                    REMOVED_SOME => Seen {
+                        p: num(&mut self.r)?,
+                        n: num(&mut self.r)?,
+                    },
+                    b => return Err(corrupt(&format!("invalid removed totals tag {b}"))),
+                }
+            };
+            contrib.insert(
+                site,
+                Contrib {
+                    p,
+                    n: nn,
+                    last,
+                    removed,
+                },
+            );
+        }
+        Ok(Counter {
+            epoch,
+            contrib,
+            era,
+        })
+    }
+
+    /// A counter of format 1: its totals count from its epoch, which names their era.
+    fn counter_1<N: CounterNum>(
         &mut self,
         num: fn(&mut Reader<'a>) -> Result<N>,
     ) -> Result<Counter<N>> {
@@ -318,6 +440,8 @@ impl<'a> Dec<'a> {
             Some(Epoch {
                 stamp,
                 base: num(&mut self.r)?,
+                seen: BTreeMap::new(),
+                removed: false,
             })
         } else {
             None
@@ -329,9 +453,21 @@ impl<'a> Dec<'a> {
             let p = num(&mut self.r)?;
             let nn = num(&mut self.r)?;
             let last = self.stamp()?;
-            contrib.insert(site, Contrib { p, n: nn, last });
+            contrib.insert(
+                site,
+                Contrib {
+                    p,
+                    n: nn,
+                    last,
+                    removed: Seen::ZERO,
+                },
+            );
         }
-        Ok(Counter { epoch, contrib })
+        Ok(Counter {
+            era: epoch.as_ref().map(|e| e.stamp),
+            epoch,
+            contrib,
+        })
     }
 
     fn slot(&mut self, depth: usize) -> Result<Slot> {

@@ -2,8 +2,10 @@
 //!
 //! A delta is a partial document state holding everything the sender has that a receiver at
 //! version vector `base` may lack: registers, map marks and counters with a stamp above `base`,
-//! and tombstones with a remover above `base`. Applying it is a join, so a delta computed against
-//! any vector at or below the receiver's is safe (it is a superset of the minimal one).
+//! tombstones with a remover above `base`, and every counter below such a tombstone (a removal
+//! records on the counters below it what it removed of them, which carries no stamp). Applying
+//! it is a join, so a delta computed against any vector at or below the receiver's is safe (it
+//! is a superset of the minimal one).
 
 use super::{Counter, CounterNum, Doc, MapNode, Register, Slot, VersionVector};
 use crate::error::{Result, SchemaError};
@@ -46,7 +48,7 @@ impl Doc {
             base: base.clone(),
             state: Doc {
                 vv: self.vv.clone(),
-                root: slot_delta(&self.root, base),
+                root: slot_delta(&self.root, base, false),
             },
         }
     }
@@ -75,23 +77,32 @@ fn reg_delta(r: &Option<Register>, base: &VersionVector) -> Option<Register> {
     r.as_ref().filter(|r| !base.covers(r.stamp)).cloned()
 }
 
+/// `removed`: a removal the receiver may lack covers the counter.
 fn counter_delta<N: CounterNum>(
     c: &Option<Counter<N>>,
     base: &VersionVector,
+    removed: bool,
 ) -> Option<Counter<N>> {
     // A counter is small: when any part of it is new, send all of it (its epoch included).
     c.as_ref()
-        .filter(|c| c.stamps().any(|s| !base.covers(s)))
+        .filter(|c| removed || c.stamps().any(|s| !base.covers(s)))
         .cloned()
 }
 
-fn slot_delta(slot: &Slot, base: &VersionVector) -> Slot {
+/// `removed`: a tombstone above this slot goes in the delta.
+fn slot_delta(slot: &Slot, base: &VersionVector, removed: bool) -> Slot {
+    let tomb = slot
+        .tomb
+        .as_ref()
+        .filter(|t| base.any_above(&t.removers))
+        .cloned();
+    let removed = removed || tomb.is_some();
     let map = slot.map.as_ref().and_then(|m| {
         let mark = m.mark.filter(|s| !base.covers(*s));
         let entries: std::collections::BTreeMap<_, _> = m
             .entries
             .iter()
-            .map(|(k, e)| (k.clone(), slot_delta(e, base)))
+            .map(|(k, e)| (k.clone(), slot_delta(e, base, removed)))
             .filter(|(_, e)| !e.is_empty())
             .collect();
         (mark.is_some() || !entries.is_empty()).then_some(MapNode { mark, entries })
@@ -99,13 +110,9 @@ fn slot_delta(slot: &Slot, base: &VersionVector) -> Slot {
     Slot {
         reg: reg_delta(&slot.reg, base),
         att: reg_delta(&slot.att, base),
-        ctr: counter_delta(&slot.ctr, base),
-        pn: counter_delta(&slot.pn, base),
-        tomb: slot
-            .tomb
-            .as_ref()
-            .filter(|t| base.any_above(&t.removers))
-            .cloned(),
+        ctr: counter_delta(&slot.ctr, base, removed),
+        pn: counter_delta(&slot.pn, base, removed),
+        tomb,
         map,
     }
 }

@@ -9,7 +9,9 @@
 //! Removal is observed-remove: a tombstone records the remover's version vector (`ctx`), and any
 //! stamp `(h, s)` under the tombstone with `h <= ctx[s]` is dead. Writes the remover had not seen
 //! survive (add-wins). A dead register keeps its stamp but drops its value, so that an older
-//! concurrent write never shows through a removed newer one.
+//! concurrent write never shows through a removed newer one. A counter's totals only grow, so a
+//! removal also records on every counter below it what it had seen of them: an increment is
+//! never lost, only removed or restarted by a writer that had seen it (see [`Counter`]).
 //!
 //! See `docs/crdt.md` for the rules with examples.
 
@@ -93,6 +95,8 @@ pub trait CounterNum: Copy + PartialEq + std::fmt::Debug {
     fn max(self, other: Self) -> Self;
     fn is_negative(self) -> bool;
     fn neg(self) -> Self;
+    /// What `self` adds beyond `floor`: `self - floor`, never below zero.
+    fn above(self, floor: Self) -> Self;
     fn to_value(self) -> Value;
 }
 
@@ -112,6 +116,9 @@ impl CounterNum for i64 {
     }
     fn neg(self) -> i64 {
         self.saturating_neg()
+    }
+    fn above(self, floor: i64) -> i64 {
+        Ord::max(self.saturating_sub(floor), 0)
     }
     fn to_value(self) -> Value {
         Value::Int(self)
@@ -146,6 +153,13 @@ impl CounterNum for f64 {
     fn neg(self) -> f64 {
         -self
     }
+    fn above(self, floor: f64) -> f64 {
+        if self > floor {
+            saturate(self - floor)
+        } else {
+            0.0
+        }
+    }
     fn to_value(self) -> Value {
         // Sums of finite increments can overflow to infinity; clamp so the value stays JSON.
         Value::Float(if self.is_finite() {
@@ -156,27 +170,94 @@ impl CounterNum for f64 {
     }
 }
 
-/// The start of a counter's current epoch: a RESTART (settable counter) or a re-creation.
+/// A site's totals (increments `p`, decrements `n`) as some write had observed them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Seen<N> {
+    pub p: N,
+    pub n: N,
+}
+
+impl<N: CounterNum> Seen<N> {
+    pub const ZERO: Seen<N> = Seen {
+        p: N::ZERO,
+        n: N::ZERO,
+    };
+
+    fn join(&mut self, other: &Seen<N>) {
+        self.p = self.p.max(other.p);
+        self.n = self.n.max(other.n);
+    }
+
+    fn is_zero(&self) -> bool {
+        *self == Seen::ZERO
+    }
+}
+
+/// The newest `RESTART [WITH base]` of a settable counter (or the rewrite of a counter that a
+/// strict-mode removal kept), last writer wins.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Epoch<N> {
     pub stamp: Stamp,
     pub base: N,
+    /// Per site, the totals the restart had observed: `base` replaces them. Increments beyond
+    /// them (made concurrently or later) count on top of `base`.
+    pub seen: BTreeMap<crate::hlc::SiteId, Seen<N>>,
+    /// A removal had seen this restart: its base no longer counts.
+    pub removed: bool,
 }
 
-/// One site's totals in the current epoch: increments `p`, decrements `n`, last write `last`.
+impl<N: CounterNum> Epoch<N> {
+    /// Joins another epoch under the same stamp. Two different ones only happen with corrupted
+    /// input (a reused site id, a forged state); the join stays commutative anyway.
+    fn join_same(&mut self, other: &Epoch<N>) {
+        self.base = self.base.max(other.base);
+        join_seen(&mut self.seen, &other.seen);
+        self.removed |= other.removed;
+    }
+}
+
+fn join_seen<N: CounterNum>(
+    mine: &mut BTreeMap<crate::hlc::SiteId, Seen<N>>,
+    other: &BTreeMap<crate::hlc::SiteId, Seen<N>>,
+) {
+    for (site, s) in other {
+        mine.entry(*site).or_insert(Seen::ZERO).join(s);
+    }
+}
+
+/// One site's totals: increments `p`, decrements `n` (both only grow), last write `last`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Contrib<N> {
     pub p: N,
     pub n: N,
     pub last: Stamp,
+    /// The part of `p` and `n` that removals had observed: it went with the removed value.
+    pub removed: Seen<N>,
 }
 
-/// A PN counter with a last-writer-wins epoch (restart).
+impl<N: CounterNum> Contrib<N> {
+    fn join(&mut self, other: &Contrib<N>) {
+        self.p = self.p.max(other.p);
+        self.n = self.n.max(other.n);
+        self.last = self.last.max(other.last);
+        self.removed.join(&other.removed);
+    }
+}
+
+/// A PN counter: per-site totals that only grow, a last-writer-wins restart, and what
+/// removals had observed. The value is the base of the restart (unless a removal had seen it)
+/// plus every increment that neither that restart nor any removal had observed, so an
+/// increment is never lost to a concurrent restart or removal.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Counter<N> {
-    /// `None` is the initial epoch every replica agrees on (base zero).
+    /// `None` until the first restart (base zero).
     pub epoch: Option<Epoch<N>>,
     pub contrib: BTreeMap<crate::hlc::SiteId, Contrib<N>>,
+    /// Only in states written in format 1, where a restart (or the first increment after a
+    /// removal) started the totals again from zero: the stamp of that epoch, whose totals
+    /// `contrib` holds. A newer era replaces the totals in the join, an older one is ignored,
+    /// as format 1 merged them. Never set by a write.
+    pub era: Option<Stamp>,
 }
 
 impl<N: CounterNum> Default for Counter<N> {
@@ -184,6 +265,7 @@ impl<N: CounterNum> Default for Counter<N> {
         Counter {
             epoch: None,
             contrib: BTreeMap::new(),
+            era: None,
         }
     }
 }
@@ -195,24 +277,27 @@ impl<N: CounterNum> Counter<N> {
 
     fn join(&mut self, other: &Counter<N>) {
         match other.epoch_stamp().cmp(&self.epoch_stamp()) {
-            Ordering::Greater => *self = other.clone(),
+            Ordering::Greater => self.epoch = other.epoch.clone(),
             Ordering::Less => {}
             Ordering::Equal => {
-                // Two bases under one epoch stamp only happen with corrupted input (a reused
-                // site id, a forged state). Keep the join commutative anyway: the larger wins.
                 if let (Some(mine), Some(theirs)) = (&mut self.epoch, &other.epoch) {
-                    mine.base = mine.base.max(theirs.base);
+                    mine.join_same(theirs);
                 }
+            }
+        }
+        match other.era.cmp(&self.era) {
+            Ordering::Greater => {
+                self.era = other.era;
+                self.contrib = other.contrib.clone();
+            }
+            Ordering::Less => {}
+            Ordering::Equal => {
                 for (site, c) in &other.contrib {
                     match self.contrib.get_mut(site) {
                         None => {
                             self.contrib.insert(*site, c.clone());
                         }
-                        Some(mine) => {
-                            mine.p = mine.p.max(c.p);
-                            mine.n = mine.n.max(c.n);
-                            mine.last = mine.last.max(c.last);
-                        }
+                        Some(mine) => mine.join(c),
                     }
                 }
             }
@@ -221,11 +306,44 @@ impl<N: CounterNum> Counter<N> {
 
     /// The counter's value.
     pub fn total(&self) -> N {
-        let mut v = self.epoch.as_ref().map(|e| e.base).unwrap_or(N::ZERO);
-        for c in self.contrib.values() {
-            v = v.add(c.p).sub(c.n);
+        let (mut v, seen) = match &self.epoch {
+            Some(e) => (if e.removed { N::ZERO } else { e.base }, Some(&e.seen)),
+            None => (N::ZERO, None),
+        };
+        for (site, c) in &self.contrib {
+            let mut floor = c.removed;
+            if let Some(s) = seen.and_then(|s| s.get(site)) {
+                floor.join(s);
+            }
+            v = v.add(c.p.above(floor.p)).sub(c.n.above(floor.n));
         }
         v
+    }
+
+    /// Per site, the totals a writer that had seen `seen` observed (zero totals left out).
+    fn observed(&self, seen: &VersionVector) -> BTreeMap<crate::hlc::SiteId, Seen<N>> {
+        self.contrib
+            .iter()
+            .filter(|(_, c)| seen.covers(c.last))
+            .map(|(site, c)| (*site, Seen { p: c.p, n: c.n }))
+            .filter(|(_, s)| !s.is_zero())
+            .collect()
+    }
+
+    /// A removal that had seen `seen` covers this counter: the totals and the restart it had
+    /// observed go with the removed value; increments it had not seen stay.
+    fn remove_observed(&mut self, seen: &VersionVector) {
+        if let Some(e) = &mut self.epoch {
+            if seen.covers(e.stamp) {
+                e.removed = true;
+            }
+        }
+        for c in self.contrib.values_mut() {
+            if seen.covers(c.last) {
+                let all = Seen { p: c.p, n: c.n };
+                c.removed.join(&all);
+            }
+        }
     }
 
     /// The newest stamp not covered by `ctx`.
@@ -243,7 +361,16 @@ impl<N: CounterNum> Counter<N> {
     fn stamps(&self) -> impl Iterator<Item = Stamp> + '_ {
         self.epoch_stamp()
             .into_iter()
+            .chain(self.era)
             .chain(self.contrib.values().map(|c| c.last))
+    }
+
+    /// The sites named anywhere in the counter.
+    fn sites(&self) -> impl Iterator<Item = crate::hlc::SiteId> + '_ {
+        self.contrib
+            .keys()
+            .chain(self.epoch.iter().flat_map(|e| e.seen.keys()))
+            .copied()
     }
 }
 
@@ -290,6 +417,9 @@ impl Slot {
         }
     }
 
+    /// Removes what a writer that had seen `ctx` saw at this slot and below: a tombstone, and
+    /// on every counter below, the totals and restart the writer had observed (see
+    /// [`Counter::total`]), so that a concurrent increment brings back only itself.
     fn add_tomb(&mut self, stamp: Stamp, ctx: &VersionVector) {
         let mut t = Tomb::default();
         t.removers.observe(stamp.site, stamp.hlc);
@@ -297,6 +427,21 @@ impl Slot {
         match &mut self.tomb {
             Some(existing) => existing.join(&t),
             None => self.tomb = Some(t),
+        }
+        self.remove_counters(ctx);
+    }
+
+    fn remove_counters(&mut self, seen: &VersionVector) {
+        if let Some(c) = &mut self.ctr {
+            c.remove_observed(seen);
+        }
+        if let Some(c) = &mut self.pn {
+            c.remove_observed(seen);
+        }
+        if let Some(m) = &mut self.map {
+            for e in m.entries.values_mut() {
+                e.remove_counters(seen);
+            }
         }
     }
 

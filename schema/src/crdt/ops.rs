@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{Component, Contrib, Counter, CounterNum, Doc, Epoch, Register, Slot, VersionVector};
+use super::{
+    Component, Contrib, Counter, CounterNum, Doc, Epoch, Register, Seen, Slot, VersionVector,
+};
 use crate::error::{Result, SchemaError};
 use crate::hlc::Stamp;
 use crate::value::Value;
@@ -205,27 +207,19 @@ fn apply_one(root: &mut Slot, op: &Op, w: &Writer, empty: &VersionVector) {
             }
         }
         Op::Increment { path, by, kind } => {
-            let removed = newest_removal(root, path);
             if let Some((slot, ctx)) = descend(root, path, empty.clone(), w, true) {
-                increment(slot, by, *kind, w, &ctx, removed);
+                increment(slot, by, *kind, w, &ctx);
             }
         }
         Op::Restart { path, to } => {
             if let Some((slot, ctx)) = descend(root, path, empty.clone(), w, true) {
                 hide_other_components(slot, Component::Counter, w, &ctx);
-                if slot
+                let seen = slot
                     .ctr
                     .as_ref()
-                    .is_none_or(|c| c.epoch_stamp() <= Some(w.stamp))
-                {
-                    slot.ctr = Some(Counter {
-                        epoch: Some(Epoch {
-                            stamp: w.stamp,
-                            base: *to,
-                        }),
-                        contrib: BTreeMap::new(),
-                    });
-                }
+                    .map(|c| c.observed(&w.before))
+                    .unwrap_or_default();
+                restart(&mut slot.ctr, *to, seen, w, true);
             }
         }
         Op::Attach { path, token } => {
@@ -442,8 +436,8 @@ fn rewrite(
                     put_register(&mut dst.att, w.stamp, v);
                 }
             }
-            Component::Counter => restart_from(&mut dst.ctr, src.ctr.as_ref(), w.stamp),
-            Component::PnCounter => restart_from(&mut dst.pn, src.pn.as_ref(), w.stamp),
+            Component::Counter => restart_from(&mut dst.ctr, src.ctr.as_ref(), w),
+            Component::PnCounter => restart_from(&mut dst.pn, src.pn.as_ref(), w),
             Component::Map => {
                 let Some(from) = &src.map else { continue };
                 let map = dst.map.get_or_insert_with(Default::default);
@@ -456,22 +450,35 @@ fn rewrite(
     }
 }
 
-/// Starts a new epoch of `dst` at `stamp` from the total of `src` (the counter before the
-/// removal). Only a newer epoch may replace the current one (see `put_register`): with a clock
+/// Restarts `dst` at the writer's stamp from the total of `src` (the counter before the
+/// removal that `dst` just had: its totals are already removed, so the restart need not list
+/// them). Only a newer epoch may replace the current one (see `put_register`): with a clock
 /// behind the state the counter stays removed rather than the replicas diverging.
-fn restart_from<N: CounterNum>(
-    dst: &mut Option<Counter<N>>,
-    src: Option<&Counter<N>>,
-    stamp: Stamp,
-) {
+fn restart_from<N: CounterNum>(dst: &mut Option<Counter<N>>, src: Option<&Counter<N>>, w: &Writer) {
     let Some(src) = src else { return };
-    if dst.as_ref().is_none_or(|c| c.epoch_stamp() < Some(stamp)) {
-        *dst = Some(Counter {
-            epoch: Some(Epoch {
-                stamp,
-                base: src.total(),
-            }),
-            contrib: BTreeMap::new(),
+    restart(dst, src.total(), BTreeMap::new(), w, false);
+}
+
+/// `RESTART WITH base` at the writer's stamp: the counter shows `base` in place of the totals
+/// the writer had seen (`seen`), and increments beyond them count on top. Last writer wins: an
+/// epoch newer than the writer's stamp stays (a clock behind the state), and the restart then
+/// changes nothing; an equal one (an earlier operation of the statement) is replaced when
+/// `replace_equal`.
+fn restart<N: CounterNum>(
+    counter: &mut Option<Counter<N>>,
+    base: N,
+    seen: BTreeMap<crate::hlc::SiteId, Seen<N>>,
+    w: &Writer,
+    replace_equal: bool,
+) {
+    let c = counter.get_or_insert_with(Counter::default);
+    let current = c.epoch_stamp();
+    if current < Some(w.stamp) || (replace_equal && current == Some(w.stamp)) {
+        c.epoch = Some(Epoch {
+            stamp: w.stamp,
+            base,
+            seen,
+            removed: false,
         });
     }
 }
@@ -560,37 +567,12 @@ fn merge(
     }
 }
 
-/// The newest removal stamp among the tombstones of the slots from `root` to `path` (the slot
-/// at `path` included), as they are before the operation.
-fn newest_removal(root: &Slot, path: &[String]) -> Option<Stamp> {
-    let mut newest = None;
-    let mut slot = Some(root);
-    let mut rest = path;
-    while let Some(s) = slot {
-        if let Some(t) = &s.tomb {
-            newest = newest.max(
-                t.removers
-                    .iter()
-                    .map(|(site, hlc)| Stamp::new(hlc, site))
-                    .max(),
-            );
-        }
-        let Some((key, tail)) = rest.split_first() else {
-            break;
-        };
-        slot = s.map.as_ref().and_then(|m| m.entries.get(key));
-        rest = tail;
-    }
-    newest
-}
-
 fn increment(
     slot: &mut Slot,
     by: &Value,
     kind: CounterKind,
     w: &Writer,
     inherited: &VersionVector,
-    removed: Option<Stamp>,
 ) {
     let mut visible = slot.visible(inherited).map(|(c, _)| c);
     if w.typed {
@@ -608,7 +590,7 @@ fn increment(
             if visible.is_some() && visible != Some(own) {
                 slot.add_tomb(w.stamp, &w.before);
             }
-            bump(&mut slot.ctr, by, visible == Some(own), w.stamp, removed);
+            bump(&mut slot.ctr, by, visible == Some(own), w);
         }
         CounterKind::PnCounter => {
             let by = by.as_f64().unwrap_or(0.0);
@@ -616,56 +598,32 @@ fn increment(
             if visible.is_some() && visible != Some(own) {
                 slot.add_tomb(w.stamp, &w.before);
             }
-            bump(&mut slot.pn, by, visible == Some(own), w.stamp, removed);
+            bump(&mut slot.pn, by, visible == Some(own), w);
         }
     }
 }
 
-/// Adds `by` to this site's contribution. A counter that exists but is not visible (removed, or
-/// hidden behind a newer value of another type) starts a new epoch from zero, so old increments
-/// do not come back.
-///
-/// The new epoch is named after the newest removal the writer saw on the counter's path
-/// (`removed`), not after the writer's own stamp: sites that increment the removed counter
-/// concurrently after the same removal then count in the same epoch and their increments add
-/// up, as concurrent first increments of a missing field do. When that removal does not
-/// postdate the current epoch, the writer's stamp names it. Only a newer epoch may replace the
-/// current one (see `put_register`); when neither is newer (a clock behind the state), the
-/// increment goes into the current epoch.
-fn bump<N: CounterNum>(
-    counter: &mut Option<Counter<N>>,
-    by: N,
-    visible: bool,
-    stamp: Stamp,
-    removed: Option<Stamp>,
-) {
-    let c = match counter {
-        Some(c) if !visible => {
-            let current = c.epoch_stamp();
-            let newer = |s: &Stamp| Some(*s) > current;
-            if let Some(epoch) = removed.filter(newer).or(Some(stamp).filter(newer)) {
-                *c = Counter {
-                    epoch: Some(Epoch {
-                        stamp: epoch,
-                        base: N::ZERO,
-                    }),
-                    contrib: BTreeMap::new(),
-                };
-            }
-            c
-        }
-        Some(c) => c,
-        None => counter.insert(Counter::default()),
-    };
-    let e = c.contrib.entry(stamp.site).or_insert(Contrib {
+/// Adds `by` to this site's totals. A counter that exists but is not visible (removed, or
+/// hidden behind a newer value of another type, which the caller has just removed) counts
+/// from zero: what the writer saw of it is removed first. A removal already did that when it
+/// was made (see [`Slot::add_tomb`]), except in states written in format 1, and a type change
+/// does it just before; either way, sites that increment the removed counter concurrently
+/// remove the same totals and their increments add up.
+fn bump<N: CounterNum>(counter: &mut Option<Counter<N>>, by: N, visible: bool, w: &Writer) {
+    let c = counter.get_or_insert_with(Counter::default);
+    if !visible {
+        c.remove_observed(&w.before);
+    }
+    let e = c.contrib.entry(w.stamp.site).or_insert(Contrib {
         p: N::ZERO,
         n: N::ZERO,
-        last: stamp,
+        last: w.stamp,
+        removed: Seen::ZERO,
     });
     if by.is_negative() {
         e.n = e.n.add(by.neg());
     } else {
         e.p = e.p.add(by);
     }
-    e.last = stamp;
+    e.last = w.stamp;
 }

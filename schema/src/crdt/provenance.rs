@@ -10,11 +10,16 @@
 //!   counter contribution or removal stamped by that site, a version-vector or removal-context
 //!   entry of that site) is already known to the receiver: the receiver's state has it, or
 //!   something newer in its place. A peer relays what it has seen, it never invents another
-//!   writer's writes (nor the receiver's own).
+//!   writer's writes (nor the receiver's own);
+//! - what a removal or a restart records of another site's counter totals (as removed, or as
+//!   seen by the restart) is at most the totals the delta carries, which the receiver has: a
+//!   peer can remove what exists, as a genuine removal does, never increments beyond it;
+//! - a counter era of format 1 (see [`super::Counter::era`]) the receiver lacks replaces the
+//!   receiver's totals: it must be the peer's own, and no live total of another site may go.
 //!
 //! Joining a delta that passes changes the receiver's state only by the peer's own writes.
 
-use super::{Counter, CounterNum, Doc, MapNode, Register, Slot, VersionVector};
+use super::{Counter, CounterNum, Doc, MapNode, Register, Seen, Slot, VersionVector};
 use crate::hlc::{Hlc, SiteId, Stamp};
 
 use super::Delta;
@@ -114,7 +119,39 @@ impl Rules<'_> {
         }
     }
 
-    fn counter<N: CounterNum>(&self, theirs: &Counter<N>, mine: Option<&Counter<N>>) -> Check {
+    /// `ctx`: the receiver's removal context at the counter.
+    fn counter<N: CounterNum>(
+        &self,
+        theirs: &Counter<N>,
+        mine: Option<&Counter<N>>,
+        ctx: &VersionVector,
+    ) -> Check {
+        let their_era = theirs.era;
+        let my_era = mine.and_then(|m| m.era);
+        if let Some(era) = their_era {
+            self.stamp(era)?;
+            if their_era > my_era {
+                // Format 1 only (never written since): a newer era replaces the receiver's
+                // totals. A peer's own restart or re-creation from then, or one named after a
+                // removal the receiver has, and only over totals the receiver no longer shows.
+                let after_removal = theirs
+                    .epoch
+                    .as_ref()
+                    .is_some_and(|e| e.stamp == era && e.base == N::ZERO)
+                    && self.removed_since(era);
+                if era.site != self.own && !after_removal {
+                    return Err(self.foreign(era.site));
+                }
+                let live = mine.and_then(|m| {
+                    m.contrib
+                        .iter()
+                        .find(|(site, c)| **site != self.own && !ctx.covers(c.last))
+                });
+                if let Some((site, _)) = live {
+                    return Err(self.foreign(*site));
+                }
+            }
+        }
         let their_epoch = theirs.epoch.as_ref().map(|e| e.stamp);
         let my_epoch = mine.and_then(|m| m.epoch.as_ref().map(|e| e.stamp));
         if let Some(e) = &theirs.epoch {
@@ -122,26 +159,43 @@ impl Rules<'_> {
             if e.stamp.site != self.own {
                 match mine.and_then(|m| m.epoch.as_ref()) {
                     Some(m) if m.stamp > e.stamp => {}
-                    Some(m) if m.stamp == e.stamp && m.base == e.base => {}
-                    // A counter that the peer's own increment re-created after a removal
-                    // starts from zero in an epoch stamped by that removal, whoever made it.
-                    _ if e.base == N::ZERO && self.removed_since(e.stamp) => {}
+                    // The same restart (whether a removal had seen it is the remover's write).
+                    Some(m) if m.stamp == e.stamp && m.base == e.base && m.seen == e.seen => {}
+                    // Format 1: a counter that the peer's own increment re-created after a
+                    // removal started from zero in an epoch (and era) stamped by that removal.
+                    _ if theirs.era == Some(e.stamp)
+                        && e.base == N::ZERO
+                        && e.seen.is_empty()
+                        && self.removed_since(e.stamp) => {}
                     _ => return Err(self.foreign(e.stamp.site)),
+                }
+            }
+            if their_epoch >= my_epoch {
+                // What the restart had seen: at most the totals the receiver will have.
+                for (site, s) in &e.seen {
+                    let total = joined_totals(theirs, mine, *site);
+                    if !(grows(total.p, s.p) && grows(total.n, s.n)) {
+                        return Err(self.foreign(*site));
+                    }
                 }
             }
         }
         for (site, c) in &theirs.contrib {
             self.clock(*site, c.last.hlc)?;
             self.stamp(c.last)?;
+            // Totals of an older era are ignored by the join.
+            if their_era < my_era {
+                continue;
+            }
+            // What removals had observed is part of the totals.
+            if !(grows(c.p, c.removed.p) && grows(c.n, c.removed.n)) {
+                return Err(self.foreign(*site));
+            }
             if *site == self.own && c.last.site == self.own {
                 continue;
             }
-            // Another site's totals: ignored by the join under an older epoch, else the
-            // receiver must have them (or more) already.
-            if their_epoch < my_epoch {
-                continue;
-            }
-            let covered = mine.filter(|_| their_epoch == my_epoch).and_then(|m| {
+            // Another site's totals: the receiver must have them (or more) already.
+            let covered = mine.filter(|_| their_era == my_era).and_then(|m| {
                 m.contrib
                     .get(site)
                     .filter(|mc| grows(mc.p, c.p) && grows(mc.n, c.n) && mc.last >= c.last)
@@ -153,7 +207,7 @@ impl Rules<'_> {
         Ok(())
     }
 
-    fn map(&self, theirs: &MapNode, mine: Option<&MapNode>) -> Check {
+    fn map(&self, theirs: &MapNode, mine: Option<&MapNode>, ctx: &VersionVector) -> Check {
         if let Some(mark) = theirs.mark {
             self.stamp(mark)?;
             if mark.site != self.own && mine.and_then(|m| m.mark).is_none_or(|m| m < mark) {
@@ -161,12 +215,17 @@ impl Rules<'_> {
             }
         }
         for (k, slot) in &theirs.entries {
-            self.slot(slot, mine.and_then(|m| m.entries.get(k)))?;
+            self.slot(slot, mine.and_then(|m| m.entries.get(k)), ctx)?;
         }
         Ok(())
     }
 
-    fn slot(&self, theirs: &Slot, mine: Option<&Slot>) -> Check {
+    /// `inherited`: the receiver's removal context above the slot.
+    fn slot(&self, theirs: &Slot, mine: Option<&Slot>, inherited: &VersionVector) -> Check {
+        let ctx = match mine {
+            Some(m) => m.ctx(inherited),
+            None => std::borrow::Cow::Borrowed(inherited),
+        };
         if let Some(r) = &theirs.reg {
             self.register(r, mine.and_then(|m| m.reg.as_ref()))?;
         }
@@ -174,10 +233,10 @@ impl Rules<'_> {
             self.register(r, mine.and_then(|m| m.att.as_ref()))?;
         }
         if let Some(c) = &theirs.ctr {
-            self.counter(c, mine.and_then(|m| m.ctr.as_ref()))?;
+            self.counter(c, mine.and_then(|m| m.ctr.as_ref()), &ctx)?;
         }
         if let Some(c) = &theirs.pn {
-            self.counter(c, mine.and_then(|m| m.pn.as_ref()))?;
+            self.counter(c, mine.and_then(|m| m.pn.as_ref()), &ctx)?;
         }
         if let Some(t) = &theirs.tomb {
             // What the remover had seen may name any site, within what exists.
@@ -191,7 +250,7 @@ impl Rules<'_> {
             }
         }
         if let Some(m) = &theirs.map {
-            self.map(m, mine.and_then(|s| s.map.as_ref()))?;
+            self.map(m, mine.and_then(|s| s.map.as_ref()), &ctx)?;
         }
         Ok(())
     }
@@ -206,6 +265,28 @@ fn removals(slot: &Slot, out: &mut Vec<Stamp>) {
         for e in m.entries.values() {
             removals(e, out);
         }
+    }
+}
+
+/// The totals of `site` the receiver holds after joining `theirs` into `mine`.
+fn joined_totals<N: CounterNum>(
+    theirs: &Counter<N>,
+    mine: Option<&Counter<N>>,
+    site: crate::hlc::SiteId,
+) -> Seen<N> {
+    let of = |c: Option<&Counter<N>>| {
+        c.and_then(|c| c.contrib.get(&site))
+            .map(|k| Seen { p: k.p, n: k.n })
+            .unwrap_or(Seen::ZERO)
+    };
+    let (t, m) = (of(Some(theirs)), of(mine));
+    match theirs.era.cmp(&mine.and_then(|m| m.era)) {
+        std::cmp::Ordering::Greater => t,
+        std::cmp::Ordering::Less => m,
+        std::cmp::Ordering::Equal => Seen {
+            p: t.p.max(m.p),
+            n: t.n.max(m.n),
+        },
     }
 }
 
@@ -234,6 +315,6 @@ impl Delta {
             removals: found,
         };
         rules.vv(&self.state.vv)?;
-        rules.slot(&self.state.root, Some(&current.root))
+        rules.slot(&self.state.root, Some(&current.root), &VersionVector::new())
     }
 }

@@ -511,21 +511,23 @@ fn counters_join_by_max_so_redelivery_does_not_double_count() {
 }
 
 #[test]
-fn restart_is_last_writer_wins_and_a_concurrent_increment_is_lost() {
-    let (mut a, mut b) = (Peer::new(1), Peer::new(2));
+fn restart_sets_what_the_restarter_saw_and_a_concurrent_increment_counts_on_top() {
+    let (mut a, mut b, mut c) = (Peer::new(1), Peer::new(2), Peer::new(3));
     a.write(&[inc("n", 10)]);
     b.pull(&a);
-    // Documented consequence: an increment concurrent with a RESTART is lost, even a later one.
+    c.pull(&a);
+    // Increments concurrent with a RESTART are not lost, a later one or an earlier one.
     a.write_at(20, &[restart("n", 100)]);
     b.write_at(30, &[inc("n", 5)]);
-    sync(&mut a, &mut b);
-    assert_eq!(a.get("n"), Some(Value::Int(100)));
+    c.write_at(10, &[inc("n", 1)]);
+    sync_all(&mut [&mut a, &mut b, &mut c]);
+    assert_eq!(a.get("n"), Some(Value::Int(106)));
     // Increments after seeing the restart count from it.
     b.write(&[inc("n", 1)]);
     a.write(&[inc("n", 2)]);
     sync(&mut a, &mut b);
-    assert_eq!(a.get("n"), Some(Value::Int(103)));
-    // Two concurrent restarts: the later one wins.
+    assert_eq!(a.get("n"), Some(Value::Int(109)));
+    // Two concurrent restarts: the later one wins, and what either had seen is gone.
     a.write_at(50, &[restart("n", 7)]);
     b.write_at(60, &[restart("n", 9)]);
     sync(&mut a, &mut b);
@@ -611,17 +613,16 @@ fn concurrent_first_increments_after_a_delete_both_count() {
 }
 
 #[test]
-fn an_increment_concurrent_with_a_delete_brings_the_counter_back() {
-    // Add-wins: the increment was not seen by the deleter, so the counter survives, and a
-    // counter's value is the sum of all contributions of its epoch (the ones the deleter saw
-    // included: contributions are per-site totals, not individual increments).
+fn an_increment_concurrent_with_a_delete_brings_back_only_itself() {
+    // Add-wins: the increment was not seen by the deleter, so the counter survives, with the
+    // increments the deleter had not seen only (the deleter removed the 5 it saw).
     let (mut a, mut b) = (Peer::new(1), Peer::new(2));
     a.write(&[inc("n", 5), set("s", "1")]);
     b.pull(&a);
     a.write_at(10, &[Op::Delete]);
     b.write_at(5, &[inc("n", 1)]);
     sync(&mut a, &mut b);
-    assert_eq!(a.json(), Some(v(r#"{"n":6}"#)));
+    assert_eq!(a.json(), Some(v(r#"{"n":1}"#)));
 }
 
 #[test]
@@ -960,7 +961,8 @@ fn a_delta_whose_base_the_receiver_does_not_dominate_is_refused() {
 // ---------------------------------------------------------------------------------------------
 // Encoding
 
-/// A document with every component, tombstones and several sites.
+/// A document with every component, tombstones and several sites, and counters with every
+/// part: restarts that saw totals, removed totals (all and some), a removed restart.
 fn rich_doc() -> Doc {
     let (mut a, mut b) = (Peer::new(1), Peer::new(u128::MAX));
     a.write(&[
@@ -969,13 +971,34 @@ fn rich_doc() -> Doc {
         set_reg("r", r#"{"whole":1}"#),
         inc("n", 4),
         pn_inc("p", 0.5),
+        inc("k", 3),
+        pn_inc("q", 1.5),
+        inc("c", 2),
         attach("att", "abcd"),
         Op::Set { path: path("bin"), value: Value::Binary(vec![0, 1, 255]), objects: ObjectMode::Map },
     ]);
     b.pull(&a);
-    b.write(&[unset("t"), inc("n", -1), restart("c", 9), set("o.x.z", "2")]);
-    a.write(&[unset("o.x.y")]);
+    b.write(&[
+        unset("t"),
+        inc("n", -1),
+        restart("c", 9),
+        set("o.x.z", "2"),
+        restart("k", 50),
+        unset("q"),
+    ]);
+    a.write(&[unset("o.x.y"), pn_inc("q", 2.0), inc("k", -2)]);
     sync(&mut a, &mut b);
+    a.write(&[unset("c")]);
+    b.write(&[inc("c", 4)]);
+    sync(&mut a, &mut b);
+    assert_eq!(
+        (a.get("k"), a.get("q"), a.get("c")),
+        (
+            Some(Value::Int(48)),
+            Some(Value::Float(2.0)),
+            Some(Value::Int(4))
+        )
+    );
     a.doc
 }
 
@@ -1020,8 +1043,13 @@ fn truncated_blobs_are_corrupt() {
 fn unknown_versions_and_kinds_are_refused() {
     let doc = rich_doc();
     let mut blob = doc.encode();
-    blob[0] = 2;
-    assert_eq!(Doc::decode(&blob), Err(SchemaError::UnsupportedVersion(2)));
+    for version in [0, 3, 255] {
+        blob[0] = version;
+        assert_eq!(
+            Doc::decode(&blob),
+            Err(SchemaError::UnsupportedVersion(version))
+        );
+    }
     let delta = doc.delta(&VersionVector::new()).encode();
     assert!(matches!(Doc::decode(&delta), Err(SchemaError::Corrupt(_))));
     assert!(matches!(
@@ -1109,4 +1137,225 @@ fn deep_nesting_is_refused_without_overflowing_the_stack() {
     }
     b.push(0);
     assert!(matches!(Doc::decode(&b), Err(SchemaError::Corrupt(_))));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Format 1
+
+/// States encoded in format 1 (before removals and restarts recorded what they had seen), by
+/// two sites:
+///
+/// ```text
+/// a @1: INCREMENT c 5, RESTART r WITH 100, INCREMENT d 4, PN_INCREMENT p 2.5,
+///       INCREMENT x 10, INCREMENT y 10
+/// b: takes a's state
+/// b @2: INCREMENT c 3, PN_INCREMENT p -0.5
+/// a @3: INCREMENT r 2, UNSET d, UNSET x, RESTART y WITH 100
+/// a @4: INCREMENT d 1
+/// b @5: INCREMENT x 1, INCREMENT y 5
+/// ```
+///
+/// `A` and `B` are the two states, `J` their join, `D` the delta of `a` against `b`'s version
+/// vector (untyped writes, stamps `(1_700_000_000_000 + t) << 16` of sites 1 and 2).
+const FORMAT_1_A: &str = concat!(
+    "010001000000000000000000000000000000010100808090c0d6fcf3c5010201808084c0d6fcf3c501000601",
+    "63040001000a00808084c0d6fcf3c501000164240180808cc0d6fcf3c501000001000200808090c0d6fcf3c5",
+    "0100010080808cc0d6fcf3c5010100808084c0d6fcf3c5010170080001000000000000000440000000000000",
+    "0000808084c0d6fcf3c5010001720401808084c0d6fcf3c50100c8010100040080808cc0d6fcf3c501000178",
+    "240001001400808084c0d6fcf3c50100010080808cc0d6fcf3c5010100808084c0d6fcf3c501017904018080",
+    "8cc0d6fcf3c50100c80100",
+);
+const FORMAT_1_B: &str = concat!(
+    "01000200000000000000000000000000000001000000000000000000000000000000020200808084c0d6fcf3",
+    "c50101808094c0d6fcf3c5010201808084c0d6fcf3c50100060163040002000a00808084c0d6fcf3c5010001",
+    "0600808088c0d6fcf3c501010164040001000800808084c0d6fcf3c501000170080002000000000000000440",
+    "0000000000000000808084c0d6fcf3c50100010000000000000000000000000000e03f808088c0d6fcf3c501",
+    "0101720401808084c0d6fcf3c50100c801000178040002001400808084c0d6fcf3c50100010200808094c0d6",
+    "fcf3c501010179040002001400808084c0d6fcf3c50100010a00808094c0d6fcf3c50101",
+);
+const FORMAT_1_J: &str = concat!(
+    "01000200000000000000000000000000000001000000000000000000000000000000020200808090c0d6fcf3",
+    "c50101808094c0d6fcf3c5010201808084c0d6fcf3c50100060163040002000a00808084c0d6fcf3c5010001",
+    "0600808088c0d6fcf3c501010164240180808cc0d6fcf3c501000001000200808090c0d6fcf3c50100010080",
+    "808cc0d6fcf3c5010100808084c0d6fcf3c50101700800020000000000000004400000000000000000808084",
+    "c0d6fcf3c50100010000000000000000000000000000e03f808088c0d6fcf3c5010101720401808084c0d6fc",
+    "f3c50100c8010100040080808cc0d6fcf3c501000178240002001400808084c0d6fcf3c50100010200808094",
+    "c0d6fcf3c50101010080808cc0d6fcf3c5010100808084c0d6fcf3c5010179040180808cc0d6fcf3c50100c8",
+    "0100",
+);
+const FORMAT_1_D: &str = concat!(
+    "01010200000000000000000000000000000001000000000000000000000000000000020200808084c0d6fcf3",
+    "c50101808094c0d6fcf3c5010100808090c0d6fcf3c5010200040164240180808cc0d6fcf3c5010000010002",
+    "00808090c0d6fcf3c50100010080808cc0d6fcf3c5010100808084c0d6fcf3c50101720401808084c0d6fcf3",
+    "c50100c8010100040080808cc0d6fcf3c50100017820010080808cc0d6fcf3c5010100808084c0d6fcf3c501",
+    "0179040180808cc0d6fcf3c50100c80100",
+);
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn format_1_states_decode_to_the_same_values_and_merge_as_format_1_did() {
+    let (a, b, j) = (unhex(FORMAT_1_A), unhex(FORMAT_1_B), unhex(FORMAT_1_J));
+    let decode = |bytes: &[u8]| Doc::decode(bytes).expect("format 1 decodes");
+    let (da, db, dj) = (decode(&a), decode(&b), decode(&j));
+    // The values format 1 showed (`x`: the increment concurrent with the UNSET brought the
+    // whole total back; `y`: the one concurrent with the RESTART was lost).
+    assert_eq!(
+        da.materialize(),
+        Some(v(r#"{"c":5,"d":1,"p":2.5,"r":102,"y":100}"#))
+    );
+    assert_eq!(
+        db.materialize(),
+        Some(v(r#"{"c":8,"d":4,"p":2.0,"r":100,"x":11,"y":15}"#))
+    );
+    let joined = v(r#"{"c":8,"d":1,"p":2.0,"r":102,"x":11,"y":100}"#);
+    assert_eq!(dj.materialize(), Some(joined.clone()));
+    // Merged after decoding, the states give what format 1 gave: the totals of an epoch (its
+    // era) replace those of an older one.
+    for (x, y) in [(&da, &db), (&db, &da)] {
+        let mut m = x.clone();
+        m.join(y);
+        assert_eq!(m, dj);
+    }
+    let mut via_delta = db.clone();
+    let delta = Delta::decode(&unhex(FORMAT_1_D)).expect("a format 1 delta decodes");
+    via_delta.apply_delta(&delta).expect("applies");
+    assert_eq!(via_delta.materialize(), Some(joined));
+    // Written again, in format 2, nothing changes.
+    for d in [&da, &db, &dj] {
+        let again = d.encode();
+        assert_eq!(again[0], codec::FORMAT);
+        assert_eq!(Doc::decode(&again).as_ref(), Ok(d));
+    }
+    // The full-state delta of a stored format 1 document stays in format 1.
+    let (full, vv) = Delta::encode_full_state(&a).expect("converts");
+    assert_eq!(full[0], 1);
+    assert_eq!(vv, da.vv);
+    let full = Delta::decode(&full).expect("decodes");
+    assert_eq!(full.state, da);
+    // Counting on a format 1 state follows the new rules from there: a site that saw the
+    // removal of `x` and one that did not, `y`'s restart counts on.
+    let (mut p, mut q) = (Peer::new(1), Peer::new(3));
+    p.doc = dj.clone();
+    p.clock.observe_at(p.doc.vv.max_hlc(), MS);
+    q.doc = dj;
+    q.clock.observe_at(q.doc.vv.max_hlc(), MS);
+    p.write(&[unset("x"), inc("y", 1)]);
+    q.write(&[inc("x", 2), inc("y", 2)]);
+    sync(&mut p, &mut q);
+    assert_eq!(p.get("x"), Some(Value::Int(2)));
+    assert_eq!(p.get("y"), Some(Value::Int(103)));
+}
+
+/// A format 2 document whose field `n` is a counter encoded as `counter` (one site, at hlc 5).
+fn doc_with_counter(counter: &[u8]) -> Vec<u8> {
+    let mut b = vec![2u8, 0, 1];
+    b.extend_from_slice(&SiteId(7).to_bytes());
+    // vv {site 0: 5}; root slot: a map marked (5, site 0) with one entry `n`, a counter.
+    b.extend_from_slice(&[1, 0, 5, 2, 1, 5, 0, 1, 1, b'n', 4]);
+    b.extend_from_slice(counter);
+    b
+}
+
+#[test]
+fn format_2_counters_decode_and_bad_ones_are_corrupt() {
+    let n = |bytes: &[u8]| {
+        Doc::decode(&doc_with_counter(bytes)).map(|d| {
+            d.materialize()
+                .and_then(|j| j.get_path(&path("n")).cloned())
+        })
+    };
+    // One contribution of 1: flags, count, site, p, n, last.
+    assert_eq!(n(&[0, 1, 0, 2, 0, 5, 0]), Ok(Some(Value::Int(1))));
+    // Removed totals: all of them, or p 1 of 2.
+    assert_eq!(n(&[8, 1, 0, 2, 0, 5, 0, 1]), Ok(Some(Value::Int(0))));
+    assert_eq!(n(&[8, 1, 0, 4, 0, 5, 0, 2, 2, 0]), Ok(Some(Value::Int(1))));
+    // A restart to 10 that had seen 1 of the 2.
+    let restarted = [1, 5, 0, 20, 1, 0, 2, 0, 1, 0, 4, 0, 5, 0];
+    assert_eq!(n(&restarted), Ok(Some(Value::Int(11))));
+    // ... removed.
+    let mut removed = restarted;
+    removed[0] = 1 | 4;
+    assert_eq!(n(&removed), Ok(Some(Value::Int(1))));
+    for bad in [
+        &[0x10, 1, 0, 2, 0, 5, 0][..],
+        // Removed without an epoch.
+        &[4, 1, 0, 2, 0, 5, 0],
+        // An unknown removed-totals tag, and a missing one.
+        &[8, 1, 0, 2, 0, 5, 0, 3],
+        &[8, 1, 0, 2, 0, 5, 0],
+        // More seen totals than bytes.
+        &[1, 5, 0, 20, 0xff, 0xff, 0x03, 0],
+        // A site index out of range in the seen totals.
+        &[1, 5, 0, 20, 1, 9, 2, 0, 0],
+    ] {
+        assert!(matches!(n(bad), Err(SchemaError::Corrupt(_))), "{bad:?}");
+    }
+}
+
+#[test]
+fn what_restarts_and_removals_record_stays_small() {
+    // The encoding of the counter alone, in a document of its own.
+    fn size(c: &Counter<i64>) -> usize {
+        Doc {
+            vv: VersionVector::new(),
+            root: Slot {
+                ctr: Some(c.clone()),
+                ..Slot::default()
+            },
+        }
+        .encode()
+        .len()
+    }
+    let counter = |p: &Peer| {
+        p.doc.root.map.as_ref().expect("map").entries["n"]
+            .ctr
+            .clone()
+            .expect("a counter")
+    };
+    let (mut a, mut b, mut c) = (Peer::new(1), Peer::new(2), Peer::new(3));
+    a.write(&[inc("n", 5)]);
+    b.write(&[inc("n", 40)]);
+    c.write(&[inc("n", -3)]);
+    sync_all(&mut [&mut a, &mut b, &mut c]);
+    let plain = size(&counter(&a));
+    // A removal: one byte per site (the totals removed are all of them).
+    a.write(&[unset("n")]);
+    assert_eq!(size(&counter(&a)), plain + 3);
+    // A restart: its stamp and base, and per site its index and the totals it saw (small
+    // integers: a byte each).
+    b.write(&[restart("n", 1)]);
+    let restarted = counter(&b);
+    assert_eq!(restarted.epoch.as_ref().map(|e| e.seen.len()), Some(3));
+    assert!(
+        size(&restarted) <= plain + 10 + 1 + 1 + 3 * 3,
+        "{}",
+        size(&restarted)
+    );
+    // A strict-mode removal that keeps the counter beside a map lists nothing again.
+    let mut d = Peer::new(4);
+    d.doc = c.doc.clone();
+    d.clock.observe_at(d.doc.vv.max_hlc(), MS);
+    let stamp = d.clock.tick_at(MS);
+    d.doc
+        .apply_typed(&[set("n.m", "1")], stamp)
+        .expect("applies");
+    let stamp = d.clock.tick_at(MS);
+    d.doc
+        .apply_typed(
+            &[Op::Remove {
+                path: path("n"),
+                component: Component::Map,
+            }],
+            stamp,
+        )
+        .expect("applies");
+    let kept = counter(&d);
+    assert_eq!(kept.total(), 42);
+    assert_eq!(kept.epoch.as_ref().map(|e| e.seen.len()), Some(0));
 }

@@ -540,6 +540,7 @@ fn walk(slot: &Slot, stamps: &mut Vec<bigpeer_schema::Stamp>, ctxs: &mut Vec<Ver
     }
     if let Some(c) = &slot.ctr {
         stamps.extend(c.epoch.as_ref().map(|e| e.stamp));
+        stamps.extend(c.era);
         for (site, k) in &c.contrib {
             assert_eq!(
                 *site, k.last.site,
@@ -550,6 +551,7 @@ fn walk(slot: &Slot, stamps: &mut Vec<bigpeer_schema::Stamp>, ctxs: &mut Vec<Ver
     }
     if let Some(c) = &slot.pn {
         stamps.extend(c.epoch.as_ref().map(|e| e.stamp));
+        stamps.extend(c.era);
         for (site, k) in &c.contrib {
             assert_eq!(
                 *site, k.last.site,

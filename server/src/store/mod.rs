@@ -40,7 +40,9 @@ pub use queries::Items;
 pub use scan::{Page, ScanRow};
 pub use sites::SERVER_SITE_OWNER;
 pub use txn::{TxnInfo, Working, NUL_CHARACTER};
-pub use webhooks::{NewWebhookRow, WebhookPatch, WebhookRow};
+pub use webhooks::{
+    AttemptOutcome, DeliveryRow, NewWebhookRow, WebhookLease, WebhookPatch, WebhookRow,
+};
 
 /// The files of the repository's `sql/` folder, embedded by `build.rs`: `(version,
 /// description, SQL)` in version order.
