@@ -390,9 +390,12 @@ pub fn to_dql(query: &str) -> Result<String> {
     // Join without spaces around path dots and brackets, with spaces elsewhere.
     let mut text = String::new();
     for (k, piece) in out.iter().enumerate() {
+        // A number after a path dot keeps its space: `. 1` is not the number `.1`.
+        let number_after_dot =
+            out[k.saturating_sub(1)] == "." && piece.starts_with(|c: char| c.is_ascii_digit());
         let glue = k > 0
             && !matches!(piece.as_str(), "." | "(" | ")" | "," | "[" | "]")
-            && !matches!(out[k - 1].as_str(), "." | "(" | "[");
+            && (!matches!(out[k - 1].as_str(), "." | "(" | "[") || number_after_dot);
         if glue {
             text.push(' ');
         }
@@ -617,6 +620,7 @@ mod tests {
             "[1, 2] == a",
             "frobnicate(a)",
             "a ==== b",
+            "'x' == . 1",
         ] {
             assert_eq!(through_tokens(legacy), through_text(legacy), "{legacy}");
         }

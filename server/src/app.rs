@@ -265,6 +265,8 @@ pub struct RunningApp {
     server: JoinHandle<std::io::Result<()>>,
     database: Database,
     sync: crate::sync::SyncHub,
+    /// The webhook delivery loops.
+    deliverer: Option<crate::webhooks::Deliverer>,
 }
 
 /// Starts everything `config` asks for: the embedded Postgres (without a database URL), the
@@ -418,6 +420,22 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
             }
         });
     }
+    let deliverer = match crate::webhooks::Deliverer::start(
+        database.store.clone(),
+        crate::webhooks::DeliveryOptions {
+            timeout: config.webhook_timeout,
+            max_age: config.webhook_max_age,
+            disable_after: config.webhook_disable_after,
+            allow_private: config.webhook_allow_private,
+            ..crate::webhooks::DeliveryOptions::default()
+        },
+    ) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::error!("cannot start webhook delivery (no HTTP client): {e}");
+            None
+        }
+    };
     if config.playground {
         tracing::warn!(
             "PLAYGROUND MODE: every request may read and write everything without a key; never use this in production"
@@ -478,6 +496,7 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
         server,
         database,
         sync: sync_sessions,
+        deliverer,
     })
 }
 
@@ -534,6 +553,9 @@ impl RunningApp {
             Ok(Err(e)) => Err(AppError::Server(e)),
             Err(join) => Err(AppError::Server(std::io::Error::other(join))),
         };
+        if let Some(d) = self.deliverer {
+            d.stop().await;
+        }
         self.database.close().await;
         tracing::info!("stopped");
         result

@@ -57,6 +57,12 @@ pub struct Config {
     /// How long the change log keeps events (`GET /api/v4/changes`); a cursor older than that
     /// gets `changes/requery-required`.
     pub changes_retention: Duration,
+    /// Time allowed for one webhook request.
+    pub webhook_timeout: Duration,
+    /// How long a webhook delivery is retried before it is dead-lettered.
+    pub webhook_max_age: Duration,
+    /// Failed attempts in a row after which a webhook is disabled (0: never).
+    pub webhook_disable_after: u32,
     /// Apply pending migrations when `serve` starts.
     pub migrate_on_start: bool,
     /// Grant every permission to every request, without a key (development only).
@@ -128,6 +134,9 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             max_clock_skew: Duration::from_secs(300),
             changes_retention: Duration::from_secs(7 * 24 * 3600),
+            webhook_timeout: Duration::from_secs(15),
+            webhook_max_age: Duration::from_secs(72 * 3600),
+            webhook_disable_after: 100,
             migrate_on_start: true,
             playground: false,
             webhook_allow_private: false,
@@ -326,6 +335,27 @@ pub const SETTINGS: &[Setting] = &[
         about: "how far ahead of the server's clock a peer's stamps may be; a sync push with a stamp further ahead is refused (sync/clock-skew)",
     },
     Setting {
+        key: "webhook_timeout",
+        env: &["BIGPEER_WEBHOOK_TIMEOUT"],
+        flag: "--webhook-timeout",
+        default: "15s",
+        about: "time allowed for one webhook request; a slower answer is a failed attempt",
+    },
+    Setting {
+        key: "webhook_max_age",
+        env: &["BIGPEER_WEBHOOK_MAX_AGE"],
+        flag: "--webhook-max-age",
+        default: "72h",
+        about: "how long a webhook delivery is retried (exponential backoff) before it is dead-lettered",
+    },
+    Setting {
+        key: "webhook_disable_after",
+        env: &["BIGPEER_WEBHOOK_DISABLE_AFTER"],
+        flag: "--webhook-disable-after",
+        default: "100",
+        about: "failed webhook attempts in a row after which the webhook is disabled (0: never)",
+    },
+    Setting {
         key: "changes_retention",
         env: &["BIGPEER_CHANGES_RETENTION"],
         flag: "--changes-retention",
@@ -499,6 +529,9 @@ pub struct Flags {
     pub shutdown_timeout: Option<String>,
     pub max_clock_skew: Option<String>,
     pub changes_retention: Option<String>,
+    pub webhook_timeout: Option<String>,
+    pub webhook_max_age: Option<String>,
+    pub webhook_disable_after: Option<String>,
     pub no_migrate: bool,
     pub playground: bool,
     pub webhook_allow_private: bool,
@@ -671,7 +704,7 @@ impl Config {
             }
         }
 
-        let flag_values: [(&'static str, &Option<String>); 25] = [
+        let flag_values: [(&'static str, &Option<String>); 28] = [
             ("listen", &flags.listen),
             ("database_url", &flags.database_url),
             ("data_dir", &flags.data_dir),
@@ -683,6 +716,9 @@ impl Config {
             ("shutdown_timeout", &flags.shutdown_timeout),
             ("max_clock_skew", &flags.max_clock_skew),
             ("changes_retention", &flags.changes_retention),
+            ("webhook_timeout", &flags.webhook_timeout),
+            ("webhook_max_age", &flags.webhook_max_age),
+            ("webhook_disable_after", &flags.webhook_disable_after),
             ("admin_key", &flags.admin_key),
             ("rate_limit_per_key", &flags.rate_limit_per_key),
             ("rate_limit_per_ip", &flags.rate_limit_per_ip),
@@ -770,6 +806,18 @@ impl Config {
         out.push_str(&format!(
             "changes_retention = {}\n",
             quote(&format_duration(self.changes_retention))
+        ));
+        out.push_str(&format!(
+            "webhook_timeout = {}\n",
+            quote(&format_duration(self.webhook_timeout))
+        ));
+        out.push_str(&format!(
+            "webhook_max_age = {}\n",
+            quote(&format_duration(self.webhook_max_age))
+        ));
+        out.push_str(&format!(
+            "webhook_disable_after = {}\n",
+            self.webhook_disable_after
         ));
         out.push_str(&format!("migrate_on_start = {}\n", self.migrate_on_start));
         out.push_str(&format!("playground = {}\n", self.playground));
@@ -912,6 +960,37 @@ impl Config {
                 ));
             }
             config.changes_retention = d;
+        }
+        for key in ["webhook_timeout", "webhook_max_age"] {
+            if let Some((raw, origin)) = layers.get(key) {
+                let d = duration(raw, key, origin)?;
+                if d < Duration::from_secs(1) {
+                    return Err(invalid(
+                        key,
+                        raw,
+                        origin,
+                        "must be at least 1s".into(),
+                        "write a duration such as 15s, 10m or 72h".into(),
+                    ));
+                }
+                if key == "webhook_timeout" {
+                    config.webhook_timeout = d;
+                } else {
+                    config.webhook_max_age = d;
+                }
+            }
+        }
+        if let Some((raw, origin)) = layers.get("webhook_disable_after") {
+            let n = integer(raw, "webhook_disable_after", origin)?;
+            config.webhook_disable_after = u32::try_from(n).map_err(|_| {
+                invalid(
+                    "webhook_disable_after",
+                    raw,
+                    origin,
+                    "must be a number from 0 to 4294967295".into(),
+                    "give a number of failed attempts, or 0 to never disable".into(),
+                )
+            })?;
         }
         if let Some((raw, origin)) = layers.get("migrate_on_start") {
             config.migrate_on_start = boolean(raw, "migrate_on_start", origin)?;

@@ -138,6 +138,15 @@ struct ServeArgs {
     /// How long the change log keeps events for the change stream; an older cursor gets 410 changes/requery-required [env: BIGPEER_CHANGES_RETENTION] [default: 7d]
     #[arg(long, value_name = "DURATION")]
     changes_retention: Option<String>,
+    /// Time allowed for one webhook request [env: BIGPEER_WEBHOOK_TIMEOUT] [default: 15s]
+    #[arg(long, value_name = "DURATION")]
+    webhook_timeout: Option<String>,
+    /// How long a webhook delivery is retried before it is dead-lettered [env: BIGPEER_WEBHOOK_MAX_AGE] [default: 72h]
+    #[arg(long, value_name = "DURATION")]
+    webhook_max_age: Option<String>,
+    /// Failed webhook attempts in a row after which the webhook is disabled, 0 for never [env: BIGPEER_WEBHOOK_DISABLE_AFTER] [default: 100]
+    #[arg(long, value_name = "N")]
+    webhook_disable_after: Option<String>,
     /// Do not apply pending migrations at start-up (run `bigpeer migrate` instead) [env: BIGPEER_MIGRATE_ON_START=false]
     #[arg(long)]
     no_migrate: bool,
@@ -210,6 +219,9 @@ impl Cli {
             flags.shutdown_timeout = s.shutdown_timeout.clone();
             flags.max_clock_skew = s.max_clock_skew.clone();
             flags.changes_retention = s.changes_retention.clone();
+            flags.webhook_timeout = s.webhook_timeout.clone();
+            flags.webhook_max_age = s.webhook_max_age.clone();
+            flags.webhook_disable_after = s.webhook_disable_after.clone();
             flags.no_migrate = s.no_migrate;
             flags.playground = s.playground;
             flags.webhook_allow_private = s.webhook_allow_private;

@@ -152,7 +152,7 @@ impl Peer {
     async fn synced(&self) {
         tokio::time::timeout(WAIT, self.sync().wait_until_synced())
             .await
-            .expect("synced within the timeout")
+            .unwrap_or_else(|_| panic!("not synced within the timeout: {:?}", self.sync().status()))
             .expect("synced");
     }
 
@@ -874,8 +874,8 @@ async fn peers_sync_over_wss_with_a_self_signed_certificate() {
     // A peer that does not trust the certificate never gets in.
     let mut c = Peer::new(&app, &token, &["SELECT * FROM t"]);
     c.start();
-    let err = eventually("the TLS failure", || c.sync().status().last_error).await;
-    assert_eq!(err.code, "sync/unreachable", "{err:?}");
+    let err = eventually("the TLS failure", || c.sync().status().finished).await;
+    assert_eq!(err.code, "sync/untrusted-certificate", "{err:?}");
     assert!(
         err.message.contains("certificate") || err.message.contains("Certificate"),
         "{err:?}"

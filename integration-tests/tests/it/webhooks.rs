@@ -174,3 +174,475 @@ async fn bad_webhooks_are_refused_with_stable_codes() {
     assert_eq!(r.status().as_u16(), 403);
     app.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Delivery, to real receivers on loopback.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One request a receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    id: String,
+    timestamp: i64,
+    signature: String,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn events(&self) -> Vec<Value> {
+        let v: Value = serde_json::from_slice(&self.body).expect("a JSON body");
+        v["events"].as_array().expect("events").clone()
+    }
+}
+
+#[derive(Default)]
+struct Plan {
+    /// Statuses to answer, in order; 200 once they run out.
+    answers: VecDeque<u16>,
+    got: Vec<Received>,
+}
+
+/// A webhook receiver: an HTTP server on a loopback port that records every request and
+/// answers as planned.
+struct Receiver {
+    url: String,
+    plan: Arc<Mutex<Plan>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Receiver {
+    async fn start(answers: &[u16]) -> Receiver {
+        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        let plan = Arc::new(Mutex::new(Plan {
+            answers: answers.iter().copied().collect(),
+            got: Vec::new(),
+        }));
+        let shared = plan.clone();
+        let server = HttpServer::new(move || {
+            let plan = shared.clone();
+            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                let plan = plan.clone();
+                async move {
+                    let header = |n: &str| {
+                        req.headers()
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned()
+                    };
+                    let mut p = plan.lock().expect("plan");
+                    p.got.push(Received {
+                        id: header("webhook-id"),
+                        timestamp: header("webhook-timestamp").parse().unwrap_or(0),
+                        signature: header("webhook-signature"),
+                        body: body.to_vec(),
+                    });
+                    let status = p.answers.pop_front().unwrap_or(200);
+                    let mut answer = HttpResponse::build(
+                        actix_web::http::StatusCode::from_u16(status).expect("status"),
+                    );
+                    if status == 429 {
+                        answer.insert_header(("Retry-After", "1"));
+                    }
+                    answer.body("ok")
+                }
+            }))
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .expect("bind a receiver");
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Receiver {
+            url: format!("http://{addr}/hook"),
+            plan,
+            handle,
+        }
+    }
+
+    fn got(&self) -> Vec<Received> {
+        self.plan.lock().expect("plan").got.clone()
+    }
+
+    /// Every event received, in order, as (collection, document id, method), duplicates kept.
+    fn events(&self) -> Vec<(String, Value, String)> {
+        self.got()
+            .iter()
+            .flat_map(|r| r.events())
+            .map(|e| {
+                (
+                    e["collection"].as_str().unwrap_or("").to_owned(),
+                    e["documentId"].clone(),
+                    e["change"]["method"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+async fn delivery_app(db: TestDb, edit: impl FnOnce(&mut bigpeer::Config)) -> TestApp {
+    TestApp::spawn_with(db, |c| {
+        c.admin_key = Some(bigpeer::config::AdminKey::new(ADMIN));
+        c.webhook_allow_private = true;
+        c.playground = true;
+        edit(c);
+    })
+    .await
+}
+
+async fn register(app: &TestApp, body: Value) -> (String, String) {
+    let (status, created) = admin(app, "POST", "/api/v4/admin/webhooks", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    (
+        created["id"].as_str().expect("id").to_owned(),
+        created["secret"].as_str().expect("secret").to_owned(),
+    )
+}
+
+async fn execute(app: &TestApp, statement: &str) {
+    let (status, body) = app
+        .post("/api/v4/store/execute", &json!({ "statement": statement }))
+        .await;
+    assert_eq!(status, 200, "{statement}: {body}");
+}
+
+/// Waits (bounded) until `check` holds.
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_write_path_is_delivered_signed_and_in_order() {
+    let app = delivery_app(TestDb::create().await, |_| {}).await;
+    let receiver = Receiver::start(&[]).await;
+    let (_, secret) = register(&app, json!({ "url": receiver.url })).await;
+
+    execute(
+        &app,
+        "INSERT INTO cars DOCUMENTS ({'_id': 'a', 'color': 'blue'})",
+    )
+    .await;
+    execute(&app, "UPDATE cars SET color = 'red' WHERE _id = 'a'").await;
+    // The legacy write route.
+    let (status, body) = app
+        .post(
+            "/api/v4/store/write",
+            &json!({"commands": [{"method": "upsert", "collection": "cars", "id": "b", "value": {"color": "green"}}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    execute(&app, "DELETE FROM cars WHERE _id = 'a'").await;
+    // A statement that fails changes nothing and sends nothing.
+    let (status, _) = app
+        .post(
+            "/api/v4/store/execute",
+            &json!({"statement": "UPDATE cars SET x = 1 / 'a' WHERE _id = 'b'"}),
+        )
+        .await;
+    assert_ne!(status, 200);
+    execute(&app, "INSERT INTO other DOCUMENTS ({'_id': 'z'})").await;
+
+    until("five events", || receiver.events().len() >= 5).await;
+    let expected = vec![
+        ("cars".to_owned(), json!("a"), "upsert".to_owned()),
+        ("cars".to_owned(), json!("a"), "update".to_owned()),
+        ("cars".to_owned(), json!("b"), "upsert".to_owned()),
+        ("cars".to_owned(), json!("a"), "remove".to_owned()),
+        ("other".to_owned(), json!("z"), "upsert".to_owned()),
+    ];
+    assert_eq!(receiver.events(), expected);
+    let all: Vec<Value> = receiver.got().iter().flat_map(Received::events).collect();
+    assert_eq!(
+        all[1]["change"]["oldValue"],
+        json!({"_id": "a", "color": "blue"})
+    );
+    assert_eq!(
+        all[1]["change"]["newValue"],
+        json!({"_id": "a", "color": "red"})
+    );
+    assert_eq!(
+        all[3]["change"]["value"],
+        json!({"_id": "a", "color": "red"})
+    );
+    assert_eq!(all[0]["type"], "documentChanged");
+    let seqs: Vec<i64> = all
+        .iter()
+        .map(|e| e["seq"].as_i64().expect("seq"))
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "in sequence order: {seqs:?}"
+    );
+
+    // Standard Webhooks signatures, made with the webhook's secret.
+    let secret = bigpeer::webhooks::sign::Secret::parse(&secret).expect("secret");
+    for r in receiver.got() {
+        assert!(r.id.starts_with("msg_"), "{r:?}");
+        assert!(
+            secret.verify(&r.id, r.timestamp, &r.body, &r.signature),
+            "the signature verifies: {r:?}"
+        );
+    }
+    receiver.stop().await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn failures_are_retried_in_order_with_the_same_id() {
+    let app = delivery_app(TestDb::create().await, |_| {}).await;
+    // Down twice (a 500, then a 429 with Retry-After), then up.
+    let receiver = Receiver::start(&[500, 429]).await;
+    let (id, _) = register(&app, json!({ "url": receiver.url })).await;
+    execute(&app, "INSERT INTO t DOCUMENTS ({'_id': 1})").await;
+    execute(&app, "INSERT INTO t DOCUMENTS ({'_id': 2})").await;
+    until("a delivered batch after two failures", || {
+        receiver.got().len() >= 3 && receiver.events().len() >= 2
+    })
+    .await;
+    let got = receiver.got();
+    assert_eq!(got[0].id, got[1].id, "a retry keeps the webhook-id");
+    assert_eq!(got[0].body, got[1].body, "and the body");
+    until("both events", || {
+        let ids: Vec<Value> = receiver.events().into_iter().map(|e| e.1).collect();
+        ids.ends_with(&[json!(1), json!(2)]) || ids == [json!(1), json!(1), json!(1), json!(2)]
+    })
+    .await;
+    let (status, list) = admin(
+        &app,
+        "GET",
+        &format!("/api/v4/admin/webhooks/{id}/deliveries"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let first = list
+        .as_array()
+        .and_then(|l| l.last())
+        .cloned()
+        .expect("a delivery");
+    assert_eq!(first["status"], "delivered", "{list}");
+    assert_eq!(first["attempts"], 3, "{list}");
+    receiver.stop().await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn collections_and_filters_are_honoured() {
+    let app = delivery_app(TestDb::create().await, |_| {}).await;
+    let receiver = Receiver::start(&[]).await;
+    register(
+        &app,
+        json!({ "url": receiver.url, "collections": ["orders"], "filter": "status = 'paid'" }),
+    )
+    .await;
+    execute(
+        &app,
+        "INSERT INTO orders DOCUMENTS ({'_id': 'o1', 'status': 'open'})",
+    )
+    .await;
+    execute(
+        &app,
+        "INSERT INTO carts DOCUMENTS ({'_id': 'c1', 'status': 'paid'})",
+    )
+    .await;
+    execute(
+        &app,
+        "INSERT INTO orders DOCUMENTS ({'_id': 'o2', 'status': 'paid'})",
+    )
+    .await;
+    execute(&app, "UPDATE orders SET status = 'paid' WHERE _id = 'o1'").await;
+    until("two events", || receiver.events().len() >= 2).await;
+    // The last write is a marker: once it is through, nothing else is on its way.
+    execute(
+        &app,
+        "INSERT INTO orders DOCUMENTS ({'_id': 'end', 'status': 'paid'})",
+    )
+    .await;
+    until("the marker", || receiver.events().len() >= 3).await;
+    assert_eq!(
+        receiver.events(),
+        vec![
+            ("orders".to_owned(), json!("o2"), "upsert".to_owned()),
+            // o1 enters the filter: to this webhook it appears.
+            ("orders".to_owned(), json!("o1"), "upsert".to_owned()),
+            ("orders".to_owned(), json!("end"), "upsert".to_owned()),
+        ]
+    );
+    receiver.stop().await;
+    app.shutdown().await;
+}
+
+/// Polls an admin GET until `check` holds (bounded); the last answer.
+async fn poll(app: &TestApp, path: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = admin(app, "GET", path, None).await;
+        if status == 200 && check(&body) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out polling {path}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_can_be_replayed_and_failing_webhooks_are_disabled() {
+    let app = delivery_app(TestDb::create().await, |c| {
+        c.webhook_max_age = Duration::from_secs(1);
+        c.webhook_disable_after = 4;
+    })
+    .await;
+    let receiver = Receiver::start(&[500; 100]).await;
+    let (id, _) = register(&app, json!({ "url": receiver.url })).await;
+    let hook = format!("/api/v4/admin/webhooks/{id}");
+    execute(&app, "INSERT INTO t DOCUMENTS ({'_id': 'x'})").await;
+    // Retried until older than webhook_max_age, then dead-lettered; the position moves on.
+    let dead = poll(&app, &format!("{hook}/deliveries?status=dead"), |l| {
+        l.as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    assert!(
+        dead[0]["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("500")),
+        "{dead}"
+    );
+    assert_eq!(dead[0]["lastStatus"], 500);
+    // More failures in a row: the webhook is disabled, with the reason.
+    execute(&app, "INSERT INTO t DOCUMENTS ({'_id': 'y'})").await;
+    let off = poll(&app, &hook, |w| w["enabled"] == false).await;
+    assert!(
+        off["disabledReason"]
+            .as_str()
+            .is_some_and(|r| r.contains("4 failed attempts")),
+        "{off}"
+    );
+    let tried = receiver.got().len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        receiver.got().len(),
+        tried,
+        "a disabled webhook gets nothing"
+    );
+
+    // The receiver recovers; the webhook is enabled again and its dead letters replayed.
+    receiver.plan.lock().expect("plan").answers.clear();
+    let (status, on) = admin(&app, "PATCH", &hook, Some(json!({"enabled": true}))).await;
+    assert_eq!(
+        (status, &on["enabled"], &on["consecutiveFailures"]),
+        (200, &json!(true), &json!(0))
+    );
+    let dead = poll(&app, &format!("{hook}/deliveries"), |l| {
+        l.as_array().is_some_and(|a| {
+            a.iter()
+                .all(|d| d["status"] == "dead" || d["status"] == "delivered")
+        })
+    })
+    .await;
+    let ids: Vec<Value> = dead
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|d| d["status"] == "dead")
+        .map(|d| d["id"].clone())
+        .collect();
+    let (status, replayed) = admin(
+        &app,
+        "POST",
+        &format!("{hook}/replay"),
+        Some(json!({ "deliveries": ids })),
+    )
+    .await;
+    assert_eq!(status, 202, "{replayed}");
+    poll(&app, &format!("{hook}/deliveries"), |l| {
+        l.as_array()
+            .is_some_and(|a| a.len() == 2 && a.iter().all(|d| d["status"] == "delivered"))
+    })
+    .await;
+    let delivered: Vec<Value> = receiver
+        .got()
+        .iter()
+        .rev()
+        .take(2)
+        .flat_map(Received::events)
+        .map(|e| e["documentId"].clone())
+        .collect();
+    assert!(
+        delivered.contains(&json!("x")) && delivered.contains(&json!("y")),
+        "{delivered:?}"
+    );
+
+    // Replay since a position: the changes after it come again.
+    let before = receiver.events().len();
+    let (status, _) = admin(
+        &app,
+        "POST",
+        &format!("{hook}/replay"),
+        Some(json!({"since": 0})),
+    )
+    .await;
+    assert_eq!(status, 202);
+    until("the replayed changes", || {
+        receiver.events().len() >= before + 2
+    })
+    .await;
+    receiver.stop().await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_processes_deliver_each_event_once() {
+    let first = delivery_app(TestDb::create().await, |_| {}).await;
+    let mut config = integration_tests::test_config(&first.db);
+    config.playground = true;
+    config.webhook_allow_private = true;
+    let second = bigpeer::spawn_app(config).await.expect("second server");
+    let receiver = Receiver::start(&[]).await;
+    register(&first, json!({ "url": receiver.url })).await;
+    for i in 0..40 {
+        let statement = format!("INSERT INTO t DOCUMENTS ({{'_id': {i}}})");
+        if i % 2 == 0 {
+            execute(&first, &statement).await;
+        } else {
+            let r = integration_tests::request(
+                second.local_addr(),
+                "POST",
+                "/api/v4/store/execute",
+                Some(&json!({ "statement": statement })),
+            )
+            .await
+            .expect("request");
+            assert_eq!(r.status, 200, "{statement}: {}", r.text());
+        }
+    }
+    until("forty events", || receiver.events().len() >= 40).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ids: Vec<Value> = receiver.events().into_iter().map(|e| e.1).collect();
+    assert_eq!(
+        ids,
+        (0..40).map(|i| json!(i)).collect::<Vec<_>>(),
+        "each once, in order"
+    );
+    receiver.stop().await;
+    second.shutdown().await.expect("second shutdown");
+    first.shutdown().await;
+}

@@ -37,6 +37,8 @@ pub const REGENERATE: &str = "cargo run -p bigpeer -- openapi > openapi/openapi.
         super::webhooks::get,
         super::webhooks::update,
         super::webhooks::delete,
+        super::webhooks::deliveries,
+        super::webhooks::replay,
         sync,
         super::health::healthz,
         super::health::readyz,

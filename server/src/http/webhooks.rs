@@ -8,8 +8,8 @@ use super::error::{ApiError, Plain};
 use super::extract::{AdminCall, Failure, NoBody, Validate};
 use super::openapi::ErrorMessage;
 use crate::auth::format_rfc3339;
-use crate::store::{WebhookPatch, WebhookRow};
-use crate::webhooks::{NewWebhook, WebhookError};
+use crate::store::{DeliveryRow, WebhookPatch, WebhookRow};
+use crate::webhooks::{NewWebhook, Replay, WebhookError};
 
 /// The body of `POST /api/v4/admin/webhooks`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -298,11 +298,178 @@ async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// A delivery (one request of a batch of events) as the admin API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "id": "msg_0123456789abcdef0123456789abcdef", "status": "failed", "firstSeq": 1043,
+    "lastSeq": 1050, "events": 3, "attempts": 2, "lastStatus": 503,
+    "lastError": "HTTP 503 Service Unavailable: busy", "createdAt": "2026-12-07T12:00:00Z",
+    "nextAttemptAt": "2026-12-07T12:00:04Z", "finishedAt": null
+}))]
+pub struct DeliveryView {
+    /// The `webhook-id` header of every attempt.
+    pub id: String,
+    /// `pending`, `failed` (to be retried), `delivered` or `dead` (given up).
+    pub status: String,
+    pub first_seq: i64,
+    pub last_seq: i64,
+    /// Events in the batch.
+    pub events: i32,
+    pub attempts: i32,
+    /// The receiver's HTTP status at the last attempt.
+    #[schema(required = true)]
+    pub last_status: Option<i32>,
+    #[schema(required = true)]
+    pub last_error: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339: when a pending or failed delivery is attempted next.
+    pub next_attempt_at: String,
+    /// RFC 3339: when it was delivered or dead-lettered.
+    #[schema(required = true)]
+    pub finished_at: Option<String>,
+}
+
+impl DeliveryView {
+    fn of(d: DeliveryRow) -> DeliveryView {
+        DeliveryView {
+            id: d.id,
+            status: d.status,
+            first_seq: d.first_seq,
+            last_seq: d.last_seq,
+            events: d.events,
+            attempts: d.attempts,
+            last_status: d.last_status,
+            last_error: d.last_error,
+            created_at: format_rfc3339(d.created_at_ms / 1000),
+            next_attempt_at: format_rfc3339(d.next_attempt_at_ms / 1000),
+            finished_at: d.finished_at_ms.map(|t| format_rfc3339(t / 1000)),
+        }
+    }
+}
+
+/// The query of `GET /api/v4/admin/webhooks/{id}/deliveries`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveriesQuery {
+    /// Only deliveries with this status: `pending`, `failed`, `delivered` or `dead`.
+    pub status: Option<String>,
+}
+
+/// List a webhook's deliveries, newest first (at most 100).
+#[utoipa::path(
+    get,
+    path = "/api/v4/admin/webhooks/{id}/deliveries",
+    tag = "admin",
+    operation_id = "listWebhookDeliveries",
+    security(("admin_key" = [])),
+    params(("id" = String, Path, description = "The webhook's id (`wh_...`)."), DeliveriesQuery),
+    responses(
+        (status = 200, description = "The deliveries.", body = Vec<DeliveryView>),
+        (status = 400, description = "An unknown status (`webhooks/invalid`).", body = ErrorMessage),
+        (status = 401, description = "No key given (`auth/missing-credentials`).",
+            body = ErrorMessage),
+        (status = 403, description = "Not the admin key (`auth/forbidden`).", body = ErrorMessage),
+        (status = 404, description = "No such webhook (`webhooks/not-found`), or the admin API \
+            is off (`admin/disabled`).", body = ErrorMessage),
+        (status = 503, description = "Postgres is unavailable.", body = ErrorMessage),
+    )
+)]
+async fn deliveries(
+    call: AdminCall<NoBody, Plain>,
+    id: web::Path<String>,
+    query: web::Query<DeliveriesQuery>,
+) -> Result<HttpResponse, ApiError<Plain>> {
+    let status = query.status.as_deref().map(|s| s.replace('\0', ""));
+    let all = call
+        .state
+        .webhooks
+        .deliveries(webhook_id(&id)?, status.as_deref())
+        .await?;
+    Ok(HttpResponse::Ok().json(all.into_iter().map(DeliveryView::of).collect::<Vec<_>>()))
+}
+
+/// The body of `POST /api/v4/admin/webhooks/{id}/replay`: one of the two fields.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"since": 1000}))]
+pub struct ReplayWebhook {
+    /// Send every change after this position again (the webhook's position goes back to it).
+    #[serde(default)]
+    pub since: Option<i64>,
+    /// Send these deliveries again (dead ones, say): the same bodies under the same ids.
+    #[serde(default)]
+    pub deliveries: Option<Vec<String>>,
+}
+
+impl Validate for ReplayWebhook {
+    type Valid = Replay;
+
+    fn validate(self) -> Result<Replay, Failure> {
+        match (self.since, self.deliveries) {
+            (Some(since), None) => Ok(Replay::Since(since)),
+            (None, Some(ids)) => Ok(Replay::Deliveries(
+                ids.into_iter().map(|i| i.replace('\0', "")).collect(),
+            )),
+            _ => Err(super::error::Problem::from(WebhookError::Invalid(
+                "give either since or deliveries".into(),
+            ))
+            .into()),
+        }
+    }
+}
+
+/// What a replay found.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayResult {
+    /// Deliveries found and queued again (0 for `since`).
+    pub deliveries: u64,
+}
+
+/// Send changes to a webhook again: every change after a position, or given deliveries.
+#[utoipa::path(
+    post,
+    path = "/api/v4/admin/webhooks/{id}/replay",
+    tag = "admin",
+    operation_id = "replayWebhook",
+    security(("admin_key" = [])),
+    params(("id" = String, Path, description = "The webhook's id (`wh_...`).")),
+    request_body(content = ReplayWebhook, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Queued.", body = ReplayResult),
+        (status = 400, description = "Neither or both fields (`webhooks/invalid`), malformed \
+            JSON (`request/invalid-json`).", body = ErrorMessage),
+        (status = 401, description = "No key given (`auth/missing-credentials`).",
+            body = ErrorMessage),
+        (status = 403, description = "Not the admin key (`auth/forbidden`).", body = ErrorMessage),
+        (status = 404, description = "No such webhook (`webhooks/not-found`), or the admin API \
+            is off (`admin/disabled`).", body = ErrorMessage),
+        (status = 415, description = "The body is not `application/json` \
+            (`request/content-type`).", body = ErrorMessage),
+        (status = 503, description = "Postgres is unavailable.", body = ErrorMessage),
+    )
+)]
+async fn replay(
+    call: AdminCall<ReplayWebhook, Plain>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError<Plain>> {
+    let id = webhook_id(&id)?.to_owned();
+    let n = call.state.webhooks.replay(&id, call.body).await?;
+    Ok(HttpResponse::Accepted().json(ReplayResult { deliveries: n }))
+}
+
 /// Registers the webhook admin routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v4/admin/webhooks", web::post().to(create))
         .route("/api/v4/admin/webhooks", web::get().to(list))
         .route("/api/v4/admin/webhooks/{id}", web::get().to(get))
         .route("/api/v4/admin/webhooks/{id}", web::patch().to(update))
-        .route("/api/v4/admin/webhooks/{id}", web::delete().to(delete));
+        .route("/api/v4/admin/webhooks/{id}", web::delete().to(delete))
+        .route(
+            "/api/v4/admin/webhooks/{id}/deliveries",
+            web::get().to(deliveries),
+        )
+        .route("/api/v4/admin/webhooks/{id}/replay", web::post().to(replay));
 }

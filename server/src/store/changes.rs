@@ -84,7 +84,8 @@ pub struct ChangeLogPage {
     pub pruned_through: i64,
 }
 
-const PAGE_ALL: &str = "SELECT h.pruned_through, (SELECT v FROM seq_counter WHERE id = 0), \
+pub(super) const PAGE_ALL: &str =
+    "SELECT h.pruned_through, (SELECT v FROM seq_counter WHERE id = 0), \
      r.seq, r.txn, r.collection, r.id, r.method, r.old_value::text, r.new_value::text, \
      (extract(epoch FROM r.committed_at) * 1000000)::int8 \
      FROM changes_horizon h LEFT JOIN LATERAL \
@@ -131,12 +132,22 @@ impl Store {
                 Ok(q.fetch_all(self.pool()).await?)
             })
             .await?;
+        self.page_from_rows(&rows, after, limit)
+    }
+
+    /// A page from the rows of `PAGE_ALL` or `PAGE_COLLECTION` read after `after`.
+    pub(super) fn page_from_rows(
+        &self,
+        rows: &[sqlx::postgres::PgRow],
+        after: i64,
+        limit: i64,
+    ) -> Result<ChangeLogPage, StoreError> {
         let mut page = ChangeLogPage {
             next: after,
             ..ChangeLogPage::default()
         };
         let mut head = after;
-        for r in &rows {
+        for r in rows {
             page.pruned_through = r.try_get(0)?;
             head = r.try_get(1)?;
             let Some(seq) = r.try_get::<Option<i64>, _>(2)? else {

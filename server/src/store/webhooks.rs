@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{ChangeLogPage, Store, StoreError};
 
 /// One stored webhook.
 #[derive(Debug, Clone, PartialEq)]
@@ -241,6 +241,7 @@ const LEASE: &str = "SELECT w.id, w.url, w.collections, w.filter, w.description,
 /// crash), so that no other process delivers it meanwhile.
 pub struct WebhookLease {
     tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    store: Store,
     pub webhook: WebhookRow,
     /// Its oldest open (pending or failed) delivery, if any.
     pub open: Option<DeliveryRow>,
@@ -276,7 +277,12 @@ impl Store {
             .as_ref()
             .map(delivery_row)
             .transpose()?;
-        Ok(Some(WebhookLease { tx, webhook, open }))
+        Ok(Some(WebhookLease {
+            tx,
+            store: self.clone(),
+            webhook,
+            open,
+        }))
     }
 
     /// A webhook's deliveries, newest first, at most `limit`; of one status when given.
@@ -320,7 +326,11 @@ impl Store {
 
     /// Replays a webhook's changes after `since`: its position goes back (never forward) to
     /// `since`. `false` when there is no such webhook.
-    pub async fn replay_webhook_since(&self, webhook_id: &str, since: i64) -> Result<bool, StoreError> {
+    pub async fn replay_webhook_since(
+        &self,
+        webhook_id: &str,
+        since: i64,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE webhooks SET position = LEAST(position, $2), updated_at = now() WHERE id = $1",
         )
@@ -333,6 +343,29 @@ impl Store {
 }
 
 impl WebhookLease {
+    /// [`Store::change_log_page`] of every collection, read on the lease's own connection.
+    pub async fn change_log_page(
+        &mut self,
+        after: i64,
+        limit: i64,
+    ) -> Result<ChangeLogPage, StoreError> {
+        let limit = limit.max(1);
+        let rows = sqlx::query(super::changes::PAGE_ALL)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        self.store.page_from_rows(&rows, after, limit)
+    }
+
+    /// The database's sequence space (`seq_counter.epoch`), read on the lease's connection.
+    pub async fn epoch(&mut self) -> Result<String, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT epoch FROM seq_counter WHERE id = 0")
+                .fetch_one(&mut *self.tx)
+                .await?,
+        )
+    }
     /// Stores a new pending delivery (committed with the lease).
     pub async fn create_delivery(
         &mut self,
@@ -425,6 +458,16 @@ impl WebhookLease {
                 .await?;
             }
         }
+        Ok(())
+    }
+
+    /// Disables the webhook, with the reason.
+    pub async fn record_disabled(&mut self, reason: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE webhooks SET enabled = false, disabled_reason = $2 WHERE id = $1")
+            .bind(&self.webhook.id)
+            .bind(reason)
+            .execute(&mut *self.tx)
+            .await?;
         Ok(())
     }
 

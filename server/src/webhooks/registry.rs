@@ -6,7 +6,7 @@ use bigpeer_dql::plan::{self, PExpr};
 
 use super::guard::{check_url, TargetError};
 use super::sign::Secret;
-use crate::store::{NewWebhookRow, Store, StoreError, WebhookPatch, WebhookRow};
+use crate::store::{DeliveryRow, NewWebhookRow, Store, StoreError, WebhookPatch, WebhookRow};
 
 /// Most collections one webhook may name.
 pub const MAX_COLLECTIONS: usize = 100;
@@ -185,4 +185,58 @@ impl Registry {
             Err(WebhookError::NotFound(id.to_owned()))
         }
     }
+
+    /// A webhook's deliveries, newest first (at most 100); of one status when given
+    /// (`pending`, `failed`, `delivered` or `dead`).
+    pub async fn deliveries(
+        &self,
+        id: &str,
+        status: Option<&str>,
+    ) -> Result<Vec<DeliveryRow>, WebhookError> {
+        if let Some(s) = status {
+            if !matches!(s, "pending" | "failed" | "delivered" | "dead") {
+                return Err(WebhookError::Invalid(format!(
+                    "status {s:?} is not one of pending, failed, delivered, dead"
+                )));
+            }
+        }
+        self.get(id).await?;
+        Ok(self.store.webhook_deliveries(id, status, 100).await?)
+    }
+
+    /// Sends changes again: every change after `since` (the position goes back to it), or the
+    /// given deliveries (the same bodies under the same ids). Returns how many deliveries were
+    /// found (for `since`: 0).
+    pub async fn replay(&self, id: &str, replay: Replay) -> Result<u64, WebhookError> {
+        match replay {
+            Replay::Since(since) => {
+                if since < 0 {
+                    return Err(WebhookError::Invalid("since must be 0 or more".into()));
+                }
+                if self.store.replay_webhook_since(id, since).await? {
+                    Ok(0)
+                } else {
+                    Err(WebhookError::NotFound(id.to_owned()))
+                }
+            }
+            Replay::Deliveries(ids) => {
+                if ids.is_empty() || ids.len() > 1000 {
+                    return Err(WebhookError::Invalid(
+                        "deliveries must name 1 to 1000 delivery ids".into(),
+                    ));
+                }
+                self.get(id).await?;
+                Ok(self.store.replay_deliveries(id, &ids).await?)
+            }
+        }
+    }
+}
+
+/// What to send again.
+#[derive(Debug, Clone)]
+pub enum Replay {
+    /// Every change after this position.
+    Since(i64),
+    /// These deliveries (`msg_...`).
+    Deliveries(Vec<String>),
 }
