@@ -3,8 +3,10 @@
 #   1. the committed spec is what `bigpeer openapi` prints;
 #   2. a Python client generated from it (openapi-python-client) makes a real round trip against a
 #      running `bigpeer serve` on a fresh Postgres database (insert, then select it back);
-#   3. TypeScript types generated from it (openapi-typescript) type-check a small usage file (tsc);
-#   4. schemathesis finds no server error and no answer that breaks the spec.
+#   3. a webhook request of that server verifies with the Standard Webhooks library
+#      (openapi/webhook_check.py, standardwebhooks from PyPI);
+#   4. TypeScript types generated from it (openapi-typescript) type-check a small usage file (tsc);
+#   5. schemathesis finds no server error and no answer that breaks the spec.
 #
 # Needs python3 (with venv), npm/npx, cargo, psql and a Postgres on 127.0.0.1:5432 that lets user
 # "postgres" in without a password (or BIGPEER_TEST_DATABASE_URL=postgres://USER:PASS@HOST:PORT/postgres).
@@ -15,7 +17,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo="$PWD"
 
 # Pinned tool versions: bump them here, the cache follows.
-PY_PACKAGES=(openapi-python-client==0.29.1 schemathesis==4.32.5)
+PY_PACKAGES=(openapi-python-client==0.29.1 schemathesis==4.32.5 standardwebhooks==1.0.0)
 NPM_PACKAGES=(openapi-typescript@7.13.0 typescript@5.9.3)
 MAX_EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-50}"
 
@@ -82,7 +84,7 @@ admin_key="openapi-admin-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 (
     cd "$work"
     exec env -i PATH="$PATH" "$BIGPEER_BIN" serve --listen 127.0.0.1:0 \
-        --database-url "$db_url" --admin-key "$admin_key" --log-format json --log-level warn,bigpeer::app=info
+        --database-url "$db_url" --admin-key "$admin_key" --webhook-allow-private --log-format json --log-level warn,bigpeer::app=info
 ) 2>"$work/server.log" &
 server_pid=$!
 base=""
@@ -118,6 +120,10 @@ if grep -qi "warning" "$work/generate.log"; then
 fi
 api_key="$(PYTHONPATH="$work/py" "$venv/bin/python" "$repo/openapi/roundtrip.py" "$base" "$admin_key" | tail -1)"
 [[ -n "$api_key" ]] || die "the Python round trip gave no API key"
+
+# --- Webhooks: a receiver verifies the signatures with the standardwebhooks library ----------
+"$venv/bin/python" "$repo/openapi/webhook_check.py" "$base" "$admin_key" "$api_key" ||
+    die "the standardwebhooks library did not verify a webhook request"
 
 # --- TypeScript types: generate, then type-check a usage file ---------------------------------
 mkdir -p "$work/ts"

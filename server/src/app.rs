@@ -48,6 +48,9 @@ pub enum AppError {
     /// The authentication webhook's client cannot be set up.
     #[error("{0}")]
     Webhook(String),
+    /// A `bigpeer webhooks` command failed.
+    #[error("{0}")]
+    Webhooks(#[from] crate::webhooks::WebhookError),
 }
 
 impl AppError {
@@ -62,6 +65,7 @@ impl AppError {
             AppError::Tls(_) => "tls/invalid",
             AppError::Auth(e) => e.code(),
             AppError::Webhook(_) => "auth/webhook-failed",
+            AppError::Webhooks(e) => e.code(),
         }
     }
 
@@ -88,7 +92,7 @@ impl AppError {
                 "give a PEM certificate chain (--tls-cert) and its PEM private key (--tls-key)"
                     .to_string(),
             ),
-            AppError::Auth(_) | AppError::Webhook(_) => None,
+            AppError::Auth(_) | AppError::Webhook(_) | AppError::Webhooks(_) => None,
         }
     }
 

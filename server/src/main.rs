@@ -58,6 +58,10 @@ enum Command {
     /// Postgres, also while `bigpeer serve` runs on the same data folder.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage the webhooks of change data capture (create, list, delete, replay) directly in the
+    /// database; with the embedded Postgres, also while `bigpeer serve` runs.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
     /// Print the OpenAPI description of the HTTP API (JSON), then exit; the repository keeps it
     /// in openapi/openapi.json.
     Openapi,
@@ -92,6 +96,48 @@ enum KeysCommand {
     Revoke {
         /// The key's id (key_...)
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhooksCommand {
+    /// Register a webhook and print it as JSON; its signing secret ("secret") is shown this
+    /// once only. It gets the changes committed from now on.
+    Create {
+        /// Where the events are POSTed
+        #[arg(long)]
+        url: String,
+        /// Only the changes of this collection (repeatable) [default: every collection]
+        #[arg(long = "collection", value_name = "NAME")]
+        collections: Vec<String>,
+        /// Only the changes whose new (or, for a removal, old) document matches this DQL expression
+        #[arg(long, value_name = "DQL")]
+        filter: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the webhooks as JSON (without their secrets).
+    List,
+    /// Delete a webhook and its delivery history.
+    Delete {
+        /// The webhook's id (wh_...)
+        id: String,
+    },
+    /// Send changes to a webhook again: every change after --since, or the given deliveries.
+    Replay {
+        /// The webhook's id (wh_...)
+        id: String,
+        /// Every change after this position of the change sequence
+        #[arg(
+            long,
+            value_name = "SEQ",
+            conflicts_with = "delivery",
+            required_unless_present = "delivery"
+        )]
+        since: Option<i64>,
+        /// A delivery to send again (msg_...; repeatable), e.g. a dead one
+        #[arg(long, value_name = "ID")]
+        delivery: Vec<String>,
     },
 }
 
@@ -285,6 +331,7 @@ fn main() -> ExitCode {
             Command::Serve(_) => serve(config).await,
             Command::Migrate => migrate(config).await,
             Command::Keys(ref k) => keys(config, k).await,
+            Command::Webhooks(ref w) => webhooks(config, w).await,
             Command::Config(_) | Command::Openapi => Ok(()),
         }
     });
@@ -408,6 +455,79 @@ async fn keys_in(
                 return Err(bad(format!("there is no key {id:?}")));
             }
             println!("{}", serde_json::json!({ "revoked": id }));
+        }
+    }
+    Ok(())
+}
+
+async fn webhooks(config: Config, command: &WebhooksCommand) -> Result<(), AppError> {
+    let database = Database::open_beside_server(&config).await?;
+    let result = webhooks_in(&database, &config, command).await;
+    database.close().await;
+    result
+}
+
+async fn webhooks_in(
+    database: &Database,
+    config: &Config,
+    command: &WebhooksCommand,
+) -> Result<(), AppError> {
+    use bigpeer::auth::format_rfc3339;
+    use bigpeer::webhooks::{NewWebhook, Registry, Replay};
+    if config.migrate_on_start {
+        database.migrate().await?;
+    }
+    let registry = Registry::new(database.store.clone(), config.webhook_allow_private);
+    let show = |w: &bigpeer::store::WebhookRow, with_secret: bool| {
+        let mut v = serde_json::json!({
+            "id": w.id, "url": w.url, "collections": w.collections, "filter": w.filter,
+            "description": w.description, "enabled": w.enabled,
+            "disabledReason": w.disabled_reason, "position": w.position,
+            "consecutiveFailures": w.consecutive_failures,
+            "createdAt": format_rfc3339(w.created_at), "updatedAt": format_rfc3339(w.updated_at),
+        });
+        if let (true, Some(o)) = (with_secret, v.as_object_mut()) {
+            o.insert("secret".into(), serde_json::Value::String(w.secret.clone()));
+        }
+        v
+    };
+    match command {
+        WebhooksCommand::Create {
+            url,
+            collections,
+            filter,
+            description,
+        } => {
+            let created = registry
+                .create(NewWebhook {
+                    url: url.clone(),
+                    collections: (!collections.is_empty()).then(|| collections.clone()),
+                    filter: filter.clone(),
+                    description: description.clone(),
+                })
+                .await?;
+            println!("{}", show(&created, true));
+        }
+        WebhooksCommand::List => {
+            let all = registry.list().await?;
+            let list: Vec<serde_json::Value> = all.iter().map(|w| show(w, false)).collect();
+            println!("{}", serde_json::Value::Array(list));
+        }
+        WebhooksCommand::Delete { id } => {
+            registry.delete(id).await?;
+            println!("{}", serde_json::json!({ "deleted": id }));
+        }
+        WebhooksCommand::Replay {
+            id,
+            since,
+            delivery,
+        } => {
+            let replay = match since {
+                Some(s) => Replay::Since(*s),
+                None => Replay::Deliveries(delivery.clone()),
+            };
+            let n = registry.replay(id, replay).await?;
+            println!("{}", serde_json::json!({ "replayed": id, "deliveries": n }));
         }
     }
     Ok(())

@@ -799,3 +799,91 @@ fn keys_command_creates_lists_and_revokes() {
     let (_, listed, _) = run(&["keys", "list"]);
     assert!(listed.contains("\"quiet\""), "{listed}");
 }
+
+#[test]
+fn webhooks_command_creates_lists_replays_and_deletes() {
+    let db = block_on(TestDb::create());
+    let dir = shared_tempdir();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = bigpeer(dir.path())
+            .args(args)
+            .args(["--database-url", db.url()])
+            .envs(env.iter().copied())
+            .output()
+            .expect("run bigpeer webhooks");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(
+        &[
+            "webhooks",
+            "create",
+            "--url",
+            "https://hooks.example.com/in",
+            "--collection",
+            "orders",
+            "--collection",
+            "carts",
+            "--filter",
+            "total > 100",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let created: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert!(
+        created["secret"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("whsec_")),
+        "{created}"
+    );
+    assert_eq!(
+        created["collections"],
+        serde_json::json!(["orders", "carts"])
+    );
+
+    let (code, out, err) = run(&["webhooks", "list"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&id) && !out.contains("whsec_"), "{out}");
+
+    let (code, out, err) = run(&["webhooks", "replay", &id, "--since", "0"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("replayed"), "{out}");
+
+    // A private address needs webhook_allow_private; a bad filter is refused.
+    let (code, _, err) = run(
+        &["webhooks", "create", "--url", "http://127.0.0.1:9/x"],
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("webhooks/invalid-url"), "{err}");
+    let (code, out, err) = run(
+        &["webhooks", "create", "--url", "http://127.0.0.1:9/x"],
+        &[("BIGPEER_WEBHOOK_ALLOW_PRIVATE", "true")],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("127.0.0.1"));
+    let (code, _, err) = run(
+        &[
+            "webhooks",
+            "create",
+            "--url",
+            "https://h.example/x",
+            "--filter",
+            "a =",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("webhooks/invalid"), "{err}");
+
+    let (code, _, err) = run(&["webhooks", "delete", &id], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run(&["webhooks", "delete", &id], &[]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("webhooks/not-found"), "{err}");
+}
