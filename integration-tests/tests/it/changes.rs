@@ -777,3 +777,50 @@ async fn open_streams_are_limited_per_key() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_revoked_key_gets_nothing_more() {
+    const ADMIN: &str = "admin-secret-0123456789abcdef";
+    let app = TestApp::spawn_with(TestDb::create().await, |c| {
+        c.admin_key = Some(bigpeer::config::AdminKey::new(ADMIN));
+    })
+    .await;
+    let token = admin(&app).await;
+    let reader = KeyStore::new(app.app.store().clone())
+        .create(NewKey {
+            name: "reader".into(),
+            permissions: Permissions::all(),
+            ..NewKey::default()
+        })
+        .await
+        .expect("create key");
+    let mut events = stream(&app, &reader.secret, "", false).await;
+    write_cars(&app, &token, "before", 1).await;
+    assert_eq!(ids(&events.take(1).await), ["before0"]);
+
+    let r = reqwest::Client::new()
+        .delete(format!(
+            "{}/api/v4/admin/keys/{}",
+            app.app.url(),
+            reader.key.id
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(r.status().as_u16(), 204);
+    write_cars(&app, &token, "after", 1).await;
+    // The stream ends without the change committed after the revocation.
+    loop {
+        let chunk = tokio::time::timeout(WAIT, events.resp.chunk())
+            .await
+            .expect("the end in time")
+            .expect("read");
+        match chunk {
+            Some(c) => events.raw.push_str(&String::from_utf8_lossy(&c)),
+            None => break,
+        }
+    }
+    assert!(!events.raw.contains("after0"), "{}", events.raw);
+    app.shutdown().await;
+}

@@ -13,7 +13,8 @@
 //! what commits from now on). A position older than the log keeps answers 410
 //! `changes/requery-required` (with the transaction to re-read at in `X-DITTO-TXN-ID`); when the
 //! log is pruned past a stream that fell behind, the stream sends a `requeryRequired` event and
-//! ends.
+//! ends. The key is checked again before each read of the log: a stream ends once its key is
+//! revoked or expired.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -27,6 +28,7 @@ use serde::Deserialize;
 use super::error::{ApiError, Plain, Problem};
 use super::extract::{Call, NoBody};
 use super::openapi::ErrorMessage;
+use crate::auth::KeyStore;
 use crate::service::{ChangeScope, ChangeScopeError, RequeryEvent};
 use crate::store::{ChangeFeed, ChangeLogPage, Store};
 
@@ -267,7 +269,14 @@ async fn changes(
             crate::store::StoreError::Internal("the app has no change streams").into(),
         ))?;
     let mut names = Vec::new();
-    if let Some(secret) = super::extract::credential(&req) {
+    // The key is checked again before each read of the log: a revoked or expired key gets
+    // nothing more (none in the playground).
+    let credential = if call.state.playground {
+        None
+    } else {
+        super::extract::credential(&req).map(str::to_owned)
+    };
+    if let Some(secret) = &credential {
         names.push((format!("key:{}", short_hash(secret)), MAX_STREAMS_PER_KEY));
     }
     if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
@@ -297,6 +306,7 @@ async fn changes(
         pending.push_back(Bytes::from_static(b"retry: 2000\n: stream open\n\n"));
     }
     let streamer = Streamer {
+        key: credential.map(|secret| (call.state.keys.clone(), secret)),
         store,
         feed,
         scope,
@@ -331,6 +341,8 @@ fn short_hash(secret: &str) -> String {
 
 /// One open stream.
 struct Streamer {
+    /// The key store and the stream's key, checked before each read.
+    key: Option<(KeyStore, String)>,
     store: Store,
     /// The process's change feed: what wakes the stream.
     feed: ChangeFeed,
@@ -362,6 +374,16 @@ impl Streamer {
             let page = match self.first.take() {
                 Some(page) => page,
                 None => {
+                    if let Some((keys, secret)) = &self.key {
+                        if let Err(e) = keys.authenticate(secret).await {
+                            tracing::debug!(
+                                code = e.code(),
+                                "change stream ends: its key is no longer valid"
+                            );
+                            self.done = true;
+                            continue;
+                        }
+                    }
                     match self
                         .store
                         .change_log_page(self.cursor, self.scope.collection(), PAGE)
