@@ -824,3 +824,29 @@ async fn a_revoked_key_gets_nothing_more() {
     assert!(!events.raw.contains("after0"), "{}", events.raw);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_change_made_by_another_process_on_the_database_is_streamed() {
+    let app = app().await;
+    let other = bigpeer::spawn_app(integration_tests::test_config(&app.db))
+        .await
+        .expect("a second server on the same database");
+    let token = admin(&app).await;
+    let mut events = stream(&app, &token, "", true).await;
+    let (status, body) = {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v4/store/execute", other.url()))
+            .bearer_auth(&token)
+            .json(&json!({"statement": "INSERT INTO cars DOCUMENTS ({'_id': 'elsewhere'})"}))
+            .send()
+            .await
+            .expect("request");
+        (r.status().as_u16(), r.json::<Value>().await.expect("json"))
+    };
+    assert_eq!(status, 200, "{body}");
+    let got = events.next().await;
+    assert_eq!(got.data["documentId"], "elsewhere");
+    assert_eq!(got.data["txnId"], body["transactionId"]);
+    other.shutdown().await.expect("shutdown");
+    app.shutdown().await;
+}
