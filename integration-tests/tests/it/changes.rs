@@ -634,6 +634,12 @@ async fn a_position_past_the_retention_gets_410_and_a_stream_left_behind_gets_re
         (200, json!(600)),
         "{body}"
     );
+    // A position beyond anything committed is not one of this database's.
+    let r = open(&app, &token, &format!("since={}", txn + 1000), false, None)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(r.status().as_u16(), 410);
     let mut fresh = stream(&app, &token, &format!("since={txn}"), false).await;
     write_cars(&app, &token, "new", 1).await;
     assert_eq!(ids(&fresh.take(1).await), ["new0"]);

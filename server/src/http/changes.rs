@@ -202,13 +202,15 @@ pub struct ChangeEventDoc {
         (status = 403, description = "The key may not read `collection` (`auth/forbidden`).",
             body = ErrorMessage),
         (status = 410, description = "The position is older than the change log keeps \
-            (`changes_retention`): `changes/requery-required`. Re-read the documents with the \
+            (`changes_retention`), or beyond the newest committed change (a position of \
+            another database): `changes/requery-required`. Re-read the documents with the \
             answer's `X-DITTO-TXN-ID` header as `X-DITTO-TXN-ID`, then resume with `since` set \
             to it.", body = ErrorMessage, headers(("X-DITTO-TXN-ID" = i64,
                 description = "The transaction to re-read at and resume after.")),
             example = json!({"code": "changes/requery-required",
-                "message": "the change log no longer holds the changes after 0: re-read the \
-                    documents with X-DITTO-TXN-ID: 42, then resume with since=42"})),
+                "message": "the change log cannot give every change after 0 (older than it \
+                    keeps, or not a position of this database): re-read the documents with \
+                    X-DITTO-TXN-ID: 42, then resume with since=42"})),
         (status = 429, description = "Over the rate limit (`request/rate-limited`), or too many \
             open streams for the key or the address (`changes/too-many-streams`).",
             body = ErrorMessage),
@@ -288,15 +290,15 @@ async fn changes(
     let store = call.state.store.clone();
     let feed = call.state.sync.feed().await.map_err(Problem::from)?.clone();
     let epoch = store.epoch().await.map_err(Problem::from)?;
-    let start = match last_event_id.or(query.since) {
-        Some(s) => s,
-        None => store.committed_txn().await.map_err(Problem::from)?,
-    };
+    let head = store.committed_txn().await.map_err(Problem::from)?;
+    let start = last_event_id.or(query.since).unwrap_or(head);
     let first = store
         .change_log_page(start, scope.collection(), PAGE)
         .await
         .map_err(Problem::from)?;
-    if start < first.pruned_through {
+    // Older than the log keeps, or beyond anything committed (a position of another database,
+    // or of this one before a restore): either way, events may be missing.
+    if start < first.pruned_through || start > head {
         let txn = store.committed_txn().await.map_err(Problem::from)?;
         return Err(Problem::RequeryRequired { since: start, txn }.into());
     }

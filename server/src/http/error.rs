@@ -173,8 +173,9 @@ impl Problem {
             Problem::ChangesCollection(m) => format!("invalid collection: {m}"),
             Problem::ChangesFilter(m) => format!("invalid filter: {m}"),
             Problem::RequeryRequired { since, txn } => format!(
-                "the change log no longer holds the changes after {since}: re-read the documents \
-                 with X-DITTO-TXN-ID: {txn}, then resume with since={txn}"
+                "the change log cannot give every change after {since} (older than it keeps, or \
+                 not a position of this database): re-read the documents with X-DITTO-TXN-ID: \
+                 {txn}, then resume with since={txn}"
             ),
             Problem::Nul(what) => {
                 format!("{what} contains the NUL character (U+0000), which bigpeer cannot store")
