@@ -155,7 +155,9 @@ run_schemathesis() {
         --header "Authorization: Bearer $key" --no-color "$@")
 }
 # Every API operation with an API key; the admin API with the admin key (with an API key it can
-# only say 403).
-run_schemathesis "$api_key" --exclude-tag admin || die "schemathesis found failures (API key)"
+# only say 403). Not the change stream (tag `changes`): its answer never ends, which a
+# request-and-response fuzzer can only take for a timeout; integration-tests `changes` tests it.
+run_schemathesis "$api_key" --exclude-tag admin --exclude-tag changes ||
+    die "schemathesis found failures (API key)"
 run_schemathesis "$admin_key" --include-tag admin || die "schemathesis found failures (admin key)"
 say "OK: spec current, Python round trip, TypeScript types, schemathesis clean"

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 #[path = "it/auth.rs"]
 mod auth;
+#[path = "it/changes.rs"]
+mod changes;
 #[path = "it/legacy.rs"]
 mod legacy;
 #[path = "it/openapi.rs"]

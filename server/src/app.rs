@@ -271,6 +271,8 @@ pub struct RunningApp {
     sync: crate::sync::SyncHub,
     /// The webhook delivery loops.
     deliverer: Option<crate::webhooks::Deliverer>,
+    /// Ended at shutdown, so that they do not hold the graceful stop.
+    change_streams: web::Data<crate::http::changes::ChangeStreams>,
 }
 
 /// Starts everything `config` asks for: the embedded Postgres (without a database URL), the
@@ -449,6 +451,8 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
     let workers = http_workers();
     let per_worker_reads = split_pool(config.pool_size, workers).1;
     let edge = web::Data::from(connections.clone());
+    let change_streams = web::Data::new(crate::http::changes::ChangeStreams::default());
+    let change_streams_handle = change_streams.clone();
     let server = HttpServer::new(move || {
         // Called on each worker thread, within its single-threaded runtime: the worker reads
         // through connections its own runtime drives (see `Store::add_thread_reads`).
@@ -462,6 +466,7 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
             .app_data(sync_data.clone())
             .app_data(metrics.clone())
             .app_data(edge.clone())
+            .app_data(change_streams.clone())
             .app_data(crate::http::store::json_config(
                 crate::http::store::MAX_BODY_BYTES,
             ))
@@ -501,6 +506,7 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
         database,
         sync: sync_sessions,
         deliverer,
+        change_streams: change_streams_handle,
     })
 }
 
@@ -551,6 +557,7 @@ impl RunningApp {
     pub async fn shutdown(self) -> Result<(), AppError> {
         tracing::info!("shutting down: no new connections, finishing requests in flight");
         self.sync.close_sessions();
+        self.change_streams.close();
         self.handle.stop(true).await;
         let result = match self.server.await {
             Ok(Ok(())) => Ok(()),

@@ -170,6 +170,12 @@ fn precise_messages_for_bad_values() {
             "invalid database_url \"mysql://u:***@h/db\" in environment variable DATABASE_URL: expected a postgres:// URL",
             "config/invalid-value",
         ),
+        (
+            &[("BIGPEER_CHANGES_RETENTION", "30s")],
+            None,
+            "invalid changes_retention \"30s\" in environment variable BIGPEER_CHANGES_RETENTION: must be at least 1m",
+            "config/invalid-value",
+        ),
         (&[], Some("listen = 8080\n"), "invalid listen 8080 in config file", "config/invalid-value"),
         (&[], Some("listen = \n"), "is not valid TOML", "config/file-syntax"),
     ];
@@ -182,6 +188,27 @@ fn precise_messages_for_bad_values() {
         assert_eq!(err.code(), *code, "{err}");
         assert!(err.hint().is_some(), "{err} has a hint");
     }
+}
+
+#[test]
+fn changes_retention_in_every_layer() {
+    assert_eq!(
+        Config::default().changes_retention,
+        Duration::from_secs(7 * 24 * 3600)
+    );
+    let config = resolve_with(
+        &Flags::default(),
+        &[("BIGPEER_CHANGES_RETENTION", "2h")],
+        None,
+    )
+    .expect("valid");
+    assert_eq!(config.changes_retention, Duration::from_secs(7200));
+    let flags = Flags {
+        changes_retention: Some("3d".into()),
+        ..Flags::default()
+    };
+    let config = resolve_with(&flags, &[], Some("changes_retention = \"1h\"\n")).expect("valid");
+    assert_eq!(config.changes_retention, Duration::from_secs(3 * 24 * 3600));
 }
 
 #[test]

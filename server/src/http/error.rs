@@ -60,6 +60,17 @@ pub enum Problem {
     WebSocketVersion(String),
     /// `/sync`: no sync protocol offered that this server speaks.
     UnsupportedProtocol,
+    /// `/changes`: a query parameter or `Last-Event-ID` that is not valid; says which.
+    ChangesParameter(String),
+    /// `/changes`: `collection` is not a valid collection name.
+    ChangesCollection(String),
+    /// `/changes`: `filter` is not a valid DQL condition.
+    ChangesFilter(String),
+    /// `/changes`: the position is older than the change log keeps; re-read the documents at
+    /// transaction `txn`, then resume after it.
+    RequeryRequired { since: i64, txn: i64 },
+    /// `/changes`: too many open streams for the key or the client address.
+    TooManyStreams(String),
     /// No route has this path.
     NoRoute(String),
     /// The path's route does not take this method; the ones it takes.
@@ -138,6 +149,15 @@ impl Problem {
                 "sync/unsupported-websocket-version",
             ),
             Problem::UnsupportedProtocol => (StatusCode::BAD_REQUEST, "sync/unsupported-protocol"),
+            Problem::ChangesParameter(_) => (StatusCode::BAD_REQUEST, "changes/invalid-parameter"),
+            Problem::ChangesCollection(_) => {
+                (StatusCode::BAD_REQUEST, "changes/invalid-collection")
+            }
+            Problem::ChangesFilter(_) => (StatusCode::BAD_REQUEST, "changes/invalid-filter"),
+            Problem::RequeryRequired { .. } => (StatusCode::GONE, "changes/requery-required"),
+            Problem::TooManyStreams(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, "changes/too-many-streams")
+            }
             Problem::NoRoute(_) => (StatusCode::NOT_FOUND, "request/not-found"),
             Problem::MethodNotAllowed(..) => {
                 (StatusCode::METHOD_NOT_ALLOWED, "request/method-not-allowed")
@@ -163,7 +183,16 @@ impl Problem {
             | Problem::WebSocketVersion(m)
             | Problem::InvalidCommand(m)
             | Problem::NoSuchDocument(m)
-            | Problem::NoSuchKey(m) => m.clone(),
+            | Problem::NoSuchKey(m)
+            | Problem::TooManyStreams(m) => m.clone(),
+            Problem::ChangesParameter(m) => format!("invalid change stream parameter: {m}"),
+            Problem::ChangesCollection(m) => format!("invalid collection: {m}"),
+            Problem::ChangesFilter(m) => format!("invalid filter: {m}"),
+            Problem::RequeryRequired { since, txn } => format!(
+                "the change log cannot give every change after {since} (older than it keeps, or \
+                 not a position of this database): re-read the documents with X-DITTO-TXN-ID: \
+                 {txn}, then resume with since={txn}"
+            ),
             Problem::Nul(what) => {
                 format!("{what} contains the NUL character (U+0000), which bigpeer cannot store")
             }
@@ -400,6 +429,12 @@ impl<E: Envelope> ResponseError for ApiError<E> {
             if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&allowed.join(", ")) {
                 resp.headers_mut().insert(actix_web::http::header::ALLOW, v);
             }
+        }
+        if let Problem::RequeryRequired { txn, .. } = self.problem {
+            resp.headers_mut().insert(
+                actix_web::http::header::HeaderName::from_static("x-ditto-txn-id"),
+                actix_web::http::header::HeaderValue::from(txn),
+            );
         }
         if let Problem::WebSocketVersion(_) = self.problem {
             resp.headers_mut().insert(

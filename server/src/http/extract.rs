@@ -205,7 +205,7 @@ async fn admit(req: &HttpRequest, state: &AppState) -> Result<Access, Problem> {
 }
 
 /// The bearer token of `Authorization`.
-fn credential(req: &HttpRequest) -> Option<&str> {
+pub(super) fn credential(req: &HttpRequest) -> Option<&str> {
     req.headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

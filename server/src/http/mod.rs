@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod changes;
 pub mod edge;
 pub mod error;
 pub mod extract;
@@ -26,6 +27,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     store::configure(cfg);
     legacy::configure(cfg);
     write::configure(cfg);
+    changes::configure(cfg);
     admin::configure(cfg);
     webhooks::configure(cfg);
     metrics::configure(cfg);

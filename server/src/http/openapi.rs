@@ -40,6 +40,7 @@ pub const REGENERATE: &str = "cargo run -p bigpeer -- openapi > openapi/openapi.
         super::webhooks::deliveries,
         super::webhooks::replay,
         sync,
+        super::changes::changes,
         super::health::healthz,
         super::health::readyz,
         super::metrics::metrics,
@@ -56,6 +57,8 @@ pub const REGENERATE: &str = "cargo run -p bigpeer -- openapi > openapi/openapi.
             key (`--admin-key`); off (404) without one."),
         (name = "sync", description = "The peer sync protocol over WebSockets \
             (`docs/sync-protocol.md`)."),
+        (name = "changes", description = "Change data capture: every committed change of the \
+            documents a key may read, resumable (`GET /api/v4/changes`)."),
         (name = "operations", description = "Probes and metrics; no key needed."),
         (name = "docs", description = "This description and the interactive documentation; no \
             key needed."),

@@ -66,6 +66,10 @@ impl ChangeFeed {
             let mut cursor = start;
             tokio::pin!(closed);
             loop {
+                // The newest transaction announced by this wake-up's notification: once the
+                // documents are read up to the end after it arrived, everything up to it has
+                // been seen, also numbers that left no document row (evictions).
+                let mut announced = 0i64;
                 // Stopping first: a listener that fails because the pool closed must not make
                 // the task wait (and `Store::close` with it) for a poll interval.
                 tokio::select! {
@@ -73,6 +77,9 @@ impl ChangeFeed {
                     _ = &mut stop_rx => break,
                     _ = &mut closed => break,
                     n = listener.try_recv() => {
+                        if let Ok(Some(n)) = &n {
+                            announced = n.payload().parse::<i64>().unwrap_or(0);
+                        }
                         if let Err(e) = n {
                             tracing::warn!(error = %e, "change feed listener failed; polling until it reconnects");
                             tokio::select! {
@@ -99,6 +106,11 @@ impl ChangeFeed {
                             store.saw_txn(cursor);
                             let _ = pos_tx.send(cursor);
                             if !full {
+                                if announced > cursor {
+                                    cursor = announced;
+                                    store.saw_txn(cursor);
+                                    let _ = pos_tx.send(cursor);
+                                }
                                 break;
                             }
                         }

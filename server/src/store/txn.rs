@@ -11,8 +11,8 @@
 //!    hybrid logical clock, remote deltas joined. A job that fails is undone (its targets are
 //!    restored) and gets its error; the others go on;
 //! 3. as the last statement before commit, take sequence numbers from the `seq_counter` row
-//!    (held until commit, so commit order equals sequence order), write the changed rows and
-//!    queue `NOTIFY bigpeer_changes`;
+//!    (held until commit, so commit order equals sequence order), write the changed rows, remove
+//!    the evicted ones, append the change log (`changes.rs`) and queue `NOTIFY bigpeer_changes`;
 //! 4. commit, then hand every successful job its result and the transaction id.
 //!
 //! A document whose state did not change is not written and takes no sequence number, which
