@@ -888,11 +888,14 @@ fn webhooks_command_creates_lists_replays_and_deletes() {
     assert!(err.contains("webhooks/not-found"), "{err}");
 }
 
+/// The requests a receiver got: `(webhook-id, body)`.
+type Requests = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A webhook receiver on a loopback port, on plain threads: records `(webhook-id, body)` of each
 /// request on arrival, then answers 200 after `delay_ms`.
 struct HookReceiver {
     addr: SocketAddr,
-    got: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    got: Requests,
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
