@@ -25,6 +25,8 @@ CREATE TABLE webhook_deliveries (
     first_seq       bigint      NOT NULL,
     last_seq        bigint      NOT NULL,
     events          integer     NOT NULL,
+    -- When the batch's first change committed (delivery latency is measured from it).
+    first_committed_at timestamptz NOT NULL DEFAULT now(),
     body            bytea       NOT NULL,
     status          text        NOT NULL CHECK (status IN ('pending', 'failed', 'delivered', 'dead')),
     attempts        integer     NOT NULL DEFAULT 0,

@@ -356,10 +356,11 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
     .with_strict_mode(executor.strict_mode_flag())
     .with_limits(limits.clone());
     let sync_sessions = sync.clone();
-    let metrics = web::Data::new(crate::http::metrics::Metrics::new(Some((
-        database.store.clone(),
-        sync.clone(),
-    ))));
+    let webhook_stats = crate::webhooks::DeliveryStats::default();
+    let mut metrics =
+        crate::http::metrics::Metrics::new(Some((database.store.clone(), sync.clone())));
+    metrics.register_webhooks(&webhook_stats);
+    let metrics = web::Data::new(metrics);
     let state = web::Data::new(AppState {
         store: database.store.clone(),
         executor,
@@ -435,6 +436,7 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
             allow_private: config.webhook_allow_private,
             ..crate::webhooks::DeliveryOptions::default()
         },
+        webhook_stats,
     ) {
         Ok(d) => Some(d),
         Err(e) => {

@@ -438,6 +438,26 @@ async fn failures_are_retried_in_order_with_the_same_id() {
         .expect("a delivery");
     assert_eq!(first["status"], "delivered", "{list}");
     assert_eq!(first["attempts"], 3, "{list}");
+    // The metrics count the attempts by outcome, the events and the latency.
+    let r = reqwest::get(format!("http://{}/metrics", app.app.local_addr()))
+        .await
+        .expect("metrics");
+    let text = r.text().await.expect("text");
+    for line in [
+        format!("bigpeer_webhook_attempts_total{{webhook=\"{id}\",outcome=\"failed\"}} 2"),
+        format!("bigpeer_webhook_events_delivered_total{{webhook=\"{id}\"}} 2"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("bigpeer_webhook_delivery_latency_seconds_count ")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("bigpeer_webhook_backlog{{webhook=\"{id}\"}}")),
+        "{text}"
+    );
     receiver.stop().await;
     app.shutdown().await;
 }

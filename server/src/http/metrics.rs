@@ -106,6 +106,35 @@ impl Metrics {
         }
     }
 
+    /// Adds the webhook delivery metrics.
+    pub fn register_webhooks(&mut self, stats: &crate::webhooks::DeliveryStats) {
+        self.registry.register(
+            "bigpeer_webhook_attempts",
+            "Webhook requests by webhook and outcome (delivered, failed, dead)",
+            stats.attempts.clone(),
+        );
+        self.registry.register(
+            "bigpeer_webhook_events_delivered",
+            "Events delivered by webhook",
+            stats.events.clone(),
+        );
+        self.registry.register(
+            "bigpeer_webhook_backlog",
+            "Changes after each webhook's position (an upper bound), as of its last attempt",
+            stats.backlog.clone(),
+        );
+        self.registry.register(
+            "bigpeer_webhook_disabled",
+            "Webhooks disabled after too many failed attempts in a row",
+            stats.disabled.clone(),
+        );
+        self.registry.register(
+            "bigpeer_webhook_delivery_latency_seconds",
+            "From the commit of a batch's first change to the batch's first attempt",
+            stats.latency.clone(),
+        );
+    }
+
     /// Records one request. `route` is the matched route pattern or `unmatched`; `method` is
     /// kept only when it is a standard one (else `other`), so that clients cannot make up new
     /// series.

@@ -171,6 +171,8 @@ pub struct DeliveryRow {
     pub first_seq: i64,
     pub last_seq: i64,
     pub events: i32,
+    /// When the batch's first change committed (unix milliseconds).
+    pub first_committed_at_ms: i64,
     /// The request body, as sent on every attempt.
     pub body: Vec<u8>,
     /// `pending`, `failed` (to retry), `delivered` or `dead`.
@@ -202,7 +204,8 @@ pub enum AttemptOutcome {
 
 const SELECT_DELIVERY: &str = "SELECT id, webhook_id, first_seq, last_seq, events, body, status, \
      attempts, last_status, last_error, (extract(epoch FROM next_attempt_at) * 1000)::int8, \
-     (extract(epoch FROM created_at) * 1000)::int8, (extract(epoch FROM finished_at) * 1000)::int8 \
+     (extract(epoch FROM created_at) * 1000)::int8, (extract(epoch FROM finished_at) * 1000)::int8, \
+     (extract(epoch FROM first_committed_at) * 1000)::int8 \
      FROM webhook_deliveries";
 
 fn delivery_row(r: &sqlx::postgres::PgRow) -> Result<DeliveryRow, StoreError> {
@@ -220,6 +223,7 @@ fn delivery_row(r: &sqlx::postgres::PgRow) -> Result<DeliveryRow, StoreError> {
         next_attempt_at_ms: r.try_get(10)?,
         created_at_ms: r.try_get(11)?,
         finished_at_ms: r.try_get(12)?,
+        first_committed_at_ms: r.try_get(13)?,
     })
 }
 
@@ -373,11 +377,12 @@ impl WebhookLease {
         first_seq: i64,
         last_seq: i64,
         events: i32,
+        first_committed_at_us: i64,
         body: &[u8],
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO webhook_deliveries (id, webhook_id, first_seq, last_seq, events, body, status) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending')",
+            "INSERT INTO webhook_deliveries (id, webhook_id, first_seq, last_seq, events, body, status, first_committed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', to_timestamp($7 / 1000000.0))",
         )
         .bind(id)
         .bind(&self.webhook.id)
@@ -385,6 +390,7 @@ impl WebhookLease {
         .bind(last_seq)
         .bind(events)
         .bind(body)
+        .bind(first_committed_at_us as f64)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -469,6 +475,13 @@ impl WebhookLease {
             .execute(&mut *self.tx)
             .await?;
         Ok(())
+    }
+
+    /// The newest position of the change sequence (read on the lease's connection).
+    pub async fn head(&mut self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT v FROM seq_counter WHERE id = 0")
+            .fetch_one(&mut *self.tx)
+            .await?)
     }
 
     /// Commits what was recorded and releases the webhook.

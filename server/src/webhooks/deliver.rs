@@ -17,6 +17,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use rand::RngExt as _;
 
 use super::guard::{check_url, GuardedResolver};
@@ -64,6 +69,55 @@ impl Default for DeliveryOptions {
     }
 }
 
+/// The delivery metrics of a process (registered by the HTTP layer's `/metrics`).
+#[derive(Clone)]
+pub struct DeliveryStats {
+    /// Attempts by webhook and outcome (`delivered`, `failed`, `dead`).
+    pub attempts: Family<OutcomeLabels, Counter>,
+    /// Events delivered, by webhook.
+    pub events: Family<WebhookLabels, Counter>,
+    /// Changes after each webhook's position (an upper bound: not every change is one of its
+    /// events), as of the last time a loop worked on it.
+    pub backlog: Family<WebhookLabels, Gauge>,
+    /// Webhooks disabled after too many failures, by webhook.
+    pub disabled: Family<WebhookLabels, Counter>,
+    /// Seconds from the commit of a batch's first change to the batch's first attempt.
+    pub latency: Histogram,
+}
+
+/// Labels of a webhook's series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub webhook: String,
+}
+
+/// Labels of an attempt.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub webhook: String,
+    pub outcome: &'static str,
+}
+
+impl Default for DeliveryStats {
+    fn default() -> Self {
+        DeliveryStats {
+            attempts: Family::default(),
+            events: Family::default(),
+            backlog: Family::default(),
+            disabled: Family::default(),
+            latency: Histogram::new([
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0,
+            ]),
+        }
+    }
+}
+
+impl std::fmt::Debug for DeliveryStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeliveryStats")
+    }
+}
+
 /// Change log rows read per page while a batch is assembled.
 const PAGE: i64 = 500;
 /// Most bytes of a receiver's answer kept as the attempt's error.
@@ -84,8 +138,12 @@ impl std::fmt::Debug for Deliverer {
 }
 
 impl Deliverer {
-    /// Starts the delivery loops on the current runtime.
-    pub fn start(store: Store, opts: DeliveryOptions) -> Result<Deliverer, reqwest::Error> {
+    /// Starts the delivery loops on the current runtime; they count into `stats`.
+    pub fn start(
+        store: Store,
+        opts: DeliveryOptions,
+        stats: DeliveryStats,
+    ) -> Result<Deliverer, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(opts.timeout)
             .connect_timeout(opts.timeout)
@@ -100,6 +158,7 @@ impl Deliverer {
             store,
             opts,
             client,
+            stats,
         });
         let tasks = (0..shared.opts.workers.max(1))
             .map(|_| tokio::spawn(run(shared.clone(), stopped.clone())))
@@ -132,6 +191,7 @@ struct Shared {
     store: Store,
     opts: DeliveryOptions,
     client: reqwest::Client,
+    stats: DeliveryStats,
 }
 
 async fn run(shared: Arc<Shared>, mut stopped: tokio::sync::watch::Receiver<bool>) {
@@ -170,12 +230,57 @@ async fn step(shared: &Shared, epoch: &mut Option<String>) -> Result<bool, Store
     let Some(mut lease) = shared.store.lease_webhook().await? else {
         return Ok(false);
     };
+    let webhook = WebhookLabels {
+        webhook: lease.webhook.id.clone(),
+    };
     match lease.open.clone() {
         Some(delivery) => {
-            let outcome = attempt(shared, &lease, &delivery).await;
-            if let AttemptOutcome::Failed { error, dead, .. } = &outcome {
-                tracing::info!(webhook = %lease.webhook.id, delivery = %delivery.id, dead, "webhook attempt failed: {error}");
+            if delivery.attempts == 0 {
+                let waited = unix_ms().saturating_sub(delivery.first_committed_at_ms);
+                shared.stats.latency.observe(waited.max(0) as f64 / 1000.0);
             }
+            let outcome = attempt(shared, &lease, &delivery).await;
+            let (label, position) = match &outcome {
+                AttemptOutcome::Delivered { .. } => {
+                    shared
+                        .stats
+                        .events
+                        .get_or_create(&webhook)
+                        .inc_by(u64::try_from(delivery.events).unwrap_or(0));
+                    ("delivered", delivery.last_seq)
+                }
+                AttemptOutcome::Failed {
+                    error,
+                    dead,
+                    disable,
+                    ..
+                } => {
+                    tracing::info!(webhook = %lease.webhook.id, delivery = %delivery.id, dead, "webhook attempt failed: {error}");
+                    if disable.is_some() {
+                        tracing::warn!(webhook = %lease.webhook.id, "webhook disabled: {error}");
+                        shared.stats.disabled.get_or_create(&webhook).inc();
+                    }
+                    if *dead {
+                        ("dead", delivery.last_seq)
+                    } else {
+                        ("failed", lease.webhook.position)
+                    }
+                }
+            };
+            shared
+                .stats
+                .attempts
+                .get_or_create(&OutcomeLabels {
+                    webhook: webhook.webhook.clone(),
+                    outcome: label,
+                })
+                .inc();
+            let head = lease.head().await?;
+            shared
+                .stats
+                .backlog
+                .get_or_create(&webhook)
+                .set(head.saturating_sub(position).max(0));
             lease.record(&outcome).await?;
         }
         None => {
@@ -207,6 +312,7 @@ async fn batch(shared: &Shared, lease: &mut WebhookLease, epoch: &str) -> Result
         };
     let mut events: Vec<serde_json::Value> = Vec::new();
     let mut first_seq = None;
+    let mut first_committed_us = None;
     let mut cursor = w.position;
     loop {
         let page = lease.change_log_page(cursor, PAGE).await?;
@@ -228,6 +334,7 @@ async fn batch(shared: &Shared, lease: &mut WebhookLease, epoch: &str) -> Result
             if wanted {
                 if let Some(event) = scope.event(epoch, row) {
                     first_seq.get_or_insert(row.seq);
+                    first_committed_us.get_or_insert(row.committed_at_us);
                     events.push(json(&event));
                     if events.len() >= shared.opts.batch {
                         break;
@@ -254,7 +361,10 @@ async fn batch(shared: &Shared, lease: &mut WebhookLease, epoch: &str) -> Result
                 rand::random::<u64>()
             );
             let n = i32::try_from(events.len()).unwrap_or(i32::MAX);
-            lease.create_delivery(&id, first, cursor, n, &body).await
+            let committed = first_committed_us.unwrap_or_else(|| unix_ms().saturating_mul(1000));
+            lease
+                .create_delivery(&id, first, cursor, n, committed, &body)
+                .await
         }
     }
 }

@@ -7,5 +7,5 @@ pub mod guard;
 pub mod registry;
 pub mod sign;
 
-pub use deliver::{Deliverer, DeliveryOptions};
+pub use deliver::{Deliverer, DeliveryOptions, DeliveryStats};
 pub use registry::{NewWebhook, Registry, Replay, WebhookError};
