@@ -271,6 +271,8 @@ pub struct RunningApp {
     sync: crate::sync::SyncHub,
     /// The webhook delivery loops.
     deliverer: Option<crate::webhooks::Deliverer>,
+    /// The NATS JetStream sink, when `nats_url` is set.
+    nats: Option<crate::nats::NatsSink>,
     /// Ended at shutdown, so that they do not hold the graceful stop.
     change_streams: web::Data<crate::http::changes::ChangeStreams>,
 }
@@ -442,6 +444,12 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
             None
         }
     };
+    let nats = config.nats_url.as_ref().map(|url| {
+        crate::nats::NatsSink::start(
+            database.store.clone(),
+            crate::nats::NatsOptions::new(url.expose(), config.nats_subject_prefix.clone()),
+        )
+    });
     if config.playground {
         tracing::warn!(
             "PLAYGROUND MODE: every request may read and write everything without a key; never use this in production"
@@ -506,6 +514,7 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
         database,
         sync: sync_sessions,
         deliverer,
+        nats,
         change_streams: change_streams_handle,
     })
 }
@@ -566,6 +575,9 @@ impl RunningApp {
         };
         if let Some(d) = self.deliverer {
             d.stop().await;
+        }
+        if let Some(n) = self.nats {
+            n.stop().await;
         }
         self.database.close().await;
         tracing::info!("stopped");
