@@ -358,10 +358,27 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
     .with_strict_mode(executor.strict_mode_flag())
     .with_limits(limits.clone());
     let sync_sessions = sync.clone();
-    let metrics = web::Data::new(crate::http::metrics::Metrics::new(Some((
-        database.store.clone(),
-        sync.clone(),
-    ))));
+    // The NATS JetStream sink. Its position is created (at the end of the change log, the
+    // first time) before the HTTP server takes writes, so that this server's writes are all
+    // published; when that fails (the database is not migrated yet), the sink retries.
+    let nats = match &config.nats_url {
+        Some(url) => {
+            if let Err(e) = database.store.ensure_cdc_sink(crate::nats::SINK_NAME).await {
+                tracing::warn!(code = e.code(), error = %e, "the NATS sink's position is not recorded yet; retrying");
+            }
+            Some(crate::nats::NatsSink::start(
+                database.store.clone(),
+                crate::nats::NatsOptions::new(url.expose(), config.nats_subject_prefix.clone()),
+            ))
+        }
+        None => None,
+    };
+    let mut metrics =
+        crate::http::metrics::Metrics::new(Some((database.store.clone(), sync.clone())));
+    if let Some(n) = &nats {
+        metrics = metrics.with_nats(n.stats());
+    }
+    let metrics = web::Data::new(metrics);
     let state = web::Data::new(AppState {
         store: database.store.clone(),
         executor,
@@ -444,12 +461,6 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
             None
         }
     };
-    let nats = config.nats_url.as_ref().map(|url| {
-        crate::nats::NatsSink::start(
-            database.store.clone(),
-            crate::nats::NatsOptions::new(url.expose(), config.nats_subject_prefix.clone()),
-        )
-    });
     if config.playground {
         tracing::warn!(
             "PLAYGROUND MODE: every request may read and write everything without a key; never use this in production"

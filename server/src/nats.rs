@@ -16,7 +16,7 @@
 //! - Changes pruned before they were published are announced with a `requeryRequired` event on
 //!   `<prefix>._requery`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,6 +74,8 @@ pub struct NatsStats {
     pub duplicates: AtomicU64,
     /// Failed publications (each retried).
     pub failures: AtomicU64,
+    /// The position this process last recorded.
+    pub position: AtomicI64,
 }
 
 /// The running sink. Dropping it (or [`NatsSink::stop`]) stops it.
@@ -268,6 +270,9 @@ async fn step(
         publish_one(js, stats, subject, id, body).await?;
         lease.advance(page.pruned_through).await?;
         lease.commit().await?;
+        stats
+            .position
+            .fetch_max(page.pruned_through, Ordering::Relaxed);
         return Ok(true);
     }
     // Every change, as a reader that may read everything sees it.
@@ -322,6 +327,7 @@ async fn step(
         lease.advance(to).await?;
     }
     lease.commit().await?;
+    stats.position.fetch_max(to, Ordering::Relaxed);
     match failed {
         Some(e) => Err(e),
         None => Ok(to > position),
