@@ -162,9 +162,17 @@ async fn run(
     stats: Arc<NatsStats>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
-    let servers: Vec<&str> = opts.url.split(',').map(str::trim).collect();
     let shown = crate::config::mask_nats_url(&opts.url);
-    let client = match async_nats::ConnectOptions::new()
+    let (servers, credentials) = split_credentials(&opts.url);
+    let mut connect = async_nats::ConnectOptions::new();
+    match credentials {
+        Some(Credentials::UserPassword(user, password)) => {
+            connect = connect.user_and_password(user, password);
+        }
+        Some(Credentials::Token(token)) => connect = connect.token(token),
+        None => {}
+    }
+    let client = match connect
         .name(concat!("bigpeer/", env!("CARGO_PKG_VERSION")))
         .retry_on_initial_connect()
         .max_reconnects(None)
@@ -355,6 +363,64 @@ async fn publish_one(
     }
 }
 
+/// Credentials given in a server URL.
+#[derive(Debug, PartialEq, Eq)]
+enum Credentials {
+    /// `nats://USER:PASSWORD@HOST`.
+    UserPassword(String, String),
+    /// `nats://TOKEN@HOST`.
+    Token(String),
+}
+
+/// The server URLs without their credentials, and the credentials (the first URL's that has
+/// any; percent-decoded): the client authenticates with its options, not with the URLs.
+fn split_credentials(urls: &str) -> (Vec<String>, Option<Credentials>) {
+    let mut credentials = None;
+    let servers = urls
+        .split(',')
+        .map(str::trim)
+        .map(|one| match url::Url::parse(one) {
+            Ok(mut u) if !u.username().is_empty() => {
+                let user = percent_decode(u.username());
+                let found = match u.password() {
+                    Some(p) => Credentials::UserPassword(user, percent_decode(p)),
+                    None => Credentials::Token(user),
+                };
+                credentials.get_or_insert(found);
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                u.to_string()
+            }
+            _ => one.to_owned(),
+        })
+        .collect();
+    (servers, credentials)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn json_bytes<T: serde::Serialize>(v: &T) -> bytes::Bytes {
     serde_json::to_vec(v).unwrap_or_default().into()
 }
@@ -390,6 +456,28 @@ mod tests {
         assert_eq!(subject_token("_requery"), "%5Frequery");
         assert_eq!(subject_token("100%"), "100%25");
         assert_eq!(subject_token("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn credentials_leave_the_urls_for_the_connect_options() {
+        assert_eq!(
+            split_credentials("nats://cdc:p%40ss@n1:4222, nats://n2:4222"),
+            (
+                vec!["nats://n1:4222".to_owned(), "nats://n2:4222".to_owned()],
+                Some(Credentials::UserPassword("cdc".into(), "p@ss".into()))
+            )
+        );
+        assert_eq!(
+            split_credentials("tls://s3cr3t@n1:4222"),
+            (
+                vec!["tls://n1:4222".to_owned()],
+                Some(Credentials::Token("s3cr3t".into()))
+            )
+        );
+        assert_eq!(
+            split_credentials("nats://127.0.0.1:4222"),
+            (vec!["nats://127.0.0.1:4222".to_owned()], None)
+        );
     }
 
     #[test]

@@ -387,6 +387,40 @@ async fn two_processes_publish_each_event_once() {
 }
 
 #[tokio::test]
+async fn while_another_process_holds_the_sink_this_one_publishes_nothing() {
+    let Some(js) = jetstream().await else { return };
+    let stream = TestStream::create(&js, Duration::from_secs(120)).await;
+    let app = app_on(TestDb::create().await, &stream.prefix).await;
+    let start = position(&app).await;
+    // Another process's lease: the sink's row locked, as a process does while it publishes.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(app.db.url())
+        .await
+        .expect("connect");
+    let mut tx = <sqlx::PgConnection as sqlx::Connection>::begin(&mut conn)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT position FROM cdc_sinks WHERE name = 'nats' FOR UPDATE")
+        .execute(&mut *tx)
+        .await
+        .expect("lock the sink");
+    execute(&app, "INSERT INTO t DOCUMENTS ({'_id': 'held'})").await;
+    // Several of the server's polls (every 200 ms) go by: it skips the locked row.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        stream.count().await,
+        0,
+        "published while another process held the sink"
+    );
+    assert_eq!(position(&app).await, start);
+    tx.rollback().await.expect("release");
+    stream.until_count(1).await;
+    until_caught_up(&app).await;
+    assert_eq!(stream.count().await, 1);
+    let _ = <sqlx::PgConnection as sqlx::Connection>::close(conn).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn without_a_stream_the_events_wait_and_flow_once_it_exists() {
     let Some(js) = jetstream().await else { return };
     let tag = format!("{:016x}", rand::random::<u64>());
@@ -479,5 +513,99 @@ async fn changes_pruned_before_they_were_published_are_announced() {
         messages[1].1
     );
     let _ = <sqlx::PgConnection as sqlx::Connection>::close(conn).await;
+    app.shutdown().await;
+}
+
+/// A `nats-server -js` of the test's own, with a user and password, stopped when dropped.
+struct OwnServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnServer {
+    /// `None` (after a notice) when the nats-server binary is not installed.
+    async fn start(user: &str, pass: &str) -> Option<OwnServer> {
+        let bin = [
+            "nats-server",
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+        ]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok()
+        });
+        let Some(bin) = bin else {
+            eprintln!(
+                "SKIPPED: no nats-server binary (Debian package nats-server) to test credentials"
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new(bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["--user", user, "--pass", pass, "--store_dir"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let server = OwnServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nats-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Some(server)
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn credentials_in_the_url_log_the_sink_in() {
+    let Some(server) = OwnServer::start("cdc", "p@ss-w0rd").await else {
+        return;
+    };
+    let client = async_nats::ConnectOptions::new()
+        .user_and_password("cdc".into(), "p@ss-w0rd".into())
+        .connect(format!("nats://127.0.0.1:{}", server.port))
+        .await
+        .expect("connect with the password");
+    let js = jetstream::new(client);
+    let stream = TestStream::create(&js, Duration::from_secs(120)).await;
+    let url = format!("nats://cdc:p%40ss-w0rd@127.0.0.1:{}", server.port);
+    let app = TestApp::spawn_with(TestDb::create().await, |c| {
+        c.playground = true;
+        c.nats_url = Some(bigpeer::config::NatsUrl::new(url));
+        c.nats_subject_prefix = stream.prefix.clone();
+    })
+    .await;
+    execute(&app, "INSERT INTO t DOCUMENTS ({'_id': 'in'})").await;
+    stream.until_count(1).await;
+    let messages = stream.messages().await;
+    assert_eq!(messages[0].2["documentId"], "in");
     app.shutdown().await;
 }
