@@ -71,17 +71,6 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// The changes after the sink's position (`None`: no such sink).
-    pub async fn cdc_sink_backlog(&self, name: &str) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT (SELECT count(*) FROM changes c WHERE c.seq > s.position) \
-             FROM cdc_sinks s WHERE s.name = $1",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?)
-    }
-
     /// Locks the sink when it has work and no other process holds it (`SKIP LOCKED`); `None`
     /// otherwise.
     pub async fn lease_cdc_sink(&self, name: &str) -> Result<Option<SinkLease>, StoreError> {
