@@ -135,6 +135,12 @@ impl Drop for NatsSink {
 enum SinkError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The client has no connection to a NATS server (yet): nothing is leased or sent.
+    #[error("not connected to the NATS server")]
+    NotConnected,
+    /// Publishing took longer than the acknowledgement timeout.
+    #[error("publishing to {0} did not finish in time")]
+    SendTimeout(String),
     /// Publishing or its acknowledgement failed.
     #[error("publishing to {subject} failed: {source}")]
     Publish {
@@ -147,6 +153,8 @@ impl SinkError {
     fn code(&self) -> &'static str {
         match self {
             SinkError::Store(e) => e.code(),
+            SinkError::NotConnected => "nats/not-connected",
+            SinkError::SendTimeout(_) => "nats/ack-timeout",
             SinkError::Publish { source, .. } => match source.kind() {
                 PublishErrorKind::StreamNotFound => "nats/no-stream",
                 PublishErrorKind::TimedOut => "nats/ack-timeout",
@@ -188,7 +196,7 @@ async fn run(
     tracing::info!(url = %shown, prefix = %opts.prefix, "publishing change events to NATS JetStream");
     let js = async_nats::jetstream::ContextBuilder::new()
         .timeout(opts.ack_timeout)
-        .build(client);
+        .build(client.clone());
     let mut epoch: Option<String> = None;
     let mut ready = false;
     let mut failures: u32 = 0;
@@ -197,7 +205,13 @@ async fn run(
             return;
         }
         let outcome = if ready {
-            step(&store, &js, &opts, &stats, &mut epoch).await
+            // While there is no connection, messages would pile up in the client's buffer:
+            // nothing is leased or sent until it is back.
+            if client.connection_state() == async_nats::connection::State::Connected {
+                step(&store, &js, &opts, &stats, &mut epoch).await
+            } else {
+                Err(SinkError::NotConnected)
+            }
         } else {
             // The sink's row: created at the end of the change log the first time.
             match store.ensure_cdc_sink(SINK_NAME).await {
@@ -229,7 +243,7 @@ async fn run(
                         p = opts.prefix
                     );
                 } else {
-                    tracing::warn!(code, error = %e, "the NATS sink failed; retrying");
+                    tracing::warn!(code, url = %shown, error = %e, "the NATS sink failed; retrying");
                 }
                 failures = failures.saturating_add(1);
                 backoff(&opts, failures)
@@ -275,7 +289,7 @@ async fn step(
         let subject = format!("{}.{REQUERY_TOKEN}", opts.prefix);
         let id = format!("{epoch}:requery:{}", page.pruned_through);
         let body = json_bytes(&RequeryEvent::new(page.pruned_through));
-        publish_one(js, stats, subject, id, body).await?;
+        publish_one(js, opts, stats, subject, id, body).await?;
         lease.advance(page.pruned_through).await?;
         lease.commit().await?;
         stats
@@ -296,10 +310,14 @@ async fn step(
         let msg = Publish::build()
             .payload(json_bytes(&event))
             .message_id(event_id(&epoch, row.seq));
-        match js.send_publish(subject.clone(), msg).await {
-            Ok(ack) => pending.push((row.seq, subject, ack)),
-            Err(source) => {
+        match tokio::time::timeout(opts.ack_timeout, js.send_publish(subject.clone(), msg)).await {
+            Ok(Ok(ack)) => pending.push((row.seq, subject, ack)),
+            Ok(Err(source)) => {
                 unsent = Some(SinkError::Publish { subject, source });
+                break;
+            }
+            Err(_) => {
+                unsent = Some(SinkError::SendTimeout(subject));
                 break;
             }
         }
@@ -344,16 +362,19 @@ async fn step(
 
 async fn publish_one(
     js: &async_nats::jetstream::Context,
+    opts: &NatsOptions,
     stats: &NatsStats,
     subject: String,
     id: String,
     body: bytes::Bytes,
 ) -> Result<(), SinkError> {
     let msg = Publish::build().payload(body).message_id(id);
-    let ack = match js.send_publish(subject.clone(), msg).await {
-        Ok(ack) => ack.await,
-        Err(e) => Err(e),
-    };
+    let ack =
+        match tokio::time::timeout(opts.ack_timeout, js.send_publish(subject.clone(), msg)).await {
+            Ok(Ok(ack)) => ack.await,
+            Ok(Err(e)) => Err(e),
+            Err(_) => return Err(SinkError::SendTimeout(subject)),
+        };
     match ack {
         Ok(_) => {
             stats.published.fetch_add(1, Ordering::Relaxed);

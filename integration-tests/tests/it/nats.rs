@@ -526,6 +526,14 @@ struct OwnServer {
 impl OwnServer {
     /// `None` (after a notice) when the nats-server binary is not installed.
     async fn start(user: &str, pass: &str) -> Option<OwnServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        OwnServer::start_on(port, user, pass).await
+    }
+
+    async fn start_on(port: u16, user: &str, pass: &str) -> Option<OwnServer> {
         let bin = [
             "nats-server",
             "/usr/sbin/nats-server",
@@ -545,10 +553,6 @@ impl OwnServer {
             return None;
         };
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
         let child = std::process::Command::new(bin)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
             .args(["--user", user, "--pass", pass, "--store_dir"])
@@ -608,4 +612,54 @@ async fn credentials_in_the_url_log_the_sink_in() {
     let messages = stream.messages().await;
     assert_eq!(messages[0].2["documentId"], "in");
     app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_nats_server_that_comes_up_late_gets_the_events_that_waited() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("nats://u:p@127.0.0.1:{port}");
+    let prefix = format!("it{:016x}.down", rand::random::<u64>());
+    // The server starts (and takes writes) while nothing answers on the NATS port.
+    let app = TestApp::spawn_with(TestDb::create().await, |c| {
+        c.playground = true;
+        c.nats_url = Some(bigpeer::config::NatsUrl::new(url));
+        c.nats_subject_prefix = prefix.clone();
+    })
+    .await;
+    let start = position(&app).await;
+    execute(&app, "INSERT INTO t DOCUMENTS ({'_id': 'waited'})").await;
+    let Some(server) = OwnServer::start_on(port, "u", "p").await else {
+        app.shutdown().await;
+        return;
+    };
+    assert_eq!(
+        position(&app).await,
+        start,
+        "nothing was recorded as published"
+    );
+    let client = async_nats::ConnectOptions::new()
+        .user_and_password("u".into(), "p".into())
+        .connect(format!("nats://127.0.0.1:{port}"))
+        .await
+        .expect("connect");
+    let js = jetstream::new(client);
+    let name = format!("bigpeer_it_{:016x}", rand::random::<u64>());
+    js.create_stream(jetstream::stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("{prefix}.>")],
+        ..Default::default()
+    })
+    .await
+    .expect("create the stream");
+    let stream = TestStream { js, name, prefix };
+    stream.until_count(1).await;
+    until_caught_up(&app).await;
+    let messages = stream.messages().await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].2["documentId"], "waited");
+    app.shutdown().await;
+    drop(server);
 }
