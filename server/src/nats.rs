@@ -231,6 +231,17 @@ async fn run(
                 failures = 0;
                 opts.poll
             }
+            Err(SinkError::NotConnected) => {
+                // Connecting takes a moment at start: only a wait of a few retries is worth a
+                // warning.
+                failures = failures.saturating_add(1);
+                if failures > 4 {
+                    tracing::warn!(code = "nats/not-connected", url = %shown, "no connection to the NATS server yet; the events wait");
+                } else {
+                    tracing::debug!(url = %shown, "waiting for the connection to the NATS server");
+                }
+                backoff(&opts, failures)
+            }
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 let code = e.code();
@@ -238,7 +249,7 @@ async fn run(
                     tracing::warn!(
                         code,
                         "no JetStream stream captures the subjects {p}.>: create one, e.g. \
-                         `nats stream add bigpeer-cdc --subjects '{p}.>' --storage file \
+                         `nats stream add BIGPEER_CDC --subjects '{p}.>' --storage file \
                          --dupe-window 2m --defaults`; the events wait (the sink retries): {e}",
                         p = opts.prefix
                     );
