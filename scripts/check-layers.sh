@@ -78,6 +78,7 @@ rules=(
     "config:http sync service state app"
     "pg:http sync service state app store"
     "webhooks:http sync state app"
+    "nats:http sync state app"
 )
 bad=0
 for rule in "${rules[@]}"; do

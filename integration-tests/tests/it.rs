@@ -8,6 +8,8 @@ mod auth;
 mod changes;
 #[path = "it/legacy.rs"]
 mod legacy;
+#[path = "it/nats.rs"]
+mod nats;
 #[path = "it/openapi.rs"]
 mod openapi;
 #[path = "it/peers.rs"]

@@ -271,6 +271,8 @@ pub struct RunningApp {
     sync: crate::sync::SyncHub,
     /// The webhook delivery loops.
     deliverer: Option<crate::webhooks::Deliverer>,
+    /// The NATS JetStream sink, when `nats_url` is set.
+    nats: Option<crate::nats::NatsSink>,
     /// Ended at shutdown, so that they do not hold the graceful stop.
     change_streams: web::Data<crate::http::changes::ChangeStreams>,
 }
@@ -356,10 +358,28 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
     .with_strict_mode(executor.strict_mode_flag())
     .with_limits(limits.clone());
     let sync_sessions = sync.clone();
+    // The NATS JetStream sink. Its position is created (at the end of the change log, the
+    // first time) before the HTTP server takes writes, so that this server's writes are all
+    // published; when that fails (the database is not migrated yet), the sink retries.
+    let nats = match &config.nats_url {
+        Some(url) => {
+            if let Err(e) = database.store.ensure_cdc_sink(crate::nats::SINK_NAME).await {
+                tracing::warn!(code = e.code(), error = %e, "the NATS sink's position is not recorded yet; retrying");
+            }
+            Some(crate::nats::NatsSink::start(
+                database.store.clone(),
+                crate::nats::NatsOptions::new(url.expose(), config.nats_subject_prefix.clone()),
+            ))
+        }
+        None => None,
+    };
     let webhook_stats = crate::webhooks::DeliveryStats::default();
     let mut metrics =
         crate::http::metrics::Metrics::new(Some((database.store.clone(), sync.clone())));
     metrics.register_webhooks(&webhook_stats);
+    if let Some(n) = &nats {
+        metrics = metrics.with_nats(n.stats());
+    }
     let metrics = web::Data::new(metrics);
     let state = web::Data::new(AppState {
         store: database.store.clone(),
@@ -508,6 +528,7 @@ pub async fn spawn_app(config: Config) -> Result<RunningApp, AppError> {
         database,
         sync: sync_sessions,
         deliverer,
+        nats,
         change_streams: change_streams_handle,
     })
 }
@@ -568,6 +589,9 @@ impl RunningApp {
         };
         if let Some(d) = self.deliverer {
             d.stop().await;
+        }
+        if let Some(n) = self.nats {
+            n.stop().await;
         }
         self.database.close().await;
         tracing::info!("stopped");

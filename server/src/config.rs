@@ -97,6 +97,10 @@ pub struct Config {
     pub auth_webhook_provider: String,
     /// Signs webhook requests (`X-Bigpeer-Signature`) when set.
     pub auth_webhook_secret: Option<AdminKey>,
+    /// The NATS server(s) of the JetStream sink; unset: no sink.
+    pub nats_url: Option<NatsUrl>,
+    /// Events are published to `<nats_subject_prefix>.<collection>`.
+    pub nats_subject_prefix: String,
 }
 
 /// The admin key: never shown in logs or `Debug` output.
@@ -154,6 +158,8 @@ impl Default for Config {
             auth_webhook_url: None,
             auth_webhook_provider: "bigpeer".to_string(),
             auth_webhook_secret: None,
+            nats_url: None,
+            nats_subject_prefix: "bigpeer".to_string(),
         }
     }
 }
@@ -197,6 +203,58 @@ impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.masked())
     }
+}
+
+/// NATS server URLs (comma-separated) whose credentials never show in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsUrl(String);
+
+impl NatsUrl {
+    pub fn new(url: impl Into<String>) -> NatsUrl {
+        NatsUrl(url.into())
+    }
+
+    /// The URLs, credentials included: pass them to the client, never to a log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URLs with their credentials replaced by `***`.
+    pub fn masked(&self) -> String {
+        mask_nats_url(&self.0)
+    }
+}
+
+impl fmt::Debug for NatsUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NatsUrl({})", self.masked())
+    }
+}
+
+/// Masks the credentials of NATS URLs (comma-separated): `nats://user:***@host`, and a token
+/// (`nats://TOKEN@host`) entirely, `nats://***@host`.
+pub fn mask_nats_url(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| {
+            let Some(scheme_end) = url.find("://") else {
+                return url.to_owned();
+            };
+            let rest_start = scheme_end + 3;
+            let authority_end = url[rest_start..]
+                .find(['/', '?', '#'])
+                .map_or(url.len(), |i| rest_start + i);
+            let Some(at) = url[rest_start..authority_end].rfind('@') else {
+                return url.to_owned();
+            };
+            let userinfo = &url[rest_start..rest_start + at];
+            let masked = match userinfo.find(':') {
+                Some(colon) => format!("{}:***", &userinfo[..colon]),
+                None => "***".to_owned(),
+            };
+            format!("{}{masked}{}", &url[..rest_start], &url[rest_start + at..])
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Replaces the password of a `postgres://user:password@host/db` URL (and any `password=` query
@@ -481,6 +539,20 @@ pub const SETTINGS: &[Setting] = &[
         default: "(unset: requests are not signed)",
         about: "signs webhook requests: X-Bigpeer-Signature t=UNIX,v1=hex HMAC-SHA256 of \"UNIX.BODY\" (at least 16 characters)",
     },
+    Setting {
+        key: "nats_url",
+        env: &["BIGPEER_NATS_URL"],
+        flag: "--nats-url",
+        default: "(unset: no NATS sink)",
+        about: "NATS server(s) of the JetStream sink, nats://[USER:PASSWORD@]HOST:PORT or tls://..., several separated by commas; every change event is published there (credentials are masked in logs)",
+    },
+    Setting {
+        key: "nats_subject_prefix",
+        env: &["BIGPEER_NATS_SUBJECT_PREFIX"],
+        flag: "--nats-subject-prefix",
+        default: "bigpeer",
+        about: "events go to <prefix>.<collection> (requeryRequired to <prefix>._requery); one or more tokens of letters, digits, - and _, separated by dots",
+    },
 ];
 
 /// Environment variable naming the config file (like `--config`).
@@ -549,6 +621,8 @@ pub struct Flags {
     pub auth_webhook_url: Option<String>,
     pub auth_webhook_provider: Option<String>,
     pub auth_webhook_secret: Option<String>,
+    pub nats_url: Option<String>,
+    pub nats_subject_prefix: Option<String>,
 }
 
 /// A configuration problem. Messages are lowercase and name the setting and its origin; `hint`
@@ -634,6 +708,7 @@ impl Raw {
         };
         match key {
             "database_url" => mask_password(&text),
+            "nats_url" => mask_nats_url(&text),
             // A secret is never echoed back, not even in an error about it.
             "admin_key" => "\"***\"".to_owned(),
             _ => text,
@@ -704,7 +779,7 @@ impl Config {
             }
         }
 
-        let flag_values: [(&'static str, &Option<String>); 28] = [
+        let flag_values: [(&'static str, &Option<String>); 30] = [
             ("listen", &flags.listen),
             ("database_url", &flags.database_url),
             ("data_dir", &flags.data_dir),
@@ -733,6 +808,8 @@ impl Config {
             ("auth_webhook_url", &flags.auth_webhook_url),
             ("auth_webhook_provider", &flags.auth_webhook_provider),
             ("auth_webhook_secret", &flags.auth_webhook_secret),
+            ("nats_url", &flags.nats_url),
+            ("nats_subject_prefix", &flags.nats_subject_prefix),
         ];
         for (key, value) in flag_values {
             if let Some(value) = value {
@@ -865,6 +942,14 @@ impl Config {
             Some(_) => out.push_str("auth_webhook_secret = \"***\"\n"),
             None => out.push_str("# auth_webhook_secret: unset, requests are not signed\n"),
         }
+        match &self.nats_url {
+            Some(url) => out.push_str(&format!("nats_url = {}\n", quote(&url.masked()))),
+            None => out.push_str("# nats_url: unset, no NATS sink\n"),
+        }
+        out.push_str(&format!(
+            "nats_subject_prefix = {}\n",
+            quote(&self.nats_subject_prefix)
+        ));
         out
     }
 
@@ -1071,6 +1156,25 @@ impl Config {
                 ));
             }
             config.auth_webhook_url = Some(url);
+        }
+        if let Some((raw, origin)) = layers.get("nats_url") {
+            let url = text(raw, "nats_url", origin)?;
+            check_nats_url(&url)
+                .map_err(|(reason, hint)| invalid("nats_url", raw, origin, reason, hint))?;
+            config.nats_url = Some(NatsUrl(url));
+        }
+        if let Some((raw, origin)) = layers.get("nats_subject_prefix") {
+            let prefix = text(raw, "nats_subject_prefix", origin)?;
+            check_subject_prefix(&prefix).map_err(|reason| {
+                invalid(
+                    "nats_subject_prefix",
+                    raw,
+                    origin,
+                    reason,
+                    "use tokens of letters, digits, - and _ separated by dots, e.g. bigpeer or acme.cdc".into(),
+                )
+            })?;
+            config.nats_subject_prefix = prefix;
         }
         if let Some((raw, origin)) = layers.get("auth_webhook_secret") {
             let secret = text(raw, "auth_webhook_secret", origin)?;
@@ -1297,6 +1401,52 @@ fn parse_listen(text: &str) -> Result<SocketAddr, Problem> {
         )),
         Some(_) => Err(("the host must be an IP address".to_string(), hint)),
     }
+}
+
+/// NATS server URLs: `nats://` or `tls://` with a host, comma-separated.
+fn check_nats_url(urls: &str) -> Result<(), Problem> {
+    let hint = || {
+        "give nats://HOST:PORT (or tls://HOST:PORT), e.g. nats://127.0.0.1:4222; several servers separated by commas".to_owned()
+    };
+    for one in urls.split(',').map(str::trim) {
+        let parsed =
+            url::Url::parse(one).map_err(|e| (format!("not a valid URL ({e})"), hint()))?;
+        if !matches!(parsed.scheme(), "nats" | "tls") {
+            return Err((
+                format!(
+                    "the scheme must be nats:// or tls://, not {}://",
+                    parsed.scheme()
+                ),
+                hint(),
+            ));
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(("the URL has no host".to_owned(), hint()));
+        }
+    }
+    Ok(())
+}
+
+/// A subject prefix: 1 to 128 bytes of dot-separated tokens of ASCII letters, digits, `-` and
+/// `_` (no wildcards, no empty tokens).
+pub fn check_subject_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() || prefix.len() > 128 {
+        return Err("must be 1 to 128 characters".into());
+    }
+    for token in prefix.split('.') {
+        if token.is_empty() {
+            return Err("has an empty token (two dots in a row, or a dot at an end)".into());
+        }
+        if !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!(
+                "the token {token:?} may hold only letters, digits, - and _ (no wildcards or spaces)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_database_url(url: &str) -> Result<(), Problem> {

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod nats;
 pub mod pg;
 pub mod service;
 pub mod state;

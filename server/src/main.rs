@@ -244,6 +244,12 @@ struct ServeArgs {
     /// Signs webhook requests with HMAC-SHA256 (X-Bigpeer-Signature) [env: BIGPEER_AUTH_WEBHOOK_SECRET] [default: unset, unsigned]
     #[arg(long, value_name = "SECRET")]
     auth_webhook_secret: Option<String>,
+    /// NATS server(s) of the JetStream sink, nats://HOST:PORT; every change event is published there [env: BIGPEER_NATS_URL] [default: unset, no sink]
+    #[arg(long, value_name = "URL")]
+    nats_url: Option<String>,
+    /// Events go to <PREFIX>.<collection> [env: BIGPEER_NATS_SUBJECT_PREFIX] [default: bigpeer]
+    #[arg(long, value_name = "PREFIX")]
+    nats_subject_prefix: Option<String>,
 }
 
 impl Cli {
@@ -285,6 +291,8 @@ impl Cli {
             flags.auth_webhook_url = s.auth_webhook_url.clone();
             flags.auth_webhook_provider = s.auth_webhook_provider.clone();
             flags.auth_webhook_secret = s.auth_webhook_secret.clone();
+            flags.nats_url = s.nats_url.clone();
+            flags.nats_subject_prefix = s.nats_subject_prefix.clone();
         }
         flags
     }

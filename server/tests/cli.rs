@@ -676,6 +676,8 @@ fn config_command_shows_the_layered_settings_with_the_password_masked() {
         .args(["--listen", "127.0.0.1:9999"])
         .env("BIGPEER_POOL_SIZE", "7")
         .env("DATABASE_URL", "postgres://app:hunter2@db:5432/bigpeer")
+        .env("BIGPEER_NATS_URL", "nats://cdc:swordfish@nats:4222")
+        .args(["--nats-subject-prefix", "acme.cdc"])
         .output()
         .expect("run bigpeer config");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -690,6 +692,8 @@ fn config_command_shows_the_layered_settings_with_the_password_masked() {
         "log_format = \"json\"",
         "database_url = \"postgres://app:***@db:5432/bigpeer\"",
         "data_dir = \"./bigpeer-data\"",
+        "nats_url = \"nats://cdc:***@nats:4222\"",
+        "nats_subject_prefix = \"acme.cdc\"",
     ] {
         assert!(
             stdout.lines().any(|l| l == line),
@@ -697,6 +701,7 @@ fn config_command_shows_the_layered_settings_with_the_password_masked() {
         );
     }
     assert!(!stdout.contains("hunter2"), "{stdout}");
+    assert!(!stdout.contains("swordfish"), "{stdout}");
 }
 
 #[test]

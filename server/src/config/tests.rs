@@ -332,3 +332,109 @@ fn readme_documents_every_setting() {
         );
     }
 }
+
+#[test]
+fn nats_sink_settings_in_every_layer_with_credentials_masked() {
+    let config = resolve_with(&Flags::default(), &[], None).expect("valid");
+    assert_eq!(config.nats_url, None);
+    assert_eq!(config.nats_subject_prefix, "bigpeer");
+    assert!(config.to_toml().contains("# nats_url: unset"));
+
+    let config = resolve_with(
+        &Flags::default(),
+        &[
+            (
+                "BIGPEER_NATS_URL",
+                "nats://cdc:s3cret@n1:4222,nats://n2:4222",
+            ),
+            ("BIGPEER_NATS_SUBJECT_PREFIX", "acme.cdc-1"),
+        ],
+        None,
+    )
+    .expect("valid");
+    let url = config.nats_url.clone().expect("set");
+    assert_eq!(url.expose(), "nats://cdc:s3cret@n1:4222,nats://n2:4222");
+    assert_eq!(
+        format!("{url:?}"),
+        "NatsUrl(nats://cdc:***@n1:4222,nats://n2:4222)"
+    );
+    assert_eq!(config.nats_subject_prefix, "acme.cdc-1");
+    let toml = config.to_toml();
+    assert!(!toml.contains("s3cret"), "{toml}");
+    assert!(toml.contains("nats_url = \"nats://cdc:***@n1:4222,nats://n2:4222\""));
+    // A token is all secret.
+    assert_eq!(
+        mask_nats_url("tls://T0KEN@host:4222"),
+        "tls://***@host:4222"
+    );
+
+    let flags = Flags {
+        nats_url: Some("nats://127.0.0.1:4222".into()),
+        nats_subject_prefix: Some("cli".into()),
+        ..Flags::default()
+    };
+    let config = resolve_with(
+        &flags,
+        &[("BIGPEER_NATS_SUBJECT_PREFIX", "env")],
+        Some("nats_url = \"nats://file:4222\"\nnats_subject_prefix = \"file\"\n"),
+    )
+    .expect("valid");
+    assert_eq!(
+        config.nats_url.as_ref().map(NatsUrl::expose),
+        Some("nats://127.0.0.1:4222")
+    );
+    assert_eq!(config.nats_subject_prefix, "cli");
+    let again = resolve_with(&Flags::default(), &[], Some(&config.to_toml())).expect("valid TOML");
+    assert_eq!(again, config);
+}
+
+#[test]
+fn bad_nats_settings_are_refused_with_the_secret_masked() {
+    for (url, reason) in [
+        ("http://n:4222", "the scheme must be nats:// or tls://"),
+        ("nats://", "the URL has no host"),
+        ("nats://a:4222,", "not a valid URL"),
+    ] {
+        let err =
+            resolve_with(&Flags::default(), &[("BIGPEER_NATS_URL", url)], None).expect_err(url);
+        assert_eq!(err.code(), "config/invalid-value");
+        assert!(err.to_string().contains(reason), "{url}: {err}");
+    }
+    let err = resolve_with(
+        &Flags::default(),
+        &[("BIGPEER_NATS_URL", "http://u:hunter22@n:4222")],
+        None,
+    )
+    .expect_err("scheme");
+    assert!(!err.to_string().contains("hunter22"), "{err}");
+    for prefix in [
+        "",
+        "a..b",
+        ".a",
+        "a.",
+        "a.*",
+        "a.>",
+        "two words",
+        "a/b",
+        "é",
+    ] {
+        let err = resolve_with(
+            &Flags::default(),
+            &[("BIGPEER_NATS_SUBJECT_PREFIX", prefix)],
+            None,
+        );
+        // An empty environment variable counts as unset.
+        if prefix.is_empty() {
+            assert!(err.is_ok());
+            continue;
+        }
+        let err = err.expect_err(prefix);
+        assert!(
+            err.to_string().starts_with("invalid nats_subject_prefix"),
+            "{prefix}: {err}"
+        );
+    }
+    assert!(check_subject_prefix("").is_err());
+    assert!(check_subject_prefix(&"a".repeat(129)).is_err());
+    assert!(check_subject_prefix("Acme_1.cdc-x").is_ok());
+}

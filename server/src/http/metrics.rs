@@ -158,6 +158,13 @@ impl Metrics {
         self.errors.get_or_create(&CodeLabels { code }).inc();
     }
 
+    /// Adds the NATS JetStream sink's counters.
+    pub fn with_nats(mut self, stats: std::sync::Arc<crate::nats::NatsStats>) -> Metrics {
+        self.registry
+            .register_collector(Box::new(NatsCollector { stats }));
+        self
+    }
+
     fn render(&self, out: &mut String) -> Result<(), std::fmt::Error> {
         prometheus_text::encode(out, &self.registry)
     }
@@ -222,6 +229,44 @@ impl Collector for StoreCollector {
         g.encode(encoder.encode_descriptor(
             "bigpeer_committed_transaction_id",
             "The newest committed transaction id this process knows.",
+            None,
+            g.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+/// The NATS JetStream sink's counters, read at each scrape.
+#[derive(Debug)]
+struct NatsCollector {
+    stats: std::sync::Arc<crate::nats::NatsStats>,
+}
+
+impl Collector for NatsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        counter(
+            &mut encoder,
+            "bigpeer_cdc_nats_published",
+            "Change events this process published to NATS JetStream and the stream acknowledged (duplicates included).",
+            self.stats.published.load(Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "bigpeer_cdc_nats_duplicates",
+            "Re-published events the stream acknowledged as duplicates (dropped by its duplicate window).",
+            self.stats.duplicates.load(Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "bigpeer_cdc_nats_failures",
+            "Failed NATS publications or acknowledgements (each retried with backoff).",
+            self.stats.failures.load(Relaxed),
+        )?;
+        let g = ConstGauge::new(self.stats.position.load(Relaxed));
+        g.encode(encoder.encode_descriptor(
+            "bigpeer_cdc_nats_position",
+            "The change sequence position through which this process last published and recorded.",
             None,
             g.metric_type(),
         )?)?;

@@ -14,6 +14,7 @@ mod keys;
 mod queries;
 mod reads;
 mod scan;
+mod sinks;
 mod sites;
 mod system;
 mod txn;
@@ -38,6 +39,7 @@ pub use health::{is_connection_lost, Health};
 pub use keys::{KeyRow, NewKeyRow};
 pub use queries::Items;
 pub use scan::{Page, ScanRow};
+pub use sinks::SinkLease;
 pub use sites::SERVER_SITE_OWNER;
 pub use txn::{TxnInfo, Working, NUL_CHARACTER};
 pub use webhooks::{

@@ -1571,3 +1571,62 @@ async fn pruning_moves_the_horizon_with_the_rows_it_deletes() {
     );
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn a_sink_starts_at_the_end_of_the_log_and_one_process_holds_it_at_a_time() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    s.apply(vec![insert("c", "before", r#"{"x":1}"#)])
+        .await
+        .expect("insert");
+    let head = logged(s, 0).await.last().map(|r| r.seq).expect("a change");
+    // Created at the end of the log; a second call keeps the position.
+    assert_eq!(s.ensure_cdc_sink("nats").await.expect("ensure"), head);
+    assert!(
+        s.lease_cdc_sink("nats").await.expect("lease").is_none(),
+        "no work yet"
+    );
+    s.apply(vec![insert("c", "after", r#"{"x":2}"#)])
+        .await
+        .expect("insert");
+    let mut first = s
+        .lease_cdc_sink("nats")
+        .await
+        .expect("lease")
+        .expect("work after the position");
+    assert_eq!(first.position, head);
+    let page = first
+        .change_log_page(first.position, 100)
+        .await
+        .expect("page");
+    assert_eq!(page.rows.len(), 1);
+    // While it is held, another process gets nothing.
+    assert!(s.lease_cdc_sink("nats").await.expect("lease").is_none());
+    first.advance(page.rows[0].seq).await.expect("advance");
+    // Not visible before the commit.
+    assert_eq!(s.cdc_sink_position("nats").await.expect("pos"), Some(head));
+    first.commit().await.expect("commit");
+    assert_eq!(
+        s.cdc_sink_position("nats").await.expect("pos"),
+        Some(page.rows[0].seq)
+    );
+    assert_eq!(
+        s.ensure_cdc_sink("nats").await.expect("ensure"),
+        page.rows[0].seq
+    );
+    assert!(
+        s.lease_cdc_sink("nats").await.expect("lease").is_none(),
+        "caught up"
+    );
+    // A lease dropped without a commit (a crash) leaves the position as it was.
+    assert!(s.rewind_cdc_sink("nats", head).await.expect("rewind"));
+    let mut dropped = s
+        .lease_cdc_sink("nats")
+        .await
+        .expect("lease")
+        .expect("work");
+    dropped.advance(page.rows[0].seq).await.expect("advance");
+    drop(dropped);
+    assert_eq!(s.cdc_sink_position("nats").await.expect("pos"), Some(head));
+    assert_eq!(s.cdc_sink_position("other").await.expect("pos"), None);
+}
