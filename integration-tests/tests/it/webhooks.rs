@@ -215,6 +215,12 @@ struct Receiver {
 
 impl Receiver {
     async fn start(answers: &[u16]) -> Receiver {
+        Receiver::start_on(0, answers).await
+    }
+
+    /// On a given port (0: any free one). An answer of 0 means: wait 3 s, then 200 (slower
+    /// than the tests' webhook_timeout).
+    async fn start_on(port: u16, answers: &[u16]) -> Receiver {
         use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
         let plan = Arc::new(Mutex::new(Plan {
             answers: answers.iter().copied().collect(),
@@ -240,7 +246,12 @@ impl Receiver {
                         signature: header("webhook-signature"),
                         body: body.to_vec(),
                     });
-                    let status = p.answers.pop_front().unwrap_or(200);
+                    let mut status = p.answers.pop_front().unwrap_or(200);
+                    drop(p);
+                    if status == 0 {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        status = 200;
+                    }
                     let mut answer = HttpResponse::build(
                         actix_web::http::StatusCode::from_u16(status).expect("status"),
                     );
@@ -252,7 +263,7 @@ impl Receiver {
             }))
         })
         .workers(1)
-        .bind(("127.0.0.1", 0))
+        .bind(("127.0.0.1", port))
         .expect("bind a receiver");
         let addr = server.addrs()[0];
         let server = server.run();
@@ -665,4 +676,66 @@ async fn two_processes_deliver_each_event_once() {
     receiver.stop().await;
     second.shutdown().await.expect("second shutdown");
     first.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_receiver_that_times_out_or_is_down_gets_every_event_in_order_once_it_recovers() {
+    let app = delivery_app(TestDb::create().await, |c| {
+        c.webhook_timeout = Duration::from_secs(1);
+    })
+    .await;
+    // Down: nothing listens on the port yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let (id, _) = register(
+        &app,
+        json!({ "url": format!("http://127.0.0.1:{port}/hook") }),
+    )
+    .await;
+    for i in 0..5 {
+        execute(&app, &format!("INSERT INTO t DOCUMENTS ({{'_id': {i}}})")).await;
+    }
+    let hook = format!("/api/v4/admin/webhooks/{id}");
+    let failed = poll(&app, &format!("{hook}/deliveries?status=failed"), |l| {
+        l.as_array()
+            .is_some_and(|a| a.first().is_some_and(|d| d["attempts"].as_i64() >= Some(2)))
+    })
+    .await;
+    assert!(
+        failed[0]["lastError"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{failed}"
+    );
+    // Up again, but its first answer comes after the timeout: one more failure, then through.
+    let receiver = Receiver::start_on(port, &[0]).await;
+    for i in 5..8 {
+        execute(&app, &format!("INSERT INTO t DOCUMENTS ({{'_id': {i}}})")).await;
+    }
+    until("every event", || {
+        let mut ids: Vec<Value> = receiver.events().into_iter().map(|e| e.1).collect();
+        ids.dedup();
+        ids.len() >= 8
+    })
+    .await;
+    let mut firsts: Vec<Value> = Vec::new();
+    for (_, id, _) in receiver.events() {
+        if !firsts.contains(&id) {
+            firsts.push(id);
+        }
+    }
+    assert_eq!(
+        firsts,
+        (0..8).map(|i| json!(i)).collect::<Vec<_>>(),
+        "in order"
+    );
+    let got = receiver.got();
+    assert_eq!(
+        got[0].id, got[1].id,
+        "the batch that timed out came again under its id"
+    );
+    receiver.stop().await;
+    app.shutdown().await;
 }
