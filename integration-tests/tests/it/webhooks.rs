@@ -239,15 +239,16 @@ impl Receiver {
                             .unwrap_or("")
                             .to_owned()
                     };
-                    let mut p = plan.lock().expect("plan");
-                    p.got.push(Received {
-                        id: header("webhook-id"),
-                        timestamp: header("webhook-timestamp").parse().unwrap_or(0),
-                        signature: header("webhook-signature"),
-                        body: body.to_vec(),
-                    });
-                    let mut status = p.answers.pop_front().unwrap_or(200);
-                    drop(p);
+                    let mut status = {
+                        let mut p = plan.lock().expect("plan");
+                        p.got.push(Received {
+                            id: header("webhook-id"),
+                            timestamp: header("webhook-timestamp").parse().unwrap_or(0),
+                            signature: header("webhook-signature"),
+                            body: body.to_vec(),
+                        });
+                        p.answers.pop_front().unwrap_or(200)
+                    };
                     if status == 0 {
                         tokio::time::sleep(Duration::from_secs(3)).await;
                         status = 200;
