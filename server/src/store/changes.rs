@@ -84,8 +84,7 @@ pub struct ChangeLogPage {
     pub pruned_through: i64,
 }
 
-pub(super) const PAGE_ALL: &str =
-    "SELECT h.pruned_through, (SELECT v FROM seq_counter WHERE id = 0), \
+const PAGE_ALL: &str = "SELECT h.pruned_through, (SELECT v FROM seq_counter WHERE id = 0), \
      r.seq, r.txn, r.collection, r.id, r.method, r.old_value::text, r.new_value::text, \
      (extract(epoch FROM r.committed_at) * 1000000)::int8 \
      FROM changes_horizon h LEFT JOIN LATERAL \
@@ -133,6 +132,32 @@ impl Store {
             })
             .await?;
         self.page_from_rows(&rows, after, limit)
+    }
+
+    /// [`Store::change_log_page`] of every collection, read on `conn` (a lease's connection, so
+    /// that a lease holds one connection only).
+    pub(super) async fn change_log_page_on(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        after: i64,
+        limit: i64,
+    ) -> Result<ChangeLogPage, StoreError> {
+        let limit = limit.max(1);
+        let rows = sqlx::query(PAGE_ALL)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(conn)
+            .await?;
+        self.page_from_rows(&rows, after, limit)
+    }
+
+    /// The database's sequence space (`seq_counter.epoch`), read on `conn`.
+    pub(super) async fn epoch_on(conn: &mut sqlx::PgConnection) -> Result<String, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT epoch FROM seq_counter WHERE id = 0")
+                .fetch_one(conn)
+                .await?,
+        )
     }
 
     /// A page from the rows of `PAGE_ALL` or `PAGE_COLLECTION` read after `after`.

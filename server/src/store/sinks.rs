@@ -1,7 +1,6 @@
 //! Positions of the change data capture sinks (`sql/0012_cdc_sinks.sql`): one row per sink,
 //! leased by the process that publishes (`FOR UPDATE SKIP LOCKED`), as the webhooks are.
 
-use super::changes::PAGE_ALL;
 use super::{ChangeLogPage, Store, StoreError};
 
 /// The sink's row when it has work (changes after its position, or a prune horizon past it)
@@ -98,22 +97,14 @@ impl SinkLease {
         after: i64,
         limit: i64,
     ) -> Result<ChangeLogPage, StoreError> {
-        let limit = limit.max(1);
-        let rows = sqlx::query(PAGE_ALL)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&mut *self.tx)
-            .await?;
-        self.store.page_from_rows(&rows, after, limit)
+        self.store
+            .change_log_page_on(&mut self.tx, after, limit)
+            .await
     }
 
     /// The database's sequence space (`seq_counter.epoch`), read on the lease's connection.
     pub async fn epoch(&mut self) -> Result<String, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT epoch FROM seq_counter WHERE id = 0")
-                .fetch_one(&mut *self.tx)
-                .await?,
-        )
+        Store::epoch_on(&mut self.tx).await
     }
 
     /// Moves the sink's position forward to `seq` (committed with the lease).

@@ -353,22 +353,14 @@ impl WebhookLease {
         after: i64,
         limit: i64,
     ) -> Result<ChangeLogPage, StoreError> {
-        let limit = limit.max(1);
-        let rows = sqlx::query(super::changes::PAGE_ALL)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&mut *self.tx)
-            .await?;
-        self.store.page_from_rows(&rows, after, limit)
+        self.store
+            .change_log_page_on(&mut self.tx, after, limit)
+            .await
     }
 
     /// The database's sequence space (`seq_counter.epoch`), read on the lease's connection.
     pub async fn epoch(&mut self) -> Result<String, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT epoch FROM seq_counter WHERE id = 0")
-                .fetch_one(&mut *self.tx)
-                .await?,
-        )
+        Store::epoch_on(&mut self.tx).await
     }
     /// Stores a new pending delivery (committed with the lease).
     pub async fn create_delivery(
